@@ -1,0 +1,264 @@
+//! CMake flag normalisation for a llama.cpp build: pure and table-driven.
+//!
+//! `-DNAME[:TYPE]=VALUE` entries become a sorted map (so two orderings of the same flags share
+//! one build), legacy CUDA switches map to `GGML_CUDA`, `LLAMA_BUILD_SERVER=ON` and
+//! `CMAKE_BUILD_TYPE=Release` are ensured, a GPU pool ensures `GGML_CUDA=ON` and a CPU pool
+//! forbids it.
+
+use std::collections::BTreeMap;
+
+use crate::config::Backend;
+
+/// Legacy spellings of the CUDA switch.
+const CUDA_ALIASES: &[&str] = &["LLAMA_CUBLAS", "LLAMA_CUDA", "GGML_CUBLAS", "GGML_CUDA"];
+
+/// Normalised CMake arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CmakeFlags {
+    /// `-D` definitions, sorted by name.
+    pub defines: BTreeMap<String, String>,
+    /// Other arguments, in the order given (e.g. `-Wno-dev`).
+    pub extra: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmakeNote {
+    pub index: Option<usize>,
+    pub error: bool,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl CmakeFlags {
+    /// The arguments as CMake receives them, `-D` definitions first.
+    pub fn to_args(&self) -> Vec<String> {
+        self.defines
+            .iter()
+            .map(|(k, v)| format!("-D{k}={v}"))
+            .chain(self.extra.iter().cloned())
+            .collect()
+    }
+
+    pub fn cuda(&self) -> bool {
+        self.defines.get("GGML_CUDA").is_some_and(|v| v == "ON")
+    }
+}
+
+fn truthy(v: &str) -> Option<bool> {
+    match v.to_ascii_uppercase().as_str() {
+        "ON" | "1" | "TRUE" | "YES" | "Y" => Some(true),
+        "OFF" | "0" | "FALSE" | "NO" | "N" | "" => Some(false),
+        _ => None,
+    }
+}
+
+/// Normalise `raw` for a pool with `backend`.
+pub fn normalize(raw: &[String], backend: Backend) -> (CmakeFlags, Vec<CmakeNote>) {
+    let mut flags = CmakeFlags::default();
+    let mut notes = Vec::new();
+    let mut cuda: Option<(bool, usize)> = None;
+    let mut i = 0;
+    while i < raw.len() {
+        let at = i;
+        let arg = raw[i].trim();
+        i += 1;
+        if arg == "-G" || arg.starts_with("-G") && !arg.starts_with("-G=") && arg.len() > 2 {
+            notes.push(CmakeNote {
+                index: Some(at),
+                error: true,
+                message: "the generator is not set through `cmake_flags`".into(),
+                help: Some("set `build.generator` (e.g. `generator: Ninja`) instead".into()),
+            });
+            if arg == "-G" {
+                i += 1;
+            }
+            continue;
+        }
+        let Some(def) = arg.strip_prefix("-D") else {
+            if arg.starts_with("-S") || arg.starts_with("-B") {
+                notes.push(CmakeNote {
+                    index: Some(at),
+                    error: true,
+                    message: format!(
+                        "`{arg}` is set by provision: it owns the source and build directories"
+                    ),
+                    help: Some("remove it; use `build.cache_dir` to move the cache".into()),
+                });
+                continue;
+            }
+            flags.extra.push(arg.to_string());
+            continue;
+        };
+        // `-D NAME=VALUE` as two items.
+        let def = if def.is_empty() {
+            match raw.get(i) {
+                Some(next) => {
+                    i += 1;
+                    next.trim().to_string()
+                }
+                None => String::new(),
+            }
+        } else {
+            def.to_string()
+        };
+        let Some((name_type, value)) = def.split_once('=') else {
+            notes.push(CmakeNote {
+                index: Some(at),
+                error: true,
+                message: format!("`{arg}` is not a definition: expected `-DNAME=VALUE`"),
+                help: Some("write e.g. `-DGGML_NATIVE=OFF`".into()),
+            });
+            continue;
+        };
+        let name = name_type.split(':').next().unwrap_or(name_type).trim();
+        if name.is_empty() {
+            notes.push(CmakeNote {
+                index: Some(at),
+                error: true,
+                message: format!("`{arg}` has no variable name"),
+                help: Some("write e.g. `-DGGML_NATIVE=OFF`".into()),
+            });
+            continue;
+        }
+        if CUDA_ALIASES.contains(&name) {
+            match truthy(value) {
+                Some(on) => {
+                    if name != "GGML_CUDA" {
+                        notes.push(CmakeNote {
+                            index: Some(at),
+                            error: false,
+                            message: format!(
+                                "`-D{name}` is a legacy spelling; using `-DGGML_CUDA={}`",
+                                if on { "ON" } else { "OFF" }
+                            ),
+                            help: Some("write `-DGGML_CUDA=ON`".into()),
+                        });
+                    }
+                    cuda = Some((on, at));
+                }
+                None => notes.push(CmakeNote {
+                    index: Some(at),
+                    error: true,
+                    message: format!("`-D{name}={value}` is neither ON nor OFF"),
+                    help: None,
+                }),
+            }
+            continue;
+        }
+        if let Some(old) = flags.defines.insert(name.to_string(), value.to_string()) {
+            if old != value {
+                notes.push(CmakeNote {
+                    index: Some(at),
+                    error: false,
+                    message: format!(
+                        "`-D{name}={value}` overrides the earlier `-D{name}={old}` (last one wins)"
+                    ),
+                    help: Some("give each definition once".into()),
+                });
+            }
+        }
+    }
+
+    match (backend, cuda) {
+        (Backend::Cuda, Some((false, at))) => notes.push(CmakeNote {
+            index: Some(at),
+            error: true,
+            message: "a GPU pool needs a CUDA build, but `cmake_flags` turn CUDA off".into(),
+            help: Some("remove the flag, or set `backend: cpu` for an explicit CPU pool".into()),
+        }),
+        (Backend::Cpu, Some((true, at))) => notes.push(CmakeNote {
+            index: Some(at),
+            error: true,
+            message: "a CPU pool may not build with CUDA (`GGML_CUDA=ON`)".into(),
+            help: Some("remove the flag, or set `backend: cuda` for a GPU pool".into()),
+        }),
+        _ => {}
+    }
+    let cuda_value = match backend {
+        Backend::Cuda => "ON",
+        Backend::Cpu => "OFF",
+    };
+    flags.defines.insert("GGML_CUDA".into(), cuda_value.into());
+    flags
+        .defines
+        .entry("LLAMA_BUILD_SERVER".into())
+        .or_insert_with(|| "ON".into());
+    if flags
+        .defines
+        .get("LLAMA_BUILD_SERVER")
+        .and_then(|v| truthy(v))
+        == Some(false)
+    {
+        notes.push(CmakeNote {
+            index: None,
+            error: true,
+            message: "`LLAMA_BUILD_SERVER` is OFF, but provision builds `llama-server`".into(),
+            help: Some("remove `-DLLAMA_BUILD_SERVER=OFF`".into()),
+        });
+    }
+    flags
+        .defines
+        .entry("CMAKE_BUILD_TYPE".into())
+        .or_insert_with(|| "Release".into());
+    (flags, notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(raw: &[&str]) -> Vec<String> {
+        raw.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_3090_flags_normalise_and_order_does_not_matter() {
+        let a = normalize(
+            &args(&[
+                "-DCMAKE_BUILD_TYPE=Release",
+                "-DLLAMA_BUILD_SERVER=ON",
+                "-DGGML_CUDA=ON",
+                "-DCMAKE_CUDA_ARCHITECTURES=86",
+            ]),
+            Backend::Cuda,
+        );
+        let b = normalize(
+            &args(&["-DCMAKE_CUDA_ARCHITECTURES=86", "-DLLAMA_CUBLAS=1"]),
+            Backend::Cuda,
+        );
+        assert_eq!(a.0, b.0);
+        assert!(a.1.is_empty());
+        assert_eq!(b.1.len(), 1);
+        assert_eq!(
+            a.0.to_args(),
+            [
+                "-DCMAKE_BUILD_TYPE=Release",
+                "-DCMAKE_CUDA_ARCHITECTURES=86",
+                "-DGGML_CUDA=ON",
+                "-DLLAMA_BUILD_SERVER=ON"
+            ]
+        );
+    }
+
+    #[test]
+    fn cuda_policy_per_backend() {
+        assert!(normalize(&args(&["-DGGML_CUDA=OFF"]), Backend::Cuda)
+            .1
+            .iter()
+            .any(|n| n.error));
+        assert!(normalize(&args(&["-DLLAMA_CUDA=ON"]), Backend::Cpu)
+            .1
+            .iter()
+            .any(|n| n.error));
+        let (cpu, notes) = normalize(&args(&["-DGGML_NATIVE=OFF"]), Backend::Cpu);
+        assert!(notes.is_empty());
+        assert!(!cpu.cuda());
+        assert_eq!(cpu.defines["GGML_CUDA"], "OFF");
+    }
+
+    #[test]
+    fn generator_and_directories_are_not_flags() {
+        let (_, notes) = normalize(&args(&["-G", "Ninja", "-B/tmp/x", "-DX"]), Backend::Cpu);
+        assert_eq!(notes.iter().filter(|n| n.error).count(), 3, "{notes:?}");
+    }
+}

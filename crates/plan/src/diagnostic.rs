@@ -1,0 +1,162 @@
+//! Problems found in a config, each pointing at a file, line, column and field path, rendered
+//! the way rustc renders errors: what is wrong, where, the source line, and what to do.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// A 1-based line and column, plus the length of the text it covers on that line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+    #[serde(skip)]
+    pub len: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem in a config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// Field path, e.g. `pools[0].provisioning.flags[2]`; empty for the document itself.
+    pub path: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn error(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            path: path.into(),
+            message: message.into(),
+            location: None,
+            help: None,
+        }
+    }
+
+    pub fn warning(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(path, message)
+        }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn at(mut self, location: Option<Location>) -> Self {
+        self.location = location;
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    /// Render with the file name and, when the source text is given, the offending line.
+    pub fn render(&self, file: &str, source: Option<&str>) -> String {
+        let mut out = String::new();
+        let kind = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        out.push_str(&format!("{kind}: {}\n", self.message));
+        match self.location {
+            Some(loc) => {
+                out.push_str(&format!("  --> {file}:{}:{}\n", loc.line, loc.column));
+                let line_text = source.and_then(|s| s.lines().nth(loc.line.saturating_sub(1)));
+                if let Some(text) = line_text {
+                    let gutter = loc.line.to_string().len();
+                    let pad = " ".repeat(gutter);
+                    let caret_pad: String = text
+                        .chars()
+                        .take(loc.column.saturating_sub(1))
+                        .map(|c| if c == '\t' { '\t' } else { ' ' })
+                        .collect();
+                    let carets = "^".repeat(loc.len.max(1));
+                    out.push_str(&format!("{pad} |\n"));
+                    out.push_str(&format!("{} | {}\n", loc.line, text.trim_end()));
+                    out.push_str(&format!("{pad} | {caret_pad}{carets}\n"));
+                }
+            }
+            None => out.push_str(&format!("  --> {file}\n")),
+        }
+        if !self.path.is_empty() {
+            out.push_str(&format!("   = field: {}\n", self.path));
+        }
+        if let Some(help) = &self.help {
+            out.push_str(&format!("   = help: {help}\n"));
+        }
+        out
+    }
+}
+
+/// An invalid config: every problem found, in document order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigError {
+    pub file: String,
+    pub diagnostics: Vec<Diagnostic>,
+    #[serde(skip)]
+    pub source: Option<String>,
+}
+
+impl ConfigError {
+    pub fn new(
+        file: impl Into<String>,
+        source: Option<String>,
+        diagnostics: Vec<Diagnostic>,
+    ) -> Self {
+        ConfigError {
+            file: file.into(),
+            diagnostics,
+            source,
+        }
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.is_error())
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.diagnostics {
+            writeln!(f, "{}", d.render(&self.file, self.source.as_deref()))?;
+        }
+        let n = self.errors().count();
+        write!(
+            f,
+            "{}: {n} {} in the config; nothing was changed",
+            self.file,
+            if n == 1 { "problem" } else { "problems" }
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The closest of `candidates` to `word`, when close enough to be a likely misspelling.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}

@@ -1,0 +1,30 @@
+//! provision's plan crate: the config contract, validation, flag normalisation and the planner
+//! that turns a config into a serialisable DAG of steps. No processes, no network: the only I/O
+//! is reading the config file.
+
+pub mod cmake_flags;
+pub mod config;
+pub mod diagnostic;
+pub mod document;
+pub mod llama_flags;
+pub mod model_ref;
+pub mod plan;
+pub mod planner;
+pub mod render;
+pub mod schema_check;
+pub mod step;
+pub mod validate;
+
+pub use config::{config_schema, Backend, Config, Engine, Pool, ProvisioningMode};
+pub use diagnostic::{ConfigError, Diagnostic, Location, Severity};
+pub use document::{Document, Format};
+pub use plan::{Plan, PoolSummary, Roots, PLAN_VERSION};
+pub use planner::{plan, PlanOptions};
+pub use render::render_text;
+pub use step::{Step, StepSpec};
+pub use validate::{load, validate, PoolInput, ValidConfig};
+
+/// The JSON Schema of the plan, as written to `schemas/plan.schema.json`.
+pub fn plan_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Plan)).expect("schema serialises")
+}

@@ -1,0 +1,200 @@
+//! Model references: where a pool's GGUF file comes from.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A parsed model ref.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "source", rename_all = "kebab-case")]
+pub enum ModelRef {
+    /// A file on disk (`PATH` or `file:PATH`). Relative paths are relative to the config file.
+    Path { path: String },
+    /// A file in a Hugging Face repository: `hf:ORG/REPO/PATH.gguf[@REVISION]`.
+    Hf {
+        repo: String,
+        file: String,
+        revision: String,
+    },
+    /// A plain HTTP(S) download.
+    Url { url: String },
+    /// A bare file name, looked up in the model cache directory.
+    Cached { name: String },
+}
+
+impl ModelRef {
+    /// Parse a ref; the error says what is wrong and how a valid one looks.
+    pub fn parse(s: &str) -> Result<ModelRef, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("the model ref is empty".into());
+        }
+        if let Some(rest) = s.strip_prefix("hf:") {
+            return parse_hf(rest);
+        }
+        if let Some(path) = s.strip_prefix("file:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err("`file:` needs a path after it".into());
+            }
+            return Ok(ModelRef::Path { path: path.into() });
+        }
+        if s.starts_with("https://") || s.starts_with("http://") {
+            let rest = s.split_once("://").map(|x| x.1).unwrap_or("");
+            let host = rest.split('/').next().unwrap_or("");
+            if host.is_empty() || !rest.contains('/') || rest.ends_with('/') {
+                return Err(format!(
+                    "`{s}` is not a file URL: it needs a host and a file path"
+                ));
+            }
+            return Ok(ModelRef::Url { url: s.into() });
+        }
+        if let Some((scheme, _)) = s.split_once("://") {
+            return Err(format!(
+                "`{scheme}://` model refs are not supported yet; use a path, `file:`, `hf:` or `https://`"
+            ));
+        }
+        if s.contains('/') || s.starts_with('.') || s.starts_with('~') {
+            return Ok(ModelRef::Path { path: s.into() });
+        }
+        if s.contains(':') {
+            return Err(format!(
+                "`{s}` has an unknown prefix; use a path, `file:PATH`, `hf:ORG/REPO/FILE.gguf` or `https://…`"
+            ));
+        }
+        Ok(ModelRef::Cached { name: s.into() })
+    }
+
+    /// A short human name: the file name.
+    pub fn file_name(&self) -> &str {
+        let full = match self {
+            ModelRef::Path { path } => path.as_str(),
+            ModelRef::Hf { file, .. } => file.as_str(),
+            ModelRef::Url { url } => url.split(['?', '#']).next().unwrap_or(url),
+            ModelRef::Cached { name } => name.as_str(),
+        };
+        full.rsplit('/').next().unwrap_or(full)
+    }
+}
+
+fn parse_hf(rest: &str) -> Result<ModelRef, String> {
+    let example = "write `hf:ORG/REPO/FILE.gguf` or `hf:ORG/REPO/FILE.gguf@REVISION`";
+    let (body, revision) = match rest.rsplit_once('@') {
+        Some((b, r)) if !r.is_empty() && !r.contains('/') => (b, r.to_string()),
+        Some(_) => {
+            return Err(format!(
+                "`hf:{rest}` has an empty or malformed revision; {example}"
+            ))
+        }
+        None => (rest, "main".to_string()),
+    };
+    if body.starts_with('/') {
+        return Err(format!("`hf:{rest}` is an absolute path; {example}"));
+    }
+    let parts: Vec<&str> = body.split('/').collect();
+    if parts.len() < 3 || parts.iter().any(|p| p.is_empty()) {
+        return Err(format!(
+            "`hf:{rest}` must name an org, a repo and a file; {example}"
+        ));
+    }
+    if parts.iter().any(|p| *p == ".." || *p == ".") {
+        return Err(format!(
+            "`hf:{rest}` contains `.` or `..`: refs may not leave the repository"
+        ));
+    }
+    let file = parts[2..].join("/");
+    if !file.to_ascii_lowercase().ends_with(".gguf") {
+        return Err(format!("`hf:{rest}` does not name a .gguf file; {example}"));
+    }
+    Ok(ModelRef::Hf {
+        repo: format!("{}/{}", parts[0], parts[1]),
+        file,
+        revision,
+    })
+}
+
+/// A checksum must be `sha256:` followed by 64 hex digits. Returns it lowercased.
+pub fn parse_checksum(s: &str) -> Result<String, String> {
+    let Some(hex) = s.strip_prefix("sha256:") else {
+        return Err(format!("checksum `{s}` must start with `sha256:`"));
+    };
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "checksum `{s}` must be `sha256:` followed by 64 hex digits (found {} characters)",
+            hex.len()
+        ));
+    }
+    Ok(format!("sha256:{}", hex.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind() {
+        assert_eq!(
+            ModelRef::parse("hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf")
+                .unwrap(),
+            ModelRef::Hf {
+                repo: "Qwen/Qwen2.5-0.5B-Instruct-GGUF".into(),
+                file: "qwen2.5-0.5b-instruct-q4_k_m.gguf".into(),
+                revision: "main".into()
+            }
+        );
+        assert!(
+            matches!(ModelRef::parse("hf:a/b/sub/x.gguf@v1").unwrap(), ModelRef::Hf { revision, file, .. } if revision == "v1" && file == "sub/x.gguf")
+        );
+        assert_eq!(
+            ModelRef::parse("file:/m/x.gguf").unwrap(),
+            ModelRef::Path {
+                path: "/m/x.gguf".into()
+            }
+        );
+        assert_eq!(
+            ModelRef::parse("./x.gguf").unwrap(),
+            ModelRef::Path {
+                path: "./x.gguf".into()
+            }
+        );
+        assert_eq!(
+            ModelRef::parse("x.gguf").unwrap(),
+            ModelRef::Cached {
+                name: "x.gguf".into()
+            }
+        );
+        assert!(matches!(
+            ModelRef::parse("https://h/x.gguf").unwrap(),
+            ModelRef::Url { .. }
+        ));
+    }
+
+    #[test]
+    fn rejects_malformed_and_escaping_refs() {
+        for bad in [
+            "",
+            "hf:a/b",
+            "hf:a//x.gguf",
+            "hf:/a/b/x.gguf",
+            "hf:a/b/../x.gguf",
+            "hf:a/b/x.bin",
+            "hf:a/b/x.gguf@",
+            "s3://b/x.gguf",
+            "https://",
+            "weird:x",
+        ] {
+            assert!(ModelRef::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn checksums() {
+        let hex = "A".repeat(64);
+        assert_eq!(
+            parse_checksum(&format!("sha256:{hex}")).unwrap(),
+            format!("sha256:{}", "a".repeat(64))
+        );
+        assert!(parse_checksum("md5:abc").is_err());
+        assert!(parse_checksum("sha256:abc").is_err());
+        assert!(parse_checksum(&format!("sha256:{}", "g".repeat(64))).is_err());
+    }
+}

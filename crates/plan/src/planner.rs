@@ -1,0 +1,761 @@
+//! The planner: a validated config becomes a [`Plan`]. Pure: no processes, no network, no
+//! file system. Step ids derive from content, so pools that share a repo+ref share one clone,
+//! pools that share a source and normalised CMake flags share one build, and pools that share
+//! a model share one resolve; replicas each get their own spawn, probe and handoff.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Backend, Pool, ProvisioningMode};
+use crate::diagnostic::{did_you_mean, ConfigError, Diagnostic};
+use crate::llama_flags::{to_argv, to_redacted_argv, REDACTED};
+use crate::model_ref::ModelRef;
+use crate::plan::{topological_order, Plan, PoolSummary, Roots, PLAN_VERSION};
+use crate::step::*;
+use crate::validate::{PoolInput, ValidConfig};
+
+/// The host every replica binds to.
+pub const HOST: &str = "127.0.0.1";
+/// First port tried for replicas without a configured port.
+pub const AUTO_PORT_BASE: u16 = 8080;
+/// The one target provision builds.
+pub const SERVER_TARGET: &str = "llama-server";
+
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub roots: Roots,
+    /// Plan only this pool.
+    pub pool: Option<String>,
+}
+
+/// First 8 hex digits of the sha256 of the canonical JSON of `value`.
+pub fn short_hash(value: &impl Serialize) -> String {
+    let canonical = serde_json::to_vec(&serde_json::to_value(value).expect("serialisable"))
+        .expect("serialisable");
+    let digest = Sha256::digest(&canonical);
+    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+/// `https://user:token@host/x` → `https://<redacted>@host/x`.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, path) = rest
+            .split_once('/')
+            .map_or((rest, None), |(a, p)| (a, Some(p)));
+        if let Some((_, host)) = authority.rsplit_once('@') {
+            let path = path.map(|p| format!("/{p}")).unwrap_or_default();
+            return format!("{scheme}://{REDACTED}@{host}{path}");
+        }
+    }
+    url.to_string()
+}
+
+/// A path from the config: absolute as is, relative to the config file otherwise.
+fn config_path(p: &str) -> String {
+    if p.starts_with('/') || p.starts_with("${") {
+        p.to_string()
+    } else {
+        format!("${{config_dir}}/{}", p.trim_start_matches("./"))
+    }
+}
+
+/// The handoff file of replica `r` of `pool`, before root expansion. The default is
+/// `${runtime}/engines/llamacpp.json` when the config has exactly one replica, and
+/// `${runtime}/engines/llamacpp-<pool>-r<N>.json` otherwise. A pool's `handoff_path` overrides
+/// it; with several replicas `-r<N>` goes before the extension.
+pub fn handoff_path(pool: &Pool, r: u32, total_replicas: u32) -> String {
+    match &pool.handoff_path {
+        Some(p) if pool.replicas > 1 => {
+            let p = config_path(p);
+            let (dir, name) = p.rsplit_once('/').map_or(("", p.as_str()), |(d, n)| (d, n));
+            let with = match name.rsplit_once('.') {
+                Some((stem, ext)) if !stem.is_empty() => format!("{stem}-r{r}.{ext}"),
+                _ => format!("{name}-r{r}"),
+            };
+            if dir.is_empty() {
+                with
+            } else {
+                format!("{dir}/{with}")
+            }
+        }
+        Some(p) => config_path(p),
+        None if total_replicas == 1 => "${runtime}/engines/llamacpp.json".into(),
+        None => format!("${{runtime}}/engines/llamacpp-{}-r{r}.json", pool.id),
+    }
+}
+
+fn repo_name(url: &str) -> String {
+    let trimmed = url.trim_end_matches('/');
+    let last = trimmed.rsplit(['/', ':']).next().unwrap_or(trimmed);
+    let last = last.strip_suffix(".git").unwrap_or(last);
+    let clean: String = last
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean.is_empty() {
+        "repo".into()
+    } else {
+        clean
+    }
+}
+
+fn is_secret_env(key: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "API_KEY",
+        "APIKEY",
+        "CREDENTIAL",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+        || k.ends_with("_KEY")
+}
+
+/// Ids that read well and stay unique: `base` alone when only one distinct key has it,
+/// `base#<hash>` otherwise.
+#[derive(Default)]
+struct Namer {
+    keys: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Namer {
+    fn register(&mut self, base: &str, key: &str) {
+        self.keys
+            .entry(base.to_string())
+            .or_default()
+            .insert(key.to_string());
+    }
+
+    fn id(&self, base: &str, key: &str) -> String {
+        if self.keys.get(base).is_some_and(|k| k.len() > 1) {
+            format!("{base}#{}", short_hash(&key))
+        } else {
+            base.to_string()
+        }
+    }
+}
+
+/// Content keys of a pool's shared nodes.
+struct Keys {
+    clone: Option<(String, String)>,
+    build: Option<(String, String)>,
+    model: Option<(String, String)>,
+}
+
+fn source_root(input: &PoolInput) -> String {
+    input
+        .pool
+        .provisioning
+        .source
+        .as_ref()
+        .and_then(|s| s.build.cache_dir.as_deref())
+        .map(config_path)
+        .unwrap_or_else(|| "${cache}".into())
+}
+
+fn keys(input: &PoolInput) -> Keys {
+    let prov = &input.pool.provisioning;
+    let source = prov
+        .source
+        .as_ref()
+        .filter(|_| prov.mode == ProvisioningMode::Source);
+    let clone = source.map(|s| {
+        let name = repo_name(&s.repo);
+        (
+            format!("git-clone:{name}@{}", s.git_ref.trim()),
+            format!("{}\n{}\n{}", s.repo, s.git_ref.trim(), source_root(input)),
+        )
+    });
+    let build = source.zip(input.cmake.as_ref()).map(|(s, c)| {
+        let name = repo_name(&s.repo);
+        let key = serde_json::json!({
+            "repo": s.repo, "ref": s.git_ref.trim(), "defines": c.defines, "extra": c.extra,
+            "generator": s.build.generator, "root": source_root(input),
+        });
+        (format!("{name}@{}", s.git_ref.trim()), key.to_string())
+    });
+    let model = input.model_ref.as_ref().map(|(text, r)| {
+        let cache_dir = prov.model.as_ref().and_then(|m| m.cache_dir.clone());
+        let key =
+            serde_json::json!({"ref": text, "checksum": input.checksum, "cache_dir": cache_dir});
+        (format!("model-resolve:{}", r.file_name()), key.to_string())
+    });
+    Keys {
+        clone,
+        build,
+        model,
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    steps: BTreeMap<String, Step>,
+}
+
+impl Builder {
+    fn add(
+        &mut self,
+        pool: &str,
+        id: String,
+        deps: Vec<String>,
+        spec: impl FnOnce() -> StepSpec,
+    ) -> String {
+        let step = self.steps.entry(id.clone()).or_insert_with(|| Step {
+            id: id.clone(),
+            deps: Vec::new(),
+            pools: Vec::new(),
+            spec: spec(),
+        });
+        for d in deps {
+            if !step.deps.contains(&d) {
+                step.deps.push(d);
+            }
+        }
+        step.deps.sort();
+        if !step.pools.iter().any(|p| p == pool) {
+            step.pools.push(pool.to_string());
+            step.pools.sort();
+        }
+        id
+    }
+}
+
+/// Pick the pools to plan: all, or the one `--pool` names.
+fn select<'a>(
+    valid: &'a ValidConfig,
+    pool: Option<&str>,
+) -> Result<Vec<&'a PoolInput>, ConfigError> {
+    let Some(wanted) = pool else {
+        return Ok(valid.pools.iter().collect());
+    };
+    let found: Vec<&PoolInput> = valid.pools.iter().filter(|p| p.pool.id == wanted).collect();
+    if found.is_empty() {
+        let ids: Vec<&str> = valid.pools.iter().map(|p| p.pool.id.as_str()).collect();
+        let help = match did_you_mean(wanted, ids.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!(
+                "the config has: {}",
+                ids.iter()
+                    .map(|i| format!("`{i}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        return Err(ConfigError::new(
+            &valid.file,
+            None,
+            vec![
+                Diagnostic::error("", format!("--pool `{wanted}` names no pool in the config"))
+                    .with_help(help),
+            ],
+        ));
+    }
+    Ok(found)
+}
+
+/// Build the plan for a validated config.
+pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError> {
+    let selected = select(valid, opts.pool.as_deref())?;
+    let total_replicas: u32 = valid.pools.iter().map(|p| p.pool.replicas).sum();
+
+    // Names of shared nodes, unique across the whole config so ids do not depend on `--pool`.
+    let mut clones = Namer::default();
+    let mut builds = Namer::default();
+    let mut models = Namer::default();
+    for input in &valid.pools {
+        let k = keys(input);
+        if let Some((b, key)) = &k.clone {
+            clones.register(b, key);
+        }
+        if let Some((b, key)) = &k.build {
+            builds.register(b, key);
+        }
+        if let Some((b, key)) = &k.model {
+            models.register(b, key);
+        }
+    }
+
+    let mut b = Builder::default();
+    let mut summaries = Vec::new();
+
+    // Shared checks, merged over the selected pools.
+    let mut tools: BTreeSet<ToolRequirement> = BTreeSet::new();
+    let mut allow_installs = true;
+    let mut gpu_devices: BTreeSet<u32> = BTreeSet::new();
+    let mut submodules: BTreeMap<String, bool> = BTreeMap::new();
+    for input in &selected {
+        let prov = &input.pool.provisioning;
+        if prov.mode == ProvisioningMode::Source {
+            allow_installs &= prov.allow_package_installs;
+            let generator = prov
+                .source
+                .as_ref()
+                .and_then(|s| s.build.generator.as_deref());
+            for (name, any_of, why) in required_tools(input.pool.backend, generator) {
+                tools.insert(ToolRequirement {
+                    name: name.into(),
+                    any_of: any_of.iter().map(|s| s.to_string()).collect(),
+                    needed_for: why.into(),
+                });
+            }
+            if let (Some((base, key)), Some(s)) = (keys(input).clone, &prov.source) {
+                *submodules.entry(clones.id(&base, &key)).or_default() |= s.submodules;
+            }
+        }
+        if input.pool.backend == Backend::Cuda && prov.mode != ProvisioningMode::External {
+            gpu_devices.extend(&input.pool.devices);
+        }
+    }
+    let preflight = (!tools.is_empty()).then(|| "preflight-tools".to_string());
+    let gpu_check = (!gpu_devices.is_empty()).then(|| "gpu-check".to_string());
+
+    for input in &selected {
+        let pool = &input.pool;
+        let prov = &pool.provisioning;
+        let pid = pool.id.as_str();
+        let k = keys(input);
+        let mut pool_steps: BTreeSet<String> = BTreeSet::new();
+        let mut track = |id: String| {
+            pool_steps.insert(id.clone());
+            id
+        };
+
+        // Engine binary.
+        let (binary, binary_step) = match prov.mode {
+            ProvisioningMode::Source => {
+                let source = prov
+                    .source
+                    .as_ref()
+                    .expect("validated: source mode has source");
+                let cmake = input
+                    .cmake
+                    .as_ref()
+                    .expect("validated: source mode has cmake flags");
+                let pre = track(b.add(
+                    pid,
+                    preflight.clone().expect("source pools need tools"),
+                    vec![],
+                    || {
+                        StepSpec::PreflightTools(PreflightTools {
+                            tools: tools.iter().cloned().collect(),
+                            allow_package_installs: allow_installs,
+                        })
+                    },
+                ));
+                let (clone_base, clone_key) = k.clone.as_ref().expect("source pool");
+                let clone_id = clones.id(clone_base, clone_key);
+                let root = source_root(input);
+                let name = repo_name(&source.repo);
+                let src_dir = format!("{root}/src/{name}-{}", short_hash(&source.repo));
+                let git_ref = source.git_ref.trim().to_string();
+                let with_submodules = submodules.get(&clone_id).copied().unwrap_or(false);
+                let clone = track(b.add(pid, clone_id, vec![pre.clone()], || {
+                    StepSpec::GitClone(git_clone(&source.repo, &git_ref, with_submodules, &src_dir))
+                }));
+
+                let (build_base, build_key) = k.build.as_ref().expect("source pool");
+                let build_name = builds.id(build_base, build_key);
+                let build_dir = format!("{root}/build/{name}-{}", short_hash(build_key));
+                let mut argv: Vec<String> = vec![
+                    "cmake".into(),
+                    "-S".into(),
+                    src_dir.clone(),
+                    "-B".into(),
+                    build_dir.clone(),
+                ];
+                if let Some(g) = &source.build.generator {
+                    argv.extend(["-G".to_string(), g.clone()]);
+                }
+                argv.extend(cmake.to_args());
+                let configure = track(b.add(
+                    pid,
+                    format!("cmake-configure:{build_name}"),
+                    vec![clone, pre],
+                    || {
+                        StepSpec::CmakeConfigure(CmakeConfigure {
+                            source_dir: src_dir.clone(),
+                            build_dir: build_dir.clone(),
+                            generator: source.build.generator.clone(),
+                            defines: cmake.defines.clone(),
+                            extra_args: cmake.extra.clone(),
+                            cuda: cmake.cuda(),
+                            argv,
+                        })
+                    },
+                ));
+                let binary = format!("{build_dir}/bin/{SERVER_TARGET}");
+                let build = track(b.add(
+                    pid,
+                    format!("cmake-build:{build_name}"),
+                    vec![configure],
+                    || {
+                        StepSpec::CmakeBuild(CmakeBuild {
+                            build_dir: build_dir.clone(),
+                            target: SERVER_TARGET.into(),
+                            argv: [
+                                "cmake",
+                                "--build",
+                                &build_dir,
+                                "--target",
+                                SERVER_TARGET,
+                                "--parallel",
+                                "${jobs}",
+                            ]
+                            .map(String::from)
+                            .to_vec(),
+                            binary: binary.clone(),
+                        })
+                    },
+                ));
+                (binary, Some(build))
+            }
+            ProvisioningMode::Binary => {
+                let path = prov
+                    .binary
+                    .as_ref()
+                    .and_then(|b| b.path.as_deref())
+                    .expect("validated");
+                (config_path(path), None)
+            }
+            ProvisioningMode::External => (String::new(), None),
+            ProvisioningMode::Container | ProvisioningMode::Package => {
+                unreachable!("rejected by validation")
+            }
+        };
+
+        // Model.
+        let model = k.model.as_ref().map(|(base, key)| {
+            let (text, source) = input
+                .model_ref
+                .as_ref()
+                .expect("non-external pools have a model ref");
+            let cache_dir = prov
+                .model
+                .as_ref()
+                .and_then(|m| m.cache_dir.as_deref())
+                .map(config_path)
+                .unwrap_or_else(|| "${cache}/models".into());
+            let path = match source {
+                ModelRef::Path { path } => config_path(path),
+                ModelRef::Cached { name } => format!("{cache_dir}/{name}"),
+                ModelRef::Hf { .. } | ModelRef::Url { .. } => "${model_path}".into(),
+            };
+            let id = track(b.add(pid, models.id(base, key), vec![], || {
+                StepSpec::ModelResolve(ModelResolve {
+                    model_ref: text.clone(),
+                    source: source.clone(),
+                    checksum: input.checksum.clone(),
+                    path: path.clone(),
+                    cache_dir,
+                })
+            }));
+            (id, path)
+        });
+
+        // Fit.
+        let flag = |name: &str| {
+            input
+                .flags
+                .iter()
+                .find(|f| f.name == name)
+                .and_then(|f| f.value.clone())
+        };
+        let fit = match (&model, pool.backend, &gpu_check) {
+            (Some((model_id, _)), Backend::Cuda, Some(gpu)) => {
+                let gpu = track(b.add(pid, gpu.clone(), vec![], || {
+                    StepSpec::GpuCheck(GpuCheck {
+                        devices: gpu_devices.iter().copied().collect(),
+                        argv: [
+                            "nvidia-smi",
+                            "--query-gpu=index,uuid,name,memory.total,memory.free,driver_version,compute_cap",
+                            "--format=csv,noheader,nounits",
+                        ]
+                        .map(String::from)
+                        .to_vec(),
+                    })
+                }));
+                Some(track(b.add(
+                    pid,
+                    format!("vram-fit:{pid}"),
+                    vec![model_id.clone(), gpu],
+                    || {
+                        StepSpec::VramFit(VramFit {
+                            pool: pid.into(),
+                            devices: pool.devices.clone(),
+                            ctx: flag("--ctx-size").and_then(|c| c.parse().ok()),
+                            parallel: flag("--parallel").unwrap_or_else(|| "1".into()),
+                            n_gpu_layers: flag("--n-gpu-layers").unwrap_or_default(),
+                            tensor_split: pool.tensor_split.clone(),
+                            cache_type_k: flag("--cache-type-k"),
+                            cache_type_v: flag("--cache-type-v"),
+                        })
+                    },
+                )))
+            }
+            (Some((model_id, _)), _, _) => Some(model_id.clone()),
+            _ => None,
+        };
+
+        // Replicas.
+        let redacted_flags = to_redacted_argv(&input.flags);
+        let mut env: BTreeMap<String, String> = prov.env.clone();
+        if pool.backend == Backend::Cuda {
+            let devices: Vec<String> = pool.devices.iter().map(u32::to_string).collect();
+            env.insert("CUDA_VISIBLE_DEVICES".into(), devices.join(","));
+        }
+        let shown_env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    if is_secret_env(k) {
+                        REDACTED.into()
+                    } else {
+                        v.clone()
+                    },
+                )
+            })
+            .collect();
+        for r in 0..pool.replicas {
+            let replica = format!("{pid}/r{r}");
+            let (url, probe_deps, external) = if prov.mode == ProvisioningMode::External {
+                let url = prov
+                    .external
+                    .as_ref()
+                    .map(|e| e.url.trim().trim_end_matches('/').to_string())
+                    .unwrap_or_default();
+                (url, vec![], true)
+            } else {
+                let port = match input.ports.get(r as usize) {
+                    Some(p) => PortSpec::Fixed { port: *p },
+                    None => PortSpec::Auto {
+                        base: AUTO_PORT_BASE,
+                    },
+                };
+                let port_text = match port {
+                    PortSpec::Fixed { port } => port.to_string(),
+                    PortSpec::Auto { .. } => "${port}".into(),
+                };
+                let model_path = model.as_ref().map(|m| m.1.clone()).unwrap_or_default();
+                let head: Vec<String> = vec![
+                    binary.clone(),
+                    "--host".into(),
+                    HOST.into(),
+                    "--port".into(),
+                    port_text.clone(),
+                    "--model".into(),
+                    model_path,
+                ];
+                let argv: Vec<String> = head
+                    .iter()
+                    .cloned()
+                    .chain(redacted_flags.iter().cloned())
+                    .collect();
+                let secret_argv: Vec<String> =
+                    head.into_iter().chain(to_argv(&input.flags)).collect();
+                let deps: Vec<String> = binary_step.iter().cloned().chain(fit.clone()).collect();
+                let spawn = track(b.add(pid, format!("spawn:{replica}"), deps, || {
+                    StepSpec::Spawn(Spawn {
+                        pool: pid.into(),
+                        replica: r,
+                        backend: pool.backend,
+                        binary: binary.clone(),
+                        argv,
+                        env: shown_env.clone(),
+                        host: HOST.into(),
+                        port,
+                        devices: pool.devices.clone(),
+                        log: format!("${{runtime}}/logs/{pid}-r{r}.log"),
+                        pid_file: format!("${{runtime}}/run/{pid}-r{r}.pid"),
+                        secret_argv,
+                        secret_env: env.clone(),
+                    })
+                }));
+                (format!("http://{HOST}:{port_text}"), vec![spawn], false)
+            };
+            let probe = track(b.add(pid, format!("probe:{replica}"), probe_deps, || {
+                StepSpec::Probe(Probe {
+                    pool: pid.into(),
+                    replica: r,
+                    url: url.clone(),
+                    health_path: "/health".into(),
+                    metrics: input.flags.iter().any(|f| f.name == "--metrics"),
+                    timeout_ms: pool.readiness_timeout_ms,
+                    external,
+                })
+            }));
+            track(b.add(pid, format!("handoff:{replica}"), vec![probe], || {
+                StepSpec::Handoff(Handoff {
+                    pool: pid.into(),
+                    replica: r,
+                    path: handoff_path(pool, r, total_replicas),
+                    engine: pool.engine.as_str().into(),
+                    provisioning_mode: prov.mode.as_str().into(),
+                    url: redact_url(&url),
+                    model: HandoffModel {
+                        id: pool.model.clone(),
+                        path: model.as_ref().map(|m| m.1.clone()).unwrap_or_default(),
+                    },
+                    flags: redacted_flags.clone(),
+                    devices: pool.devices.clone(),
+                    backend: pool.backend,
+                })
+            }));
+        }
+
+        summaries.push((
+            pool_steps,
+            PoolSummary {
+                id: pid.into(),
+                engine: pool.engine.as_str().into(),
+                backend: pool.backend,
+                provisioning_mode: prov.mode.as_str().into(),
+                replicas: pool.replicas,
+                model: pool.model.clone(),
+                flags: redacted_flags,
+                steps: Vec::new(),
+            },
+        ));
+    }
+
+    let steps = topological_order(b.steps.into_values().collect()).map_err(|e| {
+        ConfigError::new(
+            &valid.file,
+            None,
+            vec![Diagnostic::error("", format!("internal error: {e}"))],
+        )
+    })?;
+    let pools = summaries
+        .into_iter()
+        .map(|(ids, mut s)| {
+            s.steps = steps
+                .iter()
+                .filter(|st| ids.contains(&st.id))
+                .map(|st| st.id.clone())
+                .collect();
+            s
+        })
+        .collect();
+    Ok(Plan {
+        plan_version: PLAN_VERSION,
+        roots: opts.roots.clone(),
+        pools,
+        steps,
+    })
+}
+
+fn git_clone(repo: &str, git_ref: &str, submodules: bool, dir: &str) -> GitClone {
+    let shown = redact_url(repo);
+    let mut commands: Vec<Vec<String>> = vec![
+        vec![
+            "git".into(),
+            "clone".into(),
+            "--no-checkout".into(),
+            shown.clone(),
+            dir.into(),
+        ],
+        ["git", "-C", dir, "fetch", "--force", "--tags", "origin"]
+            .map(String::from)
+            .to_vec(),
+        ["git", "-C", dir, "checkout", "--force", "--detach", git_ref]
+            .map(String::from)
+            .to_vec(),
+    ];
+    if submodules {
+        commands.push(
+            [
+                "git",
+                "-C",
+                dir,
+                "submodule",
+                "update",
+                "--init",
+                "--recursive",
+                "--force",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+    }
+    GitClone {
+        repo: shown,
+        git_ref: git_ref.into(),
+        submodules,
+        dir: dir.into(),
+        commands,
+        repo_url: repo.into(),
+    }
+}
+
+type ToolSpec = (&'static str, &'static [&'static str], &'static str);
+
+fn required_tools(backend: Backend, generator: Option<&str>) -> Vec<ToolSpec> {
+    let mut tools: Vec<ToolSpec> = vec![
+        ("git", &["git"], "git-clone"),
+        ("cmake", &["cmake"], "cmake-configure, cmake-build"),
+        ("C compiler", &["cc", "gcc", "clang"], "cmake-build"),
+        ("C++ compiler", &["c++", "g++", "clang++"], "cmake-build"),
+    ];
+    tools.push(match generator {
+        Some(g) if g.starts_with("Ninja") => {
+            ("build tool", &["ninja"], "cmake-build (generator Ninja)")
+        }
+        Some(_) => (
+            "build tool",
+            &["make"],
+            "cmake-build (generator Unix Makefiles)",
+        ),
+        None => ("build tool", &["ninja", "make"], "cmake-build"),
+    });
+    if backend == Backend::Cuda {
+        tools.push((
+            "CUDA compiler",
+            &["nvcc"],
+            "cmake-build with GGML_CUDA=ON (PATH, then /usr/local/cuda, /opt/cuda, /usr/local/cuda-*)",
+        ));
+    }
+    tools
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            redact_url("https://u:tok@github.com/a/b.git"),
+            "https://<redacted>@github.com/a/b.git"
+        );
+        assert_eq!(
+            redact_url("https://github.com/a/b.git"),
+            "https://github.com/a/b.git"
+        );
+        assert_eq!(
+            redact_url("git@github.com:a/b.git"),
+            "git@github.com:a/b.git"
+        );
+    }
+
+    #[test]
+    fn repo_names() {
+        assert_eq!(
+            repo_name("https://github.com/ggml-org/llama.cpp.git"),
+            "llama.cpp"
+        );
+        assert_eq!(repo_name("git@host:org/x.git/"), "x");
+        assert_eq!(repo_name("file:///tmp/src repo"), "src_repo");
+    }
+}

@@ -1,0 +1,154 @@
+//! The plan as readable text: per pool, its steps in order with the commands they run.
+
+use std::fmt::Write;
+
+use crate::plan::Plan;
+use crate::step::{PortSpec, Step, StepSpec};
+
+fn quote(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+%${}<>".contains(c))
+    {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+fn command(plan: &Plan, argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| quote(&plan.roots.expand(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn detail(plan: &Plan, step: &Step) -> Vec<String> {
+    let x = |s: &str| plan.roots.expand(s);
+    match &step.spec {
+        StepSpec::PreflightTools(p) => {
+            let mut lines: Vec<String> = p
+                .tools
+                .iter()
+                .map(|t| format!("need {} ({}) for {}", t.name, t.any_of.join(" | "), t.needed_for))
+                .collect();
+            lines.push(if p.allow_package_installs {
+                "missing tools: installed with pacman on Arch-like hosts, an error elsewhere".into()
+            } else {
+                "missing tools: an error naming the install command (allow_package_installs is false)".into()
+            });
+            lines
+        }
+        StepSpec::GpuCheck(g) => vec![
+            format!("devices {:?} must exist", g.devices),
+            format!("$ {}", command(plan, &g.argv)),
+        ],
+        StepSpec::GitClone(g) => {
+            let mut lines = vec![format!("into {} (ref {}, submodules {})", x(&g.dir), g.git_ref, g.submodules)];
+            lines.extend(g.commands.iter().map(|c| format!("$ {}", command(plan, c))));
+            lines
+        }
+        StepSpec::CmakeConfigure(c) => {
+            let generator = match &c.generator {
+                Some(g) => g.clone(),
+                None => "Ninja when installed, else Unix Makefiles".into(),
+            };
+            vec![format!("generator: {generator}"), format!("$ {}", command(plan, &c.argv))]
+        }
+        StepSpec::CmakeBuild(c) => vec![
+            format!("$ {}", command(plan, &c.argv)),
+            format!("produces {}", x(&c.binary)),
+        ],
+        StepSpec::ModelResolve(m) => {
+            let mut lines = vec![format!("ref {}", m.model_ref), format!("file {}", x(&m.path))];
+            if let Some(c) = &m.checksum {
+                lines.push(format!("verify {c}"));
+            }
+            lines
+        }
+        StepSpec::VramFit(v) => vec![format!(
+            "weights + KV cache (ctx {}, parallel {}) + activations must fit devices {:?}, else POOL_UNAVAILABLE",
+            v.ctx.map_or("from model".to_string(), |c| c.to_string()),
+            v.parallel,
+            v.devices
+        )],
+        StepSpec::Spawn(s) => {
+            let mut lines = Vec::new();
+            if !s.env.is_empty() {
+                let env: Vec<String> = s.env.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
+                lines.push(format!("env {}", env.join(" ")));
+            }
+            if let PortSpec::Auto { base } = s.port {
+                lines.push(format!("${{port}}: the first free port from {base}"));
+            }
+            lines.push(format!("$ {}", command(plan, &s.argv)));
+            lines.push(format!("log {}", x(&s.log)));
+            lines
+        }
+        StepSpec::Probe(p) => {
+            let mut lines = vec![format!("GET {}{} until 200, within {} ms", p.url, p.health_path, p.timeout_ms)];
+            if p.metrics {
+                lines.push(format!("GET {}/metrics must answer 200", p.url));
+            }
+            lines
+        }
+        StepSpec::Handoff(h) => vec![format!("write {} ({} at {})", x(&h.path), h.model.id, h.url)],
+    }
+}
+
+/// Render `plan` as text.
+pub fn render_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let pools = plan.pools.len();
+    let _ = writeln!(
+        out,
+        "Plan: {} steps for {pools} {}",
+        plan.steps.len(),
+        if pools == 1 { "pool" } else { "pools" }
+    );
+    let _ = writeln!(out, "  cache:   {}", plan.roots.cache);
+    let _ = writeln!(out, "  runtime: {}", plan.roots.runtime);
+    for pool in &plan.pools {
+        let _ = writeln!(
+            out,
+            "\npool {} ({} {}, mode {}, {} {}, model {})",
+            pool.id,
+            pool.engine,
+            pool.backend.as_str(),
+            pool.provisioning_mode,
+            pool.replicas,
+            if pool.replicas == 1 {
+                "replica"
+            } else {
+                "replicas"
+            },
+            pool.model
+        );
+        let _ = writeln!(out, "  flags: {}", pool.flags.join(" "));
+        for (n, id) in pool.steps.iter().enumerate() {
+            let Some(step) = plan.step(id) else { continue };
+            let others: Vec<&str> = step
+                .pools
+                .iter()
+                .filter(|p| **p != pool.id)
+                .map(String::as_str)
+                .collect();
+            let shared = if others.is_empty() {
+                String::new()
+            } else {
+                format!("  (shared with {})", others.join(", "))
+            };
+            let after = if step.deps.is_empty() {
+                String::new()
+            } else {
+                format!("  after {}", step.deps.join(", "))
+            };
+            let _ = writeln!(out, "  {:>2}. {}{after}{shared}", n + 1, step.id);
+            for line in detail(plan, step) {
+                let _ = writeln!(out, "        {line}");
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,355 @@
+//! Structural validation: walks the config's own JSON Schema (generated from the types by
+//! schemars) over the parsed document and reports *every* unknown field, wrong type, missing
+//! field and out-of-range number, each with its field path. serde stops at the first error;
+//! this does not. For `anyOf`/`oneOf` it descends into the branch that fits the value, so a
+//! typo deep inside an optional section is still reported as that typo.
+
+use serde_json::{Map, Value};
+
+use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::document::{join_index, join_key, Document};
+
+pub struct SchemaChecker<'a> {
+    root: &'a Value,
+    doc: &'a Document,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl<'a> SchemaChecker<'a> {
+    pub fn new(root: &'a Value, doc: &'a Document) -> Self {
+        SchemaChecker {
+            root,
+            doc,
+            diagnostics: Vec::new(),
+        }
+    }
+
+    pub fn check(mut self) -> Vec<Diagnostic> {
+        if !self.doc.value.is_object() {
+            let found = describe(&self.doc.value);
+            self.diagnostics.push(
+                Diagnostic::error(
+                    "",
+                    format!("the config must be a mapping with a `pools` list, found {found}"),
+                )
+                .at(self.doc.value_location(""))
+                .with_help("start the file with `pools:` followed by a list of pools"),
+            );
+            return self.diagnostics;
+        }
+        let value = &self.doc.value;
+        self.walk(self.root, value, "");
+        self.diagnostics
+    }
+
+    fn resolve(&self, schema: &'a Value) -> &'a Value {
+        let mut s = schema;
+        while let Some(r) = s.get("$ref").and_then(Value::as_str) {
+            let Some(name) = r
+                .strip_prefix("#/$defs/")
+                .or_else(|| r.strip_prefix("#/definitions/"))
+            else {
+                break;
+            };
+            let defs = self
+                .root
+                .get("$defs")
+                .or_else(|| self.root.get("definitions"));
+            match defs.and_then(|d| d.get(name)) {
+                Some(target) => s = target,
+                None => break,
+            }
+        }
+        s
+    }
+
+    fn error(&mut self, path: &str, at_key: bool, message: String, help: Option<String>) {
+        let location = if at_key {
+            self.doc.key_location(path)
+        } else {
+            self.doc.value_location(path)
+        };
+        let mut d = Diagnostic::error(path, message).at(location);
+        d.help = help;
+        self.diagnostics.push(d);
+    }
+
+    fn walk(&mut self, schema: &'a Value, value: &Value, path: &str) {
+        let schema = self.resolve(schema);
+        if schema == &Value::Bool(true) {
+            return;
+        }
+        if let Some(branches) = schema
+            .get("anyOf")
+            .or_else(|| schema.get("oneOf"))
+            .and_then(Value::as_array)
+        {
+            self.walk_alternatives(branches, value, path);
+            return;
+        }
+        if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+            self.check_enum(allowed, value, path);
+            return;
+        }
+        if let Some(c) = schema.get("const") {
+            self.check_enum(std::slice::from_ref(c), value, path);
+            return;
+        }
+        if let Some(types) = schema.get("type") {
+            let types: Vec<&str> = match types {
+                Value::String(t) => vec![t.as_str()],
+                Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+                _ => vec![],
+            };
+            if !types.iter().any(|t| type_matches(t, value)) {
+                let expected = types
+                    .iter()
+                    .map(|t| type_word(t))
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                let help = type_help(&types, value);
+                self.error(
+                    path,
+                    false,
+                    format!("expected {expected}, found {}", describe(value)),
+                    help,
+                );
+                return;
+            }
+        }
+        match value {
+            Value::Object(map) => self.walk_object(schema, map, path),
+            Value::Array(items) => {
+                if let Some(item_schema) = schema.get("items") {
+                    for (i, item) in items.iter().enumerate() {
+                        self.walk(item_schema, item, &join_index(path, i));
+                    }
+                }
+            }
+            Value::Number(n) => self.check_range(schema, n, path),
+            _ => {}
+        }
+    }
+
+    fn walk_object(&mut self, schema: &'a Value, map: &Map<String, Value>, path: &str) {
+        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+        let props = schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .unwrap_or_else(|| EMPTY.get_or_init(Map::new));
+        if let Some(required) = schema.get("required").and_then(Value::as_array) {
+            for name in required.iter().filter_map(Value::as_str) {
+                if !map.contains_key(name) {
+                    let what = if path.is_empty() {
+                        "the config".to_string()
+                    } else {
+                        format!("`{path}`")
+                    };
+                    self.error(
+                        &join_key(path, name),
+                        true,
+                        format!("missing field `{name}` in {what}"),
+                        props
+                            .get(name)
+                            .and_then(|p| self.resolve(p).get("description"))
+                            .and_then(Value::as_str)
+                            .map(|d| format!("add `{name}`: {}", first_sentence(d))),
+                    );
+                }
+            }
+        }
+        // Document order, so messages read top to bottom.
+        let mut fields: Vec<(&String, &Value)> = map.iter().collect();
+        fields.sort_by_key(|(k, _)| self.doc.key_location(&join_key(path, k)));
+        for (key, child) in fields {
+            let child_path = join_key(path, key);
+            match props.get(key) {
+                Some(prop) => self.walk(prop, child, &child_path),
+                None => match schema.get("additionalProperties") {
+                    Some(Value::Bool(false)) => {
+                        let suggestion = did_you_mean(key, props.keys().map(String::as_str));
+                        let known = props
+                            .keys()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        let help = match suggestion {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => format!("known fields here: {known}"),
+                        };
+                        let at = if path.is_empty() {
+                            "the top level".to_string()
+                        } else {
+                            format!("`{path}`")
+                        };
+                        self.error(
+                            &child_path,
+                            true,
+                            format!("unknown field `{key}` in {at}"),
+                            Some(help),
+                        );
+                    }
+                    Some(extra) if extra.is_object() => self.walk(extra, child, &child_path),
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    fn walk_alternatives(&mut self, branches: &'a [Value], value: &Value, path: &str) {
+        let resolved: Vec<&'a Value> = branches.iter().map(|b| self.resolve(b)).collect();
+        // A set of constants (an enum with documented variants).
+        if resolved
+            .iter()
+            .all(|b| b.get("const").is_some() || b.get("enum").is_some())
+        {
+            let allowed: Vec<Value> = resolved
+                .iter()
+                .flat_map(|b| match (b.get("const"), b.get("enum")) {
+                    (Some(c), _) => vec![c.clone()],
+                    (_, Some(Value::Array(e))) => e.clone(),
+                    _ => vec![],
+                })
+                .collect();
+            self.check_enum(&allowed, value, path);
+            return;
+        }
+        let candidates: Vec<&'a Value> = resolved
+            .iter()
+            .copied()
+            .filter(|b| b.get("type").and_then(Value::as_str) != Some("null"))
+            .collect();
+        if value.is_null() && candidates.len() < resolved.len() {
+            return;
+        }
+        let mut best: Option<Vec<Diagnostic>> = None;
+        for branch in candidates {
+            let mut sub = SchemaChecker::new(self.root, self.doc);
+            sub.walk(branch, value, path);
+            if sub.diagnostics.is_empty() {
+                return;
+            }
+            if best
+                .as_ref()
+                .is_none_or(|b| sub.diagnostics.len() < b.len())
+            {
+                best = Some(sub.diagnostics);
+            }
+        }
+        self.diagnostics.extend(best.unwrap_or_default());
+    }
+
+    fn check_enum(&mut self, allowed: &[Value], value: &Value, path: &str) {
+        if allowed.contains(value) {
+            return;
+        }
+        let names: Vec<String> = allowed
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect();
+        let list = names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let help = value
+            .as_str()
+            .and_then(|s| did_you_mean(&s.to_lowercase(), names.iter().map(String::as_str)))
+            .map(|s| format!("did you mean `{s}`?"))
+            .unwrap_or_else(|| format!("use one of {list}"));
+        self.error(
+            path,
+            false,
+            format!("{} is not one of {list}", describe(value)),
+            Some(help),
+        );
+    }
+
+    fn check_range(&mut self, schema: &Value, n: &serde_json::Number, path: &str) {
+        let Some(x) = n.as_f64() else { return };
+        let min = schema.get("minimum").and_then(Value::as_f64);
+        let max = schema.get("maximum").and_then(Value::as_f64);
+        let below = min.is_some_and(|m| x < m);
+        let above = max.is_some_and(|m| x > m);
+        if below || above {
+            let range = match (min, max) {
+                (Some(lo), Some(hi)) => format!("between {lo} and {hi}"),
+                (Some(lo), None) => format!("at least {lo}"),
+                (None, Some(hi)) => format!("at most {hi}"),
+                (None, None) => unreachable!(),
+            };
+            self.error(
+                path,
+                false,
+                format!("{n} is out of range: must be {range}"),
+                None,
+            );
+        }
+    }
+}
+
+fn type_matches(t: &str, v: &Value) -> bool {
+    match t {
+        "null" => v.is_null(),
+        "boolean" => v.is_boolean(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "string" => v.is_string(),
+        "array" => v.is_array(),
+        "object" => v.is_object(),
+        _ => true,
+    }
+}
+
+fn type_word(t: &str) -> &str {
+    match t {
+        "null" => "nothing",
+        "boolean" => "true or false",
+        "integer" => "an integer",
+        "number" => "a number",
+        "string" => "a string",
+        "array" => "a list",
+        "object" => "a mapping",
+        other => other,
+    }
+}
+
+fn type_help(types: &[&str], value: &Value) -> Option<String> {
+    if types.contains(&"string") && (value.is_number() || value.is_boolean()) {
+        return Some(format!("quote it: \"{value}\""));
+    }
+    if types.contains(&"array") && !value.is_array() && !value.is_object() {
+        return Some(format!("write a list: [{value}]"));
+    }
+    if (types.contains(&"integer") || types.contains(&"number")) && value.is_string() {
+        return Some("write the number without quotes".into());
+    }
+    if types.contains(&"boolean") && value.is_string() {
+        return Some("write true or false without quotes".into());
+    }
+    None
+}
+
+/// `a string "abc"`, `an integer 3`, `a list`, …
+pub fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "nothing (null)".into(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Number(n) if n.is_f64() => format!("the number {n}"),
+        Value::Number(n) => format!("the integer {n}"),
+        Value::String(s) => format!("the string \"{s}\""),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "a mapping".into(),
+    }
+}
+
+fn first_sentence(s: &str) -> &str {
+    s.split_terminator(". ")
+        .next()
+        .unwrap_or(s)
+        .trim_end_matches('.')
+}

@@ -1,0 +1,254 @@
+//! Steps are data: each kind carries everything `apply` needs to run it (argv, env,
+//! directories). Strings may hold placeholders that `apply` fills in:
+//! `${cache}`, `${runtime}` and `${config_dir}` (the plan's `roots`), `${port}` (the port
+//! chosen for a replica whose port is `auto`), `${model_path}` (the file the model-resolve step
+//! produced) and `${jobs}` (the build parallelism).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Backend;
+use crate::model_ref::ModelRef;
+
+/// One node of the plan DAG.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Step {
+    /// Stable id derived from what the step is, e.g. `git-clone:llama.cpp@b4567`,
+    /// `spawn:pool-a/r0`. Two pools that need the same thing share one step.
+    pub id: String,
+    /// Steps that must pass before this one starts, sorted.
+    pub deps: Vec<String>,
+    /// Pools that need this step, sorted.
+    pub pools: Vec<String>,
+    #[serde(flatten)]
+    pub spec: StepSpec,
+}
+
+impl Step {
+    pub fn kind(&self) -> &'static str {
+        self.spec.kind()
+    }
+
+    /// Liveness steps check the world every apply; a state file alone never makes them fresh.
+    pub fn is_liveness(&self) -> bool {
+        matches!(
+            self.spec,
+            StepSpec::GpuCheck(_) | StepSpec::Spawn(_) | StepSpec::Probe(_)
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum StepSpec {
+    PreflightTools(PreflightTools),
+    GpuCheck(GpuCheck),
+    GitClone(GitClone),
+    CmakeConfigure(CmakeConfigure),
+    CmakeBuild(CmakeBuild),
+    ModelResolve(ModelResolve),
+    VramFit(VramFit),
+    Spawn(Spawn),
+    Probe(Probe),
+    Handoff(Handoff),
+}
+
+impl StepSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StepSpec::PreflightTools(_) => "preflight-tools",
+            StepSpec::GpuCheck(_) => "gpu-check",
+            StepSpec::GitClone(_) => "git-clone",
+            StepSpec::CmakeConfigure(_) => "cmake-configure",
+            StepSpec::CmakeBuild(_) => "cmake-build",
+            StepSpec::ModelResolve(_) => "model-resolve",
+            StepSpec::VramFit(_) => "vram-fit",
+            StepSpec::Spawn(_) => "spawn",
+            StepSpec::Probe(_) => "probe",
+            StepSpec::Handoff(_) => "handoff",
+        }
+    }
+}
+
+/// Check that the tools the plan runs are installed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PreflightTools {
+    pub tools: Vec<ToolRequirement>,
+    /// Missing tools may be installed with pacman (Arch-like hosts only).
+    pub allow_package_installs: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct ToolRequirement {
+    /// What is needed, e.g. `C++ compiler`.
+    pub name: String,
+    /// Commands that satisfy it; the first found on PATH is used.
+    pub any_of: Vec<String>,
+    /// Why the plan needs it.
+    pub needed_for: String,
+}
+
+/// Detect NVIDIA GPUs and check that the devices the pools name exist.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GpuCheck {
+    pub devices: Vec<u32>,
+    pub argv: Vec<String>,
+}
+
+/// Clone (or fetch) a repository into the cache and check out a ref.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GitClone {
+    /// Repository URL, credentials redacted.
+    pub repo: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub submodules: bool,
+    /// Checkout directory, owned by provision.
+    pub dir: String,
+    /// The commands, in order: clone when `dir` is absent, then fetch, checkout and
+    /// submodule update.
+    pub commands: Vec<Vec<String>>,
+    /// The real URL, credentials included; never serialised.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub repo_url: String,
+}
+
+/// Configure llama.cpp with CMake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CmakeConfigure {
+    pub source_dir: String,
+    /// Build directory, keyed by the normalised flags: two flag sets never share a cache.
+    pub build_dir: String,
+    /// CMake generator; absent means Ninja when installed, else Unix Makefiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<String>,
+    /// Normalised `-D` definitions.
+    pub defines: BTreeMap<String, String>,
+    /// Other CMake arguments, in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_args: Vec<String>,
+    /// A CUDA build.
+    pub cuda: bool,
+    /// The configure command (`-G` added at apply when the generator is automatic).
+    pub argv: Vec<String>,
+}
+
+/// Build the `llama-server` target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CmakeBuild {
+    pub build_dir: String,
+    pub target: String,
+    pub argv: Vec<String>,
+    /// The binary the build must produce.
+    pub binary: String,
+}
+
+/// Make the model file present and verified.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ModelResolve {
+    /// The ref as written in the config.
+    #[serde(rename = "ref")]
+    pub model_ref: String,
+    pub source: ModelRef,
+    /// `sha256:<64 hex>` to verify, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    /// The file, when known before apply (local and cached refs); otherwise `${model_path}`
+    /// after resolution (Hugging Face cache layout, or `cache_dir` for URLs).
+    pub path: String,
+    /// Directory for bare names and URL downloads.
+    pub cache_dir: String,
+}
+
+/// Check, before anything is spawned, that weights, KV cache and activations fit in VRAM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VramFit {
+    pub pool: String,
+    pub devices: Vec<u32>,
+    /// Context size, when set (else the model's training context).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctx: Option<u32>,
+    /// `--parallel` (sequences sharing the KV cache).
+    pub parallel: String,
+    pub n_gpu_layers: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensor_split: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_type_k: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_type_v: Option<String>,
+}
+
+/// The port of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum PortSpec {
+    /// The configured port.
+    Fixed { port: u16 },
+    /// The first free port from `base` at apply time (`${port}`).
+    Auto { base: u16 },
+}
+
+/// Start one llama-server replica in its own process group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Spawn {
+    pub pool: String,
+    pub replica: u32,
+    pub backend: Backend,
+    pub binary: String,
+    /// The exact argv, secrets shown as `<redacted>`.
+    pub argv: Vec<String>,
+    /// Environment added to the process, secrets shown as `<redacted>`.
+    pub env: BTreeMap<String, String>,
+    pub host: String,
+    pub port: PortSpec,
+    pub devices: Vec<u32>,
+    pub log: String,
+    pub pid_file: String,
+    /// argv and env with secrets; never serialised.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub secret_argv: Vec<String>,
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub secret_env: BTreeMap<String, String>,
+}
+
+/// Wait until a replica answers `/health` with 200.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Probe {
+    pub pool: String,
+    pub replica: u32,
+    pub url: String,
+    pub health_path: String,
+    /// `/metrics` must answer 200 too.
+    pub metrics: bool,
+    pub timeout_ms: u64,
+    /// A server provision does not own (mode `external`).
+    pub external: bool,
+}
+
+/// Tell the orchestrator where the replica runs, written only after the probe passed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Handoff {
+    pub pool: String,
+    pub replica: u32,
+    pub path: String,
+    pub engine: String,
+    pub provisioning_mode: String,
+    pub url: String,
+    pub model: HandoffModel,
+    /// Normalised flags, secrets redacted.
+    pub flags: Vec<String>,
+    pub devices: Vec<u32>,
+    pub backend: Backend,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HandoffModel {
+    pub id: String,
+    pub path: String,
+}
