@@ -1,13 +1,15 @@
 //! Validation: structure (via the schema walk) and meaning (the checks below). Every problem is
 //! collected and reported at once, each at its file, line, column and field path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+
+use serde_json::{json, Value};
 
 use crate::cmake_flags::{self, CmakeFlags};
 use crate::config::{config_schema, Backend, Config, Engine, Pool, ProvisioningMode};
 use crate::diagnostic::{did_you_mean, ConfigError, Diagnostic, Location};
-use crate::document::{join_index, join_key, Document};
+use crate::document::{join_index, join_key, parent_path, Document};
 use crate::llama_flags::{self, Flag, FlagContext};
 use crate::model_ref::{parse_checksum, ModelRef};
 use crate::schema_check::SchemaChecker;
@@ -59,48 +61,54 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
     let schema = config_schema();
     let mut diags = SchemaChecker::new(&schema, doc).check();
     let structural_errors = diags.clone();
-    let has_error_under = |prefix: &str| {
-        structural_errors.iter().any(|d| {
-            d.path == prefix
-                || d.path.starts_with(&format!("{prefix}."))
-                || d.path.starts_with(&format!("{prefix}["))
-        })
-    };
 
     let mut inputs = Vec::new();
-    let mut checker = Checker {
-        doc,
-        diags: Vec::new(),
-    };
+    let mut checker = Checker { doc, diags: Vec::new() };
     if let Some(pools) = doc.value.get("pools").and_then(|p| p.as_array()) {
         if pools.is_empty() {
-            checker.error(
-                "pools",
-                false,
-                "`pools` is empty: there is nothing to provision",
-                Some("add at least one pool"),
-            );
+            checker.error("pools", false, "`pools` is empty: there is nothing to provision", Some("add at least one pool"));
         }
+        // Pools are checked for meaning even when parts of them are malformed: the malformed
+        // parts are pruned (and what depends on them is not reported twice).
         let mut parsed: Vec<(String, Pool)> = Vec::new();
         for (i, raw) in pools.iter().enumerate() {
             let path = join_index("pools", i);
-            if has_error_under(&path) {
-                continue;
+            let bad: Vec<&str> = structural_errors
+                .iter()
+                .map(|d| d.path.as_str())
+                .filter(|p| is_under(p, &path) && *p != path)
+                .collect();
+            let mut raw = raw.clone();
+            for p in bad.iter().rev() {
+                prune(&mut raw, &p[path.len()..]);
             }
-            match serde_json::from_value::<Pool>(raw.clone()) {
-                Ok(pool) => parsed.push((path, pool)),
-                Err(e) => checker.error(&path, false, &format!("invalid pool: {e}"), None),
+            if let Some(obj) = raw.as_object_mut() {
+                for (field, placeholder) in [("id", json!("")), ("engine", json!("llamacpp")), ("model", json!("")), ("devices", json!([]))] {
+                    obj.entry(field).or_insert(placeholder);
+                }
+            }
+            if let Ok(pool) = serde_json::from_value::<Pool>(raw) {
+                parsed.push((path, pool));
             }
         }
         checker.cross_pool(&parsed);
         let total_replicas: u32 = parsed.iter().map(|(_, p)| p.replicas).sum();
         checker.handoff_collisions(&parsed, total_replicas);
         for (path, pool) in parsed {
+            let clean = !structural_errors.iter().any(|d| is_under(&d.path, &path));
             if let Some(input) = checker.pool(&path, pool) {
-                inputs.push(input);
+                if clean {
+                    inputs.push(input);
+                }
             }
         }
     }
+    // What a structural error already covers is not reported again.
+    checker.diags.retain(|d| {
+        !structural_errors.iter().any(|e| {
+            is_under(&d.path, &e.path) || (e.path.ends_with(']') && parent_path(&e.path) == Some(d.path.as_str()))
+        })
+    });
     diags.extend(checker.diags);
 
     let config = if diags.iter().any(Diagnostic::is_error) {
@@ -205,7 +213,12 @@ impl Checker<'_> {
 
     fn handoff_collisions(&mut self, pools: &[(String, Pool)], total_replicas: u32) {
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        let mut ids: BTreeSet<&str> = BTreeSet::new();
         for (path, pool) in pools {
+            // A duplicate id is reported once, as such.
+            if !ids.insert(&pool.id) {
+                continue;
+            }
             for r in 0..pool.replicas {
                 let file = crate::planner::handoff_path(pool, r, total_replicas);
                 let at = if pool.handoff_path.is_some() {
@@ -333,9 +346,9 @@ impl Checker<'_> {
             let sp = join_key(p, "tensor_split");
             if split.len() != pool.devices.len() {
                 let msg = format!(
-                    "`tensor_split` has {} ratios but the pool has {} devices",
-                    split.len(),
-                    pool.devices.len()
+                    "`tensor_split` has {} but the pool has {}",
+                    plural(split.len(), "ratio"),
+                    plural(pool.devices.len(), "device")
                 );
                 self.error(
                     &sp,
@@ -584,6 +597,59 @@ impl Checker<'_> {
     }
 }
 
+/// `path` is `prefix` or inside it.
+fn is_under(path: &str, prefix: &str) -> bool {
+    path == prefix
+        || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        || prefix.is_empty()
+}
+
+/// Remove the node at `rel` (`.a.b[2]`, relative to `value`).
+fn prune(value: &mut Value, rel: &str) {
+    let mut segments: Vec<&str> = Vec::new();
+    for part in rel.split('.').filter(|s| !s.is_empty()) {
+        let mut rest = part;
+        if let Some(i) = rest.find('[') {
+            if i > 0 {
+                segments.push(&rest[..i]);
+            }
+            rest = &rest[i..];
+            while let Some(end) = rest.find(']') {
+                segments.push(&rest[..=end]);
+                rest = &rest[end + 1..];
+            }
+        } else {
+            segments.push(rest);
+        }
+    }
+    let Some((last, parents)) = segments.split_last() else { return };
+    let mut node = value;
+    for seg in parents {
+        let next = match seg.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            Some(i) => i.parse::<usize>().ok().and_then(|i| node.get_mut(i)),
+            None => node.get_mut(*seg),
+        };
+        match next {
+            Some(n) => node = n,
+            None => return,
+        }
+    }
+    match last.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        Some(i) => {
+            if let (Some(arr), Ok(i)) = (node.as_array_mut(), i.parse::<usize>()) {
+                if i < arr.len() {
+                    arr.remove(i);
+                }
+            }
+        }
+        None => {
+            if let Some(obj) = node.as_object_mut() {
+                obj.remove(*last);
+            }
+        }
+    }
+}
+
 fn repo_url_ok(repo: &str) -> bool {
     let r = repo.trim();
     ["https://", "http://", "ssh://", "git://", "file://"]
@@ -591,4 +657,12 @@ fn repo_url_ok(repo: &str) -> bool {
         .any(|s| r.starts_with(s) && r.len() > s.len())
         || r.starts_with('/')
         || (r.contains('@') && r.contains(':') && !r.contains("://"))
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
