@@ -291,7 +291,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
     let mut summaries = Vec::new();
 
     // Shared checks, merged over the selected pools.
-    let mut tools: BTreeSet<ToolRequirement> = BTreeSet::new();
+    let mut tools: Vec<ToolRequirement> = Vec::new();
     let mut allow_installs = true;
     let mut gpu_devices: BTreeSet<u32> = BTreeSet::new();
     let mut submodules: BTreeMap<String, bool> = BTreeMap::new();
@@ -304,11 +304,14 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                 .as_ref()
                 .and_then(|s| s.build.generator.as_deref());
             for (name, any_of, why) in required_tools(input.pool.backend, generator) {
-                tools.insert(ToolRequirement {
+                let tool = ToolRequirement {
                     name: name.into(),
                     any_of: any_of.iter().map(|s| s.to_string()).collect(),
                     needed_for: why.into(),
-                });
+                };
+                if !tools.contains(&tool) {
+                    tools.push(tool);
+                }
             }
             if let (Some((base, key)), Some(s)) = (keys(input).clone, &prov.source) {
                 *submodules.entry(clones.id(&base, &key)).or_default() |= s.submodules;
@@ -508,8 +511,13 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
             _ => None,
         };
 
-        // Replicas.
-        let redacted_flags = to_redacted_argv(&input.flags);
+        // Replicas. An external server's flags are not provision's to set.
+        let flags = if prov.mode == ProvisioningMode::External {
+            &[][..]
+        } else {
+            &input.flags[..]
+        };
+        let redacted_flags = to_redacted_argv(flags);
         let mut env: BTreeMap<String, String> = prov.env.clone();
         if pool.backend == Backend::Cuda {
             let devices: Vec<String> = pool.devices.iter().map(u32::to_string).collect();
@@ -591,7 +599,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     replica: r,
                     url: url.clone(),
                     health_path: "/health".into(),
-                    metrics: input.flags.iter().any(|f| f.name == "--metrics"),
+                    metrics: flags.iter().any(|f| f.name == "--metrics"),
                     timeout_ms: pool.readiness_timeout_ms,
                     external,
                 })

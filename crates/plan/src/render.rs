@@ -109,6 +109,7 @@ pub fn render_text(plan: &Plan) -> String {
     );
     let _ = writeln!(out, "  cache:   {}", plan.roots.cache);
     let _ = writeln!(out, "  runtime: {}", plan.roots.runtime);
+    let mut shown: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     for pool in &plan.pools {
         let _ = writeln!(
             out,
@@ -144,6 +145,10 @@ pub fn render_text(plan: &Plan) -> String {
             } else {
                 format!("  after {}", step.deps.join(", "))
             };
+            if !shown.insert(step.id.as_str()) {
+                let _ = writeln!(out, "  {:>2}. {}{shared}, shown above", n + 1, step.id);
+                continue;
+            }
             let _ = writeln!(out, "  {:>2}. {}{after}{shared}", n + 1, step.id);
             for line in detail(plan, step) {
                 let _ = writeln!(out, "        {line}");

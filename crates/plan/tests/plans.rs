@@ -1,0 +1,154 @@
+//! Every fixture config plans, deterministically, into a plan that matches its snapshot, reads
+//! back, satisfies the plan schema and never shows a secret.
+
+use std::path::Path;
+
+use provision_plan::{Document, Plan, PlanOptions, Roots};
+
+fn roots() -> Roots {
+    Roots {
+        cache: "/cache".into(),
+        runtime: ".runtime".into(),
+        config_dir: "/config".into(),
+    }
+}
+
+fn plan_fixture(path: &Path) -> (provision_plan::ValidConfig, Plan) {
+    let name = format!(
+        "fixtures/configs/{}",
+        path.file_name().unwrap().to_string_lossy()
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc = Document::parse(&name, text).unwrap_or_else(|e| panic!("{e}"));
+    let valid = provision_plan::validate(&doc).unwrap_or_else(|e| panic!("{e}"));
+    let plan = provision_plan::plan(
+        &valid,
+        &PlanOptions {
+            roots: roots(),
+            pool: None,
+        },
+    )
+    .unwrap();
+    (valid, plan)
+}
+
+#[test]
+fn fixture_plans_match_snapshots() {
+    insta::glob!("../../../fixtures/configs", "*.*", |path| {
+        let (valid, plan) = plan_fixture(path);
+        let json = plan.to_json();
+        insta::assert_snapshot!("json", json);
+        insta::assert_snapshot!("text", provision_plan::render_text(&plan));
+        insta::assert_snapshot!("warnings", valid.render_warnings());
+
+        // Deterministic: planning again gives the same bytes.
+        assert_eq!(plan_fixture(path).1.to_json(), json);
+        // The JSON reads back into the same plan.
+        let back: Plan = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.to_json(), json);
+    });
+}
+
+#[test]
+fn fixture_plans_satisfy_the_plan_schema() {
+    let schema = provision_plan::plan_schema();
+    insta::glob!("../../../fixtures/configs", "*.*", |path| {
+        let (_, plan) = plan_fixture(path);
+        let doc = Document::parse("plan.json", plan.to_json()).unwrap();
+        let problems = provision_plan::schema_check::SchemaChecker::new(&schema, &doc).check();
+        assert!(problems.is_empty(), "{}: {problems:?}", path.display());
+
+        // The check is not vacuous: a wrong type is caught.
+        let broken = plan
+            .to_json()
+            .replacen("\"plan_version\": 1", "\"plan_version\": \"one\"", 1);
+        let doc = Document::parse("plan.json", broken).unwrap();
+        let problems = provision_plan::schema_check::SchemaChecker::new(&schema, &doc).check();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+    });
+}
+
+#[test]
+fn secrets_never_appear_in_plans() {
+    let (_, plan) = plan_fixture(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/configs/two-gpu-pools-shared-build.yaml"
+    )));
+    let json = plan.to_json();
+    let text = provision_plan::render_text(&plan);
+    for secret in ["sk-do-not-print", "hf_not_a_real_token"] {
+        assert!(
+            !json.contains(secret) && !text.contains(secret),
+            "{secret} leaked"
+        );
+    }
+    assert!(json.contains("<redacted>"));
+    // The process still gets the real value.
+    let spawn = plan.steps.iter().find_map(|s| match &s.spec {
+        provision_plan::StepSpec::Spawn(sp) if sp.pool == "chat" => Some(sp.clone()),
+        _ => None,
+    });
+    let spawn = spawn.expect("chat has a spawn step");
+    assert!(spawn.secret_argv.contains(&"sk-do-not-print".to_string()));
+    assert_eq!(spawn.secret_env["HF_TOKEN"], "hf_not_a_real_token");
+}
+
+#[test]
+fn shared_source_build_and_model_are_one_step_each() {
+    let (_, plan) = plan_fixture(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/configs/two-gpu-pools-shared-build.yaml"
+    )));
+    let count = |kind: &str| plan.steps.iter().filter(|s| s.kind() == kind).count();
+    assert_eq!(count("git-clone"), 1);
+    assert_eq!(count("cmake-configure"), 1);
+    assert_eq!(count("cmake-build"), 1);
+    assert_eq!(count("model-resolve"), 1);
+    assert_eq!(count("spawn"), 3);
+    assert_eq!(count("handoff"), 3);
+    let build = plan
+        .steps
+        .iter()
+        .find(|s| s.kind() == "cmake-build")
+        .unwrap();
+    assert_eq!(build.pools, ["batch", "chat"]);
+}
+
+#[test]
+fn pool_selection_plans_one_pool_and_rejects_unknown_ids() {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/configs/two-gpu-pools-shared-build.yaml"
+    ));
+    let valid = provision_plan::load(path).unwrap();
+    let plan = provision_plan::plan(
+        &valid,
+        &PlanOptions {
+            roots: roots(),
+            pool: Some("batch".into()),
+        },
+    )
+    .unwrap();
+    assert_eq!(plan.pools.len(), 1);
+    assert!(plan
+        .steps
+        .iter()
+        .all(|s| s.pools.contains(&"batch".to_string())));
+    assert!(plan.step("spawn:chat/r0").is_none());
+    // Ids of shared steps do not depend on the selection.
+    assert!(plan.step("cmake-build:llama.cpp@b4567").is_some());
+
+    let err = provision_plan::plan(
+        &valid,
+        &PlanOptions {
+            roots: roots(),
+            pool: Some("chatt".into()),
+        },
+    )
+    .unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("--pool `chatt` names no pool") && shown.contains("did you mean `chat`?"),
+        "{shown}"
+    );
+}
