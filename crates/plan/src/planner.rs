@@ -352,7 +352,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     vec![],
                     || {
                         StepSpec::PreflightTools(PreflightTools {
-                            tools: tools.iter().cloned().collect(),
+                            tools: tools.to_vec(),
                             allow_package_installs: allow_installs,
                         })
                     },
