@@ -165,6 +165,17 @@ fn source_root(input: &PoolInput) -> String {
         .unwrap_or_else(|| "${cache}".into())
 }
 
+/// The checkout directory of `repo`: `<root>/src/<name>-<hash of repo>`. When the config uses
+/// the repo at several refs, each ref gets its own directory (`-<hash of ref>` appended).
+fn checkout_base(input: &PoolInput, repo: &str) -> String {
+    format!(
+        "{}/src/{}-{}",
+        source_root(input),
+        repo_name(repo),
+        short_hash(&repo)
+    )
+}
+
 fn keys(input: &PoolInput) -> Keys {
     let prov = &input.pool.provisioning;
     let source = prov
@@ -274,8 +285,20 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
     let mut clones = Namer::default();
     let mut builds = Namer::default();
     let mut models = Namer::default();
+    // Refs checked out per repo checkout directory: one checkout holds one ref at a time, so
+    // a repo used at several refs gets one directory per ref.
+    let mut checkout_refs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for input in &valid.pools {
         let k = keys(input);
+        if let (Some(source), true) = (
+            &input.pool.provisioning.source,
+            input.pool.provisioning.mode == ProvisioningMode::Source,
+        ) {
+            checkout_refs
+                .entry(checkout_base(input, &source.repo))
+                .or_default()
+                .insert(source.git_ref.trim().to_string());
+        }
         if let Some((b, key)) = &k.clone {
             clones.register(b, key);
         }
@@ -361,8 +384,13 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                 let clone_id = clones.id(clone_base, clone_key);
                 let root = source_root(input);
                 let name = repo_name(&source.repo);
-                let src_dir = format!("{root}/src/{name}-{}", short_hash(&source.repo));
                 let git_ref = source.git_ref.trim().to_string();
+                let src_dir = checkout_base(input, &source.repo);
+                let src_dir = if checkout_refs.get(&src_dir).is_some_and(|r| r.len() > 1) {
+                    format!("{src_dir}-{}", short_hash(&git_ref))
+                } else {
+                    src_dir
+                };
                 let with_submodules = submodules.get(&clone_id).copied().unwrap_or(false);
                 let clone = track(b.add(pid, clone_id, vec![pre.clone()], || {
                     StepSpec::GitClone(git_clone(&source.repo, &git_ref, with_submodules, &src_dir))
