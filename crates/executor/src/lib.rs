@@ -1,2 +1,23 @@
-//! Runs a plan: ready set, parallelism, state file, fingerprints. Not written yet: `provision
-//! apply` does not exist. See the README's status table.
+//! Runs a provision plan: a ready set over the step DAG, independent steps in parallel, a
+//! versioned state file with fingerprints so a second apply skips what is still valid, and a
+//! lock so that one apply runs per state file.
+
+pub mod apply;
+pub mod dirty_reason;
+pub mod dispatch;
+pub mod events;
+pub mod fingerprint;
+pub mod lock;
+pub mod state;
+
+pub use apply::{apply, preview, ApplyOptions, ApplyReport, Preview, StepResult};
+pub use dirty_reason::DirtyReason;
+pub use dispatch::{log_tail, Cancel, Dispatch, Facts, Outcome, Outputs, StepContext, StepError};
+pub use events::{Event, EventSink};
+pub use lock::{acquire, ApplyLock, Holder, LockError};
+pub use state::{State, StateError, StateFile, StepRecord, StepStatus, STATE_VERSION};
+
+/// The JSON Schema of the state file, as written to `schemas/state.schema.json`.
+pub fn state_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(State)).expect("schema serialises")
+}

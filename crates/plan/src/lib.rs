@@ -12,7 +12,6 @@ pub mod plan;
 pub mod planner;
 pub mod render;
 pub mod schema_check;
-pub mod schemas;
 pub mod step;
 pub mod validate;
 

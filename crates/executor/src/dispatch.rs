@@ -1,0 +1,160 @@
+//! The boundary between the executor and the steps. The executor does not know what a step
+//! does: it hands each step to a [`Dispatch`], which the cli crate implements in one place by
+//! calling the step crates.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use provision_plan::{Plan, Step};
+use serde_json::Value;
+
+/// Outputs of a step, by name (`commit`, `binary`, `engine_digest`, `path`, `digest`, `pid`,
+/// `url`, …). Recorded in the state file and given to dependent steps.
+pub type Outputs = BTreeMap<String, Value>;
+
+/// Facts a step resolves about the world, by name (`commit`, `cmake_version`, …). They are part
+/// of the step's fingerprint: a changed fact makes the step dirty.
+pub type Facts = BTreeMap<String, String>;
+
+/// Shared cancellation flag: set on Ctrl-C / SIGTERM or `--fail-fast`. Long-running steps poll
+/// it and stop their child processes.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Everything a step may use while it runs.
+pub struct StepContext<'a> {
+    pub plan: &'a Plan,
+    pub step: &'a Step,
+    /// Outputs of the step's dependencies, by step id.
+    pub deps: BTreeMap<String, Outputs>,
+    /// Outputs this step recorded when it last passed (for liveness checks and reuse).
+    pub previous: Option<Outputs>,
+    /// This step's own log file (under `<runtime>/logs/steps/`); its tail goes into errors.
+    pub log: PathBuf,
+    /// Build parallelism (`${jobs}`).
+    pub jobs: usize,
+    pub cancel: Cancel,
+}
+
+impl StepContext<'_> {
+    /// Expand the plan's placeholders: the roots, `${jobs}`, and `${model_path}` from a
+    /// model-resolve dependency's `path` output.
+    pub fn expand(&self, s: &str) -> String {
+        let mut out = self
+            .plan
+            .roots
+            .expand(s)
+            .replace("${jobs}", &self.jobs.to_string());
+        if out.contains("${model_path}") {
+            if let Some(path) = self
+                .deps
+                .iter()
+                .filter(|(id, _)| id.starts_with("model-resolve:"))
+                .find_map(|(_, o)| o.get("path").and_then(Value::as_str))
+            {
+                out = out.replace("${model_path}", path);
+            }
+        }
+        out
+    }
+
+    /// Expand a path placeholder string into a path.
+    pub fn path(&self, s: &str) -> PathBuf {
+        PathBuf::from(self.expand(s))
+    }
+
+    /// An output of the first dependency that has it.
+    pub fn dep_output(&self, name: &str) -> Option<&Value> {
+        self.deps.values().find_map(|o| o.get(name))
+    }
+}
+
+/// What a passed step produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    pub outputs: Outputs,
+    /// Files or directories that must still exist for the step to stay fresh.
+    pub artifacts: Vec<PathBuf>,
+}
+
+/// A failed step: what failed, what to do, and the tail of its output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StepError {
+    pub message: String,
+    /// What the user can do about it.
+    pub hint: Option<String>,
+    /// The last lines of the step's log or of a failed command's stderr.
+    pub tail: Option<String>,
+    /// The step stopped because apply was cancelled.
+    pub cancelled: bool,
+}
+
+impl StepError {
+    pub fn new(message: impl Into<String>) -> Self {
+        StepError {
+            message: message.into(),
+            hint: None,
+            tail: None,
+            cancelled: false,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn tail(mut self, tail: impl Into<String>) -> Self {
+        self.tail = Some(tail.into());
+        self
+    }
+
+    pub fn cancelled() -> Self {
+        StepError {
+            cancelled: true,
+            ..StepError::new("cancelled")
+        }
+    }
+}
+
+/// The last `n` lines of a log file (empty when it cannot be read).
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Runs steps. Implemented once, in the cli crate, over the step crates.
+pub trait Dispatch: Sync {
+    /// Facts that decide whether the step is fresh, resolved before it runs (cheap: e.g. the
+    /// commit a branch points at now, tool versions).
+    fn facts(&self, _cx: &StepContext<'_>) -> Result<Facts, StepError> {
+        Ok(Facts::new())
+    }
+
+    /// Run the step.
+    fn run(&self, cx: &StepContext<'_>) -> Result<Outcome, StepError>;
+
+    /// For liveness steps (gpu-check, spawn, probe): is what the step recorded (`cx.previous`)
+    /// still true in the world? `Err` says why not.
+    fn check_alive(&self, _cx: &StepContext<'_>) -> Result<(), String> {
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! Fingerprints: the hash of what a step is. Canonical JSON of the step spec, the facts
+//! resolved about the world, what its dependencies contributed, and a format version. No
+//! timestamps or machine noise.
+
+use std::collections::BTreeMap;
+
+use provision_plan::{Step, StepSpec};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::dispatch::Outputs;
+
+/// Bumped when the fingerprint inputs change meaning.
+pub const FINGERPRINT_VERSION: u32 = 1;
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Canonical JSON: `serde_json::Value` keeps object keys sorted.
+pub fn canonical(value: &Value) -> String {
+    serde_json::to_string(value).expect("JSON values serialise")
+}
+
+/// The step as it goes into the fingerprint and the state file: its kind and spec, without the
+/// list of pools that share it (a new pool sharing a build must not rebuild it).
+pub fn spec_value(step: &Step) -> Value {
+    serde_json::to_value(&step.spec).expect("step specs serialise")
+}
+
+/// A digest of the step's secrets (never stored themselves), so a changed `--api-key`
+/// restarts the server without the key appearing anywhere.
+pub fn secret_digest(step: &Step) -> Option<String> {
+    match &step.spec {
+        StepSpec::Spawn(s) if s.argv != s.secret_argv || s.env != s.secret_env => {
+            let v = json!({"domain": "provision-secret-v1", "id": step.id, "argv": s.secret_argv, "env": s.secret_env});
+            Some(sha256_hex(canonical(&v).as_bytes()))
+        }
+        StepSpec::GitClone(g) if g.repo != g.repo_url => {
+            let v = json!({"domain": "provision-secret-v1", "id": step.id, "url": g.repo_url});
+            Some(sha256_hex(canonical(&v).as_bytes()))
+        }
+        _ => None,
+    }
+}
+
+/// What a finished dependency contributes to its dependents' fingerprints: its own
+/// fingerprint and its outputs (a rebuilt binary with a new digest dirties the spawn).
+pub fn dep_contribution(fingerprint: &str, outputs: &Outputs) -> String {
+    let v = json!({"fingerprint": fingerprint, "outputs": outputs});
+    sha256_hex(canonical(&v).as_bytes())
+}
+
+pub fn fingerprint(
+    spec: &Value,
+    facts: &BTreeMap<String, String>,
+    deps: &BTreeMap<String, String>,
+) -> String {
+    let v = json!({
+        "format": FINGERPRINT_VERSION,
+        "spec": spec,
+        "facts": facts,
+        "deps": deps,
+    });
+    sha256_hex(canonical(&v).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_input_changes_the_fingerprint_and_order_does_not() {
+        let spec = json!({"kind": "x", "a": 1, "b": 2});
+        let spec_reordered: Value =
+            serde_json::from_str(r#"{"b": 2, "kind": "x", "a": 1}"#).unwrap();
+        let facts: BTreeMap<String, String> = [("commit".to_string(), "abc".to_string())].into();
+        let deps = BTreeMap::new();
+        let base = fingerprint(&spec, &facts, &deps);
+        assert_eq!(base, fingerprint(&spec_reordered, &facts, &deps));
+        assert_ne!(
+            base,
+            fingerprint(&json!({"kind": "x", "a": 1, "b": 3}), &facts, &deps)
+        );
+        assert_ne!(base, fingerprint(&spec, &BTreeMap::new(), &deps));
+        let deps2: BTreeMap<String, String> = [("d".to_string(), "1".to_string())].into();
+        assert_ne!(base, fingerprint(&spec, &facts, &deps2));
+        assert_eq!(base.len(), 64);
+    }
+}

@@ -1,0 +1,652 @@
+//! The scheduler with a fake dispatch: order, parallelism, failure, freshness, dirty reasons,
+//! resumption, cancellation. The plan is a real plan made by the planner.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use provision_executor::events::Recorder;
+use provision_executor::{
+    apply, preview, ApplyOptions, ApplyReport, Cancel, Dispatch, Event, Facts, Outcome, Preview,
+    State, StateFile, StepContext, StepError, StepResult, StepStatus,
+};
+use provision_plan::{Document, Plan, PlanOptions, Roots};
+
+const CONFIG: &str = r#"
+pools:
+  - id: gpu
+    engine: llamacpp
+    model: big
+    devices: [0]
+    provisioning:
+      source: {repo: "file:///srv/llama.cpp", ref: v1, build: {cmake_flags: [-DCMAKE_CUDA_ARCHITECTURES=86]}}
+      model: {ref: ./models/big.gguf}
+      ports: [8080]
+  - id: cpu
+    engine: llamacpp
+    model: tiny
+    backend: cpu
+    devices: []
+    replicas: 2
+    provisioning:
+      source: {repo: "file:///srv/llama.cpp", ref: v1}
+      model: {ref: ./models/tiny.gguf}
+"#;
+
+fn plan_for(dir: &std::path::Path) -> Plan {
+    let doc = Document::parse("pools.yaml", CONFIG.into()).unwrap();
+    let valid = provision_plan::validate(&doc).unwrap();
+    let roots = Roots {
+        cache: dir.join("cache").display().to_string(),
+        runtime: dir.join("runtime").display().to_string(),
+        config_dir: dir.display().to_string(),
+    };
+    provision_plan::plan(&valid, &PlanOptions { roots, pool: None }).unwrap()
+}
+
+/// A dispatch whose steps sleep, fail on demand, report facts on demand and die on demand.
+#[derive(Default)]
+struct Fake {
+    delay: HashMap<&'static str, Duration>,
+    fail: Mutex<HashSet<String>>,
+    facts: Mutex<HashMap<String, Facts>>,
+    dead: Mutex<HashSet<String>>,
+    runs: Mutex<Vec<(String, Instant, Instant)>>,
+    pid: AtomicU64,
+}
+
+impl Fake {
+    fn runs(&self) -> Vec<String> {
+        self.runs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.0.clone())
+            .collect()
+    }
+    fn interval(&self, id: &str) -> (Instant, Instant) {
+        let runs = self.runs.lock().unwrap();
+        let r = runs
+            .iter()
+            .rev()
+            .find(|r| r.0 == id)
+            .unwrap_or_else(|| panic!("{id} did not run"));
+        (r.1, r.2)
+    }
+    fn reset_runs(&self) {
+        self.runs.lock().unwrap().clear();
+    }
+}
+
+impl Dispatch for Fake {
+    fn facts(&self, cx: &StepContext<'_>) -> Result<Facts, StepError> {
+        Ok(self
+            .facts
+            .lock()
+            .unwrap()
+            .get(&cx.step.id)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn run(&self, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
+        let start = Instant::now();
+        let delay = self
+            .delay
+            .get(cx.step.kind())
+            .copied()
+            .unwrap_or(Duration::from_millis(1));
+        while start.elapsed() < delay {
+            if cx.cancel.is_cancelled() {
+                self.runs
+                    .lock()
+                    .unwrap()
+                    .push((cx.step.id.clone(), start, Instant::now()));
+                return Err(StepError::cancelled());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.runs
+            .lock()
+            .unwrap()
+            .push((cx.step.id.clone(), start, Instant::now()));
+        if self.fail.lock().unwrap().contains(&cx.step.id) {
+            return Err(StepError::new(format!("{} broke", cx.step.id)).hint("fix it"));
+        }
+        let mut outputs = BTreeMap::new();
+        if cx.step.kind() == "spawn" {
+            outputs.insert("pid".into(), self.pid.fetch_add(1, Ordering::SeqCst).into());
+        }
+        outputs.insert("id".into(), cx.step.id.clone().into());
+        Ok(Outcome {
+            outputs,
+            artifacts: vec![],
+        })
+    }
+
+    fn check_alive(&self, cx: &StepContext<'_>) -> Result<(), String> {
+        match self.dead.lock().unwrap().contains(&cx.step.id) {
+            true => Err("process is gone".into()),
+            false => Ok(()),
+        }
+    }
+}
+
+struct Run {
+    _dir: tempfile::TempDir,
+    plan: Plan,
+    file: StateFile,
+}
+
+impl Run {
+    fn new() -> Run {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan_for(dir.path());
+        let file = StateFile::new(dir.path().join("runtime/state.json"));
+        Run {
+            _dir: dir,
+            plan,
+            file,
+        }
+    }
+
+    fn apply(&self, fake: &Fake, opts: &ApplyOptions) -> (ApplyReport, Vec<Event>) {
+        self.apply_with(fake, opts, &Cancel::new())
+    }
+
+    fn apply_with(
+        &self,
+        fake: &Fake,
+        opts: &ApplyOptions,
+        cancel: &Cancel,
+    ) -> (ApplyReport, Vec<Event>) {
+        let mut state = self.file.load().unwrap();
+        let events = Recorder::default();
+        let report = apply(
+            &self.plan, fake, &self.file, &mut state, opts, &events, cancel,
+        )
+        .unwrap();
+        // What was saved is what apply ended with.
+        assert_eq!(self.file.load().unwrap(), state);
+        (report, events.events())
+    }
+
+    fn state(&self) -> State {
+        self.file.load().unwrap()
+    }
+}
+
+fn opts() -> ApplyOptions {
+    ApplyOptions {
+        jobs: 8,
+        build_jobs: 2,
+        fail_fast: false,
+        force: false,
+    }
+}
+
+fn ids_where(report: &ApplyReport, f: impl Fn(&StepResult) -> bool) -> Vec<String> {
+    report
+        .results
+        .iter()
+        .filter(|(_, r)| f(r))
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+fn reasons(run: &Run, ids: &[String]) -> String {
+    let state = run.state();
+    ids.iter()
+        .map(|id| {
+            format!(
+                "{id}: {}",
+                state.steps[id]
+                    .reason
+                    .as_ref()
+                    .map(|r| r.to_string())
+                    .unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn every_step_starts_after_its_dependencies_finish() {
+    let run = Run::new();
+    let fake = Fake {
+        delay: [
+            ("git-clone", Duration::from_millis(20)),
+            ("model-resolve", Duration::from_millis(20)),
+        ]
+        .into(),
+        ..Fake::default()
+    };
+    let (report, _) = run.apply(&fake, &opts());
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(fake.runs().len(), run.plan.steps.len());
+    for step in &run.plan.steps {
+        let (start, _) = fake.interval(&step.id);
+        for dep in &step.deps {
+            let (_, dep_end) = fake.interval(dep);
+            assert!(
+                dep_end <= start,
+                "{} started before {dep} finished",
+                step.id
+            );
+        }
+    }
+}
+
+#[test]
+fn independent_slow_steps_overlap_and_builds_do_not() {
+    let run = Run::new();
+    let fake = Fake {
+        delay: [
+            ("git-clone", Duration::from_millis(150)),
+            ("model-resolve", Duration::from_millis(150)),
+            ("cmake-build", Duration::from_millis(100)),
+        ]
+        .into(),
+        ..Fake::default()
+    };
+    let (report, _) = run.apply(&fake, &opts());
+    assert!(report.ok());
+    let clone = fake.interval("git-clone:llama.cpp@v1");
+    let model = fake.interval("model-resolve:tiny.gguf");
+    assert!(
+        clone.0 < model.1 && model.0 < clone.1,
+        "clone and model resolve should overlap"
+    );
+    let builds: Vec<_> = run
+        .plan
+        .steps
+        .iter()
+        .filter(|s| s.kind() == "cmake-build")
+        .map(|s| fake.interval(&s.id))
+        .collect();
+    assert_eq!(builds.len(), 2);
+    assert!(
+        builds[0].1 <= builds[1].0 || builds[1].1 <= builds[0].0,
+        "two builds ran at once"
+    );
+}
+
+#[test]
+fn jobs_bounds_concurrency() {
+    let run = Run::new();
+    let fake = Fake {
+        delay: [
+            ("spawn", Duration::from_millis(40)),
+            ("model-resolve", Duration::from_millis(40)),
+        ]
+        .into(),
+        ..Fake::default()
+    };
+    let (report, _) = run.apply(&fake, &ApplyOptions { jobs: 1, ..opts() });
+    assert!(report.ok());
+    let mut intervals: Vec<_> = fake
+        .runs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.1, r.2))
+        .collect();
+    intervals.sort();
+    for pair in intervals.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "with --jobs 1 steps overlapped");
+    }
+}
+
+#[test]
+fn a_failure_stops_exactly_its_dependents() {
+    let run = Run::new();
+    let fake = Fake::default();
+    fake.fail
+        .lock()
+        .unwrap()
+        .insert("model-resolve:tiny.gguf".into());
+    let (report, events) = run.apply(&fake, &opts());
+    assert!(!report.ok());
+    assert_eq!(
+        ids_where(&report, |r| matches!(r, StepResult::Failed(_))),
+        ["model-resolve:tiny.gguf"]
+    );
+    let blocked = ids_where(&report, |r| matches!(r, StepResult::Blocked(_)));
+    let mut expected: Vec<String> = run
+        .plan
+        .steps
+        .iter()
+        .filter(|s| {
+            s.pools == ["cpu"] && s.kind() != "cmake-configure" && s.kind() != "cmake-build"
+        })
+        .map(|s| s.id.clone())
+        .filter(|id| id != "model-resolve:tiny.gguf")
+        .collect();
+    expected.sort();
+    let mut blocked_sorted = blocked.clone();
+    blocked_sorted.sort();
+    assert_eq!(blocked_sorted, expected);
+    // The independent GPU pool finished.
+    assert!(report
+        .results
+        .iter()
+        .filter(|(id, _)| id.contains("gpu"))
+        .all(|(_, r)| r.passed()));
+    let failed = events
+        .iter()
+        .find(|e| matches!(e, Event::Failed { .. }))
+        .unwrap();
+    let Event::Failed { error, hint, .. } = failed else {
+        unreachable!()
+    };
+    assert_eq!(
+        (error.as_str(), hint.as_deref()),
+        ("model-resolve:tiny.gguf broke", Some("fix it"))
+    );
+    assert_eq!(
+        run.state().steps["model-resolve:tiny.gguf"].status,
+        StepStatus::Failed
+    );
+    assert!(run.state().steps["model-resolve:tiny.gguf"]
+        .fingerprint
+        .is_none());
+}
+
+#[test]
+fn fail_fast_stops_everything() {
+    let run = Run::new();
+    let fake = Fake {
+        delay: [("cmake-build", Duration::from_millis(300))].into(),
+        ..Fake::default()
+    };
+    fake.fail
+        .lock()
+        .unwrap()
+        .insert("model-resolve:tiny.gguf".into());
+    let (report, _) = run.apply(
+        &fake,
+        &ApplyOptions {
+            fail_fast: true,
+            ..opts()
+        },
+    );
+    assert!(report.cancelled);
+    assert!(report.count(|r| matches!(r, StepResult::NotStarted)) > 0);
+    assert!(
+        !fake.runs().iter().any(|id| id.starts_with("spawn:")),
+        "nothing after the failure started"
+    );
+}
+
+#[test]
+fn first_apply_runs_everything_second_skips_everything() {
+    let run = Run::new();
+    let fake = Fake::default();
+    let (first, _) = run.apply(&fake, &opts());
+    assert_eq!(first.count(|r| *r == StepResult::Ran), run.plan.steps.len());
+    insta::assert_snapshot!(
+        "first_apply_reasons",
+        reasons(&run, &ids_where(&first, |_| true))
+    );
+    fake.reset_runs();
+    let (second, events) = run.apply(&fake, &opts());
+    assert!(fake.runs().is_empty(), "ran again: {:?}", fake.runs());
+    assert_eq!(
+        second.count(|r| *r == StepResult::Fresh) + second.count(|r| *r == StepResult::Kept),
+        run.plan.steps.len()
+    );
+    let kept = ids_where(&second, |r| *r == StepResult::Kept);
+    assert!(
+        kept.iter().all(|id| ["gpu-check", "spawn:", "probe:"]
+            .iter()
+            .any(|p| id.starts_with(p))),
+        "{kept:?}"
+    );
+    assert!(events.iter().all(|e| matches!(e, Event::Skipped { .. })));
+}
+
+#[test]
+fn a_changed_fact_dirties_exactly_that_step_and_its_dependents() {
+    let run = Run::new();
+    let fake = Fake::default();
+    run.apply(&fake, &opts());
+    fake.reset_runs();
+    // The branch moved.
+    fake.facts.lock().unwrap().insert(
+        "git-clone:llama.cpp@v1".into(),
+        [("commit".to_string(), "b".repeat(40))].into(),
+    );
+    let (report, _) = run.apply(&fake, &opts());
+    let ran = ids_where(&report, |r| *r == StepResult::Ran);
+    // Everything downstream of the clone, nothing else.
+    let mut downstream: HashSet<String> = ["git-clone:llama.cpp@v1".to_string()].into();
+    for step in &run.plan.steps {
+        if step.deps.iter().any(|d| downstream.contains(d)) {
+            downstream.insert(step.id.clone());
+        }
+    }
+    let mut expected: Vec<String> = run
+        .plan
+        .steps
+        .iter()
+        .map(|s| s.id.clone())
+        .filter(|id| downstream.contains(id))
+        .collect();
+    expected.sort();
+    let mut ran_sorted = ran.clone();
+    ran_sorted.sort();
+    assert_eq!(ran_sorted, expected);
+    insta::assert_snapshot!("moved_branch_reasons", reasons(&run, &ran));
+}
+
+#[test]
+fn a_changed_spec_names_the_field() {
+    let run = Run::new();
+    let fake = Fake::default();
+    run.apply(&fake, &opts());
+    // Same config, one replica-level flag changed for the cpu pool.
+    let mut plan = run.plan.clone();
+    for step in &mut plan.steps {
+        if let provision_plan::StepSpec::Spawn(s) = &mut step.spec {
+            if s.pool == "cpu" {
+                s.argv.push("--threads".into());
+                s.argv.push("2".into());
+            }
+        }
+    }
+    let mut state = run.file.load().unwrap();
+    let report = apply(
+        &plan,
+        &fake,
+        &run.file,
+        &mut state,
+        &opts(),
+        &Recorder::default(),
+        &Cancel::new(),
+    )
+    .unwrap();
+    let ran = ids_where(&report, |r| *r == StepResult::Ran);
+    assert_eq!(
+        ran,
+        [
+            "spawn:cpu/r0",
+            "probe:cpu/r0",
+            "handoff:cpu/r0",
+            "spawn:cpu/r1",
+            "probe:cpu/r1",
+            "handoff:cpu/r1"
+        ]
+    );
+    insta::assert_snapshot!("changed_flag_reasons", reasons(&run, &ran));
+}
+
+#[test]
+fn a_failure_at_step_k_resumes_at_k() {
+    let run = Run::new();
+    let fake = Fake::default();
+    let k = "cmake-build:llama.cpp@v1#".to_string();
+    let build = run
+        .plan
+        .steps
+        .iter()
+        .find(|s| s.id.starts_with(&k) && s.pools == ["cpu"])
+        .unwrap()
+        .id
+        .clone();
+    fake.fail.lock().unwrap().insert(build.clone());
+    let (first, _) = run.apply(&fake, &opts());
+    assert!(!first.ok());
+    let passed_before: Vec<String> = ids_where(&first, |r| r.passed());
+    fake.fail.lock().unwrap().clear();
+    fake.reset_runs();
+    let (second, _) = run.apply(&fake, &opts());
+    assert!(second.ok());
+    let ran = fake.runs();
+    assert_eq!(ran.first(), Some(&build), "resumed at the failed step");
+    assert!(ran.iter().all(|id| !passed_before.contains(id)
+        || id.starts_with("spawn:")
+        || id.starts_with("probe:")));
+    assert!(reasons(&run, &[build]).ends_with("last run failed"));
+}
+
+#[test]
+fn cancelling_stops_running_steps_and_the_next_apply_reruns_them() {
+    let run = Run::new();
+    let fake = Fake {
+        delay: [("git-clone", Duration::from_secs(30))].into(),
+        ..Fake::default()
+    };
+    let cancel = Cancel::new();
+    let canceller = cancel.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        canceller.cancel();
+    });
+    let started = Instant::now();
+    let (report, _) = run.apply_with(&fake, &opts(), &cancel);
+    t.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cancellation took too long"
+    );
+    assert!(report.cancelled);
+    assert_eq!(
+        ids_where(&report, |r| *r == StepResult::Cancelled),
+        ["git-clone:llama.cpp@v1"]
+    );
+    assert_eq!(
+        run.state().steps["git-clone:llama.cpp@v1"].status,
+        StepStatus::Cancelled
+    );
+
+    let fake = Fake::default();
+    let (again, _) = run.apply(&fake, &opts());
+    assert!(again.ok());
+    assert!(reasons(&run, &["git-clone:llama.cpp@v1".into()]).ends_with("last run was cancelled"));
+}
+
+#[test]
+fn a_dead_server_is_restarted_alone() {
+    let run = Run::new();
+    let fake = Fake::default();
+    run.apply(&fake, &opts());
+    fake.reset_runs();
+    fake.dead.lock().unwrap().insert("spawn:cpu/r1".into());
+    let (report, _) = run.apply(&fake, &opts());
+    fake.dead.lock().unwrap().clear();
+    assert_eq!(
+        ids_where(&report, |r| *r == StepResult::Ran),
+        ["spawn:cpu/r1", "probe:cpu/r1", "handoff:cpu/r1"]
+    );
+    insta::assert_snapshot!(
+        "dead_server_reasons",
+        reasons(
+            &run,
+            &[
+                "spawn:cpu/r1".into(),
+                "probe:cpu/r1".into(),
+                "handoff:cpu/r1".into()
+            ]
+        )
+    );
+}
+
+#[test]
+fn a_missing_output_reruns_the_step() {
+    let run = Run::new();
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = dir.path().join("llama-server");
+    std::fs::write(&artifact, "bin").unwrap();
+    struct WithArtifact<'a>(&'a Fake, std::path::PathBuf);
+    impl Dispatch for WithArtifact<'_> {
+        fn run(&self, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
+            let mut o = self.0.run(cx)?;
+            if cx.step.kind() == "cmake-build" {
+                o.artifacts.push(self.1.clone());
+            }
+            Ok(o)
+        }
+    }
+    let fake = Fake::default();
+    let d = WithArtifact(&fake, artifact.clone());
+    let mut state = run.file.load().unwrap();
+    apply(
+        &run.plan,
+        &d,
+        &run.file,
+        &mut state,
+        &opts(),
+        &Recorder::default(),
+        &Cancel::new(),
+    )
+    .unwrap();
+    std::fs::remove_file(&artifact).unwrap();
+    let report = apply(
+        &run.plan,
+        &d,
+        &run.file,
+        &mut state,
+        &opts(),
+        &Recorder::default(),
+        &Cancel::new(),
+    )
+    .unwrap();
+    let ran = ids_where(&report, |r| *r == StepResult::Ran);
+    assert!(
+        ran.iter()
+            .filter(|id| id.starts_with("cmake-build"))
+            .count()
+            == 2,
+        "{ran:?}"
+    );
+    let build = ran.iter().find(|id| id.starts_with("cmake-build")).unwrap();
+    assert!(reasons(&run, &[build.clone()]).contains("output missing"));
+}
+
+#[test]
+fn preview_says_what_would_run_and_why() {
+    let run = Run::new();
+    let fake = Fake::default();
+    let empty = preview(&run.plan, &fake, &State::default(), false);
+    assert!(empty.iter().all(|(_, p)| matches!(p, Preview::Run(_))));
+    run.apply(&fake, &opts());
+    let state = run.state();
+    assert!(preview(&run.plan, &fake, &state, false)
+        .iter()
+        .all(|(_, p)| matches!(p, Preview::Skip { .. })));
+    fake.dead.lock().unwrap().insert("spawn:gpu/r0".into());
+    let shown: Vec<String> = preview(&run.plan, &fake, &state, false)
+        .into_iter()
+        .filter_map(|(id, p)| match p {
+            Preview::Run(r) => Some(format!("{id}: {r}")),
+            Preview::Skip { .. } => None,
+        })
+        .collect();
+    insta::assert_snapshot!("preview_dead_server", shown.join("\n"));
+    assert!(
+        fake.runs().len() == run.plan.steps.len(),
+        "preview ran nothing"
+    );
+}
