@@ -57,6 +57,7 @@ pub fn normalize(raw: &[String], backend: Backend) -> (CmakeFlags, Vec<CmakeNote
     let mut flags = CmakeFlags::default();
     let mut notes = Vec::new();
     let mut cuda: Option<(bool, usize)> = None;
+    let mut server_at = None;
     let mut i = 0;
     while i < raw.len() {
         let at = i;
@@ -145,6 +146,9 @@ pub fn normalize(raw: &[String], backend: Backend) -> (CmakeFlags, Vec<CmakeNote
             }
             continue;
         }
+        if name == "LLAMA_BUILD_SERVER" {
+            server_at = Some(at);
+        }
         if let Some(old) = flags.defines.insert(name.to_string(), value.to_string()) {
             if old != value {
                 notes.push(CmakeNote {
@@ -190,7 +194,7 @@ pub fn normalize(raw: &[String], backend: Backend) -> (CmakeFlags, Vec<CmakeNote
         == Some(false)
     {
         notes.push(CmakeNote {
-            index: None,
+            index: server_at,
             error: true,
             message: "`LLAMA_BUILD_SERVER` is OFF, but provision builds `llama-server`".into(),
             help: Some("remove `-DLLAMA_BUILD_SERVER=OFF`".into()),

@@ -60,6 +60,23 @@ impl Document {
                 .next(),
             Some('{') | Some('[')
         );
+        // Duplicate keys first: the YAML parser would stop at the first one, pointing at its
+        // mapping rather than at the key, and JSON would silently keep the last one.
+        let (spans, duplicates) = index_spans(&text);
+        if !duplicates.is_empty() {
+            let diags = duplicates
+                .into_iter()
+                .map(|(path, key, loc, first)| {
+                    Diagnostic::error(path, format!("duplicate key `{key}`"))
+                        .at(Some(loc))
+                        .with_help(format!(
+                            "the same key is already set on line {}; keep one",
+                            first.line
+                        ))
+                })
+                .collect();
+            return Err(ConfigError::new(file, Some(text), diags));
+        }
         let parsed = if looks_like_json {
             match parse_json(&text) {
                 Ok(v) => Ok((Format::Json, v)),
@@ -73,35 +90,24 @@ impl Document {
         };
         let (format, value) = match parsed {
             Ok(ok) => ok,
-            Err(diag) => return Err(ConfigError::new(file, Some(text), vec![diag])),
+            Err(mut diag) => {
+                match diag.location {
+                    // An error at the end of the input: show the last line.
+                    Some(loc) => diag.location = Some(clamp_to_text(&text, loc)),
+                    // A value the parser accepted but JSON cannot hold (a tag, a complex key):
+                    // point at it through the span index.
+                    None => diag.location = locate(&spans, &diag.path).map(|s| s.value),
+                }
+                return Err(ConfigError::new(file, Some(text), vec![diag]));
+            }
         };
-        let (spans, duplicates) = index_spans(&text);
-        let mut doc = Document {
+        Ok(Document {
             file: file.to_string(),
             text,
             format,
             value,
             spans,
-        };
-        if !duplicates.is_empty() {
-            let diags = duplicates
-                .into_iter()
-                .map(|(path, loc, first)| {
-                    Diagnostic::error(path, "duplicate key")
-                        .at(Some(loc))
-                        .with_help(format!(
-                            "the same key is already set on line {}; keep one",
-                            first.line
-                        ))
-                })
-                .collect();
-            return Err(ConfigError::new(
-                file,
-                Some(std::mem::take(&mut doc.text)),
-                diags,
-            ));
-        }
-        Ok(doc)
+        })
     }
 
     /// Where the value at `path` starts.
@@ -116,13 +122,18 @@ impl Document {
 
     /// The nearest located ancestor of `path` (itself included).
     fn lookup(&self, path: &str) -> Option<NodeSpan> {
-        let mut p = path;
-        loop {
-            if let Some(span) = self.spans.get(p) {
-                return Some(*span);
-            }
-            p = parent_path(p)?;
+        locate(&self.spans, path)
+    }
+}
+
+/// The span of `path`, or of its nearest located ancestor.
+fn locate(spans: &HashMap<String, NodeSpan>, path: &str) -> Option<NodeSpan> {
+    let mut p = path;
+    loop {
+        if let Some(span) = spans.get(p) {
+            return Some(*span);
         }
+        p = parent_path(p)?;
     }
 }
 
@@ -147,9 +158,26 @@ pub fn join_index(parent: &str, index: usize) -> String {
     format!("{parent}[{index}]")
 }
 
+/// A location past the end of `text` (an unexpected end of input) moved to the end of its
+/// last non-empty line, so that the line can be shown.
+fn clamp_to_text(text: &str, loc: Location) -> Location {
+    let lines: Vec<&str> = text.lines().collect();
+    match lines.iter().rposition(|l| !l.trim().is_empty()) {
+        Some(last) if loc.line > last + 1 => Location {
+            line: last + 1,
+            column: lines[last].trim_end().chars().count() + 1,
+            len: 1,
+        },
+        _ => loc,
+    }
+}
+
 fn parse_json(text: &str) -> Result<Value, Diagnostic> {
     serde_json::from_str(text).map_err(|e| {
-        Diagnostic::error("", format!("invalid JSON: {e}"))
+        // The location is shown separately: drop serde_json's own " at line L column C".
+        let message = e.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message);
+        Diagnostic::error("", format!("invalid JSON: {message}"))
             .at(Some(Location {
                 line: e.line(),
                 column: e.column().max(1),
@@ -249,7 +277,8 @@ enum Frame {
     Ignore(usize),
 }
 
-type Duplicate = (String, Location, Location);
+/// Path, key, where it is repeated, where it was first set.
+type Duplicate = (String, String, Location, Location);
 
 #[derive(Default)]
 struct SpanIndexer {
@@ -328,7 +357,7 @@ impl<'input> SpannedEventReceiver<'input> for SpanIndexer {
                         if let Some(first) = seen.get(&text) {
                             let p = join_key(path, &text);
                             if self.reported.insert(p.clone()) {
-                                self.duplicates.push((p, loc, *first));
+                                self.duplicates.push((p, text.clone(), loc, *first));
                             }
                         } else {
                             seen.insert(text.clone(), loc);
@@ -395,7 +424,8 @@ mod tests {
         let flag = doc
             .value_location("pools[0].provisioning.flags[2]")
             .unwrap();
-        assert_eq!((flag.line, flag.column), (4, 31));
+        // A quoted scalar starts at its opening quote.
+        assert_eq!((flag.line, flag.column, flag.len), (4, 30, 3));
         // Unknown paths fall back to the nearest located ancestor.
         let missing = doc.key_location("pools[0].provisioning.nope").unwrap();
         assert_eq!(missing.line, 3);

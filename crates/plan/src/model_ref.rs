@@ -53,13 +53,18 @@ impl ModelRef {
                 "`{scheme}://` model refs are not supported yet; use a path, `file:`, `hf:` or `https://`"
             ));
         }
+        // `word:` before any `/` is a prefix, not a relative path (`./dir:x/f.gguf` is a path).
+        let prefix = s
+            .split_once(':')
+            .map(|(p, _)| p)
+            .filter(|p| !p.contains('/'));
+        if let Some(prefix) = prefix.filter(|_| !s.starts_with('.') && !s.starts_with('~')) {
+            return Err(format!(
+                "`{prefix}:` is not a model ref prefix; use a path, `file:PATH`, `hf:ORG/REPO/FILE.gguf` or `https://…`"
+            ));
+        }
         if s.contains('/') || s.starts_with('.') || s.starts_with('~') {
             return Ok(ModelRef::Path { path: s.into() });
-        }
-        if s.contains(':') {
-            return Err(format!(
-                "`{s}` has an unknown prefix; use a path, `file:PATH`, `hf:ORG/REPO/FILE.gguf` or `https://…`"
-            ));
         }
         Ok(ModelRef::Cached { name: s.into() })
     }
@@ -117,10 +122,15 @@ pub fn parse_checksum(s: &str) -> Result<String, String> {
     let Some(hex) = s.strip_prefix("sha256:") else {
         return Err(format!("checksum `{s}` must start with `sha256:`"));
     };
-    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+    if hex.chars().count() != 64 {
         return Err(format!(
-            "checksum `{s}` must be `sha256:` followed by 64 hex digits (found {} characters)",
-            hex.len()
+            "checksum `{s}` must be `sha256:` followed by 64 hex digits, not {}",
+            hex.chars().count()
+        ));
+    }
+    if let Some(c) = hex.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "checksum `{s}` must be `sha256:` followed by 64 hex digits, and `{c}` is not one"
         ));
     }
     Ok(format!("sha256:{}", hex.to_ascii_lowercase()))
@@ -163,6 +173,10 @@ mod tests {
             }
         );
         assert!(matches!(
+            ModelRef::parse("models/v2:q4/x.gguf").unwrap(),
+            ModelRef::Path { .. }
+        ));
+        assert!(matches!(
             ModelRef::parse("https://h/x.gguf").unwrap(),
             ModelRef::Url { .. }
         ));
@@ -181,6 +195,7 @@ mod tests {
             "s3://b/x.gguf",
             "https://",
             "weird:x",
+            "huggingface:Qwen/Qwen2.5-0.5B-Instruct-GGUF/x.gguf",
         ] {
             assert!(ModelRef::parse(bad).is_err(), "{bad} should be rejected");
         }

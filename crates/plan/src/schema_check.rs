@@ -107,7 +107,8 @@ impl<'a> SchemaChecker<'a> {
                     .map(|t| type_word(t))
                     .collect::<Vec<_>>()
                     .join(" or ");
-                let help = type_help(&types, value);
+                let items = schema.get("items").map(|i| self.resolve(i));
+                let help = type_help(&types, value, items);
                 self.error(
                     path,
                     false,
@@ -271,8 +272,16 @@ impl<'a> SchemaChecker<'a> {
 
     fn check_range(&mut self, schema: &Value, n: &serde_json::Number, path: &str) {
         let Some(x) = n.as_f64() else { return };
+        // schemars writes the bounds of the Rust type as a `format`, not as `maximum`.
+        let format_max = match schema.get("format").and_then(Value::as_str) {
+            Some("uint8") => Some(u8::MAX as f64),
+            Some("uint16") => Some(u16::MAX as f64),
+            Some("uint32") => Some(u32::MAX as f64),
+            Some("uint64") => Some(u64::MAX as f64),
+            _ => None,
+        };
         let min = schema.get("minimum").and_then(Value::as_f64);
-        let max = schema.get("maximum").and_then(Value::as_f64);
+        let max = schema.get("maximum").and_then(Value::as_f64).or(format_max);
         let below = min.is_some_and(|m| x < m);
         let above = max.is_some_and(|m| x > m);
         if below || above {
@@ -318,15 +327,31 @@ fn type_word(t: &str) -> &str {
     }
 }
 
-fn type_help(types: &[&str], value: &Value) -> Option<String> {
+fn type_help(types: &[&str], value: &Value, items: Option<&Value>) -> Option<String> {
     if types.contains(&"string") && (value.is_number() || value.is_boolean()) {
         return Some(format!("quote it: \"{value}\""));
     }
+    if value.is_null() {
+        let what = types.iter().map(|t| type_word(t)).collect::<Vec<_>>();
+        return Some(format!(
+            "nothing is written after the `:`; write {}, or remove the line if it is optional",
+            what.join(" or ")
+        ));
+    }
     if types.contains(&"array") && !value.is_array() && !value.is_object() {
-        return Some(format!("write a list: [{value}]"));
+        let string_items =
+            items.and_then(|i| i.get("type")).and_then(Value::as_str) == Some("string");
+        return Some(match value.as_str() {
+            // `devices: "0,1"` → `[0,1]`, not `["0,1"]`.
+            Some(s) if !string_items => format!("write a list: [{s}]"),
+            _ => format!("write a list: [{value}]"),
+        });
     }
     if (types.contains(&"integer") || types.contains(&"number")) && value.is_string() {
         return Some("write the number without quotes".into());
+    }
+    if types.contains(&"object") && value.is_array() {
+        return Some("write `name: value` pairs, not a list".into());
     }
     if types.contains(&"boolean") && value.is_string() {
         return Some("write true or false without quotes".into());

@@ -63,27 +63,46 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
     let structural_errors = diags.clone();
 
     let mut inputs = Vec::new();
-    let mut checker = Checker { doc, diags: Vec::new() };
+    let mut checker = Checker {
+        doc,
+        diags: Vec::new(),
+    };
     if let Some(pools) = doc.value.get("pools").and_then(|p| p.as_array()) {
         if pools.is_empty() {
-            checker.error("pools", false, "`pools` is empty: there is nothing to provision", Some("add at least one pool"));
+            checker.error(
+                "pools",
+                false,
+                "`pools` is empty: there is nothing to provision",
+                Some("add at least one pool"),
+            );
         }
         // Pools are checked for meaning even when parts of them are malformed: the malformed
         // parts are pruned (and what depends on them is not reported twice).
         let mut parsed: Vec<(String, Pool)> = Vec::new();
         for (i, raw) in pools.iter().enumerate() {
             let path = join_index("pools", i);
-            let bad: Vec<&str> = structural_errors
+            // A bad list item prunes its whole list: removing just the item would shift the
+            // items after it, and checks of the list would point at the wrong ones.
+            let bad: BTreeSet<&str> = structural_errors
                 .iter()
                 .map(|d| d.path.as_str())
                 .filter(|p| is_under(p, &path) && *p != path)
+                .map(|p| match p[path.len()..].find('[') {
+                    Some(i) => &p[..path.len() + i],
+                    None => p,
+                })
                 .collect();
             let mut raw = raw.clone();
             for p in bad.iter().rev() {
                 prune(&mut raw, &p[path.len()..]);
             }
             if let Some(obj) = raw.as_object_mut() {
-                for (field, placeholder) in [("id", json!("")), ("engine", json!("llamacpp")), ("model", json!("")), ("devices", json!([]))] {
+                for (field, placeholder) in [
+                    ("id", json!("")),
+                    ("engine", json!("llamacpp")),
+                    ("model", json!("")),
+                    ("devices", json!([])),
+                ] {
                     obj.entry(field).or_insert(placeholder);
                 }
             }
@@ -106,7 +125,9 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
     // What a structural error already covers is not reported again.
     checker.diags.retain(|d| {
         !structural_errors.iter().any(|e| {
-            is_under(&d.path, &e.path) || (e.path.ends_with(']') && parent_path(&e.path) == Some(d.path.as_str()))
+            is_under(&d.path, &e.path)
+                || (e.path.ends_with(']') && parent_path(&e.path) == Some(d.path.as_str()))
+                || depends_on(&d.path, &e.path)
         })
     });
     diags.extend(checker.diags);
@@ -144,7 +165,9 @@ struct Checker<'a> {
     diags: Vec<Diagnostic>,
 }
 
-const POOL_ID_HELP: &str = "use letters, digits, `.`, `_` and `-`, starting with a letter or digit";
+const CHECKSUM_HELP: &str = "compute it with `sha256sum FILE` and write `sha256:<hex>`";
+const POOL_ID_HELP: &str =
+    "use up to 64 letters, digits, `.`, `_` and `-`, starting with a letter or digit";
 
 impl Checker<'_> {
     fn push(&mut self, d: Diagnostic, at_key: bool) {
@@ -258,7 +281,11 @@ impl Checker<'_> {
                 .next()
                 .is_some_and(|c| c.is_ascii_alphanumeric());
         if !id_ok {
-            let msg = format!("pool id `{}` is not a valid name", pool.id);
+            let msg = if pool.id.is_empty() {
+                "the pool id is empty".to_string()
+            } else {
+                format!("pool id `{}` is not a valid name", pool.id)
+            };
             self.error(&join_key(p, "id"), false, &msg, Some(POOL_ID_HELP));
         }
         if pool.engine != Engine::Llamacpp {
@@ -403,7 +430,7 @@ impl Checker<'_> {
                     &join_key(&join_key(&pp, "env"), key),
                     true,
                     &msg,
-                    Some("use a name without `=`"),
+                    Some("use a non-empty name without `=`"),
                 );
             }
         }
@@ -415,7 +442,7 @@ impl Checker<'_> {
             let (ref_path, text) = match &prov.model {
                 Some(m) if m.model_ref.trim().is_empty() => {
                     self.error(
-                        &join_key(&pp, "model"),
+                        &join_key(&pp, "model.ref"),
                         true,
                         "missing model ref: `provisioning.model` has no `ref`",
                         Some("set `ref` (a path, `hf:ORG/REPO/FILE.gguf` or `https://…`), or remove `provisioning.model` to use the pool's `model`"),
@@ -441,7 +468,7 @@ impl Checker<'_> {
                         &join_key(&pp, "model.checksum"),
                         false,
                         &format!("malformed checksum: {e}"),
-                        Some("compute it with `sha256sum FILE` and write `sha256:<hex>`"),
+                        Some(CHECKSUM_HELP),
                     ),
                 }
             }
@@ -492,7 +519,7 @@ impl Checker<'_> {
         }
 
         let after = self.diags.iter().filter(|d| d.is_error()).count();
-        (after == before).then(|| PoolInput {
+        (after == before).then_some(PoolInput {
             flags: normalized.flags,
             cmake,
             model_ref,
@@ -512,18 +539,18 @@ impl Checker<'_> {
                 self.error(&mode_path, false, &msg, Some("use `source` (build llama-server), `binary` (a llama-server on disk) or `external` (a running server)"));
             }
             ProvisioningMode::Source => match &prov.source {
-                None => self.error(pp, true, "mode `source` needs a `source` section with `repo` and `ref`", Some("add `source: {repo: https://github.com/ggml-org/llama.cpp.git, ref: <tag or commit>}`")),
+                None => self.error(&join_key(pp, "source"), true, "mode `source` needs a `source` section with `repo` and `ref`", Some("add `source: {repo: https://github.com/ggml-org/llama.cpp.git, ref: <tag or commit>}`")),
                 Some(source) => {
                     let sp = join_key(pp, "source");
                     if source.repo.trim().is_empty() {
-                        self.error(&sp, true, "mode `source` needs `source.repo`", Some("set `repo` to a git URL, e.g. https://github.com/ggml-org/llama.cpp.git"));
+                        self.error(&join_key(&sp, "repo"), true, "mode `source` needs `source.repo`", Some("set `repo` to a git URL, e.g. https://github.com/ggml-org/llama.cpp.git"));
                     } else if !repo_url_ok(&source.repo) {
                         let msg = format!("`{}` is not a git URL or absolute path", crate::planner::redact_url(&source.repo));
                         self.error(&join_key(&sp, "repo"), false, &msg, Some("use https://, ssh://, git@host:path, file:// or an absolute path"));
                     }
                     let r = source.git_ref.trim();
                     if r.is_empty() {
-                        self.error(&sp, true, "mode `source` needs `source.ref`", Some("set `ref` to a tag, branch or commit SHA"));
+                        self.error(&join_key(&sp, "ref"), true, "mode `source` needs `source.ref`", Some("set `ref` to a tag, branch or commit SHA"));
                     } else if r.starts_with('-') || r.chars().any(|c| c.is_whitespace() || c.is_control()) || r.contains("..") {
                         let msg = format!("`{r}` is not a valid git ref");
                         self.error(&join_key(&sp, "ref"), false, &msg, Some("use a tag, branch or commit SHA"));
@@ -544,7 +571,7 @@ impl Checker<'_> {
                 Some(b) if b.path.as_deref().is_some_and(|p| !p.trim().is_empty()) => {
                     if let Some(c) = &b.checksum {
                         if let Err(e) = parse_checksum(c) {
-                            self.error(&join_key(pp, "binary.checksum"), false, &format!("malformed checksum: {e}"), None);
+                            self.error(&join_key(pp, "binary.checksum"), false, &format!("malformed checksum: {e}"), Some(CHECKSUM_HELP));
                         }
                     }
                 }
@@ -554,12 +581,12 @@ impl Checker<'_> {
                     "binary downloads (`binary.url`) are not supported yet",
                     Some("build from source (`mode: source`) or point `binary.path` at a llama-server on disk"),
                 ),
-                _ => self.error(pp, true, "mode `binary` needs `binary.path`", Some("set `binary: {path: /path/to/llama-server}`")),
+                _ => self.error(&join_key(pp, "binary.path"), true, "mode `binary` needs `binary.path`", Some("set `binary: {path: /path/to/llama-server}`")),
             },
             ProvisioningMode::External => {
                 let url = prov.external.as_ref().map(|e| e.url.trim()).unwrap_or("");
                 if url.is_empty() {
-                    self.error(pp, true, "mode `external` needs `external.url`", Some("set `external: {url: http://host:port}`"));
+                    self.error(&join_key(pp, "external.url"), true, "mode `external` needs `external.url`", Some("set `external: {url: http://host:port}`"));
                 } else if !(url.starts_with("http://") || url.starts_with("https://")) {
                     let msg = format!("`{url}` is not an http(s) URL");
                     self.error(&join_key(pp, "external.url"), false, &msg, Some("write e.g. http://127.0.0.1:8080"));
@@ -597,10 +624,31 @@ impl Checker<'_> {
     }
 }
 
+/// Pool fields checked against another pool field: (checked, against). When the second is
+/// malformed, the first is checked against a default and its error would be misleading.
+const DEPENDS_ON: &[(&str, &str)] = &[
+    ("devices", "backend"),
+    ("tensor_split", "devices"),
+    ("tensor_split", "backend"),
+    ("provisioning.ports", "replicas"),
+    ("provisioning.source", "provisioning.mode"),
+];
+
+/// The error at `path` comes from comparing it with the malformed field at `error_path`.
+fn depends_on(path: &str, error_path: &str) -> bool {
+    DEPENDS_ON.iter().any(|(checked, against)| {
+        path.strip_suffix(checked)
+            .and_then(|pool| pool.strip_suffix('.'))
+            .is_some_and(|pool| is_under(error_path, &join_key(pool, against)))
+    })
+}
+
 /// `path` is `prefix` or inside it.
 fn is_under(path: &str, prefix: &str) -> bool {
     path == prefix
-        || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
         || prefix.is_empty()
 }
 
@@ -622,7 +670,9 @@ fn prune(value: &mut Value, rel: &str) {
             segments.push(rest);
         }
     }
-    let Some((last, parents)) = segments.split_last() else { return };
+    let Some((last, parents)) = segments.split_last() else {
+        return;
+    };
     let mut node = value;
     for seg in parents {
         let next = match seg.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
