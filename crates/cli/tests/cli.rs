@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// Run `provision` in a fresh empty directory, so that anything it writes would show.
@@ -51,10 +54,23 @@ fn plan_prints_text_and_json() {
     let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(plan["plan_version"], 1);
     assert_eq!(plan["roots"]["cache"], "/cache");
-    let kinds: Vec<&str> = plan["steps"].as_array().unwrap().iter().map(|s| s["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
     for kind in [
-        "preflight-tools", "gpu-check", "git-clone", "cmake-configure", "cmake-build", "model-resolve", "vram-fit",
-        "spawn", "probe", "handoff",
+        "preflight-tools",
+        "gpu-check",
+        "git-clone",
+        "cmake-configure",
+        "cmake-build",
+        "model-resolve",
+        "vram-fit",
+        "spawn",
+        "probe",
+        "handoff",
     ] {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
@@ -65,7 +81,10 @@ fn regex_escape(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
             let special = "\\.+*?()|[]{}^$".contains(c);
-            special.then_some('\\').into_iter().chain(std::iter::once(c))
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
         })
         .collect()
 }
@@ -85,9 +104,15 @@ fn invalid_config_exits_2_lists_every_problem_and_writes_nothing() {
         assert_eq!(out.status.code(), Some(2), "{command}");
         let err = stderr(&out);
         assert!(err.contains("pools.yaml:5:14"), "{err}");
-        assert!(err.contains("did you mean `allow_package_installs`?"), "{err}");
+        assert!(
+            err.contains("did you mean `allow_package_installs`?"),
+            "{err}"
+        );
         assert!(err.contains("pools.yaml:8:15"), "{err}");
-        assert!(err.contains("4 problems in the config; nothing was changed"), "{err}");
+        assert!(
+            err.contains("4 problems in the config; nothing was changed"),
+            "{err}"
+        );
         assert!(stdout(&out).is_empty());
         assert_wrote_nothing(&cwd);
     }
@@ -115,11 +140,19 @@ fn unknown_pool_missing_file_and_bad_usage_exit_2() {
     let config = fixture("configs/two-gpu-pools-shared-build.yaml");
     let (out, _) = provision(&["plan", "--config", &config, "--pool", "chatt"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("did you mean `chat`?"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did you mean `chat`?"),
+        "{}",
+        stderr(&out)
+    );
 
     let (out, _) = provision(&["plan", "--config", "/nonexistent/pools.yaml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("cannot read the config file"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read the config file"),
+        "{}",
+        stderr(&out)
+    );
 
     let (out, _) = provision(&["plan"]);
     assert_eq!(out.status.code(), Some(2));
@@ -129,19 +162,33 @@ fn unknown_pool_missing_file_and_bad_usage_exit_2() {
 #[test]
 fn pool_flag_plans_one_pool() {
     let config = fixture("configs/two-gpu-pools-shared-build.yaml");
-    let (out, _) = provision(&["plan", "--config", &config, "--pool", "batch", "--format", "json"]);
+    let (out, _) = provision(&[
+        "plan", "--config", &config, "--pool", "batch", "--format", "json",
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    let pools: Vec<&str> = plan["pools"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    let pools: Vec<&str> = plan["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
     assert_eq!(pools, ["batch"]);
 }
 
 #[test]
 fn help_documents_exit_codes() {
-    for args in [&["--help"][..], &["plan", "--help"], &["validate", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["plan", "--help"],
+        &["validate", "--help"],
+    ] {
         let (out, _) = provision(args);
         assert_eq!(out.status.code(), Some(0));
         let text = stdout(&out);
-        assert!(text.contains("Exit codes:") && text.contains("2  invalid config"), "{text}");
+        assert!(
+            text.contains("Exit codes:") && text.contains("2  invalid config"),
+            "{text}"
+        );
     }
 }
