@@ -1,25 +1,42 @@
 //! `provision`: get llama.cpp inference servers running from a declarative config.
 
+mod dispatch;
+mod progress;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use provision_plan::{ConfigError, PlanOptions, Roots};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use provision_executor::{
+    ApplyOptions, Cancel, LockError, Preview, StateError, StateFile, StepResult, StepStatus,
+};
+use provision_plan::{ConfigError, Plan, PlanOptions, Roots, ValidConfig};
+
+use crate::dispatch::StepDispatch;
+use crate::progress::Verbosity;
 
 /// Exit codes. Documented in the README and in `--help`.
 mod exit {
-    /// Success.
     pub const OK: u8 = 0;
-    /// An unexpected failure (I/O, a bug).
     pub const FAILURE: u8 = 1;
-    /// The config (or a command-line argument) is invalid; nothing was changed.
     pub const INVALID_CONFIG: u8 = 2;
+    pub const STEP_FAILED: u8 = 3;
+    pub const STATE_UNREADABLE: u8 = 4;
+    pub const LOCKED: u8 = 5;
+    pub const INTERRUPTED: u8 = 130;
+    /// `plan --detailed-exitcode`: something would run.
+    pub const CHANGES: u8 = 2;
 }
 
 const EXIT_CODES: &str = "Exit codes:
-  0  success
-  1  unexpected failure (I/O error, internal error)
-  2  invalid config or command line; nothing was changed";
+  0    success (apply: every step passed or was fresh)
+  1    unexpected failure (I/O error, internal error)
+  2    invalid config or command line; nothing was changed
+  3    apply: a step failed (its dependents did not run; the rest finished)
+  4    the state file is unreadable or from a newer provision
+  5    another apply holds the lock on the state file
+  130  apply was interrupted (Ctrl-C, SIGTERM); state was written
+plan --detailed-exitcode: 0 nothing would run, 2 something would run, 1 error";
 
 #[derive(Parser)]
 #[command(
@@ -35,20 +52,54 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show every step `apply` will take, with the exact commands and flags, in order.
+    /// Show every step `apply` will take, with the exact commands and flags, in order; with a
+    /// state file, mark each step `run` (and why) or `skip`.
     #[command(after_help = EXIT_CODES)]
     Plan {
-        /// The pool config (YAML or JSON, told apart by content).
-        #[arg(long, short = 'c', value_name = "FILE")]
-        config: PathBuf,
-        /// Plan only this pool.
-        #[arg(long, value_name = "ID")]
-        pool: Option<String>,
+        #[command(flatten)]
+        target: Target,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Exit 0 when nothing would run, 2 when something would, 1 on error.
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Make it so: run the plan, skipping what is still valid.
+    #[command(after_help = EXIT_CODES)]
+    Apply {
         #[command(flatten)]
-        roots: RootArgs,
+        target: Target,
+        /// Steps running at once [default: the number of cores, at least 4].
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
+        /// Stop everything at the first failed step.
+        #[arg(long)]
+        fail_fast: bool,
+        /// Rerun every step, fresh or not.
+        #[arg(long)]
+        force: bool,
+        /// Wait for another apply holding the lock instead of failing.
+        #[arg(long)]
+        wait: bool,
+        /// One JSON event per line on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Show why each step runs, and skipped steps.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Only errors.
+        #[arg(short, long, conflicts_with = "verbose")]
+        quiet: bool,
+    },
+    /// What the state file says, checked against the world and the config.
+    #[command(after_help = EXIT_CODES)]
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
     },
     /// Check a config and report every problem at once.
     #[command(after_help = EXIT_CODES)]
@@ -62,8 +113,15 @@ enum Command {
     },
 }
 
-#[derive(clap::Args)]
-struct RootArgs {
+/// Which config, pools and directories a command works on.
+#[derive(Args)]
+struct Target {
+    /// The pool config (YAML or JSON, told apart by content).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Only this pool.
+    #[arg(long, value_name = "ID")]
+    pool: Option<String>,
     /// Where sources, builds and models are cached
     /// [default: $PROVISION_CACHE_DIR, else $XDG_CACHE_HOME/provision, else ~/.cache/provision]
     #[arg(long, value_name = "DIR")]
@@ -71,6 +129,9 @@ struct RootArgs {
     /// Where logs, pid files, state and handoff files go.
     #[arg(long, value_name = "DIR", default_value = ".runtime")]
     runtime_dir: PathBuf,
+    /// The state file [default: <runtime-dir>/state.json].
+    #[arg(long, value_name = "PATH")]
+    state: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,21 +158,47 @@ fn default_cache_dir() -> PathBuf {
     }
 }
 
-fn roots(config: &Path, args: &RootArgs) -> Roots {
-    let config_dir = config
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let config_dir = std::fs::canonicalize(config_dir).unwrap_or_else(|_| config_dir.to_path_buf());
-    Roots {
-        cache: args
-            .cache_dir
-            .clone()
-            .unwrap_or_else(default_cache_dir)
-            .display()
-            .to_string(),
-        runtime: args.runtime_dir.display().to_string(),
-        config_dir: config_dir.display().to_string(),
+impl Target {
+    fn roots(&self) -> Roots {
+        let config_dir = self
+            .config
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let config_dir =
+            std::fs::canonicalize(config_dir).unwrap_or_else(|_| config_dir.to_path_buf());
+        Roots {
+            cache: self
+                .cache_dir
+                .clone()
+                .unwrap_or_else(default_cache_dir)
+                .display()
+                .to_string(),
+            runtime: self.runtime_dir.display().to_string(),
+            config_dir: config_dir.display().to_string(),
+        }
+    }
+
+    fn state_file(&self) -> StateFile {
+        StateFile::new(
+            self.state
+                .clone()
+                .unwrap_or_else(|| self.runtime_dir.join("state.json")),
+        )
+    }
+
+    /// Load, validate and plan: the same code for `plan`, `apply` and `status`.
+    fn plan(&self, format: Format) -> Result<(ValidConfig, Plan), ExitCode> {
+        let valid = provision_plan::load(&self.config).map_err(|e| report(&e, format))?;
+        if !valid.warnings.is_empty() && format == Format::Text {
+            eprintln!("{}", valid.render_warnings());
+        }
+        let opts = PlanOptions {
+            roots: self.roots(),
+            pool: self.pool.clone(),
+        };
+        let plan = provision_plan::plan(&valid, &opts).map_err(|e| report(&e, format))?;
+        Ok((valid, plan))
     }
 }
 
@@ -129,75 +216,315 @@ fn report(err: &ConfigError, format: Format) -> ExitCode {
     ExitCode::from(exit::INVALID_CONFIG)
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Plan {
-            config,
-            pool,
-            format,
-            roots: root_args,
-        } => {
-            let valid = match provision_plan::load(&config) {
-                Ok(v) => v,
-                Err(e) => return Ok(report(&e, format)),
-            };
+fn state_error(err: &StateError) -> ExitCode {
+    eprintln!("error: {err}\n  hint: {}", err.hint());
+    ExitCode::from(match err {
+        StateError::Io { .. } => exit::FAILURE,
+        _ => exit::STATE_UNREADABLE,
+    })
+}
+
+fn cmd_plan(target: Target, format: Format, detailed: bool) -> ExitCode {
+    let error_code = |code: ExitCode| {
+        if detailed {
+            ExitCode::from(exit::FAILURE)
+        } else {
+            code
+        }
+    };
+    let (_, mut plan) = match target.plan(format) {
+        Ok(p) => p,
+        Err(code) => return error_code(code),
+    };
+    let file = target.state_file();
+    let mut would_run = true;
+    if file.path.exists() {
+        let state = match file.load() {
+            Ok(s) => s,
+            Err(e) => return error_code(state_error(&e)),
+        };
+        let changes = provision_executor::preview(&plan, &StepDispatch, &state, false);
+        would_run = changes.iter().any(|(_, p)| matches!(p, Preview::Run(_)));
+        plan.changes = Some(
+            changes
+                .into_iter()
+                .map(|(step, p)| match p {
+                    Preview::Run(reason) => provision_plan::plan::Change {
+                        step,
+                        action: provision_plan::plan::Action::Run,
+                        reason: Some(reason.to_string()),
+                    },
+                    Preview::Skip { kept } => provision_plan::plan::Change {
+                        step,
+                        action: if kept {
+                            provision_plan::plan::Action::Keep
+                        } else {
+                            provision_plan::plan::Action::Skip
+                        },
+                        reason: None,
+                    },
+                })
+                .collect(),
+        );
+    }
+    match format {
+        Format::Json => print!("{}", plan.to_json()),
+        Format::Text => print!("{}", provision_plan::render_text(&plan)),
+    }
+    if detailed && would_run {
+        ExitCode::from(exit::CHANGES)
+    } else {
+        ExitCode::from(exit::OK)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cmd_apply(
+    target: Target,
+    jobs: Option<usize>,
+    fail_fast: bool,
+    force: bool,
+    wait: bool,
+    json: bool,
+    verbose: bool,
+    quiet: bool,
+) -> ExitCode {
+    let format = if json { Format::Json } else { Format::Text };
+    let (_, plan) = match target.plan(format) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let file = target.state_file();
+    let lock = match provision_executor::acquire(&file.path, wait) {
+        Ok(l) => l,
+        Err(e @ LockError::Held { .. }) => {
+            eprintln!("error: {e}\n  hint: wait for it to finish, or pass --wait");
+            return ExitCode::from(exit::LOCKED);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    if let Some(dead) = &lock.took_over {
+        eprintln!("note: took over the lock left by an apply that is gone ({dead})");
+    }
+    let mut state = match file.load() {
+        Ok(s) => s,
+        Err(e) => return state_error(&e),
+    };
+
+    let cancel = Cancel::new();
+    let handler_cancel = cancel.clone();
+    let mut signals = 0;
+    let _ = ctrlc::set_handler(move || {
+        signals += 1;
+        if signals > 1 {
+            std::process::exit(i32::from(exit::INTERRUPTED));
+        }
+        eprintln!("stopping: waiting for running steps to stop (again to exit at once)");
+        handler_cancel.cancel();
+    });
+
+    let verbosity = if quiet {
+        Verbosity::Quiet
+    } else if verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    };
+    let sink = progress::sink(json, verbosity);
+    let defaults = ApplyOptions::default();
+    let opts = ApplyOptions {
+        jobs: jobs.unwrap_or(defaults.jobs),
+        build_jobs: defaults.build_jobs,
+        fail_fast,
+        force,
+    };
+    let report = match provision_executor::apply(
+        &plan,
+        &StepDispatch,
+        &file,
+        &mut state,
+        &opts,
+        sink.as_ref(),
+        &cancel,
+    ) {
+        Ok(r) => r,
+        Err(e) => return state_error(&e),
+    };
+    drop(lock);
+
+    let ran = report.count(|r| *r == StepResult::Ran);
+    let skipped = report.count(|r| matches!(r, StepResult::Fresh | StepResult::Kept));
+    let failed = report.failures();
+    let blocked = report.count(|r| matches!(r, StepResult::Blocked(_)));
+    if !json && !quiet {
+        eprintln!(
+            "apply: {ran} ran, {skipped} fresh, {} failed, {blocked} blocked in {:.2}s (state: {})",
+            failed.len(),
+            report.duration.as_secs_f64(),
+            file.path.display()
+        );
+    }
+    if report.cancelled && failed.is_empty() {
+        eprintln!("apply was interrupted; run it again to resume");
+        return ExitCode::from(exit::INTERRUPTED);
+    }
+    if !failed.is_empty() {
+        if !json {
+            for (step, err) in &failed {
+                eprintln!("error: step {step} failed: {err}");
+            }
+        }
+        return ExitCode::from(exit::STEP_FAILED);
+    }
+    if report.cancelled {
+        return ExitCode::from(exit::INTERRUPTED);
+    }
+    ExitCode::from(exit::OK)
+}
+
+fn cmd_status(target: Target, json: bool) -> ExitCode {
+    let format = if json { Format::Json } else { Format::Text };
+    let (_, plan) = match target.plan(format) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let file = target.state_file();
+    let state = match file.load() {
+        Ok(s) => s,
+        Err(e) => return state_error(&e),
+    };
+    let changes = provision_executor::preview(&plan, &StepDispatch, &state, false);
+    let mut pools = Vec::new();
+    for pool in &plan.pools {
+        let mut replicas = Vec::new();
+        for r in 0..pool.replicas {
+            let spawn = state.steps.get(&format!("spawn:{}/r{r}", pool.id));
+            let handoff = state.steps.get(&format!("handoff:{}/r{r}", pool.id));
+            let replica_steps: Vec<&str> = ["spawn", "probe", "handoff"]
+                .iter()
+                .map(|k| format!("{k}:{}/r{r}", pool.id))
+                .filter_map(|id| {
+                    changes
+                        .iter()
+                        .find(|(s, _)| *s == id)
+                        .map(|(s, _)| s.as_str())
+                })
+                .collect();
+            let drift: Vec<String> = changes
+                .iter()
+                .filter(|(s, _)| replica_steps.contains(&s.as_str()))
+                .filter_map(|(s, p)| match p {
+                    Preview::Run(reason) => Some(format!("{s}: {reason}")),
+                    Preview::Skip { .. } => None,
+                })
+                .collect();
+            let up = handoff.is_some_and(|h| h.status == StepStatus::Passed) && drift.is_empty();
+            replicas.push(serde_json::json!({
+                "replica": r,
+                "state": if up { "up" } else if spawn.is_none() { "not provisioned" } else { "down or out of date" },
+                "pid": spawn.and_then(|s| s.outputs.get("pid")).cloned(),
+                "url": spawn.and_then(|s| s.outputs.get("url")).cloned(),
+                "matches_config": drift.is_empty(),
+                "drift": drift,
+            }));
+        }
+        pools.push(serde_json::json!({"pool": pool.id, "replicas": replicas}));
+    }
+    let pending: Vec<String> = changes
+        .iter()
+        .filter_map(|(s, p)| matches!(p, Preview::Run(_)).then(|| s.clone()))
+        .collect();
+    if json {
+        let body = serde_json::json!({"state": file.path.display().to_string(), "pools": pools, "steps_to_run": pending});
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&body).expect("serialisable")
+        );
+    } else {
+        println!("state: {}", file.path.display());
+        for pool in &pools {
+            println!("pool {}", pool["pool"].as_str().unwrap_or_default());
+            for r in pool["replicas"].as_array().into_iter().flatten() {
+                let pid = r["pid"].as_u64().map_or("-".to_string(), |p| p.to_string());
+                let url = r["url"].as_str().unwrap_or("-");
+                println!(
+                    "  r{}  {}  pid {pid}  {url}",
+                    r["replica"],
+                    r["state"].as_str().unwrap_or_default()
+                );
+                for d in r["drift"].as_array().into_iter().flatten() {
+                    println!("      {}", d.as_str().unwrap_or_default());
+                }
+            }
+        }
+        if pending.is_empty() {
+            println!("everything matches the config");
+        } else {
+            println!("{} steps would run on apply", pending.len());
+        }
+    }
+    ExitCode::from(exit::OK)
+}
+
+fn cmd_validate(config: PathBuf, format: Format) -> anyhow::Result<ExitCode> {
+    let valid = match provision_plan::load(&config) {
+        Ok(v) => v,
+        Err(e) => return Ok(report(&e, format)),
+    };
+    let replicas: u32 = valid.pools.iter().map(|p| p.pool.replicas).sum();
+    match format {
+        Format::Json => {
+            let body = serde_json::json!({"valid": true, "file": valid.file, "diagnostics": valid.warnings});
+            println!("{}", serde_json::to_string_pretty(&body)?);
+        }
+        Format::Text => {
             if !valid.warnings.is_empty() {
                 eprintln!("{}", valid.render_warnings());
             }
-            let opts = PlanOptions {
-                roots: roots(&config, &root_args),
-                pool,
-            };
-            let plan = match provision_plan::plan(&valid, &opts) {
-                Ok(p) => p,
-                Err(e) => return Ok(report(&e, format)),
-            };
-            match format {
-                Format::Json => print!("{}", plan.to_json()),
-                Format::Text => print!("{}", provision_plan::render_text(&plan)),
-            }
-            Ok(ExitCode::from(exit::OK))
-        }
-        Command::Validate { config, format } => {
-            let valid = match provision_plan::load(&config) {
-                Ok(v) => v,
-                Err(e) => return Ok(report(&e, format)),
-            };
-            let replicas: u32 = valid.pools.iter().map(|p| p.pool.replicas).sum();
-            match format {
-                Format::Json => {
-                    let body = serde_json::json!({"valid": true, "file": valid.file, "diagnostics": valid.warnings});
-                    println!("{}", serde_json::to_string_pretty(&body)?);
-                }
-                Format::Text => {
-                    if !valid.warnings.is_empty() {
-                        eprintln!("{}", valid.render_warnings());
-                    }
-                    println!(
-                        "{}: valid ({} {}, {replicas} {})",
-                        valid.file,
-                        valid.pools.len(),
-                        if valid.pools.len() == 1 {
-                            "pool"
-                        } else {
-                            "pools"
-                        },
-                        if replicas == 1 { "replica" } else { "replicas" }
-                    );
-                }
-            }
-            Ok(ExitCode::from(exit::OK))
+            println!(
+                "{}: valid ({} {}, {replicas} {})",
+                valid.file,
+                valid.pools.len(),
+                if valid.pools.len() == 1 {
+                    "pool"
+                } else {
+                    "pools"
+                },
+                if replicas == 1 { "replica" } else { "replicas" }
+            );
         }
     }
+    Ok(ExitCode::from(exit::OK))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(exit::FAILURE)
-        }
+    match cli.command {
+        Command::Plan {
+            target,
+            format,
+            detailed_exitcode,
+        } => cmd_plan(target, format, detailed_exitcode),
+        Command::Apply {
+            target,
+            jobs,
+            fail_fast,
+            force,
+            wait,
+            json,
+            verbose,
+            quiet,
+        } => cmd_apply(target, jobs, fail_fast, force, wait, json, verbose, quiet),
+        Command::Status { target, json } => cmd_status(target, json),
+        Command::Validate { config, format } => match cmd_validate(config, format) {
+            Ok(code) => code,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::from(exit::FAILURE)
+            }
+        },
     }
 }

@@ -77,7 +77,10 @@ impl Diagnostic {
         match self.location {
             Some(loc) => {
                 out.push_str(&format!("  --> {file}:{}:{}\n", loc.line, loc.column));
-                let line_text = source.and_then(|s| s.lines().nth(loc.line.saturating_sub(1)));
+                // A line that may hold a secret is not echoed.
+                let line_text = source
+                    .and_then(|s| s.lines().nth(loc.line.saturating_sub(1)))
+                    .filter(|l| !may_hold_secret(l));
                 if let Some(text) = line_text {
                     let gutter = loc.line.to_string().len();
                     let pad = " ".repeat(gutter);
@@ -148,6 +151,28 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Whether a config line may hold a secret (an API key, a token, credentials in a URL).
+pub fn may_hold_secret(line: &str) -> bool {
+    let lower = line.to_ascii_lowercase();
+    const WORDS: &[&str] = &[
+        "api-key",
+        "api_key",
+        "apikey",
+        "hf-token",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "credential",
+    ];
+    WORDS.iter().any(|w| lower.contains(w))
+        || lower.split("://").skip(1).any(|rest| {
+            rest.split(['/', ' ', '"', '\''])
+                .next()
+                .is_some_and(|auth| auth.contains('@'))
+        })
+}
+
 /// The closest of `candidates` to `word`, when close enough to be a likely misspelling.
 pub fn did_you_mean<'a>(
     word: &str,
@@ -159,4 +184,33 @@ pub fn did_you_mean<'a>(
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_with_secrets_are_not_echoed() {
+        let source = "a: 1\nflags: [--api-key, sk-123, -x]\nrepo: https://u:p@host/r.git\n";
+        for line in [2, 3] {
+            let d = Diagnostic::error("p", "bad").at(Some(Location {
+                line,
+                column: 3,
+                len: 1,
+            }));
+            let shown = d.render("c.yaml", Some(source));
+            assert!(
+                !shown.contains("sk-123") && !shown.contains("u:p"),
+                "{shown}"
+            );
+            assert!(shown.contains(&format!("c.yaml:{line}:3")));
+        }
+        let d = Diagnostic::error("p", "bad").at(Some(Location {
+            line: 1,
+            column: 1,
+            len: 1,
+        }));
+        assert!(d.render("c.yaml", Some(source)).contains("1 | a: 1"));
+    }
 }

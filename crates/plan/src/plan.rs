@@ -56,6 +56,30 @@ pub struct Plan {
     pub pools: Vec<PoolSummary>,
     /// Every step once, in topological order with ties broken by id.
     pub steps: Vec<Step>,
+    /// With a state file: what apply would do with each step, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Vec<Change>>,
+}
+
+/// What apply would do with a step, given the state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Change {
+    pub step: String,
+    pub action: Action,
+    /// Why it would run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Dirty: it runs.
+    Run,
+    /// Fresh: skipped.
+    Skip,
+    /// A liveness step whose world still matches: kept (a healthy server is not restarted).
+    Keep,
 }
 
 /// A dependency cycle (a planner bug: plans are acyclic by construction).
@@ -64,6 +88,10 @@ pub struct Plan {
 pub struct CycleError(pub Vec<String>);
 
 impl Plan {
+    pub fn change(&self, id: &str) -> Option<&Change> {
+        self.changes.as_ref()?.iter().find(|c| c.step == id)
+    }
+
     pub fn step(&self, id: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.id == id)
     }

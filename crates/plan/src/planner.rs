@@ -689,6 +689,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
         roots: opts.roots.clone(),
         pools,
         steps,
+        changes: None,
     })
 }
 

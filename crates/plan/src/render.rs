@@ -109,6 +109,17 @@ pub fn render_text(plan: &Plan) -> String {
     );
     let _ = writeln!(out, "  cache:   {}", plan.roots.cache);
     let _ = writeln!(out, "  runtime: {}", plan.roots.runtime);
+    if let Some(changes) = &plan.changes {
+        let run = changes
+            .iter()
+            .filter(|c| c.action == crate::plan::Action::Run)
+            .count();
+        let _ = writeln!(
+            out,
+            "  against the state file: {run} to run, {} unchanged",
+            changes.len() - run
+        );
+    }
     let mut shown: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     for pool in &plan.pools {
         let _ = writeln!(
@@ -145,11 +156,25 @@ pub fn render_text(plan: &Plan) -> String {
             } else {
                 format!("  after {}", step.deps.join(", "))
             };
+            let mark = match plan.change(id) {
+                Some(c) => match (c.action, &c.reason) {
+                    (crate::plan::Action::Run, Some(r)) => format!("+ run ({r}) "),
+                    (crate::plan::Action::Run, None) => "+ run ".into(),
+                    (crate::plan::Action::Skip, _) => "= skip ".into(),
+                    (crate::plan::Action::Keep, _) => "= keep ".into(),
+                },
+                None => String::new(),
+            };
             if !shown.insert(step.id.as_str()) {
-                let _ = writeln!(out, "  {:>2}. {}{shared}, shown above", n + 1, step.id);
+                let _ = writeln!(
+                    out,
+                    "  {:>2}. {mark}{}{shared}, shown above",
+                    n + 1,
+                    step.id
+                );
                 continue;
             }
-            let _ = writeln!(out, "  {:>2}. {}{after}{shared}", n + 1, step.id);
+            let _ = writeln!(out, "  {:>2}. {mark}{}{after}{shared}", n + 1, step.id);
             for line in detail(plan, step) {
                 let _ = writeln!(out, "        {line}");
             }
