@@ -1,0 +1,511 @@
+//! Running a step's external commands: argv without a shell, output appended to the step's log
+//! (credentials in URLs redacted), cancellation polled, and a failure reported with the
+//! command, its working directory, its exit status and the tail of the log.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Output};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use provision_plan::llama_flags::REDACTED;
+
+use crate::dispatch::{log_tail, Cancel, StepContext, StepError};
+
+/// Lines of the log quoted in a failed command's error.
+pub const TAIL_LINES: usize = 40;
+
+/// How often a running command checks for cancellation.
+const POLL: Duration = Duration::from_millis(25);
+
+/// One external command of a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepCommand {
+    argv: Vec<String>,
+    cwd: Option<PathBuf>,
+    env: Vec<(String, String)>,
+}
+
+/// Why a command did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("could not start `{command}` in {cwd}: {source}")]
+    Spawn {
+        command: String,
+        cwd: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{command}` failed with {status} (in {cwd})")]
+    Failed {
+        command: String,
+        cwd: String,
+        /// `exit status 2`, `signal 9`.
+        status: String,
+        /// The last lines of the log (or of the command's stderr), credentials redacted.
+        tail: String,
+    },
+    #[error("`{command}` was stopped: apply was cancelled")]
+    Cancelled { command: String },
+    #[error("could not write the step log {}: {source}", path.display())]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl CommandError {
+    /// The tail of a failed command's output (empty for other errors).
+    pub fn tail(&self) -> &str {
+        match self {
+            CommandError::Failed { tail, .. } => tail,
+            _ => "",
+        }
+    }
+}
+
+impl From<CommandError> for StepError {
+    fn from(e: CommandError) -> StepError {
+        match e {
+            CommandError::Cancelled { .. } => StepError::cancelled(),
+            CommandError::Spawn { ref command, .. } => {
+                let program = command.split_whitespace().next().unwrap_or_default();
+                StepError::new(e.to_string()).hint(format!(
+                    "check that `{program}` is installed and on PATH (the preflight-tools step lists what is missing)"
+                ))
+            }
+            CommandError::Failed { ref tail, .. } => {
+                let tail = tail.clone();
+                StepError::new(e.to_string()).tail(tail)
+            }
+            CommandError::Log { .. } => StepError::new(e.to_string())
+                .hint("check that the runtime directory is writable and the disk is not full"),
+        }
+    }
+}
+
+impl StepCommand {
+    /// A command from its argv (program first). No shell is involved.
+    pub fn new<I, S>(argv: I) -> StepCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        StepCommand {
+            argv: argv.into_iter().map(Into::into).collect(),
+            cwd: None,
+            env: Vec::new(),
+        }
+    }
+
+    /// Run in `dir` (default: the current directory).
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> StepCommand {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Add `name=value` to the command's environment.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> StepCommand {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn argv(&self) -> &[String] {
+        &self.argv
+    }
+
+    /// The command as shown in logs and errors: shell-quoted, credentials redacted.
+    pub fn display(&self) -> String {
+        self.argv
+            .iter()
+            .map(|a| shell_quote(&redact_urls(a)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn cwd_display(&self) -> String {
+        match &self.cwd {
+            Some(d) => d.display().to_string(),
+            None => std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| ".".into()),
+        }
+    }
+
+    fn expression(&self) -> duct::Expression {
+        let (program, args) = self
+            .argv
+            .split_first()
+            .map_or(("", &[][..]), |(p, a)| (p, a));
+        let mut e = duct::cmd(program, args)
+            .stdin_null()
+            .unchecked()
+            // Its own process group, so that cancelling kills compilers and helpers too.
+            .before_spawn(|c| {
+                c.process_group(0);
+                Ok(())
+            });
+        if let Some(dir) = &self.cwd {
+            e = e.dir(dir);
+        }
+        for (k, v) in &self.env {
+            e = e.env(k, v);
+        }
+        e
+    }
+
+    /// Run for a step: stdout and stderr go to the step's log, cancellation is honoured.
+    pub fn run(&self, cx: &StepContext<'_>) -> Result<(), CommandError> {
+        self.run_logged(&cx.log, &cx.cancel)
+    }
+
+    /// Run for a step and return its stdout; stderr goes to the step's log.
+    pub fn read(&self, cx: &StepContext<'_>) -> Result<String, CommandError> {
+        self.read_logged(&cx.log, &cx.cancel)
+    }
+
+    /// [`StepCommand::run`] with an explicit log file and cancel flag.
+    pub fn run_logged(&self, log: &Path, cancel: &Cancel) -> Result<(), CommandError> {
+        let mut file = self.open_log(log)?;
+        let reader = self
+            .expression()
+            .stderr_to_stdout()
+            .reader()
+            .map_err(|source| self.spawn_error(source))?;
+        let reader = Arc::new(reader);
+        let copier = {
+            let reader = Arc::clone(&reader);
+            let mut file = file.try_clone().map_err(|source| CommandError::Log {
+                path: log.to_path_buf(),
+                source,
+            })?;
+            thread::spawn(move || -> io::Result<()> {
+                let mut lines = BufReader::new(&*reader);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    if lines.read_until(b'\n', &mut line)? == 0 {
+                        return Ok(());
+                    }
+                    file.write_all(redact_urls(&String::from_utf8_lossy(&line)).as_bytes())?;
+                }
+            })
+        };
+        let status = loop {
+            if cancel.is_cancelled() {
+                kill_group(&reader.pids());
+                let _ = reader.kill();
+                let _ = copier.join();
+                let _ = writeln!(file, "[provision] cancelled: killed `{}`", self.display());
+                return Err(CommandError::Cancelled {
+                    command: self.display(),
+                });
+            }
+            match reader.try_wait() {
+                Ok(Some(output)) => break output.status,
+                Ok(None) => thread::sleep(POLL),
+                Err(source) => return Err(self.spawn_error(source)),
+            }
+        };
+        let copied = copier.join().unwrap_or(Ok(()));
+        copied.map_err(|source| CommandError::Log {
+            path: log.to_path_buf(),
+            source,
+        })?;
+        self.check(status, log, &mut file)
+    }
+
+    /// [`StepCommand::read`] with an explicit log file and cancel flag.
+    pub fn read_logged(&self, log: &Path, cancel: &Cancel) -> Result<String, CommandError> {
+        let mut file = self.open_log(log)?;
+        let handle = self
+            .expression()
+            .stdout_capture()
+            .stderr_capture()
+            .start()
+            .map_err(|source| self.spawn_error(source))?;
+        let output: Output = loop {
+            if cancel.is_cancelled() {
+                kill_group(&handle.pids());
+                let _ = handle.kill();
+                let _ = writeln!(file, "[provision] cancelled: killed `{}`", self.display());
+                return Err(CommandError::Cancelled {
+                    command: self.display(),
+                });
+            }
+            match handle.try_wait() {
+                Ok(Some(output)) => break output.clone(),
+                Ok(None) => thread::sleep(POLL),
+                Err(source) => return Err(self.spawn_error(source)),
+            }
+        };
+        let stderr = redact_urls(&String::from_utf8_lossy(&output.stderr));
+        file.write_all(stderr.as_bytes())
+            .map_err(|source| CommandError::Log {
+                path: log.to_path_buf(),
+                source,
+            })?;
+        self.check(output.status, log, &mut file)?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    fn open_log(&self, log: &Path) -> Result<File, CommandError> {
+        let log_error = |source| CommandError::Log {
+            path: log.to_path_buf(),
+            source,
+        };
+        if let Some(parent) = log.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(log_error)?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(log_error)?;
+        writeln!(file, "$ {}  (in {})", self.display(), self.cwd_display()).map_err(log_error)?;
+        Ok(file)
+    }
+
+    fn spawn_error(&self, source: io::Error) -> CommandError {
+        CommandError::Spawn {
+            command: self.display(),
+            cwd: self.cwd_display(),
+            source,
+        }
+    }
+
+    fn check(&self, status: ExitStatus, log: &Path, file: &mut File) -> Result<(), CommandError> {
+        if status.success() {
+            return Ok(());
+        }
+        let status = describe_status(status);
+        let _ = writeln!(
+            file,
+            "[provision] `{}` failed with {status}",
+            self.display()
+        );
+        let _ = file.flush();
+        Err(CommandError::Failed {
+            command: self.display(),
+            cwd: self.cwd_display(),
+            status,
+            tail: redact_urls(&log_tail(log, TAIL_LINES)),
+        })
+    }
+}
+
+/// `exit status 2` or `signal 9`.
+fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("signal {sig}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+/// Kill each child's process group (the children were started as group leaders).
+fn kill_group(pids: &[u32]) {
+    for &pid in pids {
+        if let Ok(pid) = i32::try_from(pid) {
+            // SAFETY: kill(2) with a negative pid signals a process group; no memory is shared.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Replace the credentials of every `scheme://user:secret@host` in `text` with `<redacted>`.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || "'\"<>`".contains(c))
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) if !authority[..at].is_empty() && &authority[..at] != REDACTED => {
+                out.push_str(REDACTED);
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Quote `s` for display when a shell would split or expand it.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,${}<>".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn temp_log() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("logs/step.log");
+        (dir, log)
+    }
+
+    #[test]
+    fn output_is_appended_to_the_log_under_a_header() {
+        let (dir, log) = temp_log();
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        std::fs::write(&log, "earlier\n").unwrap();
+        StepCommand::new(["sh", "-c", "echo out; echo err >&2"])
+            .cwd(dir.path())
+            .run_logged(&log, &Cancel::new())
+            .unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.starts_with("earlier\n$ sh -c 'echo out; echo err >&2'  (in "));
+        assert!(
+            text.contains("\nout\n") && text.contains("\nerr\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn env_and_cwd_are_applied() {
+        let (dir, log) = temp_log();
+        let out = StepCommand::new(["sh", "-c", "echo \"$GREETING $(pwd)\""])
+            .cwd(dir.path())
+            .env("GREETING", "hello")
+            .read_logged(&log, &Cancel::new())
+            .unwrap();
+        let cwd = dir.path().canonicalize().unwrap();
+        assert_eq!(out.trim(), format!("hello {}", cwd.display()));
+    }
+
+    #[test]
+    fn a_failure_names_command_directory_status_and_tail() {
+        let (dir, log) = temp_log();
+        let err = StepCommand::new([
+            "sh",
+            "-c",
+            "for i in $(seq 1 60); do echo line$i; done; echo 'fatal: https://bob:hunter2@example.com/x' >&2; exit 3",
+        ])
+        .cwd(dir.path())
+        .run_logged(&log, &Cancel::new())
+        .unwrap_err();
+        let CommandError::Failed {
+            ref command,
+            ref cwd,
+            ref status,
+            ref tail,
+        } = err
+        else {
+            panic!("{err:?}")
+        };
+        assert!(command.starts_with("sh -c "));
+        assert_eq!(cwd, &dir.path().display().to_string());
+        assert_eq!(status, "exit status 3");
+        assert!(!tail.contains("line20\n"), "only the tail: {tail}");
+        assert!(tail.contains("line60"));
+        assert!(tail.contains("fatal: https://<redacted>@example.com/x"));
+        assert!(!std::fs::read_to_string(&log).unwrap().contains("hunter2"));
+        let step_error = StepError::from(err);
+        assert!(step_error.message.contains("exit status 3"));
+        assert!(step_error
+            .message
+            .contains(&dir.path().display().to_string()));
+        assert!(step_error.tail.unwrap().contains("line60"));
+    }
+
+    #[test]
+    fn credentials_are_redacted_in_the_header_and_error() {
+        let (_dir, log) = temp_log();
+        let err = StepCommand::new(["false", "https://user:s3cret@host.example/repo.git"])
+            .run_logged(&log, &Cancel::new())
+            .unwrap_err();
+        let message = StepError::from(err).message;
+        assert!(
+            message.contains("https://<redacted>@host.example/repo.git"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"));
+        assert!(!std::fs::read_to_string(&log).unwrap().contains("s3cret"));
+    }
+
+    #[test]
+    fn a_missing_program_is_a_spawn_error_with_a_hint() {
+        let (_dir, log) = temp_log();
+        let err: StepError = StepCommand::new(["provision-no-such-program", "x"])
+            .run_logged(&log, &Cancel::new())
+            .unwrap_err()
+            .into();
+        assert!(err
+            .message
+            .contains("could not start `provision-no-such-program x`"));
+        assert!(err.hint.unwrap().contains("installed"));
+    }
+
+    #[test]
+    fn cancellation_kills_the_process_group() {
+        let (dir, log) = temp_log();
+        let cancel = Cancel::new();
+        let marker = dir.path().join("survived");
+        let flag = cancel.clone();
+        let t = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(200));
+            flag.cancel();
+        });
+        let started = Instant::now();
+        // A grandchild that would write a file after 2 s if it survived.
+        let script = format!("(sleep 2; touch {}) & sleep 30", marker.display());
+        let err: StepError = StepCommand::new(["sh", "-c", &script])
+            .run_logged(&log, &cancel)
+            .unwrap_err()
+            .into();
+        t.join().unwrap();
+        assert!(err.cancelled);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        thread::sleep(Duration::from_millis(2500));
+        assert!(!marker.exists(), "the grandchild was not killed");
+    }
+
+    #[test]
+    fn read_captures_stdout_and_logs_stderr() {
+        let (_dir, log) = temp_log();
+        let out = StepCommand::new(["sh", "-c", "echo data; echo noise >&2"])
+            .read_logged(&log, &Cancel::new())
+            .unwrap();
+        assert_eq!(out, "data\n");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.lines().any(|l| l == "noise"), "{text}");
+        assert!(!text.lines().any(|l| l == "data"), "{text}");
+    }
+
+    #[test]
+    fn url_redaction() {
+        assert_eq!(
+            redact_urls("clone https://u:p@h.com/a and ssh://git@h:22/x, http://h/y"),
+            "clone https://<redacted>@h.com/a and ssh://<redacted>@h:22/x, http://h/y"
+        );
+        assert_eq!(redact_urls("'https://tok@h'"), "'https://<redacted>@h'");
+        assert_eq!(
+            redact_urls("https://<redacted>@h/x"),
+            "https://<redacted>@h/x"
+        );
+        assert_eq!(redact_urls("no urls here"), "no urls here");
+    }
+}
