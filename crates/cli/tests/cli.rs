@@ -182,12 +182,16 @@ fn help_documents_exit_codes() {
         &["--help"][..],
         &["plan", "--help"],
         &["validate", "--help"],
+        &["apply", "--help"],
+        &["status", "--help"],
     ] {
         let (out, _) = provision(args);
         assert_eq!(out.status.code(), Some(0));
         let text = stdout(&out);
         assert!(
-            text.contains("Exit codes:") && text.contains("2  invalid config"),
+            text.contains("Exit codes:")
+                && text.contains("2    invalid config")
+                && text.contains("5    another apply holds the lock"),
             "{text}"
         );
     }
