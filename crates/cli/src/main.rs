@@ -114,7 +114,7 @@ enum Command {
 }
 
 /// Which config, pools and directories a command works on.
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct Target {
     /// The pool config (YAML or JSON, told apart by content).
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -334,6 +334,37 @@ fn cmd_apply(
         Verbosity::Normal
     };
     let sink = progress::sink(json, verbosity);
+
+    // Pools and replicas removed from the config: stop their servers, remove their handoffs.
+    // Known ids come from the whole config, so `--pool` never retires the other pools.
+    let known: std::collections::BTreeSet<String> = match &target.pool {
+        None => plan.steps.iter().map(|s| s.id.clone()).collect(),
+        Some(_) => {
+            let all = Target {
+                pool: None,
+                ..target.clone()
+            };
+            match all.plan(Format::Json) {
+                Ok((_, p)) => p.steps.iter().map(|s| s.id.clone()).collect(),
+                Err(code) => return code,
+            }
+        }
+    };
+    match provision_executor::retire_removed(
+        &known,
+        &StepDispatch,
+        &file,
+        &mut state,
+        sink.as_ref(),
+    ) {
+        Ok(failures) => {
+            for (step, err) in failures {
+                eprintln!("warning: could not retire {step} (no longer in the config): {err}");
+            }
+        }
+        Err(e) => return state_error(&e),
+    }
+
     let defaults = ApplyOptions::default();
     let opts = ApplyOptions {
         jobs: jobs.unwrap_or(defaults.jobs),

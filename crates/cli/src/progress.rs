@@ -83,6 +83,14 @@ pub fn describe(event: &Event, verbosity: Verbosity) -> Option<String> {
         }
         Event::Blocked { step, by, .. } => Some(format!("blocked {step}  (by {by})")),
         Event::Cancelled { step, .. } => Some(format!("cancelled {step}")),
+        Event::Retired {
+            step, error: None, ..
+        } => Some(format!("retired {step}  (no longer in the config)")),
+        Event::Retired {
+            step,
+            error: Some(e),
+            ..
+        } => Some(format!("could not retire {step}: {e}")),
     }
 }
 

@@ -157,4 +157,10 @@ pub trait Dispatch: Sync {
     fn check_alive(&self, _cx: &StepContext<'_>) -> Result<(), String> {
         Ok(())
     }
+
+    /// A step recorded in the state file that is no longer in the config (a removed pool or
+    /// replica): undo what it left in the world (stop its server, remove its handoff file).
+    fn retire(&self, _id: &str, _record: &crate::state::StepRecord) -> Result<(), StepError> {
+        Ok(())
+    }
 }

@@ -45,6 +45,14 @@ pub enum Event {
     },
     /// Stopped by Ctrl-C, SIGTERM or `--fail-fast`.
     Cancelled { step: String, kind: String },
+    /// A step of a pool or replica no longer in the config was undone (server stopped,
+    /// handoff removed).
+    Retired {
+        step: String,
+        kind: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
 }
 
 impl Event {
@@ -55,7 +63,8 @@ impl Event {
             | Event::Finished { step, .. }
             | Event::Failed { step, .. }
             | Event::Blocked { step, .. }
-            | Event::Cancelled { step, .. } => step,
+            | Event::Cancelled { step, .. }
+            | Event::Retired { step, .. } => step,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod events;
 pub mod fingerprint;
 pub mod lock;
+pub mod retire;
 pub mod state;
 
 pub use apply::{apply, preview, ApplyOptions, ApplyReport, Preview, StepResult};
@@ -16,6 +17,7 @@ pub use dirty_reason::DirtyReason;
 pub use dispatch::{log_tail, Cancel, Dispatch, Facts, Outcome, Outputs, StepContext, StepError};
 pub use events::{Event, EventSink};
 pub use lock::{acquire, ApplyLock, Holder, LockError};
+pub use retire::retire_removed;
 pub use state::{State, StateError, StateFile, StepRecord, StepStatus, STATE_VERSION};
 
 /// The JSON Schema of the state file, as written to `schemas/state.schema.json`.

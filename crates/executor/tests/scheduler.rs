@@ -650,3 +650,67 @@ fn preview_says_what_would_run_and_why() {
         "preview ran nothing"
     );
 }
+
+#[test]
+fn steps_of_a_removed_replica_are_retired_endpoints_first() {
+    struct Retirer(Fake, Mutex<Vec<String>>, Mutex<HashSet<String>>);
+    impl Dispatch for Retirer {
+        fn run(&self, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
+            self.0.run(cx)
+        }
+        fn retire(
+            &self,
+            id: &str,
+            _record: &provision_executor::StepRecord,
+        ) -> Result<(), StepError> {
+            self.1.lock().unwrap().push(id.to_string());
+            match self.2.lock().unwrap().contains(id) {
+                true => Err(StepError::new("cannot stop it")),
+                false => Ok(()),
+            }
+        }
+    }
+    let run = Run::new();
+    let d = Retirer(Fake::default(), Mutex::default(), Mutex::default());
+    let mut state = run.file.load().unwrap();
+    apply(
+        &run.plan,
+        &d,
+        &run.file,
+        &mut state,
+        &opts(),
+        &Recorder::default(),
+        &Cancel::new(),
+    )
+    .unwrap();
+    // The config now has one cpu replica: r1's steps are no longer known.
+    let known: std::collections::BTreeSet<String> = run
+        .plan
+        .steps
+        .iter()
+        .map(|s| s.id.clone())
+        .filter(|id| !id.ends_with("cpu/r1"))
+        .collect();
+    d.2.lock().unwrap().insert("spawn:cpu/r1".into());
+    let failures =
+        provision_executor::retire_removed(&known, &d, &run.file, &mut state, &Recorder::default())
+            .unwrap();
+    assert_eq!(
+        *d.1.lock().unwrap(),
+        ["handoff:cpu/r1", "probe:cpu/r1", "spawn:cpu/r1"]
+    );
+    assert_eq!(
+        failures.len(),
+        1,
+        "the server that could not be stopped is reported"
+    );
+    let saved = run.file.load().unwrap();
+    assert!(
+        !saved.steps.contains_key("handoff:cpu/r1") && !saved.steps.contains_key("probe:cpu/r1")
+    );
+    assert!(
+        saved.steps.contains_key("spawn:cpu/r1"),
+        "kept to retry next apply"
+    );
+    assert!(saved.steps.contains_key("spawn:cpu/r0"));
+}
