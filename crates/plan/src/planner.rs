@@ -393,7 +393,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                 };
                 let with_submodules = submodules.get(&clone_id).copied().unwrap_or(false);
                 let clone = track(b.add(pid, clone_id, vec![pre.clone()], || {
-                    StepSpec::GitClone(git_clone(&source.repo, &git_ref, with_submodules, &src_dir))
+                    StepSpec::GitClone(git_clone(&repo_location(&source.repo), &git_ref, with_submodules, &src_dir))
                 }));
 
                 let (build_base, build_key) = k.build.as_ref().expect("source pool");
@@ -691,6 +691,16 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
         steps,
         changes: None,
     })
+}
+
+/// A repo as git gets it: relative paths (`./`, `../`) are relative to the config file.
+fn repo_location(repo: &str) -> String {
+    let r = repo.trim();
+    if r.starts_with("./") || r.starts_with("../") {
+        config_path(r)
+    } else {
+        r.to_string()
+    }
 }
 
 fn git_clone(repo: &str, git_ref: &str, submodules: bool, dir: &str) -> GitClone {

@@ -545,8 +545,8 @@ impl Checker<'_> {
                     if source.repo.trim().is_empty() {
                         self.error(&join_key(&sp, "repo"), true, "mode `source` needs `source.repo`", Some("set `repo` to a git URL, e.g. https://github.com/ggml-org/llama.cpp.git"));
                     } else if !repo_url_ok(&source.repo) {
-                        let msg = format!("`{}` is not a git URL or absolute path", crate::planner::redact_url(&source.repo));
-                        self.error(&join_key(&sp, "repo"), false, &msg, Some("use https://, ssh://, git@host:path, file:// or an absolute path"));
+                        let msg = format!("`{}` is not a git URL or a path", crate::planner::redact_url(&source.repo));
+                        self.error(&join_key(&sp, "repo"), false, &msg, Some("use https://, ssh://, git@host:path, file://, an absolute path, or ./ or ../ (relative to the config file)"));
                     }
                     let r = source.git_ref.trim();
                     if r.is_empty() {
@@ -706,6 +706,8 @@ fn repo_url_ok(repo: &str) -> bool {
         .iter()
         .any(|s| r.starts_with(s) && r.len() > s.len())
         || r.starts_with('/')
+        || r.starts_with("./")
+        || r.starts_with("../")
         || (r.contains('@') && r.contains(':') && !r.contains("://"))
 }
 
