@@ -1,0 +1,126 @@
+//! The commit a ref points at now: the fact that makes a moved branch rebuild.
+//!
+//! - A full 40-hex SHA is its own fact: no network, no checkout needed.
+//! - Otherwise `git ls-remote` asks the repository (tags, then branches).
+//! - Offline (ls-remote fails): a tag already fetched into the cache is used (tags are
+//!   treated as immutable); an abbreviated SHA is its own fact (lower-cased); a branch is an
+//!   error, since whether it moved cannot be known.
+//! - An abbreviated SHA that the repository has no tag or branch for is its own fact too: it
+//!   names one commit for good, and the fact stays the same before and after the first clone.
+
+use std::path::Path;
+
+use provision_executor::{Facts, StepContext, StepError};
+use provision_plan::planner::redact_url;
+use provision_plan::step::GitClone;
+
+use crate::error::GitError;
+use crate::git::{git, git_in, is_local, note, read};
+use crate::refs::{nearest, parse_ls_remote, resolve_in, tags_in, RefKind};
+
+/// The step's facts: `commit`.
+pub fn facts(spec: &GitClone, cx: &StepContext<'_>) -> Result<Facts, StepError> {
+    let commit = current_commit(spec, cx)?;
+    Ok(Facts::from([("commit".to_string(), commit)]))
+}
+
+/// The URL to use: the real one (credentials included) when the plan has it.
+pub(crate) fn real_url(spec: &GitClone) -> Result<String, GitError> {
+    let url = if spec.repo_url.is_empty() {
+        &spec.repo
+    } else {
+        &spec.repo_url
+    };
+    if url.contains("://<redacted>@") {
+        return Err(GitError::RedactedUrl {
+            repo: spec.repo.clone(),
+        });
+    }
+    Ok(url.clone())
+}
+
+fn current_commit(spec: &GitClone, cx: &StepContext<'_>) -> Result<String, GitError> {
+    let r = spec.git_ref.trim();
+    let kind = RefKind::of(r);
+    if kind == RefKind::FullSha {
+        return Ok(r.to_ascii_lowercase());
+    }
+    let url = real_url(spec)?;
+    let patterns = [
+        format!("refs/tags/{r}"),
+        format!("refs/tags/{r}^{{}}"),
+        format!("refs/heads/{r}"),
+        r.to_string(),
+    ];
+    let listed = read(
+        git(
+            ["ls-remote".to_string(), "--".into(), url.clone()]
+                .into_iter()
+                .chain(patterns),
+            is_local(&url),
+        ),
+        cx,
+    );
+    match listed {
+        Ok(out) => {
+            if let Some(sha) = resolve_in(&parse_ls_remote(&out), r) {
+                return Ok(sha);
+            }
+            if kind == RefKind::AbbreviatedSha {
+                return Ok(r.to_ascii_lowercase());
+            }
+            Err(unknown_ref(spec, &url, cx))
+        }
+        Err(e) => {
+            let dir = cx.path(&spec.dir);
+            if let Some(sha) = local_tag(&dir, r, cx) {
+                note(
+                    cx,
+                    &format!("{} is unreachable; using tag {r} from the cache", spec.repo),
+                );
+                return Ok(sha);
+            }
+            if kind == RefKind::AbbreviatedSha {
+                return Ok(r.to_ascii_lowercase());
+            }
+            Err(GitError::Unreachable {
+                repo: redact_url(&url),
+                tail: e.tail().to_string(),
+            })
+        }
+    }
+}
+
+/// The commit of tag `r` in the checkout at `dir`, if it has one.
+pub(crate) fn local_tag(dir: &Path, r: &str, cx: &StepContext<'_>) -> Option<String> {
+    if !dir.join(".git").exists() {
+        return None;
+    }
+    read(
+        git_in(
+            dir,
+            [
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("refs/tags/{r}^{{commit}}"),
+            ],
+            false,
+        ),
+        cx,
+    )
+    .ok()
+    .filter(|s| !s.is_empty())
+}
+
+/// An unknown-ref error listing the repository's nearest tags (as far as it can list them).
+pub(crate) fn unknown_ref(spec: &GitClone, url: &str, cx: &StepContext<'_>) -> GitError {
+    let tags = read(git(["ls-remote", "--tags", "--", url], is_local(url)), cx)
+        .map(|out| tags_in(&parse_ls_remote(&out)))
+        .unwrap_or_default();
+    GitError::UnknownRef {
+        repo: redact_url(url),
+        git_ref: spec.git_ref.trim().to_string(),
+        nearest: nearest(spec.git_ref.trim(), &tags),
+    }
+}
