@@ -17,8 +17,14 @@ pub struct Workspace {
 }
 
 /// A CPU pool built from `repo` at `git_ref`, with extra lines under `source.build` (indent them
-/// by 10 spaces, e.g. `"          generator: Ninja\n"`) and `submodules`.
+/// by 10 spaces, e.g. `"          generator: Ninja\n"`; without a `cmake_flags` line,
+/// `[-DGGML_NATIVE=OFF]` is added) and `submodules`.
 pub fn cpu_pool_config(repo: &str, git_ref: &str, submodules: bool, build_extra: &str) -> String {
+    let flags = if build_extra.contains("cmake_flags:") {
+        ""
+    } else {
+        "          cmake_flags: [-DGGML_NATIVE=OFF]\n"
+    };
     format!(
         "pools:
   - id: test-cpu
@@ -33,8 +39,7 @@ pub fn cpu_pool_config(repo: &str, git_ref: &str, submodules: bool, build_extra:
         ref: \"{git_ref}\"
         submodules: {submodules}
         build:
-{build_extra}          cmake_flags: [-DGGML_NATIVE=OFF]
-      model:
+{build_extra}{flags}      model:
         ref: ./models/tiny.gguf
 "
     )
