@@ -1,0 +1,174 @@
+//! sha256 digests of model files, cached by file identity (path, size, mtime, ctime, inode,
+//! device) in a small JSON file, so a warm apply reads zero bytes of a model it verified before.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use provision_executor::Cancel;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What identifies a file's content without reading it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIdentity {
+    /// The canonical path (links resolved).
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
+    pub dev: u64,
+}
+
+impl FileIdentity {
+    pub fn of(path: &Path) -> io::Result<FileIdentity> {
+        let canonical = fs::canonicalize(path)?;
+        let m = fs::metadata(&canonical)?;
+        if !m.is_file() {
+            return Err(io::Error::other(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        Ok(FileIdentity {
+            path: canonical.display().to_string(),
+            size: m.len(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            inode: m.ino(),
+            dev: m.dev(),
+        })
+    }
+}
+
+/// `sha256:<hex>` of a hasher's state.
+pub fn finish(h: Sha256) -> String {
+    let bytes = h.finalize();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Hash a file, polling `cancel`. Returns `sha256:<hex>`.
+pub fn sha256_file(path: &Path, cancel: &Cancel) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        if cancel.is_cancelled() {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+        }
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(finish(h));
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// A digest and whether the file was read to get it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digested {
+    pub identity: FileIdentity,
+    pub digest: String,
+    /// Bytes of the file read (0 when the cache had it).
+    pub bytes_read: u64,
+}
+
+/// The digest cache file: `{canonical path: {identity, digest}}`.
+#[derive(Debug, Clone)]
+pub struct DigestCache {
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Entries {
+    #[serde(default)]
+    files: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    identity: FileIdentity,
+    digest: String,
+}
+
+impl DigestCache {
+    pub fn new(file: impl Into<PathBuf>) -> DigestCache {
+        DigestCache { file: file.into() }
+    }
+
+    fn load(&self) -> Entries {
+        fs::read(&self.file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// The cached digest of a file whose identity is unchanged.
+    pub fn lookup(&self, id: &FileIdentity) -> Option<String> {
+        self.load()
+            .files
+            .get(&id.path)
+            .filter(|e| e.identity == *id)
+            .map(|e| e.digest.clone())
+    }
+
+    /// Record a digest (under a lock, written atomically).
+    pub fn store(&self, id: &FileIdentity, digest: &str) -> io::Result<()> {
+        if let Some(dir) = self.file.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.file.with_extension("lock"))?;
+        lock.lock()?;
+        let mut entries = self.load();
+        // Forget files that are gone, so the cache does not grow forever.
+        entries.files.retain(|p, _| Path::new(p).exists());
+        entries.files.insert(
+            id.path.clone(),
+            Entry {
+                identity: id.clone(),
+                digest: digest.into(),
+            },
+        );
+        let tmp = self
+            .file
+            .with_extension(format!("tmp{}", std::process::id()));
+        let mut f = File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(&entries).map_err(io::Error::other)?)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &self.file)?;
+        drop(lock);
+        Ok(())
+    }
+
+    /// The digest of `path`: from the cache when its identity is unchanged, else by reading it
+    /// (and caching the result).
+    pub fn digest(&self, path: &Path, cancel: &Cancel) -> io::Result<Digested> {
+        let identity = FileIdentity::of(path)?;
+        if let Some(digest) = self.lookup(&identity) {
+            return Ok(Digested {
+                identity,
+                digest,
+                bytes_read: 0,
+            });
+        }
+        let digest = sha256_file(Path::new(&identity.path), cancel)?;
+        // The file changed while it was read: do not cache a digest of a moving target.
+        let after = FileIdentity::of(path)?;
+        if after == identity {
+            self.store(&identity, &digest)?;
+        }
+        Ok(Digested {
+            bytes_read: identity.size,
+            identity,
+            digest,
+        })
+    }
+}

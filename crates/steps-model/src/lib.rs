@@ -1,0 +1,19 @@
+//! The model steps: model-resolve (local files, Hugging Face cache, URLs; verified, resumable,
+//! cached digests), GGUF header inspection, and vram-fit (`POOL_UNAVAILABLE` before spawn).
+
+pub mod digest;
+pub mod download;
+pub mod estimate;
+pub mod gguf;
+pub mod gguf_writer;
+pub mod hf;
+pub mod http;
+pub mod model_info;
+pub mod resolve;
+pub mod vram_fit;
+
+pub use estimate::{estimate, largest_fitting_ctx, Estimate, FitInput, GpuLayers};
+pub use gguf::{Gguf, GgufError};
+pub use model_info::ModelInfo;
+pub use resolve::{facts, resolve, run, ModelEnv, Resolved, Where};
+pub use vram_fit::residency_flags;

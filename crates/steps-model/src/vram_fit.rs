@@ -1,0 +1,244 @@
+//! The vram-fit step: before anything is spawned, check that the pool's model, KV cache and
+//! compute buffers fit in the free VRAM of its devices (see [`crate::estimate`] for the
+//! formula), else fail with `POOL_UNAVAILABLE: …` listing, per device, what is needed, what is
+//! free and the largest context that would fit.
+//!
+//! Inputs: the model-resolve output `path` and the gpu-check output `gpus` (an array of
+//! `{index, memory_free_mib, …}`); `--flash-attn` and `--ubatch-size` are read from the pool's
+//! spawn argv in the plan.
+//!
+//! Outputs: `estimate` (per device: layers, weights, kv_cache, compute, margin, need, free — in
+//! bytes), `ctx`, `fits` (true) and `extra_flags`: the flags the spawn step must add so that
+//! llama.cpp keeps every layer in VRAM. Recent llama.cpp has `--fit on` by default, which may
+//! shrink unset arguments or keep layers in host memory to make a model fit; a GPU pool must
+//! instead fail loudly. `extra_flags` is `["--fit", "off"]`; the spawn step adds them only when
+//! the built binary's `--help` lists `--fit` ([`residency_flags`] does that check), since
+//! older builds reject unknown flags.
+
+use provision_executor::{Outcome, StepContext, StepError};
+use provision_plan::step::{StepSpec, VramFit};
+use serde_json::{json, Value};
+
+use crate::estimate::{
+    estimate, human, kv_type_bytes, largest_fitting_ctx, Estimate, FitInput, GpuLayers,
+    DEFAULT_UBATCH, MIB,
+};
+use crate::model_info::ModelInfo;
+
+/// What the spawn step adds to a GPU pool's argv so that nothing is moved to host memory.
+pub const FIT_OFF: [&str; 2] = ["--fit", "off"];
+
+/// The flags to add for a binary whose `--help` printed `help`: `--fit off` when it knows
+/// `--fit`, nothing otherwise (older builds never move layers on their own).
+pub fn residency_flags(help: &str) -> Vec<String> {
+    let knows_fit = help.lines().any(|l| {
+        l.split([',', ' ', '\t', '='])
+            .any(|w| w == "--fit" || w == "-fit")
+    });
+    if knows_fit {
+        FIT_OFF.iter().map(|s| s.to_string()).collect()
+    } else {
+        Vec::new()
+    }
+}
+
+/// `--parallel` as llama-server reads it: `-1`/`auto` is 4 slots sharing one context.
+pub fn parse_parallel(s: &str) -> Result<u64, String> {
+    match s.trim() {
+        "" | "auto" | "-1" => Ok(4),
+        v => v
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("--parallel `{v}` is not a positive number")),
+    }
+}
+
+/// `--flash-attn` and `--ubatch-size` from an argv: `(flash_attn, n_ubatch)`. Flash attention
+/// counts as on only when asked for (`-fa`, `-fa on`, `--flash-attn on`); `auto`, llama.cpp's
+/// default, may turn it off, so the estimate assumes the larger buffers.
+pub fn attention_flags(argv: &[String]) -> (bool, u64) {
+    let mut fa = false;
+    let mut ubatch = DEFAULT_UBATCH;
+    let mut i = 0;
+    while i < argv.len() {
+        let (name, inline) = match argv[i].split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+            _ => (argv[i].as_str(), None),
+        };
+        let next = || inline.clone().or_else(|| argv.get(i + 1).cloned());
+        match name {
+            "-fa" | "--flash-attn" => match next().as_deref() {
+                Some("on") | Some("1") | Some("true") | Some("enabled") => fa = true,
+                Some("off") | Some("0") | Some("false") | Some("disabled") | Some("auto") => {
+                    fa = false
+                }
+                // The old spelling: a bare switch.
+                _ => fa = true,
+            },
+            "-ub" | "--ubatch-size" => {
+                if let Some(n) = next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .filter(|&n| n > 0)
+                {
+                    ubatch = n;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    (fa, ubatch)
+}
+
+/// The estimator's input for a vram-fit spec and the pool's spawn argv.
+pub fn fit_input(
+    spec: &VramFit,
+    model: &ModelInfo,
+    spawn_argv: &[String],
+) -> Result<FitInput, String> {
+    let ctx = match spec.ctx {
+        Some(c) if c > 0 => u64::from(c),
+        _ => model.context_length.filter(|&c| c > 0).ok_or(
+            "the pool sets no ctx and the model has no context_length: set `ctx` on the pool",
+        )?,
+    };
+    let (flash_attn, n_ubatch) = attention_flags(spawn_argv);
+    Ok(FitInput {
+        ctx,
+        parallel: parse_parallel(&spec.parallel)?,
+        per_slot_ctx: false,
+        gpu_layers: GpuLayers::parse(&spec.n_gpu_layers)?,
+        tensor_split: spec.tensor_split.clone(),
+        kv_bytes_k: kv_type_bytes(spec.cache_type_k.as_deref())?,
+        kv_bytes_v: kv_type_bytes(spec.cache_type_v.as_deref())?,
+        flash_attn,
+        n_ubatch,
+    })
+}
+
+/// Free bytes of each of `devices`, from the gpu-check output `gpus`.
+pub fn free_memory(devices: &[u32], gpus: &Value) -> Result<Vec<(u32, u64)>, String> {
+    let list = gpus
+        .as_array()
+        .ok_or("the gpu-check output `gpus` is missing or not a list")?;
+    devices
+        .iter()
+        .map(|&d| {
+            list.iter()
+                .find(|g| g.get("index").and_then(Value::as_u64) == Some(u64::from(d)))
+                .and_then(|g| g.get("memory_free_mib").and_then(Value::as_u64))
+                .map(|free| (d, free * MIB))
+                .ok_or_else(|| format!("gpu-check found no GPU {d} (or no free memory for it)"))
+        })
+        .collect()
+}
+
+/// The `POOL_UNAVAILABLE` error for an estimate that does not fit.
+pub fn unavailable(pool: &str, est: &Estimate, largest: Option<u64>) -> StepError {
+    let mut lines = vec![format!(
+        "POOL_UNAVAILABLE: pool `{pool}` does not fit in the free VRAM of its GPUs at ctx {}",
+        est.ctx
+    )];
+    for d in &est.devices {
+        lines.push(format!(
+            "  GPU {}: need {} (weights {}, KV cache {}, compute {}, margin {}; {} layers{}), free {}{}",
+            d.device,
+            human(d.need),
+            human(d.weights),
+            human(d.kv_cache),
+            human(d.compute),
+            human(d.margin),
+            d.layers,
+            if d.output_layer { " + output" } else { "" },
+            human(d.free),
+            if d.fits() { "" } else { "  <- short" }
+        ));
+    }
+    lines.push(match largest {
+        Some(c) => format!("  largest ctx that fits: {c}"),
+        None => "  largest ctx that fits: none — the weights alone do not fit".into(),
+    });
+    let hint = match largest {
+        Some(c) => format!("set `ctx: {c}` (or less) on the pool, use a smaller quantisation or KV cache type (`--cache-type-k q8_0`), free the GPUs, or add devices"),
+        None => "use a smaller quantisation, free the GPUs, or add devices to the pool".into(),
+    };
+    StepError::new(lines.join("\n")).hint(hint)
+}
+
+/// Check the estimate for a pool against free memory; `Ok` is the estimate, `Err` the
+/// `POOL_UNAVAILABLE` error.
+pub fn check(
+    spec: &VramFit,
+    model: &ModelInfo,
+    spawn_argv: &[String],
+    free: &[(u32, u64)],
+) -> Result<(FitInput, Estimate), StepError> {
+    let input = fit_input(spec, model, spawn_argv)
+        .map_err(|e| StepError::new(format!("vram-fit for pool `{}`: {e}", spec.pool)))?;
+    let est = estimate(model, &input, free);
+    if !est.fits() {
+        let largest = largest_fitting_ctx(model, &input, free);
+        return Err(unavailable(&spec.pool, &est, largest));
+    }
+    Ok((input, est))
+}
+
+/// The argv of the pool's first spawn step in the plan (for `--flash-attn`, `--ubatch-size`).
+fn spawn_argv(cx: &StepContext<'_>, pool: &str) -> Vec<String> {
+    cx.plan
+        .steps
+        .iter()
+        .find_map(|s| match &s.spec {
+            StepSpec::Spawn(sp) if sp.pool == pool => Some(sp.argv.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// Run vram-fit.
+pub fn run(spec: &VramFit, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
+    let path = cx
+        .dep_output("path")
+        .and_then(Value::as_str)
+        .ok_or_else(|| StepError::new("vram-fit: the model-resolve step gave no `path`"))?
+        .to_string();
+    let gpus = cx
+        .dep_output("gpus")
+        .ok_or_else(|| StepError::new("vram-fit: the gpu-check step gave no `gpus`"))?;
+    let free = free_memory(&spec.devices, gpus).map_err(StepError::new)?;
+    let model = ModelInfo::open(std::path::Path::new(&path))
+        .map_err(|e| StepError::new(format!("cannot read the model header of {path}: {e}")))?;
+    let argv = spawn_argv(cx, &spec.pool);
+    let (input, est) = check(spec, &model, &argv, &free)?;
+    let mut summary = format!(
+        "pool `{}` fits at ctx {} ({} layers offloaded):",
+        spec.pool, est.ctx, est.gpu_layers_offloaded
+    );
+    for d in &est.devices {
+        summary.push_str(&format!(
+            " GPU {} needs {} of {} free;",
+            d.device,
+            human(d.need),
+            human(d.free)
+        ));
+    }
+    crate::resolve::log_line(&cx.log, &summary);
+    let mut outputs = provision_executor::Outputs::new();
+    outputs.insert("fits".into(), json!(true));
+    outputs.insert("ctx".into(), json!(est.ctx));
+    outputs.insert("estimate".into(), json!(est));
+    outputs.insert(
+        "inputs".into(),
+        json!({"flash_attn": input.flash_attn, "n_ubatch": input.n_ubatch, "parallel": input.parallel}),
+    );
+    outputs.insert("extra_flags".into(), json!(FIT_OFF));
+    outputs.insert(
+        "extra_flags_when".into(),
+        json!("the binary's --help lists --fit"),
+    );
+    Ok(Outcome {
+        outputs,
+        artifacts: Vec::new(),
+    })
+}
