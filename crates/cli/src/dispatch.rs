@@ -1,10 +1,21 @@
 //! The one place where step kinds meet the crates that run them.
 
-use provision_executor::{Dispatch, Outcome, StepContext, StepError};
+use provision_executor::{Dispatch, Facts, Outcome, StepContext, StepError};
 use provision_plan::StepSpec;
+use provision_steps_tools::Host;
 
 /// Runs every step kind with its step crate.
-pub struct StepDispatch;
+pub struct StepDispatch {
+    host: Host,
+}
+
+impl StepDispatch {
+    pub fn new() -> Self {
+        StepDispatch {
+            host: Host::current(),
+        }
+    }
+}
 
 fn not_yet(kind: &str) -> StepError {
     StepError::new(format!(
@@ -14,13 +25,22 @@ fn not_yet(kind: &str) -> StepError {
 }
 
 impl Dispatch for StepDispatch {
+    fn facts(&self, cx: &StepContext<'_>) -> Result<Facts, StepError> {
+        match &cx.step.spec {
+            StepSpec::PreflightTools(s) => provision_steps_tools::facts(s, &self.host),
+            StepSpec::GitClone(s) => provision_steps_git::facts(s, cx),
+            StepSpec::CmakeConfigure(s) => provision_steps_cmake::configure_facts(s, cx),
+            _ => Ok(Facts::new()),
+        }
+    }
+
     fn run(&self, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         match &cx.step.spec {
-            StepSpec::PreflightTools(_)
-            | StepSpec::GpuCheck(_)
-            | StepSpec::GitClone(_)
-            | StepSpec::CmakeConfigure(_)
-            | StepSpec::CmakeBuild(_)
+            StepSpec::PreflightTools(s) => provision_steps_tools::run(s, &self.host, cx),
+            StepSpec::GitClone(s) => provision_steps_git::run(s, cx),
+            StepSpec::CmakeConfigure(s) => provision_steps_cmake::configure(s, cx),
+            StepSpec::CmakeBuild(s) => provision_steps_cmake::build(s, cx),
+            StepSpec::GpuCheck(_)
             | StepSpec::ModelResolve(_)
             | StepSpec::VramFit(_)
             | StepSpec::Spawn(_)

@@ -243,7 +243,7 @@ fn cmd_plan(target: Target, format: Format, detailed: bool) -> ExitCode {
             Ok(s) => s,
             Err(e) => return error_code(state_error(&e)),
         };
-        let changes = provision_executor::preview(&plan, &StepDispatch, &state, false);
+        let changes = provision_executor::preview(&plan, &StepDispatch::new(), &state, false);
         would_run = changes.iter().any(|(_, p)| matches!(p, Preview::Run(_)));
         plan.changes = Some(
             changes
@@ -352,7 +352,7 @@ fn cmd_apply(
     };
     match provision_executor::retire_removed(
         &known,
-        &StepDispatch,
+        &StepDispatch::new(),
         &file,
         &mut state,
         sink.as_ref(),
@@ -374,7 +374,7 @@ fn cmd_apply(
     };
     let report = match provision_executor::apply(
         &plan,
-        &StepDispatch,
+        &StepDispatch::new(),
         &file,
         &mut state,
         &opts,
@@ -427,7 +427,7 @@ fn cmd_status(target: Target, json: bool) -> ExitCode {
         Ok(s) => s,
         Err(e) => return state_error(&e),
     };
-    let changes = provision_executor::preview(&plan, &StepDispatch, &state, false);
+    let changes = provision_executor::preview(&plan, &StepDispatch::new(), &state, false);
     let mut pools = Vec::new();
     for pool in &plan.pools {
         let mut replicas = Vec::new();

@@ -622,7 +622,7 @@ fn a_missing_output_reruns_the_step() {
         "{ran:?}"
     );
     let build = ran.iter().find(|id| id.starts_with("cmake-build")).unwrap();
-    assert!(reasons(&run, &[build.clone()]).contains("output missing"));
+    assert!(reasons(&run, std::slice::from_ref(build)).contains("output missing"));
 }
 
 #[test]

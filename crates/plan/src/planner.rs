@@ -393,7 +393,12 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                 };
                 let with_submodules = submodules.get(&clone_id).copied().unwrap_or(false);
                 let clone = track(b.add(pid, clone_id, vec![pre.clone()], || {
-                    StepSpec::GitClone(git_clone(&repo_location(&source.repo), &git_ref, with_submodules, &src_dir))
+                    StepSpec::GitClone(git_clone(
+                        &repo_location(&source.repo),
+                        &git_ref,
+                        with_submodules,
+                        &src_dir,
+                    ))
                 }));
 
                 let (build_base, build_key) = k.build.as_ref().expect("source pool");

@@ -23,7 +23,7 @@ use crate::refs::{parse_ls_remote, resolve_in, RefKind};
 /// Clone or update the checkout and check out the ref. Outputs `commit` (full SHA) and `dir`;
 /// the artifact is the checkout directory.
 pub fn run(spec: &GitClone, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
-    let url = real_url(spec)?;
+    let url = real_url(spec, cx)?;
     let dir = cx.path(&spec.dir);
     let job = Job {
         spec,

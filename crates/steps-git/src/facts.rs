@@ -24,8 +24,9 @@ pub fn facts(spec: &GitClone, cx: &StepContext<'_>) -> Result<Facts, StepError> 
     Ok(Facts::from([("commit".to_string(), commit)]))
 }
 
-/// The URL to use: the real one (credentials included) when the plan has it.
-pub(crate) fn real_url(spec: &GitClone) -> Result<String, GitError> {
+/// The URL to use: the real one (credentials included) when the plan has it, with the plan's
+/// placeholders expanded (a repo path relative to the config file is `${config_dir}/…`).
+pub(crate) fn real_url(spec: &GitClone, cx: &StepContext<'_>) -> Result<String, GitError> {
     let url = if spec.repo_url.is_empty() {
         &spec.repo
     } else {
@@ -36,7 +37,7 @@ pub(crate) fn real_url(spec: &GitClone) -> Result<String, GitError> {
             repo: spec.repo.clone(),
         });
     }
-    Ok(url.clone())
+    Ok(cx.expand(url))
 }
 
 fn current_commit(spec: &GitClone, cx: &StepContext<'_>) -> Result<String, GitError> {
@@ -45,7 +46,7 @@ fn current_commit(spec: &GitClone, cx: &StepContext<'_>) -> Result<String, GitEr
     if kind == RefKind::FullSha {
         return Ok(r.to_ascii_lowercase());
     }
-    let url = real_url(spec)?;
+    let url = real_url(spec, cx)?;
     let patterns = [
         format!("refs/tags/{r}"),
         format!("refs/tags/{r}^{{}}"),
