@@ -309,6 +309,11 @@ fn cmd_apply(
     if let Some(dead) = &lock.took_over {
         eprintln!("note: took over the lock left by an apply that is gone ({dead})");
     }
+    // Commands a killed apply left running (we hold the lock: that apply is gone).
+    let steps_logs = PathBuf::from(plan.roots.expand("${runtime}/logs/steps"));
+    for killed in provision_executor::orphans::reap(&steps_logs) {
+        eprintln!("note: stopped a command left running by an earlier apply: pid {killed}");
+    }
     let mut state = match file.load() {
         Ok(s) => s,
         Err(e) => return state_error(&e),

@@ -176,6 +176,7 @@ impl StepCommand {
             .stderr_to_stdout()
             .reader()
             .map_err(|source| self.spawn_error(source))?;
+        let _marker = Running::new(log, &reader.pids());
         let reader = Arc::new(reader);
         let copier = {
             let reader = Arc::clone(&reader);
@@ -228,6 +229,7 @@ impl StepCommand {
             .stderr_capture()
             .start()
             .map_err(|source| self.spawn_error(source))?;
+        let _marker = Running::new(log, &handle.pids());
         let output: Output = loop {
             if cancel.is_cancelled() {
                 kill_group(&handle.pids());
@@ -295,6 +297,24 @@ impl StepCommand {
             status,
             tail: redact_urls(&log_tail(log, TAIL_LINES)),
         })
+    }
+}
+
+/// While alive, the command's process group is recorded for [`crate::orphans::reap`].
+struct Running<'a>(&'a Path);
+
+impl<'a> Running<'a> {
+    fn new(log: &'a Path, pids: &[u32]) -> Self {
+        if let Some(&pid) = pids.first() {
+            crate::orphans::register(log, pid);
+        }
+        Running(log)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        crate::orphans::unregister(self.0);
     }
 }
 

@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod events;
 pub mod fingerprint;
 pub mod lock;
+pub mod orphans;
 pub mod retire;
 pub mod state;
 
