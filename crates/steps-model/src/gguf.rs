@@ -182,7 +182,7 @@ impl GgmlType {
 
     /// Bytes for `n` elements (`n` a multiple of the block size), `None` on overflow.
     pub fn bytes_for(&self, n: u64) -> Option<u64> {
-        if n % self.block_size != 0 {
+        if !n.is_multiple_of(self.block_size) {
             return None;
         }
         (n / self.block_size).checked_mul(self.type_size)
@@ -515,7 +515,7 @@ fn parse<R: Read>(r: &mut Reader<R>) -> Result<Gguf, GgufError> {
                 what: format!("{} has dimensions {dims:?} that overflow", what()),
                 offset: at,
             })?;
-        if dims[0] % ggml_type.block_size != 0 {
+        if !dims[0].is_multiple_of(ggml_type.block_size) {
             return Err(GgufError::Invalid {
                 what: format!(
                     "{}: its first dimension {} is not a multiple of the {} block size {}",
@@ -533,7 +533,7 @@ fn parse<R: Read>(r: &mut Reader<R>) -> Result<Gguf, GgufError> {
                 what: format!("{} is too large", what()),
                 offset: at,
             })?;
-        if offset % alignment != 0 {
+        if !offset.is_multiple_of(alignment) {
             return Err(GgufError::Invalid {
                 what: format!(
                     "{}: its data offset {offset} is not aligned to {alignment}",

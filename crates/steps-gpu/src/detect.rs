@@ -1,0 +1,166 @@
+//! Detecting NVIDIA GPUs with `nvidia-smi --query-gpu=… --format=csv,noheader,nounits`.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use provision_executor::Cancel;
+use provision_steps_tools::Host;
+use serde::{Deserialize, Serialize};
+
+/// How long `nvidia-smi` may take (a wedged driver can hang it).
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One GPU as `nvidia-smi` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gpu {
+    pub index: u32,
+    pub uuid: String,
+    pub name: String,
+    pub memory_total_mib: u64,
+    pub memory_free_mib: u64,
+    pub driver: String,
+    /// `8.6`; empty when the driver is too old to report it.
+    pub compute_capability: String,
+}
+
+/// Why no GPU list could be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DetectError {
+    #[error("`nvidia-smi` is not on PATH: no NVIDIA driver is installed")]
+    NotInstalled,
+    #[error("`{command}` could not start: {detail}")]
+    Spawn { command: String, detail: String },
+    #[error("`{command}` failed with exit code {code}: {output}")]
+    Failed {
+        command: String,
+        code: String,
+        output: String,
+    },
+    #[error("`{command}` took more than {}s (a wedged driver?)", TIMEOUT.as_secs())]
+    Timeout { command: String },
+    #[error("`{command}` printed something that is not a GPU list: line {line}: {text:?} ({why})")]
+    Garbage {
+        command: String,
+        line: usize,
+        text: String,
+        why: String,
+    },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Parse the CSV `nvidia-smi` prints for the query
+/// `index,uuid,name,memory.total,memory.free,driver_version,compute_cap`.
+pub fn parse(command: &str, out: &str) -> Result<Vec<Gpu>, DetectError> {
+    let mut gpus = Vec::new();
+    for (n, line) in out.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let garbage = |why: String| DetectError::Garbage {
+            command: command.into(),
+            line: n + 1,
+            text: line.chars().take(200).collect(),
+            why,
+        };
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if f.len() != 7 {
+            return Err(garbage(format!("{} fields, expected 7", f.len())));
+        }
+        let num = |i: usize, what: &str| -> Result<u64, DetectError> {
+            f[i].parse::<u64>()
+                .map_err(|_| garbage(format!("{what} `{}` is not a number", f[i])))
+        };
+        let index = u32::try_from(num(0, "index")?)
+            .map_err(|_| garbage("the index is too large".into()))?;
+        if !f[1].starts_with("GPU-") && !f[1].starts_with("MIG-") {
+            return Err(garbage(format!("`{}` is not a GPU UUID", f[1])));
+        }
+        let cc = f[6];
+        let cc = if cc.starts_with('[') { "" } else { cc };
+        gpus.push(Gpu {
+            index,
+            uuid: f[1].into(),
+            name: f[2].into(),
+            memory_total_mib: num(3, "memory.total")?,
+            memory_free_mib: num(4, "memory.free")?,
+            driver: f[5].into(),
+            compute_capability: cc.into(),
+        });
+    }
+    Ok(gpus)
+}
+
+/// Run `argv` (its program looked up on `host`'s PATH) and parse the GPU list.
+pub fn detect(argv: &[String], host: &Host, cancel: &Cancel) -> Result<Vec<Gpu>, DetectError> {
+    let (program, args) = argv.split_first().ok_or(DetectError::NotInstalled)?;
+    let command = argv.join(" ");
+    let exe = host.find(program).ok_or(DetectError::NotInstalled)?;
+    let mut child = Command::new(&exe)
+        .args(args)
+        .env("PATH", host.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| DetectError::Spawn {
+            command: command.clone(),
+            detail: e.to_string(),
+        })?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        stdout.read_to_end(&mut s).ok();
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        stderr.read_to_end(&mut s).ok();
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| DetectError::Spawn {
+            command: command.clone(),
+            detail: e.to_string(),
+        })? {
+            break status;
+        }
+        if cancel.is_cancelled() || started.elapsed() > TIMEOUT {
+            child.kill().ok();
+            child.wait().ok();
+            return Err(if cancel.is_cancelled() {
+                DetectError::Cancelled
+            } else {
+                DetectError::Timeout { command }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
+    let err = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+    if !status.success() {
+        let text = format!("{}\n{}", out.trim(), err.trim());
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join(" / ");
+        return Err(DetectError::Failed {
+            command,
+            code: status
+                .code()
+                .map_or_else(|| "none (killed by a signal)".into(), |c| c.to_string()),
+            output: if tail.is_empty() {
+                "no output".into()
+            } else {
+                tail
+            },
+        });
+    }
+    // "No devices were found" with exit 0 on some driver versions.
+    if out.trim().eq_ignore_ascii_case("No devices were found") {
+        return Ok(Vec::new());
+    }
+    parse(&command, &out)
+}
