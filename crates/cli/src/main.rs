@@ -167,14 +167,11 @@ impl Target {
             .unwrap_or(Path::new("."));
         let config_dir =
             std::fs::canonicalize(config_dir).unwrap_or_else(|_| config_dir.to_path_buf());
+        // Absolute: steps run commands in other working directories.
+        let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p).display().to_string();
         Roots {
-            cache: self
-                .cache_dir
-                .clone()
-                .unwrap_or_else(default_cache_dir)
-                .display()
-                .to_string(),
-            runtime: self.runtime_dir.display().to_string(),
+            cache: absolute(self.cache_dir.clone().unwrap_or_else(default_cache_dir)),
+            runtime: absolute(self.runtime_dir.clone()),
             config_dir: config_dir.display().to_string(),
         }
     }

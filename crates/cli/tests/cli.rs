@@ -45,7 +45,8 @@ fn plan_prints_text_and_json() {
     let (out, cwd) = provision(&["plan", "--config", &config]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let repo_pattern = regex_escape(&repo().display().to_string());
-    insta::with_settings!({filters => vec![(repo_pattern.as_str(), "[REPO]")]}, {
+    let cwd_pattern = regex_escape(&cwd.path().display().to_string());
+    insta::with_settings!({filters => vec![(repo_pattern.as_str(), "[REPO]"), (cwd_pattern.as_str(), "[CWD]")]}, {
         insta::assert_snapshot!("plan_text_3090", stdout(&out));
     });
 

@@ -1,0 +1,254 @@
+//! The real `provision apply` as a process: killed with SIGKILL at random moments it always
+//! leaves a readable state file and no stray commands, and the next applies converge to what
+//! an uninterrupted apply gives; a second apply on a locked state file fails naming the holder,
+//! or waits with `--wait`. The steps are real and cheap: git clone of a local repository and a
+//! CMake build of `fixtures/cmake-hello`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use provision_executor::{StateFile, StepStatus};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A scratch world: a git repository holding the CMake fixture, a model file, a config.
+struct World {
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("upstream");
+        std::fs::create_dir_all(&src).unwrap();
+        for entry in std::fs::read_dir(repo_root().join("fixtures/cmake-hello")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), src.join(entry.file_name())).unwrap();
+        }
+        git(&src, &["init", "-q"]);
+        git(&src, &["add", "-A"]);
+        git(&src, &["commit", "-q", "-m", "hello"]);
+        git(&src, &["tag", "v1"]);
+        std::fs::write(dir.path().join("model.gguf"), b"GGUF").unwrap();
+        let config = format!(
+            "pools:\n  - id: p\n    engine: llamacpp\n    model: m\n    backend: cpu\n    devices: []\n    provisioning:\n      source: {{repo: \"file://{}\", ref: v1}}\n      model: {{ref: ./model.gguf}}\n",
+            src.display()
+        );
+        std::fs::write(dir.path().join("pools.yaml"), config).unwrap();
+        World { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn apply_command(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_provision"));
+        cmd.args(["apply", "--config", "pools.yaml", "--cache-dir", "cache"])
+            .args(extra)
+            .current_dir(self.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    fn apply(&self) -> (i32, String) {
+        let out = self.apply_command(&[]).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn state_file(&self) -> StateFile {
+        StateFile::new(self.path().join(".runtime/state.json"))
+    }
+
+    /// Step id → status, the state file's verdict.
+    fn statuses(&self) -> BTreeMap<String, StepStatus> {
+        let state = self
+            .state_file()
+            .load()
+            .expect("the state file always parses");
+        state
+            .steps
+            .into_iter()
+            .map(|(id, r)| (id, r.status))
+            .collect()
+    }
+}
+
+/// Processes whose command line mentions `dir` (stray git, cmake, ninja or compilers).
+fn processes_under(dir: &Path) -> Vec<String> {
+    let needle = dir.display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
+        if cmdline.contains(&needle) || cwd.starts_with(dir) {
+            found.push(format!("{pid}: {cmdline}"));
+        }
+    }
+    found
+}
+
+/// A small deterministic generator, so a failing run can be replayed from its seed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % bound.max(1)
+    }
+}
+
+#[test]
+fn killed_at_random_moments_it_converges_and_leaves_nothing_running() {
+    // What an uninterrupted apply gives, and how long it takes.
+    let reference = World::new();
+    let t = Instant::now();
+    let (code, err) = reference.apply();
+    let full = t.elapsed();
+    let expected = reference.statuses();
+    assert!(expected.contains_key("cmake-build:upstream@v1"), "{err}");
+    assert_eq!(
+        expected["cmake-build:upstream@v1"],
+        StepStatus::Passed,
+        "{err}"
+    );
+
+    let world = World::new();
+    let seed = std::env::var("KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    let mut rng = Lcg(seed);
+    let window = (full.as_millis() as u64).max(50);
+    for round in 0..20 {
+        let mut child = world.apply_command(&[]).spawn().unwrap();
+        let wait = rng.next(window);
+        std::thread::sleep(Duration::from_millis(wait));
+        // SIGKILL: no handler runs, nothing is cleaned up.
+        let _ = child.kill();
+        let _ = child.wait();
+        let state = world.state_file().load();
+        assert!(
+            state.is_ok(),
+            "round {round} (seed {seed}, killed after {wait} ms): {:?}",
+            state.err()
+        );
+    }
+    // The next apply reaps what the killed ones left running and converges.
+    let (code2, err2) = world.apply();
+    assert_eq!(code2, code, "seed {seed}: {err2}");
+    assert_eq!(world.statuses(), expected, "seed {seed}: {err2}");
+    let (code3, _) = world.apply();
+    assert_eq!(code3, code);
+    let stray = processes_under(world.path());
+    assert!(stray.is_empty(), "seed {seed}: left running: {stray:#?}");
+}
+
+#[test]
+fn a_second_apply_fails_naming_the_holder_or_waits() {
+    let world = World::new();
+    std::fs::create_dir_all(world.path().join(".runtime")).unwrap();
+    let state = world.path().join(".runtime/state.json");
+    let held = provision_executor::acquire(&state, false).unwrap();
+
+    let out = world.apply_command(&[]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    assert!(err.contains("--wait"), "{err}");
+    assert!(!state.exists(), "the locked-out apply wrote nothing");
+
+    let waiting = world.apply_command(&["--wait"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(held);
+    let out = waiting.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cmake-build:upstream@v1"), "{err}");
+    assert_eq!(
+        world.statuses()["cmake-build:upstream@v1"],
+        StepStatus::Passed
+    );
+}
+
+#[test]
+fn a_corrupt_state_file_is_an_error_and_is_kept() {
+    let world = World::new();
+    std::fs::create_dir_all(world.path().join(".runtime")).unwrap();
+    let state = world.path().join(".runtime/state.json");
+    std::fs::write(&state, "{ not json").unwrap();
+    let (code, err) = world.apply();
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("unreadable") && err.contains("mv "), "{err}");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "{ not json");
+}
+
+#[test]
+fn a_second_apply_skips_and_plan_says_so() {
+    let world = World::new();
+    let (first, _) = world.apply();
+    let (second, err) = world.apply();
+    assert_eq!(first, second);
+    assert!(err.contains("0 ran"), "{err}");
+    let plan = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args([
+            "plan",
+            "--config",
+            "pools.yaml",
+            "--cache-dir",
+            "cache",
+            "--detailed-exitcode",
+        ])
+        .current_dir(world.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(text.contains("= skip git-clone:upstream@v1"), "{text}");
+    // The failing (not yet implemented or broken) steps would run again.
+    let expected = if first == 0 { 0 } else { 2 };
+    assert_eq!(plan.status.code(), Some(expected), "{text}");
+}
