@@ -468,7 +468,8 @@ fn cmd_status(target: Target, json: bool) -> ExitCode {
     }
     let pending: Vec<String> = changes
         .iter()
-        .filter_map(|(s, p)| matches!(p, Preview::Run(_)).then(|| s.clone()))
+        .filter(|(_, p)| matches!(p, Preview::Run(_)))
+        .map(|(s, _)| s.clone())
         .collect();
     if json {
         let body = serde_json::json!({"state": file.path.display().to_string(), "pools": pools, "steps_to_run": pending});

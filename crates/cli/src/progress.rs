@@ -23,10 +23,7 @@ pub fn sink(json: bool, verbosity: Verbosity) -> Box<dyn EventSink + Send> {
     } else if std::io::stderr().is_terminal() && verbosity != Verbosity::Quiet {
         Box::new(Tty::new(verbosity))
     } else {
-        Box::new(Plain {
-            verbosity,
-            start: Instant::now(),
-        })
+        Box::new(Plain::new(verbosity))
     }
 }
 
@@ -105,14 +102,55 @@ fn secs(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
 }
 
-/// Plain lines on stderr, with the time since apply started (CI logs).
+/// Plain lines on stderr, with the time since apply started (CI logs). A running build's
+/// `[x/y]` is printed every 30 seconds.
 pub struct Plain {
     pub verbosity: Verbosity,
     pub start: Instant,
+    pub running: std::sync::Arc<Mutex<HashMap<String, std::path::PathBuf>>>,
+}
+
+impl Plain {
+    fn new(verbosity: Verbosity) -> Self {
+        let running: std::sync::Arc<Mutex<HashMap<String, std::path::PathBuf>>> =
+            Default::default();
+        let start = Instant::now();
+        if verbosity != Verbosity::Quiet {
+            let watched = std::sync::Arc::downgrade(&running);
+            std::thread::spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(30));
+                let Some(running) = watched.upgrade() else {
+                    return;
+                };
+                for (step, log) in running.lock().expect("not poisoned").iter() {
+                    if let Some((done, total)) = build_progress(log) {
+                        let t = start.elapsed().as_secs_f64();
+                        eprintln!("[{t:>7.2}s] ...    {step}  [{done}/{total}]");
+                    }
+                }
+            });
+        }
+        Plain {
+            verbosity,
+            start,
+            running,
+        }
+    }
 }
 
 impl EventSink for Plain {
     fn emit(&self, event: Event) {
+        {
+            let mut running = self.running.lock().expect("not poisoned");
+            match &event {
+                Event::Started { step, log, .. } => {
+                    running.insert(step.clone(), log.into());
+                }
+                other => {
+                    running.remove(other.step());
+                }
+            }
+        }
         let quiet_ok = matches!(event, Event::Failed { .. });
         if self.verbosity == Verbosity::Quiet && !quiet_ok {
             return;
@@ -124,19 +162,50 @@ impl EventSink for Plain {
     }
 }
 
-/// A spinner per running step with its elapsed time; finished steps print above.
+/// The last `[done/total]` a build tool (ninja, make via CMake) printed to a step's log.
+pub fn build_progress(log: &std::path::Path) -> Option<(u64, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(8192))).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
+    text.lines().rev().find_map(|line| {
+        let inner = line.trim_start().strip_prefix('[')?.split(']').next()?;
+        let (done, total) = inner.split_once('/')?;
+        Some((done.trim().parse().ok()?, total.trim().parse().ok()?))
+    })
+}
+
+/// A spinner per running step with its elapsed time and, for builds, `[x/y]` read from the
+/// step's log; finished steps print above.
 pub struct Tty {
     verbosity: Verbosity,
     multi: MultiProgress,
-    bars: Mutex<HashMap<String, ProgressBar>>,
+    bars: std::sync::Arc<Mutex<HashMap<String, (ProgressBar, std::path::PathBuf)>>>,
 }
 
 impl Tty {
     fn new(verbosity: Verbosity) -> Self {
+        let bars: std::sync::Arc<Mutex<HashMap<String, (ProgressBar, std::path::PathBuf)>>> =
+            Default::default();
+        let watched = std::sync::Arc::downgrade(&bars);
+        std::thread::spawn(move || {
+            while let Some(bars) = watched.upgrade() {
+                for (step, (bar, log)) in bars.lock().expect("not poisoned").iter() {
+                    if let Some((done, total)) = build_progress(log) {
+                        bar.set_message(format!("{step} [{done}/{total}]"));
+                    }
+                }
+                drop(bars);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
         Tty {
             verbosity,
             multi: MultiProgress::new(),
-            bars: Mutex::new(HashMap::new()),
+            bars,
         }
     }
 }
@@ -144,7 +213,7 @@ impl Tty {
 impl EventSink for Tty {
     fn emit(&self, event: Event) {
         let mut bars = self.bars.lock().expect("not poisoned");
-        if let Event::Started { step, .. } = &event {
+        if let Event::Started { step, log, .. } = &event {
             let bar = self.multi.add(ProgressBar::new_spinner());
             bar.set_style(
                 ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
@@ -152,8 +221,8 @@ impl EventSink for Tty {
             );
             bar.set_message(step.clone());
             bar.enable_steady_tick(Duration::from_millis(120));
-            bars.insert(step.clone(), bar);
-        } else if let Some(bar) = bars.remove(event.step()) {
+            bars.insert(step.clone(), (bar, log.into()));
+        } else if let Some((bar, _)) = bars.remove(event.step()) {
             bar.finish_and_clear();
         }
         if let Some(line) = describe(&event, self.verbosity) {
@@ -161,5 +230,20 @@ impl EventSink for Tty {
                 let _ = self.multi.println(line);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_progress_is_read_from_the_log_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("b.log");
+        std::fs::write(&log, "$ cmake --build b\n[1/212] Building C object x.o\n[131/212] Building CXX object y.o\nwarning: z\n").unwrap();
+        assert_eq!(build_progress(&log), Some((131, 212)));
+        std::fs::write(&log, "no progress here\n").unwrap();
+        assert_eq!(build_progress(&log), None);
     }
 }
