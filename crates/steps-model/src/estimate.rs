@@ -228,10 +228,11 @@ pub fn estimate(model: &ModelInfo, input: &FitInput, devices: &[(u32, u64)]) -> 
         if d.layers == 0 && !d.output_layer {
             continue;
         }
+        let attention = if d.layers > 0 { scores } else { 0 };
         let peak = if d.output_layer {
-            scores.max(logits)
+            attention.max(logits)
         } else {
-            scores
+            attention
         };
         d.compute = hidden + peak;
         let base = d.weights + d.kv_cache + d.compute;
@@ -241,7 +242,7 @@ pub fn estimate(model: &ModelInfo, input: &FitInput, devices: &[(u32, u64)]) -> 
     Estimate {
         ctx: input.ctx,
         gpu_layers_offloaded: offloaded,
-        layers_on_host: n_layer - offloaded.min(n_layer),
+        layers_on_host: first_gpu_layer.min(n_layer),
         devices: out,
     }
 }
