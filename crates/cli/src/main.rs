@@ -85,9 +85,10 @@ enum Command {
         /// One JSON event per line on stdout.
         #[arg(long)]
         json: bool,
-        /// Show why each step runs, and skipped steps.
-        #[arg(short, long)]
-        verbose: bool,
+        /// Show why each step runs, and skipped steps; `-vv` also traces decisions
+        /// (fingerprints, facts). `RUST_LOG` overrides.
+        #[arg(short, long, action = clap::ArgAction::Count)]
+        verbose: u8,
         /// Only errors.
         #[arg(short, long, conflicts_with = "verbose")]
         quiet: bool,
@@ -283,9 +284,10 @@ fn cmd_apply(
     force: bool,
     wait: bool,
     json: bool,
-    verbose: bool,
+    verbose: u8,
     quiet: bool,
 ) -> ExitCode {
+    init_tracing(if quiet { 0 } else { verbose });
     let format = if json { Format::Json } else { Format::Text };
     let (_, plan) = match target.plan(format) {
         Ok(p) => p,
@@ -330,7 +332,7 @@ fn cmd_apply(
 
     let verbosity = if quiet {
         Verbosity::Quiet
-    } else if verbose {
+    } else if verbose > 0 {
         Verbosity::Verbose
     } else {
         Verbosity::Normal
@@ -532,6 +534,24 @@ fn cmd_validate(config: PathBuf, format: Format) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(exit::OK))
+}
+
+/// Diagnostics on stderr through `tracing`: warnings by default, `-v` info, `-vv` debug;
+/// `RUST_LOG` wins when set.
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("provision={level},provision_executor={level}"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
 }
 
 fn main() -> ExitCode {

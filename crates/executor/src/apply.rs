@@ -172,6 +172,13 @@ fn decide(
         .collect();
     let fp = fingerprint(&spec, &facts, &deps);
     let record = state.steps.get(&step.id);
+    tracing::debug!(
+        step = %step.id,
+        fingerprint = %fp,
+        recorded = ?record.and_then(|r| r.fingerprint.as_deref()),
+        facts = ?facts,
+        "decide"
+    );
     let verdict = if force {
         Err(DirtyReason::Forced)
     } else {
