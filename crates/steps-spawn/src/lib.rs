@@ -1,2 +1,28 @@
-//! Spawn, readiness probe, handoff and stop of llama-server replicas. Not written yet; see the
-//! README's status table.
+//! Spawn, readiness probe, handoff, stop and supervision of llama-server replicas.
+//!
+//! - [`spawn()`]: start a replica with the exact planned argv in its own session, after stopping
+//!   its previous server, checking its flags against the binary's `--help` and its port.
+//! - [`probe()`]: wait until `/health` answers 200; fail at once when the server exits.
+//! - [`handoff()`]: write the handoff file, atomically, only for a ready replica.
+//! - [`down()`], [`retire`]: stop replicas; [`supervise()`]: restart crashed ones.
+//!
+//! Secrets (`--api-key` values, secret env) never reach a log, the state file or a handoff
+//! file: what is shown and recorded comes from the redacted argv.
+
+pub mod down;
+pub mod flags;
+pub mod handoff;
+pub mod http;
+pub mod port;
+pub mod probe;
+pub mod process;
+pub mod replica;
+pub mod spawn;
+pub mod supervise;
+
+pub use down::{down, retire, stop_server, DownReport};
+pub use handoff::{handoff, handoff_schema, HandoffFile, HandoffFileModel, HANDOFF_VERSION};
+pub use probe::{check_probe, probe};
+pub use replica::DEFAULT_GRACE;
+pub use spawn::{check_spawn, spawn, spawn_facts};
+pub use supervise::{backoff, supervise, ReplicaKey, SuperviseEvent, SuperviseOptions};

@@ -1,0 +1,303 @@
+//! A stand-in for llama-server, for the fault tests of provision's spawn, probe, handoff, stop
+//! and supervision. It takes llama-server's command line (an unknown flag fails the way the real
+//! one does: `error: invalid argument: --bogus`), prints `--help` in its format, and speaks
+//! `/health` (refused, then 503 "Loading model", then 200), `/props`, `/v1/models`, `/metrics`
+//! (only with `--metrics`) and `/completion` on 127.0.0.1.
+//!
+//! Faults, from the environment:
+//! - `FAKE_LOAD_MS=N`: answer 503 for N ms before 200 (default 0)
+//! - `FAKE_BIND_DELAY_MS=N`: bind the port only after N ms (connection refused meanwhile)
+//! - `FAKE_NEVER_BIND=1`: never bind, never exit
+//! - `FAKE_CRASH_DURING_LOAD_MS=N`: exit with `FAKE_EXIT_CODE` (default 1) N ms into loading
+//! - `FAKE_CRASH_AFTER_READY_MS=N`: abort (SIGABRT) N ms after becoming ready; with
+//!   `FAKE_CRASH_ONCE_FILE=PATH` only when PATH does not exist (it is created first)
+//! - `FAKE_IGNORE_SIGTERM=1`: ignore SIGTERM (only SIGKILL stops it)
+//! - `FAKE_NO_PROPS=1`: `/props` answers 404 (the version comes from elsewhere)
+//! - `FAKE_CHILD=1`: start a helper process (`sleep 600`) in the server's process group: a
+//!   stop must take it too
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::exit;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Flags taking a value, and switches, as the help lists them (every spelling).
+const VALUED: &[&[&str]] = &[
+    &["--host"],
+    &["--port"],
+    &["-m", "--model"],
+    &["-t", "--threads"],
+    &["-c", "--ctx-size"],
+    &["-ngl", "--gpu-layers", "--n-gpu-layers"],
+    &["-np", "--parallel"],
+    &["-ts", "--tensor-split"],
+    &["--api-key"],
+    &["-a", "--alias"],
+];
+const SWITCHES: &[&[&str]] = &[
+    &["-h", "--help", "--usage"],
+    &["--version"],
+    &["-cb", "--cont-batching"],
+    &["-nocb", "--no-cont-batching"],
+    &["--webui", "--no-webui"],
+    &["--metrics"],
+];
+
+const VERSION: &str = "version: 0.5.0-dev (build 1, commit 46fdb7a)";
+const BUILD_INFO: &str = "b1-46fdb7a";
+
+fn help() -> String {
+    let mut out = String::from("----- common params -----\n\n");
+    for spellings in VALUED {
+        out.push_str(&format!(
+            "{:<40}{}\n",
+            format!("{} N", spellings.join(", ")),
+            "a setting"
+        ));
+    }
+    for spellings in SWITCHES {
+        out.push_str(&format!("{:<40}{}\n", spellings.join(", "), "a switch"));
+    }
+    out
+}
+
+fn env_ms(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn env_on(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1")
+}
+
+struct Args {
+    values: BTreeMap<String, String>,
+    switches: Vec<String>,
+}
+
+fn parse_args() -> Args {
+    let mut values = BTreeMap::new();
+    let mut switches = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        if let Some(spellings) = VALUED.iter().find(|s| s.contains(&arg.as_str())) {
+            let Some(v) = it.next() else {
+                eprintln!("error: expected value for argument {arg}");
+                exit(1);
+            };
+            values.insert(spellings.last().unwrap().to_string(), v);
+        } else if let Some(spellings) = SWITCHES.iter().find(|s| s.contains(&arg.as_str())) {
+            let _ = spellings;
+            switches.push(arg);
+        } else {
+            eprintln!("error: invalid argument: {arg}");
+            exit(1);
+        }
+    }
+    Args { values, switches }
+}
+
+fn main() {
+    let args = parse_args();
+    if args.switches.iter().any(|s| s == "--help" || s == "-h") {
+        print!("{}", help());
+        return;
+    }
+    if args.switches.iter().any(|s| s == "--version") {
+        eprintln!("{VERSION}");
+        eprintln!("built with fake for testing");
+        return;
+    }
+    if env_on("FAKE_IGNORE_SIGTERM") {
+        // SAFETY: setting a signal disposition to SIG_IGN.
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        }
+    }
+    if env_on("FAKE_CHILD") {
+        let _ = std::process::Command::new("sleep").arg("600").spawn();
+    }
+    let model = args.values.get("--model").cloned().unwrap_or_default();
+    println!("main: build = 1 (46fdb7a), fake llama-server");
+    if std::fs::metadata(&model).is_err() {
+        eprintln!("gguf_init_from_file: failed to open GGUF file '{model}'");
+        eprintln!("main: exiting due to model loading error");
+        exit(1);
+    }
+    if env_on("FAKE_NEVER_BIND") {
+        println!("main: loading model (this fake never binds)");
+        loop {
+            thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    if let Some(ms) = env_ms("FAKE_BIND_DELAY_MS") {
+        thread::sleep(Duration::from_millis(ms));
+    }
+    let host = args
+        .values
+        .get("--host")
+        .cloned()
+        .unwrap_or("127.0.0.1".into());
+    let port = args.values.get("--port").cloned().unwrap_or("8080".into());
+    let listener = match TcpListener::bind(format!("{host}:{port}")) {
+        Ok(l) => l,
+        Err(_) => {
+            eprintln!("couldn't bind HTTP server socket, hostname: {host}, port: {port}");
+            exit(1);
+        }
+    };
+    println!("main: HTTP server is listening, hostname: {host}, port: {port}");
+    let ready = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let metrics = args.switches.iter().any(|s| s == "--metrics");
+    let key = args.values.get("--api-key").cloned();
+    {
+        let ready = Arc::clone(&ready);
+        thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let ready = ready.load(Ordering::SeqCst);
+                let key = key.clone();
+                thread::spawn(move || {
+                    let _ = serve(conn, ready, metrics, key.as_deref());
+                });
+            }
+        });
+    }
+
+    // Loading.
+    let load = Duration::from_millis(env_ms("FAKE_LOAD_MS").unwrap_or(0));
+    let crash_at = env_ms("FAKE_CRASH_DURING_LOAD_MS").map(Duration::from_millis);
+    let mut line = 0;
+    while started.elapsed() < load || crash_at.is_some() {
+        if let Some(c) = crash_at {
+            if started.elapsed() >= c {
+                eprintln!("llama_model_load: error loading model: tensor 'blk.0.attn_q.weight' data is not within the file bounds");
+                eprintln!("main: exiting due to model loading error");
+                exit(env_ms("FAKE_EXIT_CODE").unwrap_or(1) as i32);
+            }
+        }
+        line += 1;
+        println!("load_tensors: loading line {line}");
+        thread::sleep(Duration::from_millis(5));
+    }
+    println!("main: model loaded");
+    println!("main: server is listening on http://{host}:{port} - starting the main loop");
+    ready.store(true, Ordering::SeqCst);
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    println!("main: ready at unix_ms={unix_ms}");
+    let _ = std::io::stdout().flush();
+
+    if let Some(ms) = env_ms("FAKE_CRASH_AFTER_READY_MS") {
+        let once = std::env::var("FAKE_CRASH_ONCE_FILE").ok();
+        let crash = match &once {
+            Some(f) => std::fs::metadata(f).is_err(),
+            None => true,
+        };
+        if crash {
+            if let Some(f) = &once {
+                let _ = std::fs::write(f, "crashed");
+            }
+            thread::sleep(Duration::from_millis(ms));
+            eprintln!("GGML_ASSERT: fake crash after ready");
+            std::process::abort();
+        }
+    }
+    loop {
+        thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn serve(
+    mut conn: TcpStream,
+    ready: bool,
+    metrics: bool,
+    key: Option<&str>,
+) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut request = String::new();
+    reader.read_line(&mut request)?;
+    let mut parts = request.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let path = parts.next().unwrap_or_default().to_string();
+    let mut auth = None;
+    let mut length = 0usize;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+        let lower = h.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("authorization:") {
+            auth = Some(h["authorization:".len()..].trim().to_string());
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    let authorised = match key {
+        None => true,
+        Some(k) => auth.as_deref() == Some(&format!("Bearer {k}")),
+    };
+    let (status, text): (u16, String) = match (method.as_str(), path.as_str()) {
+        (_, "/health" | "/v1/health") if !ready => (
+            503,
+            r#"{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}"#
+                .into(),
+        ),
+        (_, "/health" | "/v1/health") => (200, r#"{"status":"ok"}"#.into()),
+        _ if !ready => (
+            503,
+            r#"{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}"#
+                .into(),
+        ),
+        _ if !authorised => (
+            401,
+            r#"{"error":{"code":401,"message":"Invalid API Key","type":"authentication_error"}}"#
+                .into(),
+        ),
+        ("GET", "/props") if env_on("FAKE_NO_PROPS") => (404, "File Not Found".into()),
+        ("GET", "/props") => (
+            200,
+            format!(r#"{{"build_info":"{BUILD_INFO}","total_slots":1}}"#),
+        ),
+        ("GET", "/v1/models") => (
+            200,
+            r#"{"object":"list","data":[{"id":"fake","object":"model","meta":{"n_ctx":256}}]}"#
+                .into(),
+        ),
+        ("GET", "/metrics") if metrics => (
+            200,
+            "# HELP llamacpp:prompt_tokens_total fake\nllamacpp:prompt_tokens_total 0\n".into(),
+        ),
+        ("GET", "/metrics") => (
+            501,
+            r#"{"error":{"code":501,"message":"This server does not support metrics endpoint. Start it with `--metrics`","type":"not_supported_error"}}"#.into(),
+        ),
+        ("POST", "/completion") => (
+            200,
+            format!(r#"{{"content":" fake","system_fingerprint":"{BUILD_INFO}"}}"#),
+        ),
+        _ => (404, "File Not Found".into()),
+    };
+    let reason = match status {
+        200 => "OK",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        501 => "Not Implemented",
+        _ => "Service Unavailable",
+    };
+    write!(
+        conn,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    )?;
+    conn.flush()
+}

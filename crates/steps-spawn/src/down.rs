@@ -1,0 +1,188 @@
+//! Stopping replicas: `provision down` (every replica in the state file, or one pool's), and
+//! retiring the steps of a replica that left the config. The handoff goes first (nobody is sent
+//! to a server that is stopping), then the server's process group (SIGTERM, grace, SIGKILL),
+//! then its pid file; the state file then says the steps must run again.
+
+use std::path::Path;
+use std::time::Duration;
+
+use provision_executor::state::now_rfc3339;
+use provision_executor::{
+    Outputs, State, StateError, StateFile, StepError, StepRecord, StepStatus,
+};
+use provision_plan::Roots;
+use serde_json::Value;
+
+use crate::port;
+use crate::process::{self, ServerProcess, Stopped};
+use crate::replica::remove_handoff;
+
+/// What `down` did for one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stop {
+    pub step: String,
+    pub what: String,
+}
+
+/// What `down` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DownReport {
+    pub stopped: Vec<Stop>,
+    /// Steps that could not be undone (kept in the state file, to retry).
+    pub failed: Vec<(String, String)>,
+}
+
+fn pool_of(record: &StepRecord) -> Option<&str> {
+    record.spec.get("pool").and_then(Value::as_str)
+}
+
+fn out_str<'a>(outputs: &'a Outputs, key: &str) -> Option<&'a str> {
+    outputs.get(key).and_then(Value::as_str)
+}
+
+/// Stop the server recorded in a spawn step's outputs and remove its pid file.
+pub fn stop_server(outputs: &Outputs, grace: Duration) -> Result<Stopped, String> {
+    let result = match ServerProcess::from_outputs(outputs) {
+        Some(server) => process::stop(&server, grace)?,
+        None => Stopped::NotRunning("no process recorded".into()),
+    };
+    cleanup(outputs);
+    Ok(result)
+}
+
+fn cleanup(outputs: &Outputs) {
+    if let Some(p) = out_str(outputs, "pid_file") {
+        let _ = std::fs::remove_file(p);
+    }
+    if let Some(p) = outputs.get("port").and_then(Value::as_u64) {
+        port::release(p as u16);
+    }
+}
+
+/// A spawn step with no recorded process (an apply killed between start and record): the
+/// server its pid file names, when that process writes to the replica's log.
+fn unrecorded(record: &StepRecord, roots: Option<&Roots>) -> Option<ServerProcess> {
+    let roots = roots?;
+    let field = |k: &str| {
+        record
+            .spec
+            .get(k)
+            .and_then(Value::as_str)
+            .map(|s| roots.expand(s))
+    };
+    process::find_by_pid_file(Path::new(&field("pid_file")?), Path::new(&field("log")?))
+}
+
+/// Undo what one recorded step left in the world: a handoff file is removed, a server stopped.
+/// Returns what was done (`None`: nothing to undo for this kind).
+/// `roots` expands the planned paths of a step that recorded nothing.
+pub fn undo(
+    record: &StepRecord,
+    grace: Duration,
+    roots: Option<&Roots>,
+) -> Result<Option<String>, String> {
+    match record.kind.as_str() {
+        "handoff" => {
+            let path = out_str(&record.outputs, "path")
+                .map(String::from)
+                .or_else(|| {
+                    // A handoff that never passed has no outputs; its planned path may be relative to
+                    // placeholders, which only the plan can expand: nothing to remove then.
+                    record
+                        .spec
+                        .get("path")
+                        .and_then(Value::as_str)
+                        .map(|p| roots.map_or(p.to_string(), |r| r.expand(p)))
+                        .filter(|p| !p.contains("${"))
+                });
+            match path {
+                Some(p) => match remove_handoff(Path::new(&p)) {
+                    Ok(true) => Ok(Some(format!("removed {p}"))),
+                    Ok(false) => Ok(Some(format!("no handoff file at {p}"))),
+                    Err(e) => Err(format!("cannot remove {p}: {e}")),
+                },
+                None => Ok(None),
+            }
+        }
+        "spawn" if !record.outputs.contains_key("pid") => match unrecorded(record, roots) {
+            Some(server) => {
+                let s = process::stop(&server, grace)?;
+                if let Some(p) = record.spec.get("pid_file").and_then(Value::as_str) {
+                    let _ = std::fs::remove_file(roots.map_or(p.to_string(), |r| r.expand(p)));
+                }
+                Ok(Some(format!("unrecorded pid {}: {s}", server.pid)))
+            }
+            None => Ok(None),
+        },
+        "spawn" => stop_server(&record.outputs, grace).map(|s| {
+            let pid = record
+                .outputs
+                .get("pid")
+                .and_then(Value::as_u64)
+                .map_or("-".to_string(), |p| p.to_string());
+            Some(format!("pid {pid}: {s}"))
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// For the executor's `Dispatch::retire`: a step of a replica that left the config.
+pub fn retire(id: &str, record: &StepRecord) -> Result<(), StepError> {
+    undo(record, crate::replica::DEFAULT_GRACE, None)
+        .map(|_| ())
+        .map_err(|e| StepError::new(format!("cannot retire {id}: {e}")))
+}
+
+/// Mark a step as undone: it must run again on the next apply.
+fn mark_down(record: &mut StepRecord) {
+    record.status = StepStatus::Cancelled;
+    record.fingerprint = None;
+    record.outputs.clear();
+    record.artifacts.clear();
+    record.finished_at = Some(now_rfc3339());
+    record.error = Some("stopped by `provision down`".into());
+}
+
+/// Stop every replica in `state` (or only `pool`'s): handoffs first, then probes, then servers.
+/// `roots` (the plan's) lets it find a server an interrupted apply started without recording.
+/// The state is saved after each step, so an interrupted `down` loses nothing. Idempotent.
+pub fn down(
+    file: &StateFile,
+    state: &mut State,
+    pool: Option<&str>,
+    grace: Duration,
+    roots: Option<&Roots>,
+) -> Result<DownReport, StateError> {
+    let rank = |kind: &str| match kind {
+        "handoff" => 0,
+        "probe" => 1,
+        _ => 2,
+    };
+    let mut ids: Vec<(u8, String)> = state
+        .steps
+        .iter()
+        .filter(|(_, r)| matches!(r.kind.as_str(), "handoff" | "probe" | "spawn"))
+        .filter(|(_, r)| pool.is_none() || pool_of(r) == pool)
+        .filter(|(_, r)| r.status != StepStatus::Cancelled || !r.outputs.is_empty())
+        .map(|(id, r)| (rank(&r.kind), id.clone()))
+        .collect();
+    ids.sort();
+    let mut report = DownReport::default();
+    for (_, id) in ids {
+        let record = state.steps.get_mut(&id).expect("listed above");
+        match undo(record, grace, roots) {
+            Ok(what) => {
+                if let Some(what) = what {
+                    report.stopped.push(Stop {
+                        step: id.clone(),
+                        what,
+                    });
+                }
+                mark_down(record);
+                file.save(state)?;
+            }
+            Err(e) => report.failed.push((id, e)),
+        }
+    }
+    Ok(report)
+}

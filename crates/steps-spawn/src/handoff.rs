@@ -1,0 +1,163 @@
+//! The handoff step: tell the orchestrator where a ready replica runs, in a JSON file written
+//! atomically, and only after the probe passed. A replica that is stopped, restarting or failed
+//! has no handoff file.
+
+use std::path::PathBuf;
+
+use provision_executor::state::{now_rfc3339, write_atomic};
+use provision_executor::{Outcome, Outputs, StepContext, StepError};
+use provision_plan::step::Handoff;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::process::ServerProcess;
+use crate::replica::{dep_str, expand, redact, replica_name};
+
+/// Bumped when the handoff file changes incompatibly.
+pub const HANDOFF_VERSION: u32 = 1;
+
+/// `.runtime/engines/*.json`: one ready replica, for the orchestrator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "provision handoff")]
+pub struct HandoffFile {
+    pub handoff_version: u32,
+    /// `llamacpp`.
+    pub engine: String,
+    /// `b<build>-<commit>` as the server reports it (`/props` `build_info`), else from
+    /// `llama-server --version`, else `<build ref>-<cuda|cpu>`.
+    pub engine_version: String,
+    /// `source`, `binary` or `external`.
+    pub provisioning_mode: String,
+    /// Where to send requests, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+    pub pool_id: String,
+    /// `r0`, `r1`, …
+    pub replica_id: String,
+    pub model: HandoffFileModel,
+    /// The server's flags (normalised; secrets shown as `<redacted>`).
+    pub flags: Vec<String>,
+    /// The server process (absent for an external server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// GPU indices (`CUDA_VISIBLE_DEVICES`); empty for a CPU pool.
+    pub devices: Vec<u32>,
+    /// `cuda` or `cpu`.
+    pub backend: String,
+    /// Digest of the engine build (the binary and its libraries), `sha256:<hex>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_digest: Option<String>,
+    /// The llama.cpp ref it was built from (mode source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_ref: Option<String>,
+    /// When the server process started (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// The server's log file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    /// When this file was written (RFC 3339, UTC).
+    pub written_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HandoffFileModel {
+    /// The pool's model id.
+    pub id: String,
+    /// The GGUF file the server loaded (empty for an external server).
+    pub path: String,
+}
+
+/// The JSON Schema of the handoff file, for `schemas/handoff.schema.json`.
+pub fn handoff_schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(HandoffFile)).expect("schema serialises")
+}
+
+/// Write the handoff file of a replica whose probe passed.
+pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
+    let name = replica_name(&spec.pool, spec.replica);
+    let path = PathBuf::from(expand(cx, &spec.path, None));
+    let (Some(version), external) = (
+        dep_str(cx, "engine_version"),
+        spec.provisioning_mode == "external",
+    ) else {
+        return Err(StepError::new(format!(
+            "{name} has no passed probe: the handoff file is written only for a ready replica"
+        )));
+    };
+    let server = cx.deps.values().find_map(ServerProcess::from_outputs);
+    if !external {
+        let server = server.as_ref().ok_or_else(|| {
+            StepError::new(format!("no server process recorded for {name}"))
+                .hint("rerun apply with --force")
+        })?;
+        if let Err(why) = server.check() {
+            return Err(
+                StepError::new(format!("{name} stopped after its probe passed: {why}"))
+                    .hint("read its log; rerun apply to start it again"),
+            );
+        }
+    }
+    let port = cx
+        .dep_output("port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok());
+    let url = if external {
+        spec.url.clone()
+    } else {
+        dep_str(cx, "url").unwrap_or_else(|| expand(cx, &spec.url, port))
+    };
+    let model_path = match expand(cx, &spec.model.path, port) {
+        p if p.contains("${model_path}") => dep_str(cx, "model_path").unwrap_or(p),
+        p => p,
+    };
+    let file = HandoffFile {
+        handoff_version: HANDOFF_VERSION,
+        engine: spec.engine.clone(),
+        engine_version: version,
+        provisioning_mode: spec.provisioning_mode.clone(),
+        url: redact(cx.plan, &url),
+        pool_id: spec.pool.clone(),
+        replica_id: format!("r{}", spec.replica),
+        model: HandoffFileModel {
+            id: spec.model.id.clone(),
+            path: model_path,
+        },
+        flags: spec
+            .flags
+            .iter()
+            .map(|f| redact(cx.plan, &expand(cx, f, port)))
+            .collect(),
+        pid: server.as_ref().map(|s| s.pid),
+        devices: spec.devices.clone(),
+        backend: spec.backend.as_str().into(),
+        engine_digest: dep_str(cx, "engine_digest"),
+        build_ref: dep_str(cx, "build_ref"),
+        started_at: dep_str(cx, "started_at"),
+        log: dep_str(cx, "log"),
+        written_at: now_rfc3339(),
+    };
+    let text = serde_json::to_string_pretty(&file).expect("handoff serialises");
+    write_atomic(&path, text.as_bytes()).map_err(|e| {
+        StepError::new(format!(
+            "cannot write the handoff file {}: {e}",
+            path.display()
+        ))
+        .hint("check that the directory is writable")
+    })?;
+    let mut outputs = Outputs::new();
+    outputs.insert("path".into(), json!(path.display().to_string()));
+    outputs.insert("url".into(), json!(file.url));
+    if let Some(pid) = file.pid {
+        outputs.insert("pid".into(), json!(pid));
+    }
+    Ok(Outcome {
+        outputs,
+        artifacts: vec![path],
+    })
+}
+
+/// Read a handoff file.
+pub fn read(path: &std::path::Path) -> Option<HandoffFile> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}

@@ -1,0 +1,111 @@
+//! A small blocking HTTP client for probes (ureq: no async runtime to build; rustls for https
+//! external servers). Replicas on the loopback never go through a proxy.
+
+use std::time::Duration;
+
+use ureq::Agent;
+
+/// The most of a body a probe reads.
+const BODY_LIMIT: u64 = 1 << 20;
+
+/// An answer: status and body (truncated at 1 MiB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+/// No answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoReply {
+    /// Nothing listens yet.
+    Refused,
+    Timeout,
+    Other(String),
+}
+
+impl std::fmt::Display for NoReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoReply::Refused => write!(f, "connection refused"),
+            NoReply::Timeout => write!(f, "no answer (timed out)"),
+            NoReply::Other(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+pub struct Http {
+    agent: Agent,
+}
+
+impl Http {
+    /// A client whose requests each take at most `timeout`. `via_proxy`: honour `*_proxy`
+    /// variables (for external servers only).
+    pub fn new(timeout: Duration, via_proxy: bool) -> Http {
+        let mut config = Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .user_agent("provision");
+        if !via_proxy {
+            config = config.proxy(None);
+        }
+        Http {
+            agent: config.build().into(),
+        }
+    }
+
+    /// GET `url`, with `Authorization: Bearer <key>` when a key is given.
+    pub fn get(&self, url: &str, bearer: Option<&str>) -> Result<Reply, NoReply> {
+        let mut req = self.agent.get(url);
+        if let Some(key) = bearer {
+            req = req.header("Authorization", &format!("Bearer {key}"));
+        }
+        match req.call() {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                let body = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(BODY_LIMIT)
+                    .read_to_string()
+                    .unwrap_or_default();
+                Ok(Reply { status, body })
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+}
+
+fn classify(e: ureq::Error) -> NoReply {
+    match e {
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            NoReply::Refused
+        }
+        ureq::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ) =>
+        {
+            NoReply::Timeout
+        }
+        ureq::Error::Timeout(_) => NoReply::Timeout,
+        ureq::Error::ConnectionFailed => NoReply::Refused,
+        other => NoReply::Other(other.to_string()),
+    }
+}
+
+/// The short reason of a llama-server error body (`{"error":{"message":"Loading model"}}`),
+/// else the body's first line.
+pub fn reason(body: &str) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    if let Some(msg) = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/error/message").or_else(|| v.get("status")))
+        .and_then(|m| m.as_str())
+    {
+        return msg.to_string();
+    }
+    let line = body.lines().next().unwrap_or_default();
+    line.chars().take(120).collect()
+}

@@ -1,0 +1,345 @@
+//! The probe step: poll `/health` until it answers 200 (connection refused and 503 "Loading
+//! model" mean not yet), fast at first and backing off gently so readiness is seen within
+//! 25 ms; fail at once when the server exits while loading. Then `/metrics` (when `--metrics`
+//! is set) and the engine version.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use provision_executor::{Outcome, Outputs, StepContext, StepError};
+use provision_plan::step::Probe;
+use serde_json::{json, Value};
+
+use crate::http::{reason, Http, NoReply};
+use crate::process::{self, ServerProcess};
+use crate::replica::{
+    api_key, dep_str, expand, handoff_path, note, redact, remove_handoff, replica_name,
+    server_log_tail, DEFAULT_GRACE,
+};
+
+/// The first pause between two polls; each next one is 1.5 times longer, up to [`POLL_MAX`].
+const POLL_MIN: Duration = Duration::from_millis(1);
+/// The longest pause between two polls: readiness is seen within it (plus one request).
+pub const POLL_MAX: Duration = Duration::from_millis(15);
+/// How long one health request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Outputs of the spawn step that the probe passes on to the handoff.
+const PASS_THROUGH: &[&str] = &[
+    "pid",
+    "pgid",
+    "start_time",
+    "boot_id",
+    "port",
+    "log",
+    "pid_file",
+    "binary",
+    "engine_digest",
+    "build_ref",
+    "model_path",
+    "backend",
+    "devices",
+    "started_at",
+    "handoff_path",
+];
+
+/// Is the replica recorded last time still healthy? (`/health` 200, and `/metrics` 200 when
+/// required.)
+pub fn check_probe(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
+    let previous = cx.previous.as_ref().ok_or("never probed")?;
+    let url = previous
+        .get("url")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .unwrap_or_else(|| expand(cx, &spec.url, None));
+    if let Some(server) = ServerProcess::from_outputs(previous) {
+        server.check()?;
+    }
+    let http = Http::new(REQUEST_TIMEOUT, spec.external);
+    let health = format!("{url}{}", spec.health_path);
+    match http.get(&health, None) {
+        Ok(r) if r.status == 200 => {}
+        Ok(r) => {
+            return Err(format!(
+                "{health} answered {}: {}",
+                r.status,
+                reason(&r.body)
+            ))
+        }
+        Err(e) => return Err(format!("{health}: {e}")),
+    }
+    if spec.metrics {
+        let key = api_key(cx.plan, &spec.pool, spec.replica);
+        match http.get(&format!("{url}/metrics"), key.as_deref()) {
+            Ok(r) if r.status == 200 => {}
+            Ok(r) => return Err(format!("{url}/metrics answered {}", r.status)),
+            Err(e) => return Err(format!("{url}/metrics: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Wait for the replica to be ready.
+pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
+    let name = replica_name(&spec.pool, spec.replica);
+    let port = cx
+        .dep_output("port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok());
+    let url = match (spec.external, dep_str(cx, "url")) {
+        (false, Some(u)) => u,
+        _ => expand(cx, &spec.url, port),
+    };
+    if url.contains("${port}") {
+        return Err(StepError::new(format!(
+            "the port of {name} is unknown: its spawn step recorded none"
+        ))
+        .hint("rerun apply with --force"));
+    }
+    // Until it is ready again, nobody may be sent to it.
+    let handoff = dep_str(cx, "handoff_path")
+        .map(PathBuf::from)
+        .or_else(|| handoff_path(cx, &spec.pool, spec.replica));
+    if let Some(h) = &handoff {
+        let _ = remove_handoff(h);
+    }
+    let server = if spec.external {
+        None
+    } else {
+        Some(
+            cx.deps
+                .values()
+                .find_map(ServerProcess::from_outputs)
+                .ok_or_else(|| {
+                    StepError::new(format!("no server process recorded for {name}"))
+                        .hint("rerun apply with --force")
+                })?,
+        )
+    };
+    let log = dep_str(cx, "log").map(PathBuf::from);
+    let key = api_key(cx.plan, &spec.pool, spec.replica);
+    let shown_url = redact(cx.plan, &url);
+    let health = format!("{url}{}", spec.health_path);
+    let http = Http::new(REQUEST_TIMEOUT, spec.external);
+
+    let started = Instant::now();
+    let timeout = Duration::from_millis(spec.timeout_ms);
+    let mut pause = POLL_MIN;
+    let mut last: String;
+    let mut polls = 0u64;
+    loop {
+        if cx.cancel.is_cancelled() {
+            return Err(StepError::cancelled());
+        }
+        if let Some(server) = &server {
+            if let Err(why) = server.check() {
+                return Err(fail_exited(cx, &name, &why, started, log.as_deref()));
+            }
+        }
+        polls += 1;
+        match http.get(&health, None) {
+            Ok(r) if r.status == 200 => break,
+            Ok(r) => last = format!("{} {}", r.status, reason(&r.body)),
+            Err(NoReply::Refused) => last = "connection refused".into(),
+            Err(e) => last = e.to_string(),
+        }
+        if started.elapsed() >= timeout {
+            // Not ready in time: a server that is ours does not stay behind half-loaded.
+            let stopped = server.as_ref().map(|s| process::stop(s, DEFAULT_GRACE));
+            let mut err = StepError::new(format!(
+                "{name} did not become ready within {} ms: {shown_url}{} last answered: {last}",
+                spec.timeout_ms, spec.health_path
+            ));
+            err = match (spec.external, stopped) {
+                (true, _) => err.hint("check that the external server is up and reachable"),
+                (false, Some(Err(e))) => err.hint(format!("it could not be stopped: {e}")),
+                (false, _) => err.hint(
+                    "it was stopped; raise the pool's `readiness_timeout_ms` if loading takes longer, or read the log",
+                ),
+            };
+            if let Some(log) = &log {
+                err = err.tail(server_log_tail(cx, log));
+            }
+            return Err(err);
+        }
+        let left = timeout.saturating_sub(started.elapsed());
+        thread::sleep(pause.min(left));
+        pause = (pause * 3 / 2).min(POLL_MAX);
+    }
+    let ready_ms = started.elapsed().as_millis() as u64;
+    note(
+        cx,
+        &format!("{name} ready after {ready_ms} ms ({polls} polls of {shown_url})"),
+    );
+
+    if spec.metrics {
+        let metrics = format!("{url}/metrics");
+        let problem = match http.get(&metrics, key.as_deref()) {
+            Ok(r) if r.status == 200 => None,
+            Ok(r) => Some(format!("answered {} {}", r.status, reason(&r.body))),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(problem) = problem {
+            if let Some(server) = &server {
+                let _ = process::stop(server, DEFAULT_GRACE);
+            }
+            return Err(StepError::new(format!(
+                "{name}: {shown_url}/metrics {problem}, but the pool's flags ask for --metrics"
+            ))
+            .hint("the binary may not support --metrics; remove it from `flags` or use a newer llama.cpp"));
+        }
+    }
+
+    let (version, source) = engine_version(cx, &http, &url, key.as_deref());
+    note(
+        cx,
+        &format!("{name}: engine version {version} (from {source})"),
+    );
+
+    let mut outputs = Outputs::new();
+    for k in PASS_THROUGH {
+        if let Some(v) = cx.dep_output(k) {
+            outputs.insert((*k).into(), v.clone());
+        }
+    }
+    if let (Some(h), false) = (&handoff, outputs.contains_key("handoff_path")) {
+        outputs.insert("handoff_path".into(), json!(h.display().to_string()));
+    }
+    outputs.insert("url".into(), json!(shown_url));
+    outputs.insert("ready_ms".into(), json!(ready_ms));
+    outputs.insert("engine_version".into(), json!(version));
+    outputs.insert("engine_version_source".into(), json!(source));
+    Ok(Outcome {
+        outputs,
+        artifacts: Vec::new(),
+    })
+}
+
+fn fail_exited(
+    cx: &StepContext<'_>,
+    name: &str,
+    why: &str,
+    started: Instant,
+    log: Option<&Path>,
+) -> StepError {
+    let mut err = StepError::new(format!(
+        "{name} exited while loading, {} ms after the probe started: {why}",
+        started.elapsed().as_millis()
+    ));
+    if let Some(log) = log {
+        err = err
+            .hint(format!(
+                "the last lines of its log {} are below",
+                log.display()
+            ))
+            .tail(server_log_tail(cx, log));
+    }
+    err
+}
+
+/// The engine version and where it came from: `/props` `build_info`, then `/v1/models`, then
+/// `llama-server --version`, then `<build ref>-<backend>`.
+fn engine_version(
+    cx: &StepContext<'_>,
+    http: &Http,
+    url: &str,
+    key: Option<&str>,
+) -> (String, &'static str) {
+    if let Ok(r) = http.get(&format!("{url}/props"), key) {
+        if r.status == 200 {
+            if let Some(v) = serde_json::from_str::<Value>(&r.body)
+                .ok()
+                .and_then(|v| find_string(&v, &["build_info"]))
+            {
+                return (v, "/props");
+            }
+        }
+    }
+    if let Ok(r) = http.get(&format!("{url}/v1/models"), key) {
+        if r.status == 200 {
+            if let Some(v) = serde_json::from_str::<Value>(&r.body)
+                .ok()
+                .and_then(|v| find_string(&v, &["build_info", "system_fingerprint"]))
+            {
+                return (v, "/v1/models");
+            }
+        }
+    }
+    if let Some(v) = dep_str(cx, "binary").and_then(|b| version_of(Path::new(&b))) {
+        return (v, "--version");
+    }
+    let build_ref = dep_str(cx, "build_ref").unwrap_or_else(|| "unknown".into());
+    let backend = dep_str(cx, "backend").unwrap_or_else(|| "cuda".into());
+    (format!("{build_ref}-{backend}"), "ref")
+}
+
+/// The first string under any of `keys`, anywhere in `v`.
+fn find_string(v: &Value, keys: &[&str]) -> Option<String> {
+    match v {
+        Value::Object(map) => keys
+            .iter()
+            .find_map(|k| map.get(*k).and_then(Value::as_str).map(String::from))
+            .filter(|s| !s.is_empty())
+            .or_else(|| map.values().find_map(|x| find_string(x, keys))),
+        Value::Array(items) => items.iter().find_map(|x| find_string(x, keys)),
+        _ => None,
+    }
+}
+
+/// `b<build>-<commit>` from `llama-server --version` (`version: 0.5.0-dev (build 1, commit
+/// 46fdb7a)`, printed to stderr).
+pub fn version_of(binary: &Path) -> Option<String> {
+    let out = Command::new(binary)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    parse_version(&text)
+}
+
+pub fn parse_version(text: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .find(|l| l.contains("build") && l.contains("commit"))?;
+    let num = |after: &str| {
+        let rest = &line[line.find(after)? + after.len()..];
+        let v: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        (!v.is_empty()).then_some(v)
+    };
+    Some(format!("b{}-{}", num("build")?, num("commit")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_line_becomes_build_info() {
+        assert_eq!(
+            parse_version("version: 0.5.0-dev (build 1, commit 46fdb7a)\nbuilt with cc").as_deref(),
+            Some("b1-46fdb7a")
+        );
+        assert_eq!(parse_version("llama-server 1.0"), None);
+    }
+
+    #[test]
+    fn build_info_is_found_anywhere() {
+        let v: Value =
+            serde_json::json!({"data": [{"id": "m", "meta": {}}], "system_fingerprint": "b9-abc"});
+        assert_eq!(
+            find_string(&v, &["build_info", "system_fingerprint"]).as_deref(),
+            Some("b9-abc")
+        );
+    }
+}

@@ -1,0 +1,368 @@
+//! The spawn step: start one llama-server replica with the exact planned argv, in its own
+//! session and process group, output to its log, pid in its pid file. Before it starts, the
+//! replica's previous server (flags changed) is stopped, its handoff removed, its flags checked
+//! against what the binary accepts, and its port checked or chosen.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use provision_executor::state::{now_rfc3339, write_atomic};
+use provision_executor::{Facts, Outcome, Outputs, StepContext, StepError};
+use provision_plan::step::{PortSpec, Spawn};
+use serde_json::{json, Value};
+
+use crate::flags::{binary_digest, known_flags};
+use crate::port;
+use crate::process::{self, rotated, ServerProcess};
+use crate::replica::{
+    self, dep_str, expand, fixed_ports, handoff_path, note, remove_handoff, replica_name,
+    DEFAULT_GRACE,
+};
+
+/// Facts that decide whether a running replica is still current: the digest of the binary it
+/// runs (a binary replaced in place restarts the replica).
+pub fn spawn_facts(spec: &Spawn, cx: &StepContext<'_>) -> Result<Facts, StepError> {
+    let binary = PathBuf::from(expand(cx, &spec.binary, None));
+    let mut facts = Facts::new();
+    facts.insert(
+        "binary_digest".into(),
+        binary_digest(&binary).unwrap_or_else(|_| "missing".into()),
+    );
+    Ok(facts)
+}
+
+/// Is the server recorded last time (`cx.previous`) still this very process?
+pub fn check_spawn(_spec: &Spawn, cx: &StepContext<'_>) -> Result<(), String> {
+    let previous = cx.previous.as_ref().ok_or("no server recorded")?;
+    let server = ServerProcess::from_outputs(previous).ok_or("no server recorded")?;
+    server.check()
+}
+
+/// Start the replica.
+pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
+    let name = replica_name(&spec.pool, spec.replica);
+    let server_log = cx.path(&spec.log);
+    let pid_file = cx.path(&spec.pid_file);
+
+    // The replica is about to change: nobody may be sent to it meanwhile.
+    let handoff = handoff_path(cx, &spec.pool, spec.replica);
+    if let Some(h) = &handoff {
+        if remove_handoff(h).map_err(|e| {
+            StepError::new(format!(
+                "cannot remove the handoff file {}: {e}",
+                h.display()
+            ))
+        })? {
+            note(cx, &format!("removed the handoff file {}", h.display()));
+        }
+    }
+    stop_previous(cx, &name, &server_log, &pid_file)?;
+
+    let binary = PathBuf::from(expand(cx, &spec.binary, None));
+    if !binary.is_file() {
+        return Err(StepError::new(format!(
+            "the llama-server binary {} does not exist",
+            binary.display()
+        ))
+        .hint(
+            "mode source: the cmake-build step should have produced it (rerun apply); \
+             mode binary: check provisioning.binary.path",
+        ));
+    }
+    let digest = binary_digest(&binary)
+        .map_err(|e| StepError::new(format!("cannot read the binary {}: {e}", binary.display())))?;
+
+    let real_argv = if spec.secret_argv.is_empty() {
+        &spec.argv
+    } else {
+        &spec.secret_argv
+    };
+    let real_env = if spec.secret_env.is_empty() {
+        &spec.env
+    } else {
+        &spec.secret_env
+    };
+    // What is shown (logs, errors, state): the redacted argv.
+    let shown: Vec<String> = spec.argv.iter().map(|a| expand(cx, a, None)).collect();
+    if let Some(model) = flag_value(&shown, "--model") {
+        if !model.contains("${") && !Path::new(&model).is_file() {
+            return Err(StepError::new(format!(
+                "the model file {model} for {name} does not exist"
+            ))
+            .hint("the model-resolve step should have made it present: rerun apply"));
+        }
+    }
+
+    let cache = PathBuf::from(&cx.plan.roots.cache).join("llama-help");
+    let known = known_flags(&binary, &digest, real_env, &cache).map_err(|e| {
+        StepError::new(e.message)
+            .tail(e.tail)
+            .hint("check that the binary runs on this machine (shared libraries, CPU features)")
+    })?;
+    let unknown = known.unknown(&shown);
+    if !unknown.is_empty() {
+        let list: Vec<String> = unknown.iter().map(|u| u.to_string()).collect();
+        return Err(StepError::new(format!(
+            "{} {} not accepted by {} ({}): {}",
+            if unknown.len() == 1 { "flag" } else { "flags" },
+            list.join(", "),
+            binary.display(),
+            digest,
+            "the server would exit while loading"
+        ))
+        .hint(format!(
+            "fix `flags` of pool {} (llama.cpp renames flags between versions); `{} --help` lists what this build accepts",
+            spec.pool,
+            binary.display()
+        )));
+    }
+
+    let port = choose_port(spec, cx, &name)?;
+    let shown: Vec<String> = spec
+        .argv
+        .iter()
+        .map(|a| expand(cx, a, Some(port)))
+        .collect();
+    let argv: Vec<String> = real_argv
+        .iter()
+        .map(|a| expand(cx, a, Some(port)))
+        .collect();
+
+    let started = launch(cx, &argv, &shown, real_env, spec, &server_log).inspect_err(|_| {
+        port::release(port);
+    })?;
+    note(
+        cx,
+        &format!(
+            "started {name}: pid {} on port {port}, log {}",
+            started.pid,
+            server_log.display()
+        ),
+    );
+    if let Err(e) = write_atomic(&pid_file, started.pid.to_string().as_bytes()) {
+        let _ = process::stop(&started, DEFAULT_GRACE);
+        port::release(port);
+        return Err(StepError::new(format!(
+            "cannot write the pid file {}: {e}",
+            pid_file.display()
+        ))
+        .hint("check that the runtime directory is writable"));
+    }
+
+    let host = if spec.host == "0.0.0.0" || spec.host == "::" {
+        "127.0.0.1".to_string()
+    } else {
+        spec.host.clone()
+    };
+    let mut outputs = Outputs::new();
+    started.to_outputs(&mut outputs);
+    outputs.insert("port".into(), json!(port));
+    outputs.insert("host".into(), json!(spec.host));
+    outputs.insert("url".into(), json!(format!("http://{host}:{port}")));
+    outputs.insert("log".into(), json!(server_log.display().to_string()));
+    outputs.insert("pid_file".into(), json!(pid_file.display().to_string()));
+    outputs.insert("binary".into(), json!(binary.display().to_string()));
+    outputs.insert("binary_digest".into(), json!(digest));
+    outputs.insert(
+        "engine_digest".into(),
+        json!(dep_str(cx, "engine_digest").unwrap_or_else(|| digest.clone())),
+    );
+    if let Some(r) = dep_str(cx, "build_ref") {
+        outputs.insert("build_ref".into(), json!(r));
+    }
+    if let Some(m) = flag_value(&shown, "--model") {
+        outputs.insert("model_path".into(), json!(m));
+    }
+    outputs.insert("backend".into(), json!(spec.backend.as_str()));
+    outputs.insert("devices".into(), json!(spec.devices));
+    outputs.insert("started_at".into(), json!(now_rfc3339()));
+    if let Some(h) = handoff {
+        outputs.insert("handoff_path".into(), json!(h.display().to_string()));
+    }
+    Ok(Outcome {
+        outputs,
+        artifacts: Vec::new(),
+    })
+}
+
+/// The value after `flag` in an argv.
+fn flag_value(argv: &[String], flag: &str) -> Option<String> {
+    argv.iter()
+        .position(|a| a == flag)
+        .and_then(|i| argv.get(i + 1))
+        .cloned()
+}
+
+/// Stop the server this replica ran before (recorded in `cx.previous`, or found through the
+/// pid file when an apply died before recording it). Alone: other replicas are not touched.
+fn stop_previous(
+    cx: &StepContext<'_>,
+    name: &str,
+    server_log: &Path,
+    pid_file: &Path,
+) -> Result<(), StepError> {
+    let recorded = cx.previous.as_ref().and_then(ServerProcess::from_outputs);
+    let server = match recorded {
+        Some(s) => Some(s),
+        None => process::find_by_pid_file(pid_file, server_log),
+    };
+    if let Some(server) = server {
+        if server.is_running() {
+            note(
+                cx,
+                &format!(
+                    "stopping the previous server of {name} (pid {})",
+                    server.pid
+                ),
+            );
+            let how = process::stop(&server, DEFAULT_GRACE).map_err(|e| {
+                StepError::new(format!(
+                    "cannot stop the previous server of {name} (pid {}): {e}",
+                    server.pid
+                ))
+                .hint("stop it by hand, then rerun apply")
+            })?;
+            note(cx, &format!("previous server of {name}: {how}"));
+        }
+    }
+    let _ = std::fs::remove_file(pid_file);
+    Ok(())
+}
+
+/// The configured port (free, else an error naming its holder) or the first free one from the
+/// base, preferring the port this replica had last time.
+fn choose_port(spec: &Spawn, cx: &StepContext<'_>, name: &str) -> Result<u16, StepError> {
+    // The port this replica had: still reserved for it, taken back when free.
+    let previous = cx
+        .previous
+        .as_ref()
+        .and_then(|o| o.get("port"))
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok());
+    let chosen = pick_port(spec, cx, name, previous);
+    if let Some(p) = previous.filter(|p| chosen.as_ref().ok() != Some(p)) {
+        port::release(p);
+    }
+    chosen
+}
+
+fn pick_port(
+    spec: &Spawn,
+    cx: &StepContext<'_>,
+    name: &str,
+    previous: Option<u16>,
+) -> Result<u16, StepError> {
+    match spec.port {
+        PortSpec::Fixed { port } => {
+            let ours = previous == Some(port) && port::reclaim(&spec.host, port);
+            if ours || port::reserve(&spec.host, port) {
+                return Ok(port);
+            }
+            let who = match port::holder(port) {
+                Some(h) => format!("by {h}"),
+                None => "(the holder is not visible: another user's process, or a replica this apply just started)".into(),
+            };
+            Err(StepError::new(format!(
+                "port {port} for {name} on {} is already in use {who}",
+                spec.host
+            ))
+            .hint(format!(
+                "stop that process, or give pool {} another port in `provisioning.ports` (or none, for the first free one)",
+                spec.pool
+            )))
+        }
+        PortSpec::Auto { base } => {
+            let excluded = fixed_ports(cx.plan, &spec.pool, spec.replica);
+            let port =
+                port::reserve_auto(&spec.host, base, previous, &excluded).ok_or_else(|| {
+                    StepError::new(format!("no free port from {base} for {name}"))
+                        .hint("set `provisioning.ports` to free ports")
+                })?;
+            note(cx, &format!("{name}: port {port} (first free from {base})"));
+            Ok(port)
+        }
+    }
+}
+
+/// Start the process: its own session (so it outlives apply and stops as a group), stdin from
+/// /dev/null, stdout and stderr to the log (the previous run's log kept as `<log>.1`).
+fn launch(
+    cx: &StepContext<'_>,
+    argv: &[String],
+    shown: &[String],
+    env: &std::collections::BTreeMap<String, String>,
+    spec: &Spawn,
+    server_log: &Path,
+) -> Result<ServerProcess, StepError> {
+    if cx.cancel.is_cancelled() {
+        return Err(StepError::cancelled());
+    }
+    let log_error = |e: std::io::Error| {
+        StepError::new(format!(
+            "cannot write the server log {}: {e}",
+            server_log.display()
+        ))
+        .hint("check that the runtime directory is writable and the disk is not full")
+    };
+    if let Some(dir) = server_log.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(log_error)?;
+    }
+    if server_log.exists() {
+        std::fs::rename(server_log, rotated(server_log)).map_err(log_error)?;
+    }
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(server_log)
+        .map_err(log_error)?;
+    let shown_env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    writeln!(
+        log,
+        "[provision] {} starting {}: {}{}",
+        now_rfc3339(),
+        replica_name(&spec.pool, spec.replica),
+        if shown_env.is_empty() {
+            String::new()
+        } else {
+            format!("{} ", shown_env.join(" "))
+        },
+        shown.join(" ")
+    )
+    .map_err(log_error)?;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| StepError::new("empty argv"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(log_error)?)
+        .stderr(log);
+    // SAFETY: setsid(2) is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| {
+        StepError::new(format!(
+            "cannot start `{}`: {e}",
+            replica::redact(cx.plan, &shown.join(" "))
+        ))
+        .hint("check that the binary is executable and built for this machine")
+    })?;
+    let pid = child.id();
+    process::register(child);
+    ServerProcess::of_pid(pid).ok_or_else(|| {
+        StepError::new(format!(
+            "the server (pid {pid}) vanished right after it started"
+        ))
+        .tail(replica::server_log_tail(cx, server_log))
+    })
+}

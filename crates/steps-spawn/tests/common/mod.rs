@@ -1,0 +1,271 @@
+//! A rig for the spawn/probe/handoff tests: a real plan (mode binary, the fake llama-server as
+//! the binary, a CPU pool), a state file, and a small runner that gives each step its
+//! dependencies' outputs and its previous outputs the way the executor does.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use provision_executor::{
+    Outcome, Outputs, State, StateFile, StepContext, StepError, StepRecord, StepStatus,
+};
+use provision_plan::{Step, StepSpec};
+use provision_steps_spawn as spawn;
+use provision_steps_spawn::process::{group_members, ServerProcess};
+use provision_steps_testkit::Workspace;
+use serde_json::{json, Value};
+
+pub const FAKE: &str = env!("CARGO_BIN_EXE_fake-llama-server");
+
+/// What the test pool looks like.
+pub struct Pool<'a> {
+    pub replicas: u32,
+    pub ports: Option<Vec<u16>>,
+    pub env: &'a [(&'a str, &'a str)],
+    pub flags: &'a [&'a str],
+    pub timeout_ms: u64,
+    pub handoff_path: Option<&'a str>,
+}
+
+impl Default for Pool<'_> {
+    fn default() -> Self {
+        Pool {
+            replicas: 1,
+            ports: None,
+            env: &[],
+            flags: &["--threads", "1"],
+            timeout_ms: 30_000,
+            handoff_path: None,
+        }
+    }
+}
+
+pub fn config(p: &Pool<'_>) -> String {
+    let env: Vec<String> = p.env.iter().map(|(k, v)| format!("{k}: \"{v}\"")).collect();
+    let flags: Vec<String> = p.flags.iter().map(|f| format!("\"{f}\"")).collect();
+    let ports = p
+        .ports
+        .as_ref()
+        .map(|ps| format!("      ports: {ps:?}\n"))
+        .unwrap_or_default();
+    let handoff = p
+        .handoff_path
+        .map(|h| format!("    handoff_path: {h}\n"))
+        .unwrap_or_default();
+    format!(
+        "pools:
+  - id: fake
+    engine: llamacpp
+    model: tiny
+    backend: cpu
+    devices: []
+    replicas: {replicas}
+    readiness_timeout_ms: {timeout}
+{handoff}    provisioning:
+      mode: binary
+      binary: {{path: \"{FAKE}\"}}
+      model: {{ref: ./models/tiny.gguf}}
+{ports}      env: {{{env}}}
+      flags: [{flags}]
+",
+        replicas = p.replicas,
+        timeout = p.timeout_ms,
+        env = env.join(", "),
+        flags = flags.join(", "),
+    )
+}
+
+pub struct Rig {
+    pub ws: Workspace,
+    pub file: StateFile,
+    pub state: State,
+    pub model: PathBuf,
+}
+
+impl Rig {
+    pub fn new(p: &Pool<'_>) -> Rig {
+        let ws = Workspace::new(&config(p));
+        let model = ws.dir.path().join("config/models/tiny.gguf");
+        std::fs::create_dir_all(model.parent().unwrap()).unwrap();
+        std::fs::write(&model, b"GGUF fake model").unwrap();
+        let file = StateFile::new(ws.dir.path().join("runtime/state.json"));
+        Rig {
+            ws,
+            file,
+            state: State::default(),
+            model,
+        }
+    }
+
+    pub fn runtime(&self) -> PathBuf {
+        self.ws.dir.path().join("runtime")
+    }
+
+    pub fn step(&self, id: &str) -> &Step {
+        self.ws
+            .plan
+            .steps
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap_or_else(|| panic!("no step {id}"))
+    }
+
+    /// The context the executor would build for step `id`.
+    pub fn cx(&self, id: &str) -> StepContext<'_> {
+        let step = self.step(id);
+        let deps = step
+            .deps
+            .iter()
+            .map(|d| {
+                let outputs = if d.starts_with("model-resolve:") {
+                    Outputs::from([("path".into(), json!(self.model.display().to_string()))])
+                } else {
+                    self.outputs(d)
+                };
+                (d.clone(), outputs)
+            })
+            .collect::<BTreeMap<_, _>>();
+        StepContext {
+            plan: &self.ws.plan,
+            step,
+            deps,
+            previous: self.state.steps.get(id).map(|r| r.outputs.clone()),
+            log: self.ws.log.clone(),
+            jobs: 2,
+            cancel: self.ws.cancel.clone(),
+        }
+    }
+
+    pub fn outputs(&self, id: &str) -> Outputs {
+        self.state
+            .steps
+            .get(id)
+            .map(|r| r.outputs.clone())
+            .unwrap_or_default()
+    }
+
+    /// Run step `id` with the step crate and record it, as the executor does.
+    pub fn run(&mut self, id: &str) -> Result<Outcome, StepError> {
+        let result = {
+            let cx = self.cx(id);
+            match &cx.step.spec {
+                StepSpec::Spawn(s) => spawn::spawn(s, &cx),
+                StepSpec::Probe(p) => spawn::probe(p, &cx),
+                StepSpec::Handoff(h) => spawn::handoff(h, &cx),
+                other => panic!("not a replica step: {}", other.kind()),
+            }
+        };
+        let step = self.step(id).clone();
+        let record = StepRecord {
+            kind: step.kind().into(),
+            status: if result.is_ok() {
+                StepStatus::Passed
+            } else {
+                StepStatus::Failed
+            },
+            fingerprint: result.is_ok().then(|| "fp".to_string()),
+            spec: serde_json::to_value(&step.spec).unwrap(),
+            facts: BTreeMap::new(),
+            deps: BTreeMap::new(),
+            outputs: result
+                .as_ref()
+                .map(|o| o.outputs.clone())
+                .unwrap_or_default(),
+            artifacts: result
+                .as_ref()
+                .map(|o| {
+                    o.artifacts
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            reason: None,
+            error: result.as_ref().err().map(|e| e.message.clone()),
+        };
+        self.state.steps.insert(id.to_string(), record);
+        self.file.save(&self.state).unwrap();
+        result
+    }
+
+    /// spawn, probe, handoff of replica `r`.
+    pub fn up(&mut self, r: u32) -> Result<(), StepError> {
+        self.run(&format!("spawn:fake/r{r}"))?;
+        self.run(&format!("probe:fake/r{r}"))?;
+        self.run(&format!("handoff:fake/r{r}"))?;
+        Ok(())
+    }
+
+    pub fn server(&self, r: u32) -> ServerProcess {
+        ServerProcess::from_outputs(&self.outputs(&format!("spawn:fake/r{r}")))
+            .expect("a recorded server")
+    }
+
+    pub fn handoff_file(&self, r: u32) -> PathBuf {
+        let StepSpec::Handoff(h) = &self.step(&format!("handoff:fake/r{r}")).spec else {
+            unreachable!()
+        };
+        PathBuf::from(self.ws.plan.roots.expand(&h.path))
+    }
+
+    pub fn server_log(&self, r: u32) -> PathBuf {
+        self.runtime().join(format!("logs/fake-r{r}.log"))
+    }
+
+    pub fn reload(&mut self) {
+        self.state = self.file.load().unwrap();
+    }
+
+    /// Everything provision wrote: state, step log, server logs, handoffs, pid files.
+    pub fn everything_written(&self) -> String {
+        let mut out = String::new();
+        collect(&self.runtime(), &mut out);
+        out
+    }
+}
+
+fn collect(dir: &std::path::Path, out: &mut String) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect(&p, out);
+        } else if let Ok(t) = std::fs::read_to_string(&p) {
+            out.push_str(&format!("==> {}\n{t}\n", p.display()));
+        }
+    }
+}
+
+/// The process and its whole group are gone (no orphans).
+pub fn assert_gone(server: &ServerProcess) {
+    for _ in 0..200 {
+        if !server.is_running() && group_members(server.pgid).is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "pid {} or its group is still running: {:?}",
+        server.pid,
+        group_members(server.pgid)
+    );
+}
+
+/// Stop every replica the rig started (tests clean up after themselves, even on success).
+impl Drop for Rig {
+    fn drop(&mut self) {
+        for r in self.state.steps.values() {
+            if r.kind == "spawn" {
+                let _ = spawn::stop_server(&r.outputs, Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+pub fn json_file(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
