@@ -1,6 +1,7 @@
 //! `provision`: get llama.cpp inference servers running from a declarative config.
 
 mod dispatch;
+mod inspect;
 mod progress;
 
 use std::path::{Path, PathBuf};
@@ -111,6 +112,23 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+    /// Resolve a model ref, read its GGUF header and show its metadata and memory estimate.
+    Inspect {
+        /// A path, `file:PATH`, `hf:ORG/REPO/FILE.gguf[@REV]`, `https://…` or a cached name.
+        model_ref: String,
+        /// Context size for the estimate [default: the model's training context].
+        #[arg(long, value_name = "N")]
+        ctx: Option<u64>,
+        /// `--parallel` slots (they share the context in llama-server).
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        parallel: u64,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        /// Where downloaded models are cached [default: as for `plan`].
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
     },
 }
 
@@ -573,6 +591,19 @@ fn main() -> ExitCode {
             quiet,
         } => cmd_apply(target, jobs, fail_fast, force, wait, json, verbose, quiet),
         Command::Status { target, json } => cmd_status(target, json),
+        Command::Inspect {
+            model_ref,
+            ctx,
+            parallel,
+            json,
+            cache_dir,
+        } => inspect::run(
+            &model_ref,
+            ctx,
+            parallel,
+            json,
+            &cache_dir.unwrap_or_else(default_cache_dir),
+        ),
         Command::Validate { config, format } => match cmd_validate(config, format) {
             Ok(code) => code,
             Err(err) => {
