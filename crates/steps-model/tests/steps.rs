@@ -1,0 +1,273 @@
+//! model-resolve and vram-fit as the executor calls them: real plans over temp roots.
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use provision_executor::Outputs;
+use provision_plan::step::{ModelResolve, StepSpec, VramFit};
+use provision_steps_model::estimate::{estimate, MIB};
+use provision_steps_model::gguf_writer::{GgufWriter, LlamaShape};
+use provision_steps_model::hf::HfEnv;
+use provision_steps_model::vram_fit::{check, residency_flags};
+use provision_steps_model::{ModelEnv, ModelInfo};
+use provision_steps_testkit::Workspace;
+use serde_json::json;
+
+fn config(checksum: &str, extra_flags: &str) -> String {
+    format!(
+        "pools:
+  - id: gpu-pool
+    engine: llamacpp
+    model: tiny
+    devices: [0]
+    ctx: 4096
+    provisioning:
+      mode: binary
+      binary: {{path: /opt/llama/llama-server}}
+      model:
+        ref: ./models/tiny.gguf
+{checksum}      flags: [{extra_flags}]
+"
+    )
+}
+
+fn shape() -> LlamaShape {
+    LlamaShape {
+        n_layer: 32,
+        n_embd: 4096,
+        n_head: 32,
+        n_head_kv: 8,
+        n_ff: 14336,
+        n_vocab: 128_256,
+        n_ctx_train: 131_072,
+        weight_type: 8,
+        output: true,
+    }
+}
+
+fn env() -> ModelEnv {
+    ModelEnv {
+        hf: HfEnv {
+            endpoint: "http://127.0.0.1:9".into(),
+            token: None,
+            hub_cache: "/nonexistent".into(),
+        },
+    }
+}
+
+fn resolve_spec(ws: &Workspace) -> ModelResolve {
+    match &ws.step("model-resolve").spec {
+        StepSpec::ModelResolve(m) => m.clone(),
+        _ => unreachable!(),
+    }
+}
+
+fn fit_spec(ws: &Workspace) -> VramFit {
+    match &ws.step("vram-fit").spec {
+        StepSpec::VramFit(m) => m.clone(),
+        _ => unreachable!(),
+    }
+}
+
+fn write_model(ws: &Workspace) -> std::path::PathBuf {
+    let dir = ws.dir.path().join("config/models");
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tiny.gguf");
+    GgufWriter::llama(LlamaShape {
+        n_layer: 2,
+        n_embd: 64,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 128,
+        n_vocab: 300,
+        n_ctx_train: 4096,
+        weight_type: 0,
+        output: true,
+    })
+    .write(&path)
+    .unwrap();
+    path
+}
+
+#[test]
+fn local_model_resolve_outputs_and_warm_facts_read_nothing() {
+    let ws = Workspace::new(&config("", ""));
+    let path = write_model(&ws);
+    let spec = resolve_spec(&ws);
+    let cx = ws.cx("model-resolve", BTreeMap::new());
+    let facts1 = provision_steps_model::facts(&spec, &cx, &env()).unwrap();
+    let out = provision_steps_model::run(&spec, &cx, &env()).unwrap();
+    assert!(out.outputs["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("models/tiny.gguf"));
+    let digest = facts1["digest"].clone();
+    assert_eq!(out.outputs["digest"], json!(digest));
+    assert_eq!(
+        out.outputs["size"],
+        json!(fs::metadata(&path).unwrap().len())
+    );
+    assert_eq!(out.outputs["architecture"], "llama");
+    // Same facts on a warm apply, and the digest comes from the cache (no read).
+    let facts2 = provision_steps_model::facts(&spec, &cx, &env()).unwrap();
+    assert_eq!(facts1, facts2);
+    let cache = provision_steps_model::resolve::digest_cache(&cx);
+    let d = cache.digest(&path, &cx.cancel).unwrap();
+    assert_eq!(d.bytes_read, 0);
+    // A rewritten file changes the facts.
+    let bytes = fs::read(&path).unwrap();
+    fs::remove_file(&path).unwrap();
+    fs::write(&path, &bytes).unwrap();
+    let facts3 = provision_steps_model::facts(&spec, &cx, &env()).unwrap();
+    assert_ne!(
+        facts1["inode"].clone() + &facts1["mtime_ns"],
+        facts3["inode"].clone() + &facts3["mtime_ns"]
+    );
+    assert_eq!(facts1["digest"], facts3["digest"]);
+}
+
+#[test]
+fn local_checksum_mismatch_and_missing_and_foreign_files() {
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let ws = Workspace::new(&config(&format!("        checksum: {wrong}\n"), ""));
+    let path = write_model(&ws);
+    let spec = resolve_spec(&ws);
+    let cx = ws.cx("model-resolve", BTreeMap::new());
+    let err = provision_steps_model::run(&spec, &cx, &env()).unwrap_err();
+    assert!(
+        err.message.starts_with("checksum mismatch for"),
+        "{}",
+        err.message
+    );
+    assert!(err
+        .message
+        .contains(&format!("expected {wrong}, got sha256:")));
+    assert!(path.exists(), "the user's file is untouched");
+
+    let ws = Workspace::new(&config("", ""));
+    let spec = resolve_spec(&ws);
+    let cx = ws.cx("model-resolve", BTreeMap::new());
+    let err = provision_steps_model::run(&spec, &cx, &env()).unwrap_err();
+    assert!(err.message.contains("does not exist"), "{}", err.message);
+
+    let dir = ws.dir.path().join("config/models");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("tiny.gguf"), b"<html>not a model</html>").unwrap();
+    let err = provision_steps_model::run(&spec, &cx, &env()).unwrap_err();
+    assert!(err.message.contains("not a GGUF file"), "{}", err.message);
+}
+
+fn deps(model: &std::path::Path, free_mib: u64) -> BTreeMap<String, Outputs> {
+    let mut d = BTreeMap::new();
+    d.insert(
+        "model-resolve:tiny.gguf".into(),
+        Outputs::from([("path".to_string(), json!(model.display().to_string()))]),
+    );
+    d.insert(
+        "gpu-check".into(),
+        Outputs::from([(
+            "gpus".to_string(),
+            json!([{"index": 0, "uuid": "GPU-1", "name": "NVIDIA GeForce RTX 3090",
+                    "memory_total_mib": 24576, "memory_free_mib": free_mib,
+                    "driver": "550.54.14", "compute_capability": "8.6"}]),
+        )]),
+    );
+    d
+}
+
+#[test]
+fn vram_fit_passes_with_its_estimate_and_the_residency_flags() {
+    let ws = Workspace::new(&config("", ""));
+    let model = write_model(&ws);
+    let cx = ws.cx("vram-fit", deps(&model, 23_912));
+    let out = provision_steps_model::vram_fit::run(&fit_spec(&ws), &cx).unwrap();
+    assert_eq!(out.outputs["fits"], true);
+    assert_eq!(out.outputs["ctx"], 4096);
+    assert_eq!(out.outputs["extra_flags"], json!(["--fit", "off"]));
+    let dev = &out.outputs["estimate"]["devices"][0];
+    assert_eq!(dev["device"], 0);
+    assert_eq!(dev["free"], 23_912 * MIB);
+    // KV: 4096 × 2 layers × 2 heads × 16 × 2 × 2 bytes.
+    assert_eq!(dev["kv_cache"], 4096 * 2 * 2 * 16 * 2 * 2);
+}
+
+#[test]
+fn vram_fit_fails_with_pool_unavailable_before_spawn() {
+    let ws = Workspace::new(&config("", ""));
+    let model = write_model(&ws);
+    // 100 MiB free: less than the safety margin alone.
+    let cx = ws.cx("vram-fit", deps(&model, 100));
+    let err = provision_steps_model::vram_fit::run(&fit_spec(&ws), &cx).unwrap_err();
+    assert!(
+        err.message.starts_with("POOL_UNAVAILABLE: pool `gpu-pool`"),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains("GPU 0: need"), "{}", err.message);
+    assert!(err.message.contains("free 100 MiB"), "{}", err.message);
+    assert!(
+        err.message.contains("largest ctx that fits: none"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn pool_unavailable_names_the_largest_ctx_that_fits() {
+    // An 8B-like Q8_0 model (sparse file) on a 12 GiB card at ctx 32768.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.gguf");
+    GgufWriter::llama(shape()).write(&path).unwrap();
+    let model = ModelInfo::open(&path).unwrap();
+    let ws = Workspace::new(&config("", "--flash-attn, \"on\""));
+    let mut spec = fit_spec(&ws);
+    spec.ctx = Some(32_768);
+    let free = [(0u32, 12_288 * MIB)];
+    let argv: Vec<String> = ["--flash-attn", "on"].map(String::from).to_vec();
+    let err = check(&spec, &model, &argv, &free).unwrap_err();
+    assert!(
+        err.message.starts_with("POOL_UNAVAILABLE:"),
+        "{}",
+        err.message
+    );
+    let largest: u64 = err
+        .message
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("largest ctx that fits: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        largest > 0 && largest < 32_768 && largest.is_multiple_of(256),
+        "{largest}"
+    );
+    let input = provision_steps_model::vram_fit::fit_input(&spec, &model, &argv).unwrap();
+    assert!(input.flash_attn);
+    let at = |ctx| {
+        estimate(
+            &model,
+            &provision_steps_model::FitInput {
+                ctx,
+                ..input.clone()
+            },
+            &free,
+        )
+    };
+    assert!(at(largest).fits());
+    assert!(!at(largest + 256).fits());
+    assert!(err.hint.unwrap().contains(&format!("ctx: {largest}")));
+    // Two such cards, split 1:1, fit.
+    let mut two = spec.clone();
+    two.devices = vec![0, 1];
+    two.tensor_split = Some(vec![1.0, 1.0]);
+    let (_, est) = check(&two, &model, &argv, &[(0, 12_288 * MIB), (1, 12_288 * MIB)]).unwrap();
+    assert_eq!(est.devices[0].layers + est.devices[1].layers, 32);
+}
+
+#[test]
+fn residency_flags_follow_the_binary_help() {
+    let new_help = "-fit,  --fit [on|off]                   whether to adjust unset arguments to fit in device memory\n";
+    assert_eq!(residency_flags(new_help), vec!["--fit", "off"]);
+    let old_help = "-ngl,  --gpu-layers, --n-gpu-layers N  max. number of layers to store in VRAM\n--fit-target N\n";
+    assert!(residency_flags(old_help).is_empty());
+}
