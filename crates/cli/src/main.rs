@@ -1,8 +1,10 @@
 //! `provision`: get llama.cpp inference servers running from a declarative config.
 
 mod dispatch;
+mod down;
 mod inspect;
 mod progress;
+mod supervise;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -112,6 +114,52 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+    /// Stop the replicas the state file knows: handoff removed, SIGTERM to the server's process
+    /// group, SIGKILL after the grace period, pid file removed; the next apply starts them again.
+    #[command(after_help = EXIT_CODES)]
+    Down {
+        /// Only this pool.
+        #[arg(long, value_name = "ID")]
+        pool: Option<String>,
+        /// Where logs, pid files, state and handoff files go.
+        #[arg(long, value_name = "DIR", default_value = ".runtime")]
+        runtime_dir: PathBuf,
+        /// The state file [default: <runtime-dir>/state.json].
+        #[arg(long, value_name = "PATH")]
+        state: Option<PathBuf>,
+        /// Seconds between SIGTERM and SIGKILL.
+        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+        grace: f64,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply, then stay in the foreground: a replica whose server exits is restarted with
+    /// exponential backoff (its handoff removed while it is down); Ctrl-C or SIGTERM stops every
+    /// replica.
+    #[command(after_help = EXIT_CODES)]
+    Supervise {
+        #[command(flatten)]
+        target: Target,
+        /// Seconds before the first restart; doubled after each failure in a row.
+        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+        backoff_base: f64,
+        /// The longest pause between two restarts, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+        backoff_cap: f64,
+        /// A replica healthy this many seconds has its failures forgotten.
+        #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+        reset_after: f64,
+        /// Seconds between SIGTERM and SIGKILL when stopping.
+        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+        grace: f64,
+        /// One JSON event per line on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Show why each step runs, and skipped steps.
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Resolve a model ref, read its GGUF header and show its metadata and memory estimate.
     Inspect {
@@ -572,6 +620,11 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
+/// A duration from seconds given on the command line (negative or NaN: zero).
+fn seconds(s: f64) -> std::time::Duration {
+    std::time::Duration::try_from_secs_f64(s).unwrap_or_default()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -604,6 +657,51 @@ fn main() -> ExitCode {
             json,
             &cache_dir.unwrap_or_else(default_cache_dir),
         ),
+        Command::Down {
+            pool,
+            runtime_dir,
+            state,
+            grace,
+            json,
+        } => down::run(
+            &state.unwrap_or_else(|| runtime_dir.join("state.json")),
+            &runtime_dir,
+            pool.as_deref(),
+            seconds(grace),
+            json,
+        ),
+        Command::Supervise {
+            target,
+            backoff_base,
+            backoff_cap,
+            reset_after,
+            grace,
+            json,
+            verbose,
+        } => {
+            let format = if json { Format::Json } else { Format::Text };
+            match target.plan(format) {
+                Err(code) => code,
+                Ok((_, plan)) => supervise::run(
+                    &plan,
+                    &StepDispatch::new(),
+                    &target.state_file(),
+                    &provision_steps_spawn::SuperviseOptions {
+                        backoff_base: seconds(backoff_base),
+                        backoff_cap: seconds(backoff_cap),
+                        reset_after: seconds(reset_after),
+                        grace: seconds(grace),
+                        ..Default::default()
+                    },
+                    json,
+                    if verbose {
+                        Verbosity::Verbose
+                    } else {
+                        Verbosity::Normal
+                    },
+                ),
+            }
+        }
         Command::Validate { config, format } => match cmd_validate(config, format) {
             Ok(code) => code,
             Err(err) => {

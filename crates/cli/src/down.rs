@@ -1,0 +1,107 @@
+//! `provision down [--pool ID]`: stop the replicas the state file knows (handoff removed first,
+//! then SIGTERM to the server's process group, a grace period, SIGKILL; pid file removed) and
+//! record it, so the next apply starts them again. Works from the state file alone, under the
+//! apply lock. Idempotent.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use provision_executor::{LockError, StateFile};
+use provision_plan::Roots;
+
+use crate::exit;
+
+/// Stop replicas recorded in `state_path` (only `pool`'s when given).
+pub fn run(
+    state_path: &Path,
+    runtime_dir: &Path,
+    pool: Option<&str>,
+    grace: Duration,
+    json: bool,
+) -> ExitCode {
+    let file = StateFile::new(state_path);
+    let lock = match provision_executor::acquire(&file.path, false) {
+        Ok(l) => l,
+        Err(e @ LockError::Held { .. }) => {
+            eprintln!("error: {e}\n  hint: stop that apply or supervisor first (Ctrl-C stops a supervisor and its replicas)");
+            return ExitCode::from(exit::LOCKED);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let mut state = match file.load() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}\n  hint: {}", e.hint());
+            return ExitCode::from(exit::STATE_UNREADABLE);
+        }
+    };
+    if let Some(p) = pool {
+        let known = state.steps.values().any(|r| {
+            matches!(r.kind.as_str(), "spawn" | "probe" | "handoff")
+                && r.spec.get("pool").and_then(|v| v.as_str()) == Some(p)
+        });
+        if !known {
+            eprintln!(
+                "error: the state file {} has no replicas of pool `{p}`; nothing was changed",
+                file.path.display()
+            );
+            return ExitCode::from(exit::INVALID_CONFIG);
+        }
+    }
+    let runtime = std::fs::canonicalize(runtime_dir).unwrap_or_else(|_| runtime_dir.to_path_buf());
+    let roots = Roots {
+        cache: String::new(),
+        runtime: runtime.display().to_string(),
+        config_dir: String::new(),
+    };
+    let report = match provision_steps_spawn::down(&file, &mut state, pool, grace, Some(&roots)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}\n  hint: {}", e.hint());
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    drop(lock);
+    if json {
+        let body = serde_json::json!({
+            "state": file.path.display().to_string(),
+            "stopped": report.stopped.iter().map(|s| serde_json::json!({"step": s.step, "what": s.what})).collect::<Vec<_>>(),
+            "failed": report.failed.iter().map(|(s, e)| serde_json::json!({"step": s, "error": e})).collect::<Vec<_>>(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&body).expect("serialisable")
+        );
+    } else {
+        for s in &report.stopped {
+            eprintln!("{}: {}", s.step, s.what);
+        }
+        for (s, e) in &report.failed {
+            eprintln!("error: {s}: {e}");
+        }
+        if report.stopped.is_empty() && report.failed.is_empty() {
+            eprintln!("down: nothing was running");
+        } else {
+            let servers = report
+                .stopped
+                .iter()
+                .filter(|s| s.step.starts_with("spawn:"))
+                .count();
+            eprintln!(
+                "down: {servers} {} stopped, {} failed (state: {})",
+                if servers == 1 { "server" } else { "servers" },
+                report.failed.len(),
+                file.path.display()
+            );
+        }
+    }
+    if report.failed.is_empty() {
+        ExitCode::from(exit::OK)
+    } else {
+        ExitCode::from(exit::FAILURE)
+    }
+}
