@@ -2,10 +2,16 @@
 //!
 //! - `regen-schema`: write `schemas/*.schema.json` from the Rust types. A test here fails when
 //!   the committed files are stale.
+//! - `e2e`: the end-to-end run on real llama.cpp (the README's main job).
+//! - `test`: install what the tests need when missing (cmake, ninja, ccache), then run
+//!   `cargo test --workspace`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+
+mod e2e;
+mod setup;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -48,12 +54,27 @@ fn regen_schema() -> Result<()> {
     Ok(())
 }
 
+fn test(args: &[String]) -> Result<()> {
+    setup::ensure_build_tools()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    setup::run(
+        std::process::Command::new(cargo)
+            .args(["test", "--workspace"])
+            .args(args)
+            .current_dir(workspace_root()),
+    )
+}
+
+const TASKS: &str = "e2e, regen-schema, test";
+
 fn main() -> Result<()> {
-    let task = std::env::args().nth(1);
-    match task.as_deref() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
         Some("regen-schema") => regen_schema(),
-        Some(other) => bail!("unknown task `{other}`; tasks: regen-schema"),
-        None => bail!("usage: cargo xtask <task>; tasks: regen-schema"),
+        Some("test") => test(&args[1..]),
+        Some("e2e") => e2e::run(&workspace_root()),
+        Some(other) => bail!("unknown task `{other}`; tasks: {TASKS}"),
+        None => bail!("usage: cargo xtask <task>; tasks: {TASKS}"),
     }
 }
 
