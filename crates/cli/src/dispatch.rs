@@ -2,17 +2,20 @@
 
 use provision_executor::{Dispatch, Facts, Outcome, StepContext, StepError};
 use provision_plan::StepSpec;
+use provision_steps_model::ModelEnv;
 use provision_steps_tools::Host;
 
 /// Runs every step kind with its step crate.
 pub struct StepDispatch {
     host: Host,
+    model_env: ModelEnv,
 }
 
 impl StepDispatch {
     pub fn new() -> Self {
         StepDispatch {
             host: Host::current(),
+            model_env: ModelEnv::from_env(),
         }
     }
 }
@@ -30,6 +33,8 @@ impl Dispatch for StepDispatch {
             StepSpec::PreflightTools(s) => provision_steps_tools::facts(s, &self.host),
             StepSpec::GitClone(s) => provision_steps_git::facts(s, cx),
             StepSpec::CmakeConfigure(s) => provision_steps_cmake::configure_facts(s, cx),
+            StepSpec::ModelResolve(s) => provision_steps_model::facts(s, cx, &self.model_env),
+            StepSpec::GpuCheck(s) => provision_steps_gpu::facts(s, cx, &self.host),
             _ => Ok(Facts::new()),
         }
     }
@@ -40,12 +45,19 @@ impl Dispatch for StepDispatch {
             StepSpec::GitClone(s) => provision_steps_git::run(s, cx),
             StepSpec::CmakeConfigure(s) => provision_steps_cmake::configure(s, cx),
             StepSpec::CmakeBuild(s) => provision_steps_cmake::build(s, cx),
-            StepSpec::GpuCheck(_)
-            | StepSpec::ModelResolve(_)
-            | StepSpec::VramFit(_)
-            | StepSpec::Spawn(_)
-            | StepSpec::Probe(_)
-            | StepSpec::Handoff(_) => Err(not_yet(cx.step.kind())),
+            StepSpec::ModelResolve(s) => provision_steps_model::run(s, cx, &self.model_env),
+            StepSpec::GpuCheck(s) => provision_steps_gpu::run(s, cx, &self.host),
+            StepSpec::VramFit(s) => provision_steps_model::vram_fit::run(s, cx),
+            StepSpec::Spawn(_) | StepSpec::Probe(_) | StepSpec::Handoff(_) => {
+                Err(not_yet(cx.step.kind()))
+            }
+        }
+    }
+
+    fn check_alive(&self, cx: &StepContext<'_>) -> Result<(), String> {
+        match &cx.step.spec {
+            StepSpec::GpuCheck(s) => provision_steps_gpu::check_alive(s, cx, &self.host),
+            _ => Ok(()),
         }
     }
 }
