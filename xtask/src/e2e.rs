@@ -184,7 +184,10 @@ pub fn run(root: &Path) -> Result<()> {
     let mut e = E2e {
         root: root.to_path_buf(),
         work,
-        bin: root.join("target/debug/provision"),
+        bin: std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"))
+            .join("debug/provision"),
         timings: Vec::new(),
     };
 
