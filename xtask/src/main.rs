@@ -26,6 +26,10 @@ fn schemas() -> Vec<(&'static str, String)> {
         ("config.schema.json", provision_plan::config_schema()),
         ("plan.schema.json", provision_plan::plan_schema()),
         ("state.schema.json", provision_executor::state_schema()),
+        (
+            "handoff.schema.json",
+            provision_steps_spawn::handoff_schema(),
+        ),
     ]
     .into_iter()
     .map(|(name, schema)| {

@@ -27,7 +27,11 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 
 /// `apt-get install` the packages whose command is missing (as root, or with `sudo -n`).
 pub fn ensure_apt(packages: &[(&str, &str)]) -> Result<()> {
-    let missing: Vec<&str> = packages.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(cmd, _)| !have(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -37,7 +41,11 @@ pub fn ensure_apt(packages: &[(&str, &str)]) -> Result<()> {
 /// `apt-get update` and `apt-get install` (as root, or with `sudo -n`).
 pub fn apt_install(missing: &[&str]) -> Result<()> {
     eprintln!("== installing {}", missing.join(" "));
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
     let apt = |args: &[&str]| {
         let mut c = if root {
             Command::new("apt-get")
@@ -57,7 +65,13 @@ pub fn apt_install(missing: &[&str]) -> Result<()> {
 
 /// The build-step tests' tools.
 pub fn ensure_build_tools() -> Result<()> {
-    ensure_apt(&[("git", "git"), ("cmake", "cmake"), ("ninja", "ninja-build"), ("ccache", "ccache"), ("c++", "g++")])
+    ensure_apt(&[
+        ("git", "git"),
+        ("cmake", "cmake"),
+        ("ninja", "ninja-build"),
+        ("ccache", "ccache"),
+        ("c++", "g++"),
+    ])
 }
 
 /// A venv under `target/` with [`PY_PACKAGES`]; returns its python.
@@ -78,7 +92,13 @@ pub fn ensure_venv(root: &Path) -> Result<PathBuf> {
     }
     eprintln!("== pip install {}", PY_PACKAGES.join(" "));
     run(Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
         .args(PY_PACKAGES))?;
     std::fs::write(&stamp, wanted)?;
     Ok(python)

@@ -1,6 +1,6 @@
 //! The one place where step kinds meet the crates that run them.
 
-use provision_executor::{Dispatch, Facts, Outcome, StepContext, StepError};
+use provision_executor::{Dispatch, Facts, Outcome, StepContext, StepError, StepRecord};
 use provision_plan::StepSpec;
 use provision_steps_model::ModelEnv;
 use provision_steps_tools::Host;
@@ -20,13 +20,6 @@ impl StepDispatch {
     }
 }
 
-fn not_yet(kind: &str) -> StepError {
-    StepError::new(format!(
-        "the `{kind}` step is not implemented yet in this version of provision"
-    ))
-    .hint("see the status table in README.md; `provision plan` shows what apply will do")
-}
-
 impl Dispatch for StepDispatch {
     fn facts(&self, cx: &StepContext<'_>) -> Result<Facts, StepError> {
         match &cx.step.spec {
@@ -35,6 +28,7 @@ impl Dispatch for StepDispatch {
             StepSpec::CmakeConfigure(s) => provision_steps_cmake::configure_facts(s, cx),
             StepSpec::ModelResolve(s) => provision_steps_model::facts(s, cx, &self.model_env),
             StepSpec::GpuCheck(s) => provision_steps_gpu::facts(s, cx, &self.host),
+            StepSpec::Spawn(s) => provision_steps_spawn::spawn_facts(s, cx),
             _ => Ok(Facts::new()),
         }
     }
@@ -48,16 +42,22 @@ impl Dispatch for StepDispatch {
             StepSpec::ModelResolve(s) => provision_steps_model::run(s, cx, &self.model_env),
             StepSpec::GpuCheck(s) => provision_steps_gpu::run(s, cx, &self.host),
             StepSpec::VramFit(s) => provision_steps_model::vram_fit::run(s, cx),
-            StepSpec::Spawn(_) | StepSpec::Probe(_) | StepSpec::Handoff(_) => {
-                Err(not_yet(cx.step.kind()))
-            }
+            StepSpec::Spawn(s) => provision_steps_spawn::spawn(s, cx),
+            StepSpec::Probe(s) => provision_steps_spawn::probe(s, cx),
+            StepSpec::Handoff(s) => provision_steps_spawn::handoff(s, cx),
         }
     }
 
     fn check_alive(&self, cx: &StepContext<'_>) -> Result<(), String> {
         match &cx.step.spec {
             StepSpec::GpuCheck(s) => provision_steps_gpu::check_alive(s, cx, &self.host),
+            StepSpec::Spawn(s) => provision_steps_spawn::check_spawn(s, cx),
+            StepSpec::Probe(s) => provision_steps_spawn::check_probe(s, cx),
             _ => Ok(()),
         }
+    }
+
+    fn retire(&self, id: &str, record: &StepRecord) -> Result<(), StepError> {
+        provision_steps_spawn::retire(id, record)
     }
 }

@@ -62,12 +62,18 @@ impl StepContext<'_> {
             .expand(s)
             .replace("${jobs}", &self.jobs.to_string());
         if out.contains("${model_path}") {
-            if let Some(path) = self
+            // A model-resolve dependency's `path`, or a `model_path` passed on (vram-fit).
+            let path = self
                 .deps
                 .iter()
                 .filter(|(id, _)| id.starts_with("model-resolve:"))
                 .find_map(|(_, o)| o.get("path").and_then(Value::as_str))
-            {
+                .or_else(|| {
+                    self.deps
+                        .values()
+                        .find_map(|o| o.get("model_path").and_then(Value::as_str))
+                });
+            if let Some(path) = path {
                 out = out.replace("${model_path}", path);
             }
         }

@@ -226,6 +226,10 @@ pub fn run(spec: &VramFit, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     crate::resolve::log_line(&cx.log, &summary);
     let mut outputs = provision_executor::Outputs::new();
     outputs.insert("fits".into(), json!(true));
+    // The spawn step depends on this step, not on model-resolve: pass the model file on.
+    if let Some(path) = cx.dep_output("path") {
+        outputs.insert("model_path".into(), path.clone());
+    }
     outputs.insert("ctx".into(), json!(est.ctx));
     outputs.insert("estimate".into(), json!(est));
     outputs.insert(
