@@ -119,6 +119,10 @@ enum Command {
     /// group, SIGKILL after the grace period, pid file removed; the next apply starts them again.
     #[command(after_help = EXIT_CODES)]
     Down {
+        /// The pool config. Optional: down works from the state file; when given, it is
+        /// validated first, like for the other commands.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Only this pool.
         #[arg(long, value_name = "ID")]
         pool: Option<String>,
@@ -658,18 +662,26 @@ fn main() -> ExitCode {
             &cache_dir.unwrap_or_else(default_cache_dir),
         ),
         Command::Down {
+            config,
             pool,
             runtime_dir,
             state,
             grace,
             json,
-        } => down::run(
-            &state.unwrap_or_else(|| runtime_dir.join("state.json")),
-            &runtime_dir,
-            pool.as_deref(),
-            seconds(grace),
-            json,
-        ),
+        } => {
+            if let Some(config) = &config {
+                if let Err(e) = provision_plan::load(config) {
+                    return report(&e, if json { Format::Json } else { Format::Text });
+                }
+            }
+            down::run(
+                &state.unwrap_or_else(|| runtime_dir.join("state.json")),
+                &runtime_dir,
+                pool.as_deref(),
+                seconds(grace),
+                json,
+            )
+        }
         Command::Supervise {
             target,
             backoff_base,
