@@ -86,6 +86,18 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// A process that exists and is not a zombie (an exited server waits for init to reap it).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("State:"))
+                .map(|l| !l.contains("Z (zombie)") && !l.contains("X (dead)"))
+        })
+        .unwrap_or(false)
+}
+
 /// Pids of running llama-server processes started from `binary_dir`.
 fn servers_under(dir: &Path) -> Vec<u32> {
     let needle = dir.display().to_string();
@@ -97,7 +109,8 @@ fn servers_under(dir: &Path) -> Vec<u32> {
                     let pid: u32 = e.file_name().to_str()?.parse().ok()?;
                     let exe = std::fs::read_link(e.path().join("exe")).ok()?;
                     let exe = exe.display().to_string();
-                    (exe.contains(&needle) && exe.ends_with("llama-server")).then_some(pid)
+                    (exe.contains(&needle) && exe.ends_with("llama-server") && alive(pid))
+                        .then_some(pid)
                 })
                 .collect()
         })
