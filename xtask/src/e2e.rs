@@ -431,7 +431,7 @@ fn scenario(e: &mut E2e) -> Result<()> {
     let left: Vec<u32> = restored
         .iter()
         .map(|p| *p as u32)
-        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+        .filter(|p| alive(*p))
         .collect();
     ensure!(left.is_empty(), "servers left after down: {left:?}");
     let handoffs = std::fs::read_dir(e.work.join(rt).join("engines"))

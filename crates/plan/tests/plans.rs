@@ -49,6 +49,15 @@ fn fixture_plans_match_snapshots() {
     });
 }
 
+/// The end-to-end config's plan (the e2e run applies exactly this).
+#[test]
+fn e2e_plan_matches_its_snapshot() {
+    insta::glob!("../../../fixtures/e2e", "*.yaml", |path| {
+        let (_, plan) = plan_fixture(path);
+        insta::assert_snapshot!("e2e_json", plan.to_json());
+    });
+}
+
 #[test]
 fn fixture_plans_satisfy_the_plan_schema() {
     let schema = provision_plan::plan_schema();
