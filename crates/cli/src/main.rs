@@ -389,7 +389,8 @@ fn cmd_apply(
     };
 
     let cancel = Cancel::new();
-    let handler_cancel = cancel.clone();
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (handler_cancel, handler_flag) = (cancel.clone(), interrupted.clone());
     let mut signals = 0;
     let _ = ctrlc::set_handler(move || {
         signals += 1;
@@ -397,6 +398,7 @@ fn cmd_apply(
             std::process::exit(i32::from(exit::INTERRUPTED));
         }
         eprintln!("stopping: waiting for running steps to stop (again to exit at once)");
+        handler_flag.store(true, std::sync::atomic::Ordering::SeqCst);
         handler_cancel.cancel();
     });
 
@@ -472,20 +474,18 @@ fn cmd_apply(
             file.path.display()
         );
     }
-    if report.cancelled && failed.is_empty() {
+    if !json {
+        for (step, err) in &failed {
+            eprintln!("error: step {step} failed: {err}");
+        }
+    }
+    // A signal wins over failures: the user stopped it (fail-fast is not an interruption).
+    if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         eprintln!("apply was interrupted; run it again to resume");
         return ExitCode::from(exit::INTERRUPTED);
     }
     if !failed.is_empty() {
-        if !json {
-            for (step, err) in &failed {
-                eprintln!("error: step {step} failed: {err}");
-            }
-        }
         return ExitCode::from(exit::STEP_FAILED);
-    }
-    if report.cancelled {
-        return ExitCode::from(exit::INTERRUPTED);
     }
     ExitCode::from(exit::OK)
 }

@@ -5,6 +5,7 @@
 //! CMake build of `fixtures/cmake-hello`.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,6 +40,10 @@ struct World {
 
 impl World {
     fn new() -> World {
+        World::with_cmake_flags("[]")
+    }
+
+    fn with_cmake_flags(cmake_flags: &str) -> World {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("upstream");
         std::fs::create_dir_all(&src).unwrap();
@@ -52,7 +57,7 @@ impl World {
         git(&src, &["tag", "v1"]);
         std::fs::write(dir.path().join("model.gguf"), b"GGUF").unwrap();
         let config = format!(
-            "pools:\n  - id: p\n    engine: llamacpp\n    model: m\n    backend: cpu\n    devices: []\n    provisioning:\n      source: {{repo: \"file://{}\", ref: v1}}\n      model: {{ref: ./model.gguf}}\n",
+            "pools:\n  - id: p\n    engine: llamacpp\n    model: m\n    backend: cpu\n    devices: []\n    provisioning:\n      source: {{repo: \"file://{}\", ref: v1, build: {{cmake_flags: {cmake_flags}}}}}\n      model: {{ref: ./model.gguf}}\n",
             src.display()
         );
         std::fs::write(dir.path().join("pools.yaml"), config).unwrap();
@@ -251,4 +256,106 @@ fn a_second_apply_skips_and_plan_says_so() {
     // The failing (not yet implemented or broken) steps would run again.
     let expected = if first == 0 { 0 } else { 2 };
     assert_eq!(plan.status.code(), Some(expected), "{text}");
+}
+
+#[test]
+fn sigterm_stops_running_steps_writes_state_and_exits_130() {
+    let world = World::with_cmake_flags("[-DHELLO_SLOW_SECONDS=30]");
+    let mut child = world.apply_command(&[]).spawn().unwrap();
+    // Wait until the (slow) build is running.
+    let started = Instant::now();
+    while !world
+        .statuses()
+        .get("cmake-build:upstream@v1")
+        .is_some_and(|s| *s == StepStatus::Running)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the build never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let stopped_in = t.elapsed();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        stopped_in < Duration::from_secs(5),
+        "took {stopped_in:?} to stop"
+    );
+    assert!(err.contains("cancelled cmake-build:upstream@v1"), "{err}");
+    assert_eq!(
+        world.statuses()["cmake-build:upstream@v1"],
+        StepStatus::Cancelled
+    );
+    // The build's `sleep 30` went with it.
+    let stray = processes_under(world.path());
+    assert!(stray.is_empty(), "left running: {stray:#?}");
+    // The next apply picks the build up again and says why.
+    let mut next = world.apply_command(&["-v"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = next.kill();
+    let _ = next.wait();
+    let state = world.state_file().load().unwrap();
+    let reason = state.steps["cmake-build:upstream@v1"]
+        .reason
+        .as_ref()
+        .map(|r| r.to_string());
+    assert_eq!(reason.as_deref(), Some("last run was cancelled"));
+}
+
+#[test]
+fn a_build_left_running_by_a_killed_apply_is_stopped_by_the_next() {
+    let world = World::with_cmake_flags("[-DHELLO_SLOW_SECONDS=30]");
+    let mut child = world.apply_command(&[]).spawn().unwrap();
+    let started = Instant::now();
+    while !world
+        .statuses()
+        .get("cmake-build:upstream@v1")
+        .is_some_and(|s| *s == StepStatus::Running)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the build never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = child.kill(); // SIGKILL: provision cannot stop its build.
+    let _ = child.wait();
+    let orphans = processes_under(world.path());
+    assert!(
+        orphans.iter().any(|p| p.contains("sleep 30")),
+        "expected the build to outlive provision: {orphans:#?}"
+    );
+
+    let mut next = world.apply_command(&[]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(3000));
+    let still: Vec<String> = processes_under(world.path())
+        .into_iter()
+        .filter(|p| orphans.contains(p))
+        .collect();
+    let _ = next.kill();
+    let _ = next.wait();
+    assert!(
+        still.is_empty(),
+        "the next apply left the old build running: {still:#?}"
+    );
+    let _ = processes_under(world.path())
+        .iter()
+        .filter_map(|p| p.split(':').next()?.parse::<i32>().ok())
+        .map(|pid| Command::new("kill").args(["-9", &pid.to_string()]).status())
+        .count();
 }

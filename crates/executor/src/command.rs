@@ -198,7 +198,7 @@ impl StepCommand {
         };
         let status = loop {
             if cancel.is_cancelled() {
-                kill_group(&reader.pids());
+                stop_group(&reader.pids(), || matches!(reader.try_wait(), Ok(Some(_))));
                 let _ = reader.kill();
                 let _ = copier.join();
                 let _ = writeln!(file, "[provision] cancelled: killed `{}`", self.display());
@@ -232,7 +232,7 @@ impl StepCommand {
         let _marker = Running::new(log, &handle.pids());
         let output: Output = loop {
             if cancel.is_cancelled() {
-                kill_group(&handle.pids());
+                stop_group(&handle.pids(), || matches!(handle.try_wait(), Ok(Some(_))));
                 let _ = handle.kill();
                 let _ = writeln!(file, "[provision] cancelled: killed `{}`", self.display());
                 return Err(CommandError::Cancelled {
@@ -328,13 +328,24 @@ fn describe_status(status: ExitStatus) -> String {
     }
 }
 
-/// Kill each child's process group (the children were started as group leaders).
-fn kill_group(pids: &[u32]) {
+/// Stop each child's process group: SIGTERM first, so that a build tool that runs its jobs in
+/// process groups of their own (ninja does) stops them, then SIGKILL after at most 2 s.
+fn stop_group(pids: &[u32], exited: impl Fn() -> bool) {
+    signal_group(pids, libc::SIGTERM);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !exited() && std::time::Instant::now() < deadline {
+        thread::sleep(POLL);
+    }
+    signal_group(pids, libc::SIGKILL);
+}
+
+/// Signal each child's process group (the children were started as group leaders).
+fn signal_group(pids: &[u32], signal: libc::c_int) {
     for &pid in pids {
         if let Ok(pid) = i32::try_from(pid) {
             // SAFETY: kill(2) with a negative pid signals a process group; no memory is shared.
             unsafe {
-                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(-pid, signal);
             }
         }
     }

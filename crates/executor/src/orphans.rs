@@ -22,6 +22,15 @@ pub fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The process exists and has not exited (a zombie has).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().chars().next()))
+        .flatten()
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
 /// Record that `pid` (a process-group leader) runs for the step whose log is `log`.
 pub fn register(log: &Path, pid: u32) {
     if let Some(start) = start_time(pid) {
@@ -51,7 +60,16 @@ pub fn reap(dir: &Path) -> Vec<String> {
         if let (Some(Ok(pid)), Some(Ok(start))) = (parts.next(), parts.next()) {
             if let Ok(pid32) = u32::try_from(pid) {
                 if start_time(pid32) == Some(start) {
+                    // SIGTERM first: ninja then stops the jobs it runs in groups of their own.
                     // SAFETY: kill(2) on a process group we started; no memory is shared.
+                    unsafe {
+                        libc::kill(-(pid32 as i32), libc::SIGTERM);
+                    }
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                    while running(pid32) && std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    // SAFETY: as above.
                     unsafe {
                         libc::kill(-(pid32 as i32), libc::SIGKILL);
                     }

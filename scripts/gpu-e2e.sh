@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# GPU end to end, for a lent GPU machine (no network there; nvcc, CMake and ninja installed).
+#
+#   scripts/gpu-e2e.sh prepare    here: a release `provision`, a trimmed llama.cpp source tarball
+#                                 (no models/, docs/, benches/) and the tiny model, in gpu-bundle/
+#   scripts/gpu-e2e.sh run        on the GPU machine, from the repository root with gpu-bundle/:
+#                                 build llama.cpp with GGML_CUDA=ON for the card's compute
+#                                 capability, apply a GPU pool with every layer on the GPU, check
+#                                 that nvidia-smi lists the server, run a completion, stop it
+#   scripts/gpu-e2e.sh dry-run    here: prepare, then everything `run` does short of CUDA: the
+#                                 config it would apply and `provision plan` of it
+#
+# The bundle must stay under 64 MiB (the device tool carries the working tree).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BUNDLE=$ROOT/gpu-bundle
+TAG=llama.cpp-0c1e57098
+t0=$(date +%s.%N)
+stamp() { printf '[%6.1fs] %s\n' "$(echo "$(date +%s.%N) - $t0" | bc)" "$*"; }
+
+prepare() {
+  mkdir -p "$BUNDLE"
+  stamp "building provision (release)"
+  cargo build -q --release -p provision-cli
+  cp target/release/provision "$BUNDLE/provision"
+  strip "$BUNDLE/provision" 2>/dev/null || true
+  stamp "trimmed llama.cpp source"
+  src=$(fixtures/llamacpp/prepare-source.sh)
+  git -C "$src" archive --format=tar "$TAG" \
+    | tar --delete --wildcards 'models/*' 'docs/*' 'benches/*' 2>/dev/null \
+    | gzip -9 > "$BUNDLE/llama.cpp.tar.gz" \
+    || git -C "$src" archive --format=tar.gz -o "$BUNDLE/llama.cpp.tar.gz" "$TAG" -- . ':!models' ':!docs' ':!benches'
+  stamp "tiny model"
+  python=$ROOT/target/py-venv/bin/python
+  [ -x "$python" ] || { python3 -m venv target/py-venv && "$python" -m pip install -q gguf==0.19.0 numpy==2.4.6; }
+  "$python" fixtures/models/make_tiny_gguf.py "$BUNDLE/tiny-llama.gguf"
+  du -sh "$BUNDLE"
+  size=$(du -sm "$BUNDLE" | cut -f1)
+  [ "$size" -lt 60 ] || { echo "bundle is ${size} MiB: too big for the device" >&2; exit 1; }
+}
+
+# Write the GPU pool config for compute capability $1 (e.g. 90) into $2.
+write_config() {
+  local arch=$1 out=$2 mode=$3
+  local source_block
+  if [ "$mode" = source ]; then
+    source_block="      mode: source
+      source:
+        repo: ./llama.cpp
+        ref: $TAG
+        build:
+          cmake_flags: [-DGGML_CUDA=ON, -DCMAKE_CUDA_ARCHITECTURES=$arch, -DGGML_NATIVE=OFF, -DLLAMA_USE_PREBUILT_UI=OFF, -DLLAMA_BUILD_TESTS=OFF, -DLLAMA_BUILD_EXAMPLES=OFF]"
+  else
+    source_block="      mode: binary
+      binary: {path: ./build/bin/llama-server}"
+  fi
+  cat > "$out" <<YAML
+# A GPU pool: every layer on the GPU (provision's default for a cuda pool), built for sm_$arch.
+pools:
+  - id: gpu
+    engine: llamacpp
+    model: tiny-llama
+    devices: [0]
+    readiness_timeout_ms: 120000
+    provisioning:
+$source_block
+      model:
+        ref: ./tiny-llama.gguf
+      flags: [--ctx-size, "256"]
+YAML
+}
+
+run() {
+  local work=$ROOT/target/gpu-e2e
+  rm -rf "$work" && mkdir -p "$work"
+  cp "$BUNDLE/tiny-llama.gguf" "$work/"
+  stamp "unpacking source"
+  mkdir -p "$work/llama.cpp" && tar -xzf "$BUNDLE/llama.cpp.tar.gz" -C "$work/llama.cpp"
+  nvidia-smi --query-gpu=index,name,memory.total,driver_version,compute_cap --format=csv,noheader
+  arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.[:space:]')
+  mode=binary
+  if command -v git >/dev/null; then
+    (cd "$work/llama.cpp" && git init -q && git add -A && git -c user.name=p -c user.email=p@l commit -q -m src && git tag "$TAG")
+    mode=source
+  else
+    stamp "no git here: building with CMake directly, then a binary-mode pool"
+    cmake -S "$work/llama.cpp" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
+      -DCMAKE_CUDA_ARCHITECTURES="$arch" -DGGML_NATIVE=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
+      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON > "$work/cmake.log"
+    cmake --build "$work/build" --target llama-server --parallel "$(nproc)" > "$work/build.log"
+  fi
+  write_config "$arch" "$work/gpu.yaml" "$mode"
+  cd "$work"
+  stamp "provision plan"
+  "$BUNDLE/provision" plan --config gpu.yaml --cache-dir "$work/cache"
+  stamp "provision apply (sm_$arch, $mode mode)"
+  "$BUNDLE/provision" apply --config gpu.yaml --cache-dir "$work/cache" || { tail -50 .runtime/logs/*.log; exit 1; }
+  stamp "checks"
+  local handoff=.runtime/engines/llamacpp.json
+  cat "$handoff"
+  pid=$(python3 -c "import json;print(json.load(open('$handoff'))['pid'])")
+  url=$(python3 -c "import json;print(json.load(open('$handoff'))['url'])")
+  nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader | tee apps.txt
+  grep -q "^$pid," apps.txt || { echo "nvidia-smi does not list the server (pid $pid)"; exit 1; }
+  grep -q "offloaded 3/3 layers to GPU" .runtime/logs/gpu-r0.log && echo "all layers on the GPU"
+  curl -sf "$url/completion" -d '{"prompt":"the","n_predict":8}' | head -c 300; echo
+  stamp "provision down"
+  "$BUNDLE/provision" down
+  ! kill -0 "$pid" 2>/dev/null || { sleep 1; grep -q zombie /proc/$pid/status 2>/dev/null || ! kill -0 "$pid" 2>/dev/null; }
+  [ ! -e "$handoff" ] && stamp "GPU e2e passed"
+}
+
+dry_run() {
+  prepare
+  local work=$ROOT/target/gpu-e2e-dry
+  rm -rf "$work" && mkdir -p "$work/llama.cpp"
+  cp "$BUNDLE/tiny-llama.gguf" "$work/"
+  tar -tzf "$BUNDLE/llama.cpp.tar.gz" | grep -q '^tools/server/' || { echo "no tools/server in the bundle"; exit 1; }
+  write_config 90 "$work/gpu.yaml" source
+  stamp "the config run would apply (sm_90 shown; run reads it from nvidia-smi):"
+  cat "$work/gpu.yaml"
+  (cd "$work" && "$BUNDLE/provision" plan --config gpu.yaml --cache-dir "$work/cache")
+  stamp "dry run passed: bundle ready ($(du -sh "$BUNDLE" | cut -f1))"
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  run) run ;;
+  dry-run) dry_run ;;
+  *) sed -n '2,16p' "$0"; exit 2 ;;
+esac
