@@ -5,11 +5,13 @@
 //! - `e2e`: the end-to-end run on real llama.cpp (the README's main job).
 //! - `test`: install what the tests need when missing (cmake, ninja, ccache), then run
 //!   `cargo test --workspace`.
+//! - `bench [--quick] [--build]`: the benchmark table (BENCHMARKS.md).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+mod bench;
 mod e2e;
 mod setup;
 
@@ -69,7 +71,7 @@ fn test(args: &[String]) -> Result<()> {
     )
 }
 
-const TASKS: &str = "e2e, regen-schema, test";
+const TASKS: &str = "bench, e2e, regen-schema, test";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -77,6 +79,7 @@ fn main() -> Result<()> {
         Some("regen-schema") => regen_schema(),
         Some("test") => test(&args[1..]),
         Some("e2e") => e2e::run(&workspace_root()),
+        Some("bench") => bench::run(&workspace_root(), &args[1..]),
         Some(other) => bail!("unknown task `{other}`; tasks: {TASKS}"),
         None => bail!("usage: cargo xtask <task>; tasks: {TASKS}"),
     }

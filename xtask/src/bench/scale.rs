@@ -1,0 +1,117 @@
+//! Figures 3 and 4: time to all-ready (the apply's wall clock, from stopped servers to every
+//! handoff written) for 1, 2 and 4 replicas of one pool, and for 1 and 4 pools that share one
+//! source and one set of CMake flags (one configure and one build, counted).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use anyhow::{ensure, Result};
+use serde_json::Value;
+
+use super::harness::{events, free_ports, pools_config, steps, Provision};
+use super::stats::Samples;
+
+pub struct Shape {
+    pub pools: usize,
+    pub replicas: usize,
+    pub config: PathBuf,
+    pub runtime: String,
+    pub ms: Samples,
+}
+
+/// Generate one config per shape, each on its own free ports and runtime dir.
+pub fn shapes(
+    p: &Provision,
+    list: &[(usize, usize)],
+    taken: &mut BTreeSet<u16>,
+) -> Result<Vec<Shape>> {
+    let e2e = p.e2e_text()?;
+    list.iter()
+        .map(|&(pools, replicas)| {
+            let ports = free_ports(pools * replicas, taken);
+            let name = format!("p{pools}x{replicas}");
+            let config = p.variant(
+                &format!("{name}.yaml"),
+                &pools_config(&e2e, pools, replicas, &ports)?,
+            )?;
+            Ok(Shape {
+                pools,
+                replicas,
+                config,
+                runtime: format!("rt-{name}"),
+                ms: Samples::default(),
+            })
+        })
+        .collect()
+}
+
+/// Milliseconds the configure and build steps took in an apply (`finished` events).
+fn build_ms(out: &Output) -> f64 {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "finished")
+        .filter(|e| {
+            e["kind"]
+                .as_str()
+                .is_some_and(|k| k == "cmake-configure" || k == "cmake-build")
+        })
+        .filter_map(|e| e["duration_ms"].as_f64())
+        .sum()
+}
+
+/// `runs` rounds; in each, every shape once from stopped servers (interleaved, so a change in
+/// machine load hits every shape alike), build steps' time excluded, stopped again after.
+pub fn measure(p: &Provision, shapes: &mut [Shape], runs: usize) -> Result<()> {
+    for s in shapes.iter() {
+        p.down(&s.config, &s.runtime)?;
+    }
+    for _ in 0..runs {
+        for s in shapes.iter_mut() {
+            let (d, out) = p.timed_apply(&s.config, &s.runtime, &["--json"])?;
+            let handoffs = events(&out, "finished")
+                .iter()
+                .filter(|id| id.starts_with("handoff:"))
+                .count();
+            ensure!(
+                handoffs == s.pools * s.replicas,
+                "{}: {handoffs} handoffs written, expected {}",
+                s.config.display(),
+                s.pools * s.replicas
+            );
+            s.ms.push(d.as_secs_f64() * 1e3 - build_ms(&out));
+            p.down(&s.config, &s.runtime)?;
+        }
+    }
+    Ok(())
+}
+
+/// Configure and build steps: in the plan, and started by a `--force`d apply (None: not run).
+pub struct BuildCount {
+    pub planned_configure: usize,
+    pub planned_build: usize,
+    pub forced: Option<(usize, usize)>,
+}
+
+pub fn count_builds(
+    p: &Provision,
+    config: &Path,
+    runtime: &str,
+    force: bool,
+) -> Result<BuildCount> {
+    let plan = p.plan(config, runtime)?;
+    let mut c = BuildCount {
+        planned_configure: steps(&plan, "cmake-configure").count(),
+        planned_build: steps(&plan, "cmake-build").count(),
+        forced: None,
+    };
+    if force {
+        let (_, out) = p.timed_apply(config, runtime, &["--json", "--force"])?;
+        let started = events(&out, "started");
+        let n = |k: &str| started.iter().filter(|s| s.starts_with(k)).count();
+        c.forced = Some((n("cmake-configure:"), n("cmake-build:")));
+        p.down(config, runtime)?;
+    }
+    Ok(c)
+}
