@@ -27,10 +27,11 @@ prepare() {
   strip "$BUNDLE/provision" 2>/dev/null || true
   stamp "trimmed llama.cpp source"
   src=$(fixtures/llamacpp/prepare-source.sh)
-  git -C "$src" archive --format=tar "$TAG" \
-    | tar --delete --wildcards 'models/*' 'docs/*' 'benches/*' 2>/dev/null \
-    | gzip -9 > "$BUNDLE/llama.cpp.tar.gz" \
-    || git -C "$src" archive --format=tar.gz -o "$BUNDLE/llama.cpp.tar.gz" "$TAG" -- . ':!models' ':!docs' ':!benches'
+  tmp=$(mktemp -d)
+  git -C "$src" archive --format=tar "$TAG" | tar -x -C "$tmp"
+  rm -rf "$tmp/models" "$tmp/docs" "$tmp/benches"
+  tar -C "$tmp" -czf "$BUNDLE/llama.cpp.tar.gz" .
+  rm -rf "$tmp"
   stamp "tiny model"
   python=$ROOT/target/py-venv/bin/python
   [ -x "$python" ] || { python3 -m venv target/py-venv && "$python" -m pip install -q gguf==0.19.0 numpy==2.4.6; }
@@ -116,7 +117,9 @@ dry_run() {
   local work=$ROOT/target/gpu-e2e-dry
   rm -rf "$work" && mkdir -p "$work/llama.cpp"
   cp "$BUNDLE/tiny-llama.gguf" "$work/"
-  tar -tzf "$BUNDLE/llama.cpp.tar.gz" | grep -q '^tools/server/' || { echo "no tools/server in the bundle"; exit 1; }
+  tar -tzf "$BUNDLE/llama.cpp.tar.gz" > "$work/files.txt"
+  grep -q '^\./tools/server/' "$work/files.txt" || { echo "no tools/server in the bundle"; exit 1; }
+  ! grep -q '^\./models/' "$work/files.txt" || { echo "models/ was not trimmed"; exit 1; }
   write_config 90 "$work/gpu.yaml" source
   stamp "the config run would apply (sm_90 shown; run reads it from nvidia-smi):"
   cat "$work/gpu.yaml"
