@@ -2,6 +2,7 @@
 
 mod dispatch;
 mod down;
+mod export;
 mod inspect;
 mod progress;
 mod supervise;
@@ -165,6 +166,10 @@ enum Command {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Write the pools as manifests for a cluster engine: `export kubernetes` (same config and
+    /// flag normalisation as `plan`).
+    #[command(subcommand)]
+    Export(export::Export),
     /// Resolve a model ref, read its GGUF header and show its metadata and memory estimate.
     Inspect {
         /// A path, `file:PATH`, `hf:ORG/REPO/FILE.gguf[@REV]`, `https://…` or a cached name.
@@ -649,6 +654,7 @@ fn main() -> ExitCode {
             quiet,
         } => cmd_apply(target, jobs, fail_fast, force, wait, json, verbose, quiet),
         Command::Status { target, json } => cmd_status(target, json),
+        Command::Export(what) => export::run(what),
         Command::Inspect {
             model_ref,
             ctx,

@@ -1,0 +1,102 @@
+//! Secrets never appear in a manifest: a secret flag (`--api-key`, `--hf-token`) is dropped
+//! from `args` and its value read by llama-server from the environment variable it honours,
+//! which comes from a Kubernetes Secret; so does every `env` entry whose name looks secret
+//! (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`, `*_KEY`, … — the same rule that redacts them in plans).
+//! The Secret itself is not written: `kubectl apply` of an empty one would wipe the real one.
+
+use provision_plan::llama_flags::Flag;
+
+/// The environment variable llama-server reads for each secret flag.
+const SECRET_FLAG_ENV: &[(&str, &str)] =
+    &[("--api-key", "LLAMA_API_KEY"), ("--hf-token", "HF_TOKEN")];
+
+/// The environment variable that carries a secret flag's value, if llama-server has one.
+pub fn flag_env(flag: &str) -> Option<&'static str> {
+    SECRET_FLAG_ENV
+        .iter()
+        .find(|(f, _)| *f == flag)
+        .map(|(_, env)| *env)
+}
+
+/// Env names whose values are secrets. The same rule as the planner's redaction.
+pub fn is_secret_env(key: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "API_KEY",
+        "APIKEY",
+        "CREDENTIAL",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+        || k.ends_with("_KEY")
+}
+
+/// Split normalised flags into the non-secret ones (for `args`) and the Secret keys (env
+/// names) of the secret ones. A secret flag llama-server reads from no variable is an error:
+/// it could only be passed inline.
+pub fn split_flags(flags: &[Flag]) -> Result<(Vec<Flag>, Vec<&'static str>), String> {
+    let mut args = Vec::new();
+    let mut keys = Vec::new();
+    for f in flags {
+        if !f.secret {
+            args.push(f.clone());
+            continue;
+        }
+        match flag_env(&f.name) {
+            Some(env) => keys.push(env),
+            None => {
+                return Err(format!(
+                    "`{}` is secret and llama-server reads it from no environment variable",
+                    f.name
+                ))
+            }
+        }
+    }
+    Ok((args, keys))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag(name: &str, value: &str, secret: bool) -> Flag {
+        Flag {
+            name: name.into(),
+            value: Some(value.into()),
+            secret,
+        }
+    }
+
+    #[test]
+    fn secret_flags_leave_args() {
+        let (args, keys) = split_flags(&[
+            flag("--parallel", "4", false),
+            flag("--api-key", "sk-x", true),
+            flag("--hf-token", "hf_x", true),
+        ])
+        .unwrap();
+        assert_eq!(args, vec![flag("--parallel", "4", false)]);
+        assert_eq!(keys, vec!["LLAMA_API_KEY", "HF_TOKEN"]);
+        assert!(split_flags(&[flag("--other-secret", "x", true)]).is_err());
+    }
+
+    #[test]
+    fn secret_env_names() {
+        for k in [
+            "HF_TOKEN",
+            "OPENAI_API_KEY",
+            "db_password",
+            "MY_SECRET_X",
+            "AWS_KEY",
+        ] {
+            assert!(is_secret_env(k), "{k}");
+        }
+        for k in ["LLAMA_LOG_COLORS", "KEYBOARD", "PATH"] {
+            assert!(!is_secret_env(k), "{k}");
+        }
+    }
+}
