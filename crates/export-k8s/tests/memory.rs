@@ -104,3 +104,38 @@ fn without_a_readable_model_there_is_no_memory_request() {
         .unwrap()
         .contains("\"memory\""));
 }
+
+/// An `hf:` model already in the Hugging Face cache (a revision resolved by an earlier apply)
+/// is read from there, without the network.
+#[test]
+fn hf_models_are_found_in_the_hub_cache() {
+    use provision_export_k8s::ModelLookup;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = dir.path().join("hub");
+    let repo_dir = hub.join("models--Org--Tiny-GGUF");
+    let commit = "a".repeat(40);
+    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+    std::fs::write(repo_dir.join("refs/main"), &commit).unwrap();
+    let snapshot = repo_dir.join("snapshots").join(&commit);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    let file = tiny_gguf(&snapshot, "tiny.gguf");
+    let doc = provision_plan::Document::parse(
+        "hf.yaml",
+        "pools:\n  - {id: p, engine: llamacpp, model: m, devices: [0], provisioning: {mode: binary, binary: {path: /x}, model: {ref: 'hf:Org/Tiny-GGUF/tiny.gguf'}}}\n".into(),
+    )
+    .unwrap();
+    let valid = provision_plan::validate(&doc).unwrap();
+    let models = provision_export_k8s::LocalModels {
+        config_dir: dir.path().into(),
+        cache_dir: dir.path().join("cache"),
+        hf_hub_cache: hub.clone(),
+    };
+    assert_eq!(models.local_path(&valid.pools[0]), Some(file));
+    let e = provision_export_k8s::export(&valid, &Default::default(), dir.path(), &models).unwrap();
+    assert!(serde_json::to_string(&json_values(&e))
+        .unwrap()
+        .contains("\"memory\""));
+    // Another revision is not in the cache: nothing found.
+    std::fs::remove_file(repo_dir.join("refs/main")).unwrap();
+    assert_eq!(models.local_path(&valid.pools[0]), None);
+}
