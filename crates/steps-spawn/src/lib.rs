@@ -17,6 +17,7 @@ pub mod port;
 pub mod probe;
 pub mod process;
 pub mod replica;
+mod sock_diag;
 pub mod spawn;
 pub mod supervise;
 

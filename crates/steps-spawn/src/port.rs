@@ -1,5 +1,6 @@
 //! Ports: is one free, the first free one from a base, and who holds a taken one
-//! (`/proc/net/tcp{,6}` for the listening socket's inode, `/proc/*/fd` for its owner).
+//! (the listening socket's inode from the kernel's sock_diag, else `/proc/net/tcp{,6}`;
+//! `/proc/*/fd` for its owner).
 
 use std::collections::BTreeSet;
 use std::net::{TcpListener, ToSocketAddrs};
@@ -81,8 +82,22 @@ pub fn reserve_auto(
         .find(|&p| reserve(host, p))
 }
 
-/// Inodes of sockets listening on `port` (any address, IPv4 or IPv6).
+/// Inodes of sockets listening on `port` (any address, IPv4 or IPv6): from sock_diag, which
+/// costs microseconds; `/proc/net/tcp{,6}` (milliseconds of kernel time per read) only when
+/// netlink is unavailable.
 fn listening_inodes(port: u16) -> Vec<u64> {
+    match crate::sock_diag::listeners() {
+        Some(all) => all
+            .into_iter()
+            .filter(|l| l.port == port)
+            .map(|l| l.inode)
+            .collect(),
+        None => proc_listening_inodes(port),
+    }
+}
+
+/// [`listening_inodes`] from `/proc/net/tcp{,6}`.
+fn proc_listening_inodes(port: u16) -> Vec<u64> {
     let mut out = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
@@ -182,6 +197,18 @@ mod tests {
         release(again);
         drop(l);
         assert!(holder(port).is_none());
+    }
+
+    #[test]
+    fn sock_diag_and_proc_net_tcp_agree_on_a_listener() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let from_proc = proc_listening_inodes(port);
+        assert_eq!(from_proc.len(), 1, "{from_proc:?}");
+        assert_eq!(listening_inodes(port), from_proc);
+        drop(l);
+        assert!(listening_inodes(port).is_empty());
+        assert!(proc_listening_inodes(port).is_empty());
     }
 
     #[test]

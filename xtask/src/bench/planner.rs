@@ -102,7 +102,7 @@ pub fn measure(sizes: &[usize], reps: impl Fn(usize) -> usize) -> Result<Vec<Siz
                 .push(alloc::peak().saturating_sub(base) as f64);
         }
         ensure!(
-            size.steps >= n * 4,
+            size.steps >= n * 3,
             "{n} pools planned into only {} steps",
             size.steps
         );
