@@ -63,7 +63,7 @@ pub fn apt_install(missing: &[&str]) -> Result<()> {
     run(&mut install)
 }
 
-/// The build-step tests' tools.
+/// The build-step tests' tools, and python3 with venv (the kubernetes-validate test).
 pub fn ensure_build_tools() -> Result<()> {
     ensure_apt(&[
         ("git", "git"),
@@ -71,7 +71,15 @@ pub fn ensure_build_tools() -> Result<()> {
         ("ninja", "ninja-build"),
         ("ccache", "ccache"),
         ("c++", "g++"),
-    ])
+    ])?;
+    let venv_ok = Command::new("python3")
+        .args(["-c", "import venv, ensurepip"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !venv_ok {
+        apt_install(&["python3-venv"])?;
+    }
+    Ok(())
 }
 
 /// A venv under `target/` with [`PY_PACKAGES`]; returns its python.
