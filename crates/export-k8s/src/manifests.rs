@@ -16,9 +16,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use provision_plan::diagnostic::did_you_mean;
 use provision_plan::llama_flags::to_argv;
-use provision_plan::{Backend, ConfigError, Diagnostic, PoolInput, ProvisioningMode, ValidConfig};
+use provision_plan::{Backend, PoolInput, ProvisioningMode, ValidConfig};
 use provision_steps_model::ModelInfo;
 use serde::Serialize;
 
@@ -95,7 +94,7 @@ pub fn export(
     models: &dyn ModelLookup,
 ) -> Result<Export, ExportError> {
     check_options(opts)?;
-    let selected = select(valid, opts.pool.as_deref())?;
+    let selected = provision_plan::planner::select(valid, opts.pool.as_deref())?;
     let mut out = Export {
         pools: Vec::new(),
         warnings: Vec::new(),
@@ -205,39 +204,6 @@ fn check_options(opts: &ExportOptions) -> Result<(), ExportError> {
         return Err(ExportError::usage("--max-surge is too large", "use 0 or 1"));
     }
     Ok(())
-}
-
-/// All pools, or the one `--pool` names (the same rule and message as `plan`).
-fn select<'a>(
-    valid: &'a ValidConfig,
-    pool: Option<&str>,
-) -> Result<Vec<&'a PoolInput>, ConfigError> {
-    let Some(wanted) = pool else {
-        return Ok(valid.pools.iter().collect());
-    };
-    let found: Vec<&PoolInput> = valid.pools.iter().filter(|p| p.pool.id == wanted).collect();
-    if !found.is_empty() {
-        return Ok(found);
-    }
-    let ids: Vec<&str> = valid.pools.iter().map(|p| p.pool.id.as_str()).collect();
-    let help = match did_you_mean(wanted, ids.iter().copied()) {
-        Some(s) => format!("did you mean `{s}`?"),
-        None => format!(
-            "the config has: {}",
-            ids.iter()
-                .map(|i| format!("`{i}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    Err(ConfigError::new(
-        &valid.file,
-        None,
-        vec![
-            Diagnostic::error("", format!("--pool `{wanted}` names no pool in the config"))
-                .with_help(help),
-        ],
-    ))
 }
 
 fn meta(

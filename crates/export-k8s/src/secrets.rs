@@ -18,22 +18,7 @@ pub fn flag_env(flag: &str) -> Option<&'static str> {
         .map(|(_, env)| *env)
 }
 
-/// Env names whose values are secrets. The same rule as the planner's redaction.
-pub fn is_secret_env(key: &str) -> bool {
-    let k = key.to_ascii_uppercase();
-    [
-        "TOKEN",
-        "SECRET",
-        "PASSWORD",
-        "PASSWD",
-        "API_KEY",
-        "APIKEY",
-        "CREDENTIAL",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
-        || k.ends_with("_KEY")
-}
+pub use provision_plan::planner::is_secret_env;
 
 /// Split normalised flags into the non-secret ones (for `args`) and the Secret keys (env
 /// names) of the secret ones. A secret flag llama-server reads from no variable is an error:

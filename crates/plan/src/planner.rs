@@ -107,7 +107,8 @@ fn repo_name(url: &str) -> String {
     }
 }
 
-fn is_secret_env(key: &str) -> bool {
+/// Env names whose values are secrets (shown as `<redacted>` in plans, kept out of manifests).
+pub fn is_secret_env(key: &str) -> bool {
     let k = key.to_ascii_uppercase();
     [
         "TOKEN",
@@ -243,8 +244,8 @@ impl Builder {
     }
 }
 
-/// Pick the pools to plan: all, or the one `--pool` names.
-fn select<'a>(
+/// Pick the pools to plan: all, or the one `--pool` names (an error naming the nearest id).
+pub fn select<'a>(
     valid: &'a ValidConfig,
     pool: Option<&str>,
 ) -> Result<Vec<&'a PoolInput>, ConfigError> {
