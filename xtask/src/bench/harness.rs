@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
 pub const E2E_CONFIG: &str = "fixtures/e2e/tiny-cpu.yaml";
@@ -307,14 +307,25 @@ pub fn traced_apply(p: &Provision, config: &Path, runtime: &str, model: &Path) -
         .arg(config)
         .args(["--runtime-dir", runtime, "-q"])
         .current_dir(&p.work);
-    let out = c
-        .output()
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = c
+        .spawn()
         .context("running strace (apt-get install strace)")?;
-    ensure!(
-        out.status.success(),
-        "apply under strace failed: {}",
-        text(&out)
-    );
+    // strace -f waits for every traced process: a server the apply started would keep it
+    // running forever.
+    let t = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("apply under strace did not finish within 60 s (did it start a server?)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    ensure!(status.success(), "apply under strace failed: {status}");
     let model = std::fs::canonicalize(model)?;
     let traced = parse_strace(
         &std::fs::read_to_string(&log)?,

@@ -11,6 +11,9 @@ use provision_plan::{Document, PlanOptions, Roots};
 use super::alloc;
 use super::stats::Samples;
 
+/// Seconds one size may take before its repetitions stop (at least one always runs).
+const BUDGET_S: u64 = 10;
+
 pub struct Size {
     pub pools: usize,
     pub ms: Samples,
@@ -93,7 +96,12 @@ pub fn measure(sizes: &[usize], reps: impl Fn(usize) -> usize) -> Result<Vec<Siz
             peak_bytes: Samples::default(),
             steps: 0,
         };
+        let spent = Instant::now();
         for _ in 0..reps(n) {
+            // A slow size is measured fewer times rather than for minutes.
+            if size.ms.len() > 0 && spent.elapsed().as_secs() >= BUDGET_S {
+                break;
+            }
             let base = alloc::reset_peak();
             let t = Instant::now();
             size.steps = once(&text)?;

@@ -64,7 +64,10 @@ fn build_ms(out: &Output) -> f64 {
 /// `runs` rounds; in each, every shape once from stopped servers (interleaved, so a change in
 /// machine load hits every shape alike), build steps' time excluded, stopped again after.
 pub fn measure(p: &Provision, shapes: &mut [Shape], runs: usize) -> Result<()> {
+    // Warm-up, not counted: a new runtime dir clones, configures and builds (all fresh in the
+    // cache, but its state file does not know that yet).
     for s in shapes.iter() {
+        p.timed_apply(&s.config, &s.runtime, &[])?;
         p.down(&s.config, &s.runtime)?;
     }
     for _ in 0..runs {
