@@ -4,12 +4,13 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 
-use super::harness::{events, free_ports, pools_config, steps, Provision};
+use super::harness::{events, expand, free_ports, health, pools_config, steps, Provision};
 use super::stats::Samples;
 
 pub struct Shape {
@@ -18,6 +19,9 @@ pub struct Shape {
     pub config: PathBuf,
     pub runtime: String,
     pub ms: Samples,
+    /// The same servers started by hand (the plan's argv, no provision): time until every
+    /// `/health` answers 200. What this machine needs for the servers alone.
+    pub bare_ms: Samples,
 }
 
 /// Generate one config per shape, each on its own free ports and runtime dir.
@@ -41,6 +45,7 @@ pub fn shapes(
                 config,
                 runtime: format!("rt-{name}"),
                 ms: Samples::default(),
+                bare_ms: Samples::default(),
             })
         })
         .collect()
@@ -85,9 +90,70 @@ pub fn measure(p: &Provision, shapes: &mut [Shape], runs: usize) -> Result<()> {
             );
             s.ms.push(d.as_secs_f64() * 1e3 - build_ms(&out));
             p.down(&s.config, &s.runtime)?;
+            s.bare_ms.push(bare_start(&p.plan(&s.config, &s.runtime)?)?);
         }
     }
     Ok(())
+}
+
+/// Start every spawn step's server by hand with its planned argv; milliseconds until all answer
+/// `/health` 200 (polled every 1 ms). Stopped after.
+fn bare_start(plan: &Value) -> Result<f64> {
+    let servers: Vec<(Vec<String>, u16)> = steps(plan, "spawn")
+        .map(|s| {
+            let argv: Vec<String> = s["argv"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(|a| expand(plan, a))
+                .collect();
+            let port = argv
+                .iter()
+                .position(|a| a == "--port")
+                .and_then(|i| argv.get(i + 1))
+                .and_then(|p| p.parse().ok())
+                .context("a fixed --port in the argv")?;
+            Ok((argv, port))
+        })
+        .collect::<Result<_>>()?;
+    let t = Instant::now();
+    let mut children = Vec::new();
+    for (argv, _) in &servers {
+        children.push(
+            Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {}", argv[0]))?,
+        );
+    }
+    let mut ready = vec![false; servers.len()];
+    let result = loop {
+        for (i, (_, port)) in servers.iter().enumerate() {
+            ready[i] = ready[i] || health(*port) == Some(200);
+        }
+        if ready.iter().all(|r| *r) {
+            break Ok(t.elapsed().as_secs_f64() * 1e3);
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            break Err(anyhow::anyhow!("servers started by hand not ready in 60 s"));
+        }
+        if let Some(i) = children
+            .iter_mut()
+            .position(|c| c.try_wait().ok().flatten().is_some())
+        {
+            break Err(anyhow::anyhow!("{:?} exited", servers[i].0));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    result
 }
 
 /// Configure and build steps: in the plan, and started by a `--force`d apply (None: not run).
