@@ -293,8 +293,16 @@ fn result_of(line: &str) -> Option<i64> {
 }
 
 /// Run `provision apply` under strace and count what it did.
-pub fn traced_apply(p: &Provision, config: &Path, runtime: &str, model: &Path) -> Result<Traced> {
+/// `Ok(Err(why))` when strace cannot trace here (no ptrace in this container).
+pub fn traced_apply(
+    p: &Provision,
+    config: &Path,
+    runtime: &str,
+    model: &Path,
+) -> Result<std::result::Result<Traced, String>> {
     let log = p.work.join("strace.log");
+    let errors = p.work.join("strace.err");
+    let _ = std::fs::remove_file(&log);
     let mut c = Command::new("strace");
     c.args(["-f", "-qq", "-y", "-s", "256", "-o"])
         .arg(&log)
@@ -307,7 +315,8 @@ pub fn traced_apply(p: &Provision, config: &Path, runtime: &str, model: &Path) -
         .arg(config)
         .args(["--runtime-dir", runtime, "-q"])
         .current_dir(&p.work);
-    c.stdout(Stdio::null()).stderr(Stdio::null());
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&errors)?);
     let mut child = c
         .spawn()
         .context("running strace (apt-get install strace)")?;
@@ -325,13 +334,20 @@ pub fn traced_apply(p: &Provision, config: &Path, runtime: &str, model: &Path) -
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    ensure!(status.success(), "apply under strace failed: {status}");
-    let model = std::fs::canonicalize(model)?;
-    let traced = parse_strace(
-        &std::fs::read_to_string(&log)?,
-        &model.display().to_string(),
+    let traced = std::fs::read_to_string(&log).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&errors).unwrap_or_default();
+    if !traced.contains("execve(") {
+        return Ok(Err(format!(
+            "strace cannot trace here ({status}): {}",
+            stderr.lines().next().unwrap_or_default()
+        )));
+    }
+    ensure!(
+        status.success(),
+        "apply under strace failed ({status}): {stderr}"
     );
-    Ok(traced)
+    let model = std::fs::canonicalize(model)?;
+    Ok(Ok(parse_strace(&traced, &model.display().to_string())))
 }
 
 #[cfg(test)]

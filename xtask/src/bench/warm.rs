@@ -121,7 +121,10 @@ pub fn measure(
     ensure!(ran.is_empty(), "after the naive re-run, apply ran {ran:?}");
 
     if Command::new("strace").arg("-V").output().is_ok() {
-        w.traced = Some(traced_apply(p, config, runtime, model)?);
+        match traced_apply(p, config, runtime, model)? {
+            Ok(t) => w.traced = Some(t),
+            Err(why) => w.untraced_why = Some(why),
+        }
     } else {
         w.untraced_why = Some("strace is not installed".into());
     }
