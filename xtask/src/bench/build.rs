@@ -16,6 +16,35 @@ pub struct Build {
     pub full_s: f64,
     pub server_rewarm_s: f64,
     pub configure_s: f64,
+    /// Compilations (ccache misses, hits) of each build.
+    pub server_compiles: (u64, u64),
+    pub full_compiles: (u64, u64),
+    pub rewarm_compiles: (u64, u64),
+}
+
+/// (misses, hits) so far in a ccache dir (`ccache --print-stats`).
+fn ccache_stats(dir: &Path) -> (u64, u64) {
+    let out = Command::new("ccache")
+        .arg("--print-stats")
+        .env("CCACHE_DIR", dir)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let get = |key: &str| -> u64 {
+        out.lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter(|(k, _)| *k == key)
+            .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+            .sum()
+    };
+    (
+        get("cache_miss"),
+        get("direct_cache_hit") + get("preprocessed_cache_hit"),
+    )
+}
+
+fn minus(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+    (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1))
 }
 
 fn run(c: &mut Command) -> Result<f64> {
@@ -75,18 +104,24 @@ pub fn measure(p: &Provision, config: &Path, runtime: &str, dir: &Path) -> Resul
     eprintln!("   [7] cold llama-server-only build …");
     let configure_s = run(&mut cmake("server", "ccache-server"))?;
     let server_s = run(&mut build("server", "ccache-server", Some("llama-server")))?;
+    let server_compiles = ccache_stats(&dir.join("ccache-server"));
     eprintln!("   [7] cold full build …");
     run(&mut cmake("full", "ccache-full"))?;
     let full_s = run(&mut build("full", "ccache-full", None))?;
+    let full_compiles = ccache_stats(&dir.join("ccache-full"));
     eprintln!("   [7] llama-server again, build dir wiped, ccache warm …");
     std::fs::remove_dir_all(dir.join("server"))?;
     run(&mut cmake("server", "ccache-server"))?;
     let server_rewarm_s = run(&mut build("server", "ccache-server", Some("llama-server")))?;
+    let rewarm_compiles = minus(ccache_stats(&dir.join("ccache-server")), server_compiles);
     let _ = std::fs::remove_dir_all(dir.join("full"));
     Ok(Build {
         server_s,
         full_s,
         server_rewarm_s,
         configure_s,
+        server_compiles,
+        full_compiles,
+        rewarm_compiles,
     })
 }

@@ -486,10 +486,13 @@ fn figures(
                 "cold build, --target llama-server (empty ccache, -j cores)",
             )
             .value(format!(
-                "{:.0} s (configure {:.0} s)",
-                b.server_s, b.configure_s
+                "{:.0} s, {} compilations (configure {:.0} s)",
+                b.server_s, b.server_compiles.0, b.configure_s
             ))
-            .baseline(format!("full cmake --build: {:.0} s", b.full_s))
+            .baseline(format!(
+                "full cmake --build: {:.0} s, {} compilations",
+                b.full_s, b.full_compiles.0
+            ))
             .target(
                 format!("faster than full: {:.2}×", b.server_s / b.full_s),
                 b.server_s < b.full_s,
@@ -497,7 +500,10 @@ fn figures(
         );
         rows.push(
             Row::new("7", "llama-server rebuild, build dir wiped, ccache warm")
-                .value(format!("{:.0} s", b.server_rewarm_s))
+                .value(format!(
+                    "{:.0} s ({} compilations, {} ccache hits)",
+                    b.server_rewarm_s, b.rewarm_compiles.0, b.rewarm_compiles.1
+                ))
                 .baseline(format!("cold: {:.0} s", b.server_s))
                 .target(
                     format!("faster than cold: {:.2}×", b.server_rewarm_s / b.server_s),
