@@ -23,7 +23,7 @@ impl StepDispatch {
 impl Dispatch for StepDispatch {
     fn facts(&self, cx: &StepContext<'_>) -> Result<Facts, StepError> {
         match &cx.step.spec {
-            StepSpec::PreflightTools(s) => provision_steps_tools::facts(s, &self.host),
+            StepSpec::PreflightTools(s) => provision_steps_tools::facts(s, &self.host, cx),
             StepSpec::GitClone(s) => provision_steps_git::facts(s, cx),
             StepSpec::CmakeConfigure(s) => provision_steps_cmake::configure_facts(s, cx),
             StepSpec::ModelResolve(s) => provision_steps_model::facts(s, cx, &self.model_env),

@@ -7,7 +7,7 @@ use std::path::Path;
 use provision_executor::command::{CommandError, StepCommand};
 use provision_executor::{log_tail, Facts, Outcome, StepContext, StepError};
 use provision_plan::step::CmakeConfigure;
-use provision_steps_tools::Host;
+use provision_steps_tools::{Host, ToolVersions};
 use serde_json::Value;
 
 use crate::cmake_cache;
@@ -16,37 +16,50 @@ use crate::cuda;
 use crate::generator;
 use crate::launcher::{self, Launcher};
 
+/// Facts of the configure on this machine: see [`configure_facts_on`].
+pub fn configure_facts(spec: &CmakeConfigure, cx: &StepContext<'_>) -> Result<Facts, StepError> {
+    configure_facts_on(spec, cx, &Host::current())
+}
+
 /// Facts of the configure: `cmake_version`, `generator` (the one that will be used) and
 /// `compiler_launcher` (ccache's path and version, or `none`); for CUDA builds also
-/// `cuda_toolkit` (the nvcc used).
-pub fn configure_facts(spec: &CmakeConfigure, cx: &StepContext<'_>) -> Result<Facts, StepError> {
-    let host = Host::current();
+/// `cuda_toolkit` (the nvcc used). The versions come from the tool version cache the
+/// preflight-tools step fills (`${cache}/tools.json`): no process runs while cmake and ccache
+/// are unchanged.
+pub fn configure_facts_on(
+    spec: &CmakeConfigure,
+    cx: &StepContext<'_>,
+    host: &Host,
+) -> Result<Facts, StepError> {
+    let cmake = host.find("cmake").ok_or_else(|| {
+        StepError::new("`cmake` is not on PATH")
+            .hint("install CMake; the preflight-tools step names the package for this host")
+    })?;
+    let ccache = host.find("ccache");
+    let mut exes = vec![cmake.as_path()];
+    exes.extend(ccache.as_deref());
+    let mut versions = ToolVersions::in_cache(cx)
+        .versions(&exes, host.path())
+        .into_iter();
+    let cmake_version = versions.next().flatten().ok_or_else(|| {
+        StepError::new(format!(
+            "`{} --version` did not run or printed nothing",
+            cmake.display()
+        ))
+        .hint("check the CMake installation: run the command by hand")
+    })?;
     let mut facts = Facts::new();
-    let version = StepCommand::new(["cmake", "--version"]).read(cx)?;
-    facts.insert(
-        "cmake_version".into(),
-        version
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-    );
+    facts.insert("cmake_version".into(), cmake_version);
     facts.insert(
         "generator".into(),
-        generator::resolve(spec.generator.as_deref(), &host),
+        generator::resolve(spec.generator.as_deref(), host),
     );
-    let launcher = match host.find("ccache") {
-        Some(ccache) => {
-            let v = StepCommand::new([ccache.display().to_string(), "--version".into()])
-                .read(cx)
-                .unwrap_or_default();
-            format!(
-                "{} ({})",
-                ccache.display(),
-                v.lines().next().unwrap_or_default().trim()
-            )
-        }
+    let launcher = match &ccache {
+        Some(ccache) => format!(
+            "{} ({})",
+            ccache.display(),
+            versions.next().flatten().unwrap_or_default()
+        ),
         None => "none".into(),
     };
     facts.insert("compiler_launcher".into(), launcher);

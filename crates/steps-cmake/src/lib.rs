@@ -13,5 +13,5 @@ pub mod generator;
 pub mod launcher;
 
 pub use build::build;
-pub use configure::{configure, configure_facts, configure_on};
+pub use configure::{configure, configure_facts, configure_facts_on, configure_on};
 pub use digest::sha256_file;

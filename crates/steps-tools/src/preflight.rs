@@ -3,7 +3,6 @@
 //! `allow_package_installs: true` on an Arch-like host (pacman); never anywhere else.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use provision_executor::command::StepCommand;
 use provision_executor::{Facts, Outcome, StepContext, StepError};
@@ -13,6 +12,7 @@ use serde_json::{Map, Value};
 use crate::cuda::{candidate_roots, find_cuda};
 use crate::distro::{OsRelease, PackageManager};
 use crate::host::Host;
+use crate::tool_versions::ToolVersions;
 
 /// What was found and what is missing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -47,12 +47,14 @@ fn locate(tool: &ToolRequirement, host: &Host) -> Option<PathBuf> {
 }
 
 /// The path and version of each tool (`tool.<name>` → `<path> (<first line of --version>)`),
-/// or `missing`. Part of the fingerprint: an upgraded compiler rebuilds.
-pub fn facts(spec: &PreflightTools, host: &Host) -> Result<Facts, StepError> {
+/// or `missing`. Part of the fingerprint: an upgraded compiler rebuilds. Versions come from
+/// `${cache}/tools.json` while each executable's identity is unchanged ([`ToolVersions`]).
+pub fn facts(spec: &PreflightTools, host: &Host, cx: &StepContext<'_>) -> Result<Facts, StepError> {
     let checked = check(spec, host);
+    let paths: Vec<&Path> = checked.found.iter().map(|(_, p)| p.as_path()).collect();
+    let versions = ToolVersions::in_cache(cx).versions(&paths, host.path());
     let mut facts = Facts::new();
-    for (tool, path) in &checked.found {
-        let version = version_of(path, host);
+    for ((tool, path), version) in checked.found.iter().zip(versions) {
         let value = match version {
             Some(v) => format!("{} ({v})", path.display()),
             None => path.display().to_string(),
@@ -63,24 +65,6 @@ pub fn facts(spec: &PreflightTools, host: &Host) -> Result<Facts, StepError> {
         facts.insert(format!("tool.{}", tool.name), "missing".into());
     }
     Ok(facts)
-}
-
-/// The first non-empty line `path --version` prints (stdout, else stderr).
-fn version_of(path: &Path, host: &Host) -> Option<String> {
-    let out = Command::new(path)
-        .arg("--version")
-        .env("PATH", &host.path)
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    let first_line = |bytes: &[u8]| {
-        String::from_utf8_lossy(bytes)
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .map(String::from)
-    };
-    first_line(&out.stdout).or_else(|| first_line(&out.stderr))
 }
 
 /// Check the tools; install missing ones with pacman where allowed; else fail listing

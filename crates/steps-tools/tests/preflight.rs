@@ -122,8 +122,9 @@ fn everything_present_passes_with_paths() {
 #[test]
 fn facts_hold_path_and_version_and_missing() {
     let h = FakeHost::new(DEBIAN, &["git", "cmake"]);
-    let (_ws, spec) = planned(false);
-    let f = facts(&spec, &h.host(true)).unwrap();
+    let (ws, spec) = planned(false);
+    let cx = ws.cx("preflight-tools", BTreeMap::new());
+    let f = facts(&spec, &h.host(true), &cx).unwrap();
     assert_eq!(
         f["tool.git"],
         format!("{} (git version 1.2.3)", h.bin().join("git").display())
@@ -133,9 +134,48 @@ fn facts_hold_path_and_version_and_missing() {
     // A changed version is a changed fact.
     h.stub("git", "echo 'git version 2.0'");
     assert_ne!(
-        facts(&spec, &h.host(true)).unwrap()["tool.git"],
+        facts(&spec, &h.host(true), &cx).unwrap()["tool.git"],
         f["tool.git"]
     );
+}
+
+#[test]
+fn facts_run_each_tool_once_while_it_is_unchanged() {
+    let h = FakeHost::new(DEBIAN, &[]);
+    let runs = h.dir.path().join("runs");
+    for t in ["git", "cmake", "cc", "c++", "ninja"] {
+        h.stub(
+            t,
+            &format!("echo {t} >> '{}'; echo '{t} version 1'", runs.display()),
+        );
+    }
+    let (ws, spec) = planned(false);
+    let cx = ws.cx("preflight-tools", BTreeMap::new());
+    let ran = || {
+        fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let first = facts(&spec, &h.host(true), &cx).unwrap();
+    assert_eq!(ran(), 5);
+    assert!(ws.cache().join("tools.json").is_file());
+    // Warm: the same facts, no process.
+    assert_eq!(facts(&spec, &h.host(true), &cx).unwrap(), first);
+    assert_eq!(ran(), 5);
+    // An upgraded compiler runs again, and only it. (Rewritten in place within one clock
+    // tick, only the size tells: real upgrades also replace the file, a new inode.)
+    h.stub(
+        "cc",
+        &format!("echo cc >> '{}'; echo 'cc version 2.0'", runs.display()),
+    );
+    let upgraded = facts(&spec, &h.host(true), &cx).unwrap();
+    assert_eq!(ran(), 6);
+    assert_eq!(
+        upgraded["tool.C compiler"],
+        format!("{} (cc version 2.0)", h.bin().join("cc").display())
+    );
+    assert_eq!(upgraded["tool.git"], first["tool.git"]);
 }
 
 #[test]
