@@ -2,6 +2,7 @@
 
 use provision_executor::{Dispatch, Facts, Outcome, StepContext, StepError, StepRecord};
 use provision_plan::StepSpec;
+use provision_steps_git::RefLookup;
 use provision_steps_model::ModelEnv;
 use provision_steps_tools::Host;
 
@@ -9,6 +10,7 @@ use provision_steps_tools::Host;
 pub struct StepDispatch {
     host: Host,
     model_env: ModelEnv,
+    refs: RefLookup,
 }
 
 impl StepDispatch {
@@ -16,7 +18,16 @@ impl StepDispatch {
         StepDispatch {
             host: Host::current(),
             model_env: ModelEnv::from_env(),
+            refs: RefLookup::Cached,
         }
+    }
+
+    /// `--refresh-refs`: ask the repository again for tags resolved before.
+    pub fn refresh_refs(mut self, refresh: bool) -> Self {
+        if refresh {
+            self.refs = RefLookup::Refresh;
+        }
+        self
     }
 }
 
@@ -24,7 +35,7 @@ impl Dispatch for StepDispatch {
     fn facts(&self, cx: &StepContext<'_>) -> Result<Facts, StepError> {
         match &cx.step.spec {
             StepSpec::PreflightTools(s) => provision_steps_tools::facts(s, &self.host, cx),
-            StepSpec::GitClone(s) => provision_steps_git::facts(s, cx),
+            StepSpec::GitClone(s) => provision_steps_git::facts(s, cx, self.refs),
             StepSpec::CmakeConfigure(s) => provision_steps_cmake::configure_facts(s, cx),
             StepSpec::ModelResolve(s) => provision_steps_model::facts(s, cx, &self.model_env),
             StepSpec::GpuCheck(s) => provision_steps_gpu::facts(s, cx, &self.host),

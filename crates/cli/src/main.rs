@@ -68,6 +68,9 @@ enum Command {
         /// Exit 0 when nothing would run, 2 when something would, 1 on error.
         #[arg(long)]
         detailed_exitcode: bool,
+        /// Ask the repository again for a tag resolved before (tags are otherwise immutable).
+        #[arg(long)]
+        refresh_refs: bool,
     },
     /// Make it so: run the plan, skipping what is still valid.
     #[command(after_help = EXIT_CODES)]
@@ -86,6 +89,9 @@ enum Command {
         /// Wait for another apply holding the lock instead of failing.
         #[arg(long)]
         wait: bool,
+        /// Ask the repository again for a tag resolved before (tags are otherwise immutable).
+        #[arg(long)]
+        refresh_refs: bool,
         /// One JSON event per line on stdout.
         #[arg(long)]
         json: bool,
@@ -297,7 +303,7 @@ fn state_error(err: &StateError) -> ExitCode {
     })
 }
 
-fn cmd_plan(target: Target, format: Format, detailed: bool) -> ExitCode {
+fn cmd_plan(target: Target, format: Format, detailed: bool, refresh_refs: bool) -> ExitCode {
     let error_code = |code: ExitCode| {
         if detailed {
             ExitCode::from(exit::FAILURE)
@@ -316,7 +322,8 @@ fn cmd_plan(target: Target, format: Format, detailed: bool) -> ExitCode {
             Ok(s) => s,
             Err(e) => return error_code(state_error(&e)),
         };
-        let changes = provision_executor::preview(&plan, &StepDispatch::new(), &state, false);
+        let dispatch = StepDispatch::new().refresh_refs(refresh_refs);
+        let changes = provision_executor::preview(&plan, &dispatch, &state, false);
         would_run = changes.iter().any(|(_, p)| matches!(p, Preview::Run(_)));
         plan.changes = Some(
             changes
@@ -358,6 +365,7 @@ fn cmd_apply(
     fail_fast: bool,
     force: bool,
     wait: bool,
+    refresh_refs: bool,
     json: bool,
     verbose: u8,
     quiet: bool,
@@ -455,7 +463,7 @@ fn cmd_apply(
     };
     let report = match provision_executor::apply(
         &plan,
-        &StepDispatch::new(),
+        &StepDispatch::new().refresh_refs(refresh_refs),
         &file,
         &mut state,
         &opts,
@@ -642,17 +650,29 @@ fn main() -> ExitCode {
             target,
             format,
             detailed_exitcode,
-        } => cmd_plan(target, format, detailed_exitcode),
+            refresh_refs,
+        } => cmd_plan(target, format, detailed_exitcode, refresh_refs),
         Command::Apply {
             target,
             jobs,
             fail_fast,
             force,
             wait,
+            refresh_refs,
             json,
             verbose,
             quiet,
-        } => cmd_apply(target, jobs, fail_fast, force, wait, json, verbose, quiet),
+        } => cmd_apply(
+            target,
+            jobs,
+            fail_fast,
+            force,
+            wait,
+            refresh_refs,
+            json,
+            verbose,
+            quiet,
+        ),
         Command::Status { target, json } => cmd_status(target, json),
         Command::Export(what) => export::run(what),
         Command::Inspect {

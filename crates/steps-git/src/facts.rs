@@ -1,7 +1,10 @@
 //! The commit a ref points at now: the fact that makes a moved branch rebuild.
 //!
 //! - A full 40-hex SHA is its own fact: no network, no checkout needed.
-//! - Otherwise `git ls-remote` asks the repository (tags, then branches).
+//! - A tag resolved before is the commit recorded then (`${cache}/refs.json`, see
+//!   [`crate::tag_cache`]): no process; [`RefLookup::Refresh`] asks the repository again.
+//! - Otherwise `git ls-remote` asks the repository (tags, then branches); a tag's commit is
+//!   recorded.
 //! - Offline (ls-remote fails): a tag already fetched into the cache is used (tags are
 //!   treated as immutable); an abbreviated SHA is its own fact (lower-cased); a branch is an
 //!   error, since whether it moved cannot be known.
@@ -16,11 +19,12 @@ use provision_plan::step::GitClone;
 
 use crate::error::GitError;
 use crate::git::{git, git_in, is_local, note, read};
-use crate::refs::{nearest, parse_ls_remote, resolve_in, tags_in, RefKind};
+use crate::refs::{nearest, parse_ls_remote, resolve_ref, tags_in, RefKind};
+use crate::tag_cache::{RefLookup, TagCache};
 
 /// The step's facts: `commit`.
-pub fn facts(spec: &GitClone, cx: &StepContext<'_>) -> Result<Facts, StepError> {
-    let commit = current_commit(spec, cx)?;
+pub fn facts(spec: &GitClone, cx: &StepContext<'_>, lookup: RefLookup) -> Result<Facts, StepError> {
+    let commit = current_commit(spec, cx, lookup)?;
     Ok(Facts::from([("commit".to_string(), commit)]))
 }
 
@@ -40,13 +44,24 @@ pub(crate) fn real_url(spec: &GitClone, cx: &StepContext<'_>) -> Result<String, 
     Ok(cx.expand(url))
 }
 
-fn current_commit(spec: &GitClone, cx: &StepContext<'_>) -> Result<String, GitError> {
+fn current_commit(
+    spec: &GitClone,
+    cx: &StepContext<'_>,
+    lookup: RefLookup,
+) -> Result<String, GitError> {
     let r = spec.git_ref.trim();
     let kind = RefKind::of(r);
     if kind == RefKind::FullSha {
         return Ok(r.to_ascii_lowercase());
     }
     let url = real_url(spec, cx)?;
+    let tags = TagCache::in_cache(cx);
+    let repo = redact_url(&url);
+    if lookup == RefLookup::Cached {
+        if let Some(sha) = tags.lookup(&repo, r) {
+            return Ok(sha);
+        }
+    }
     let patterns = [
         format!("refs/tags/{r}"),
         format!("refs/tags/{r}^{{}}"),
@@ -64,7 +79,14 @@ fn current_commit(spec: &GitClone, cx: &StepContext<'_>) -> Result<String, GitEr
     );
     match listed {
         Ok(out) => {
-            if let Some(sha) = resolve_in(&parse_ls_remote(&out), r) {
+            let refs = parse_ls_remote(&out);
+            let resolved = resolve_ref(&refs, r);
+            let tag = resolved
+                .as_ref()
+                .filter(|(_, name)| name.starts_with("refs/tags/"))
+                .map(|(sha, _)| sha.as_str());
+            tags.record(&repo, r, tag);
+            if let Some((sha, _)) = resolved {
                 return Ok(sha);
             }
             if kind == RefKind::AbbreviatedSha {

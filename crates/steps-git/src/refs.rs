@@ -40,6 +40,11 @@ pub fn parse_ls_remote(out: &str) -> Vec<(String, String)> {
 /// The commit `r` names in ls-remote output: a peeled annotated tag, a tag, a branch, a full
 /// ref name, or `HEAD` — in that order.
 pub fn resolve_in(refs: &[(String, String)], r: &str) -> Option<String> {
+    resolve_ref(refs, r).map(|(sha, _)| sha)
+}
+
+/// Like [`resolve_in`], with the name of the ref that matched (`refs/tags/v1^{}`, …).
+pub fn resolve_ref<'a>(refs: &'a [(String, String)], r: &str) -> Option<(String, &'a str)> {
     let wanted = [
         format!("refs/tags/{r}^{{}}"),
         format!("refs/tags/{r}"),
@@ -50,7 +55,7 @@ pub fn resolve_in(refs: &[(String, String)], r: &str) -> Option<String> {
     wanted.iter().find_map(|w| {
         refs.iter()
             .find(|(_, name)| name == w && (w.starts_with("refs/") || w == "HEAD"))
-            .map(|(sha, _)| sha.clone())
+            .map(|(sha, name)| (sha.clone(), name.as_str()))
     })
 }
 
@@ -110,6 +115,14 @@ mod tests {
         assert_eq!(resolve_in(&refs, "refs/heads/main").as_deref(), Some("222"));
         assert_eq!(resolve_in(&refs, "HEAD").as_deref(), Some("111"));
         assert_eq!(resolve_in(&refs, "x"), None);
+        assert_eq!(
+            resolve_ref(&refs, "v1"),
+            Some(("444".to_string(), "refs/tags/v1^{}"))
+        );
+        assert_eq!(
+            resolve_ref(&refs, "feature/x"),
+            Some(("666".to_string(), "refs/heads/feature/x"))
+        );
         assert_eq!(tags_in(&refs), ["lightweight", "main", "v1"]);
     }
 

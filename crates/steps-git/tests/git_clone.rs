@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use provision_executor::StepError;
 use provision_plan::step::GitClone;
 use provision_plan::StepSpec;
-use provision_steps_git::{facts, run};
+use provision_steps_git::{facts, run, RefLookup};
 use provision_steps_testkit::{cpu_pool_config, git, TestRepo, Workspace};
 
 /// A repository with tags v1.0, v1.1, v2.0 (annotated) on successive commits of `main`.
@@ -47,7 +47,19 @@ fn run_step(ws: &Workspace) -> Result<(String, PathBuf), StepError> {
 }
 
 fn fact(ws: &Workspace) -> Result<String, StepError> {
-    facts(&spec(ws), &ws.cx("git-clone", BTreeMap::new())).map(|f| f["commit"].clone())
+    fact_with(ws, RefLookup::Cached)
+}
+
+fn fact_with(ws: &Workspace, lookup: RefLookup) -> Result<String, StepError> {
+    facts(&spec(ws), &ws.cx("git-clone", BTreeMap::new()), lookup).map(|f| f["commit"].clone())
+}
+
+/// How many `git ls-remote` the steps of `ws` ran (every command is in the step log).
+fn ls_remotes(ws: &Workspace) -> usize {
+    ws.log_text()
+        .lines()
+        .filter(|l| l.starts_with("$ git ") && l.contains(" ls-remote "))
+        .count()
 }
 
 #[test]
@@ -84,6 +96,9 @@ fn a_pinned_sha_needs_no_network() {
     let (repo, commits) = tagged_repo();
     let ws = workspace(&repo.url(), &commits[0], false);
     assert_eq!(fact(&ws).unwrap(), commits[0]);
+    assert_eq!(fact_with(&ws, RefLookup::Refresh).unwrap(), commits[0]);
+    assert_eq!(ls_remotes(&ws), 0);
+    assert!(ws.log_text().is_empty(), "no command: {}", ws.log_text());
     let (_, dir) = run_step(&ws).unwrap();
     // The origin is gone: the fact needs nothing, and the checkout already has the commit.
     drop(repo);
@@ -92,6 +107,61 @@ fn a_pinned_sha_needs_no_network() {
     let (commit, dir) = run_step(&ws).unwrap();
     assert_eq!(commit, commits[0]);
     assert_eq!(fs::read_to_string(dir.join("VERSION")).unwrap(), "v1.0\n");
+}
+
+#[test]
+fn a_tag_is_asked_for_once_unless_refs_are_refreshed() {
+    let (repo, commits) = tagged_repo();
+    let ws = workspace(&repo.url(), "v1.1", false);
+    assert_eq!(fact(&ws).unwrap(), commits[1]);
+    assert_eq!(ls_remotes(&ws), 1);
+    assert!(ws.cache().join("refs.json").is_file());
+    // Resolved before: the recorded commit, no process at all.
+    let log = ws.log_text();
+    assert_eq!(fact(&ws).unwrap(), commits[1]);
+    assert_eq!(ws.log_text(), log, "nothing ran");
+    // --refresh-refs asks the repository again.
+    assert_eq!(fact_with(&ws, RefLookup::Refresh).unwrap(), commits[1]);
+    assert_eq!(ls_remotes(&ws), 2);
+    assert_eq!(run_step(&ws).unwrap().0, commits[1]);
+
+    // The tag is moved by force: not seen until refs are refreshed, then recorded.
+    let moved = repo.commit(&[("VERSION", "v1.1 again\n")], "re-release v1.1");
+    repo.git(&["tag", "-f", "-a", "-m", "v1.1", "v1.1"]);
+    assert_eq!(fact(&ws).unwrap(), commits[1]);
+    assert_eq!(ls_remotes(&ws), 2);
+    assert_eq!(fact_with(&ws, RefLookup::Refresh).unwrap(), moved);
+    assert_eq!(ls_remotes(&ws), 3);
+    assert_eq!(fact(&ws).unwrap(), moved);
+    assert_eq!(ls_remotes(&ws), 3);
+    let (commit, dir) = run_step(&ws).unwrap();
+    assert_eq!(commit, moved);
+    assert_eq!(
+        fs::read_to_string(dir.join("VERSION")).unwrap(),
+        "v1.1 again\n"
+    );
+
+    // Another tag of the same repository is asked for once too.
+    let mut ws = ws;
+    ws.replan(&cpu_pool_config(&repo.url(), "v2.0", false, ""));
+    assert_eq!(fact(&ws).unwrap(), commits[2]);
+    assert_eq!(fact(&ws).unwrap(), commits[2]);
+    assert_eq!(ls_remotes(&ws), 4);
+}
+
+#[test]
+fn a_branch_is_asked_for_every_time() {
+    let (repo, _) = tagged_repo();
+    let ws = workspace(&repo.url(), "main", false);
+    for n in 1..=3 {
+        assert_eq!(fact(&ws).unwrap(), repo.head());
+        assert_eq!(ls_remotes(&ws), n);
+    }
+    let moved = repo.commit(&[("VERSION", "next\n")], "move main");
+    assert_eq!(fact(&ws).unwrap(), moved);
+    assert_eq!(ls_remotes(&ws), 4);
+    let recorded = fs::read_to_string(ws.cache().join("refs.json")).unwrap_or_default();
+    assert!(!recorded.contains("main"), "{recorded}");
 }
 
 #[test]
