@@ -3,7 +3,7 @@
 //! pools that share a source and normalised CMake flags share one build, and pools that share
 //! a model share one resolve; replicas each get their own spawn, probe and handoff.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -211,9 +211,17 @@ fn keys(input: &PoolInput) -> Keys {
     }
 }
 
+/// A step while the plan is built: its deps and pools as sets, so that a node every pool shares
+/// (`preflight-tools`, `gpu-check`) costs O(log pools) per pool, not O(pools).
+struct Draft {
+    spec: StepSpec,
+    deps: BTreeSet<String>,
+    pools: BTreeSet<String>,
+}
+
 #[derive(Default)]
 struct Builder {
-    steps: BTreeMap<String, Step>,
+    steps: BTreeMap<String, Draft>,
 }
 
 impl Builder {
@@ -224,23 +232,29 @@ impl Builder {
         deps: Vec<String>,
         spec: impl FnOnce() -> StepSpec,
     ) -> String {
-        let step = self.steps.entry(id.clone()).or_insert_with(|| Step {
-            id: id.clone(),
-            deps: Vec::new(),
-            pools: Vec::new(),
+        let draft = self.steps.entry(id.clone()).or_insert_with(|| Draft {
             spec: spec(),
+            deps: BTreeSet::new(),
+            pools: BTreeSet::new(),
         });
-        for d in deps {
-            if !step.deps.contains(&d) {
-                step.deps.push(d);
-            }
-        }
-        step.deps.sort();
-        if !step.pools.iter().any(|p| p == pool) {
-            step.pools.push(pool.to_string());
-            step.pools.sort();
+        draft.deps.extend(deps);
+        if !draft.pools.contains(pool) {
+            draft.pools.insert(pool.to_string());
         }
         id
+    }
+
+    /// The steps, deps and pools sorted.
+    fn into_steps(self) -> Vec<Step> {
+        self.steps
+            .into_iter()
+            .map(|(id, d)| Step {
+                id,
+                deps: d.deps.into_iter().collect(),
+                pools: d.pools.into_iter().collect(),
+                spec: d.spec,
+            })
+            .collect()
     }
 }
 
@@ -672,21 +686,26 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
         ));
     }
 
-    let steps = topological_order(b.steps.into_values().collect()).map_err(|e| {
+    let steps = topological_order(b.into_steps()).map_err(|e| {
         ConfigError::new(
             &valid.file,
             None,
             vec![Diagnostic::error("", format!("internal error: {e}"))],
         )
     })?;
+    // Each pool's steps in plan order: positions looked up once, not a scan of every step per
+    // pool (which made planning quadratic in the number of pools).
+    let position: HashMap<&str, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, st)| (st.id.as_str(), i))
+        .collect();
     let pools = summaries
         .into_iter()
         .map(|(ids, mut s)| {
-            s.steps = steps
-                .iter()
-                .filter(|st| ids.contains(&st.id))
-                .map(|st| st.id.clone())
-                .collect();
+            let mut at: Vec<usize> = ids.iter().map(|id| position[id.as_str()]).collect();
+            at.sort_unstable();
+            s.steps = at.into_iter().map(|i| steps[i].id.clone()).collect();
             s
         })
         .collect();
