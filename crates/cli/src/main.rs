@@ -19,6 +19,11 @@ use provision_plan::{ConfigError, Plan, PlanOptions, Roots, ValidConfig};
 use crate::dispatch::StepDispatch;
 use crate::progress::Verbosity;
 
+/// mimalloc: parsing and planning a large config is allocation-bound (a third of `plan`'s time
+/// for 1,000 pools was the system allocator's malloc/free); mimalloc makes it ~15% faster.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit codes. Documented in the README and in `--help`.
 mod exit {
     pub const OK: u8 = 0;

@@ -303,8 +303,14 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
     // Refs checked out per repo checkout directory: one checkout holds one ref at a time, so
     // a repo used at several refs gets one directory per ref.
     let mut checkout_refs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    // Content keys once per pool (each is JSON and hashing); pool ids are unique once valid.
+    let pool_keys: HashMap<&str, Keys> = valid
+        .pools
+        .iter()
+        .map(|input| (input.pool.id.as_str(), keys(input)))
+        .collect();
     for input in &valid.pools {
-        let k = keys(input);
+        let k = &pool_keys[input.pool.id.as_str()];
         if let (Some(source), true) = (
             &input.pool.provisioning.source,
             input.pool.provisioning.mode == ProvisioningMode::Source,
@@ -351,8 +357,10 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     tools.push(tool);
                 }
             }
-            if let (Some((base, key)), Some(s)) = (keys(input).clone, &prov.source) {
-                *submodules.entry(clones.id(&base, &key)).or_default() |= s.submodules;
+            if let (Some((base, key)), Some(s)) =
+                (&pool_keys[input.pool.id.as_str()].clone, &prov.source)
+            {
+                *submodules.entry(clones.id(base, key)).or_default() |= s.submodules;
             }
         }
         if input.pool.backend == Backend::Cuda && prov.mode != ProvisioningMode::External {
@@ -366,7 +374,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
         let pool = &input.pool;
         let prov = &pool.provisioning;
         let pid = pool.id.as_str();
-        let k = keys(input);
+        let k = &pool_keys[pid];
         let mut pool_steps: BTreeSet<String> = BTreeSet::new();
         let mut track = |id: String| {
             pool_steps.insert(id.clone());

@@ -161,7 +161,9 @@ impl<'a> SchemaChecker<'a> {
         }
         // Document order, so messages read top to bottom.
         let mut fields: Vec<(&String, &Value)> = map.iter().collect();
-        fields.sort_by_key(|(k, _)| self.doc.key_location(&join_key(path, k)));
+        // Cached: the key (a path string and a span lookup) is computed once per field, not
+        // once per comparison.
+        fields.sort_by_cached_key(|(k, _)| self.doc.key_location(&join_key(path, k)));
         for (key, child) in fields {
             let child_path = join_key(path, key);
             match props.get(key) {

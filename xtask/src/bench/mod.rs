@@ -10,7 +10,6 @@
 //! ran a step, digests differ, a handoff is missing); a missed target is reported in the
 //! table, not as a failure, so a loaded machine does not fail the run.
 
-mod alloc;
 mod build;
 mod harness;
 mod planner;
@@ -123,7 +122,15 @@ fn date() -> String {
         .unwrap_or_default()
 }
 
-/// Tools, the venv, the provision binary, llama.cpp source and the tiny model (as the e2e run).
+/// Cargo's target directory.
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// Tools, the venv, the provision binary (release profile: what users run), llama.cpp source
+/// and the tiny model (as the e2e run).
 fn set_up(root: &Path) -> Result<Provision> {
     setup::ensure_build_tools()?;
     setup::ensure_apt(&[("strace", "strace")])?;
@@ -131,7 +138,7 @@ fn set_up(root: &Path) -> Result<Provision> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     setup::run(
         Command::new(&cargo)
-            .args(["build", "-q", "-p", "provision-cli"])
+            .args(["build", "-q", "--release", "-p", "provision-cli"])
             .current_dir(root),
     )?;
     let fixtures = root.join(".fixtures");
@@ -159,10 +166,7 @@ fn set_up(root: &Path) -> Result<Provision> {
     Ok(Provision {
         root: root.to_path_buf(),
         work,
-        bin: std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"))
-            .join("debug/provision"),
+        bin: target_dir(root).join("release/provision"),
     })
 }
 
@@ -183,7 +187,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     result?;
     println!(
-        "\n{} · {} · provision debug build (dependencies opt-level 2) · load average {} before, {} after · {}{:.0} s\n",
+        "\n{} · {} · provision release build · load average {} before, {} after · {}{:.0} s\n",
         date(),
         machine(),
         load_before,
@@ -389,13 +393,11 @@ fn figures(
     // 5. The planner, in-process.
     if opts.wants(5) {
         eprintln!("== [5] plan: generated configs of 10 … 10,000 pools");
-        // 10,000 pools take tens of seconds (see BENCHMARKS.md): not in --quick.
-        let all: &[usize] = if opts.quick {
-            &[10, 100, 1000]
-        } else {
-            &[10, 100, 1000, 10_000]
-        };
-        let sizes = planner::measure(all, |n| match n {
+        // Release profile: 10,000 pools take about a second (42 s before the planner's
+        // quadratic parts went, see BENCHMARKS.md), so --quick measures them once too.
+        let all: &[usize] = &[10, 100, 1000, 10_000];
+        let runner = planner::build_runner(&p.root)?;
+        let sizes = planner::measure(&runner, &p.work, all, |n| match n {
             0..=100 => opts.reps(20, 5),
             101..=1000 => opts.reps(10, 3),
             _ => opts.reps(3, 1),

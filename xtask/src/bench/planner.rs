@@ -1,14 +1,14 @@
-//! Figure 5: `plan` (parse + validate + plan, in-process, what `provision plan` does before it
-//! prints) on generated configs of 10 … 10,000 pools: time and peak heap (counting allocator),
+//! Figure 5: `plan` (parse + validate + plan, what `provision plan` does before it prints) on
+//! generated configs of 10 … 10,000 pools: time and peak heap, measured by provision-plan's
+//! `plan_scale` example built in the release profile (its counting allocator gives the heap),
 //! and how each tenfold step in pools compares with n log n.
 
 use std::fmt::Write;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::{ensure, Result};
-use provision_plan::{Document, PlanOptions, Roots};
 
-use super::alloc;
 use super::stats::Samples;
 
 /// Seconds one size may take before its repetitions stop (at least one always runs).
@@ -69,51 +69,64 @@ pub fn config(n: usize) -> String {
     s
 }
 
-fn once(text: &str) -> Result<usize> {
-    let doc = Document::parse("generated.yaml", text.to_string())
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let valid = provision_plan::validate(&doc).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let opts = PlanOptions {
-        roots: Roots {
-            cache: "/var/cache/provision".into(),
-            runtime: "/run/provision".into(),
-            config_dir: "/etc/provision".into(),
-        },
-        pool: None,
-    };
-    let plan = provision_plan::plan(&valid, &opts).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    Ok(plan.steps.len())
+/// Build the `plan_scale` example of provision-plan in the release profile; its path.
+pub fn build_runner(root: &Path) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    crate::setup::run(
+        Command::new(&cargo)
+            .args(["build", "-q", "--release", "-p", "provision-plan"])
+            .args(["--example", "plan_scale"])
+            .current_dir(root),
+    )?;
+    Ok(crate::bench::target_dir(root).join("release/examples/plan_scale"))
 }
 
-/// `reps(n)` timed repetitions per size.
-pub fn measure(sizes: &[usize], reps: impl Fn(usize) -> usize) -> Result<Vec<Size>> {
+/// `reps(n)` timed repetitions per size, each size's config written under `work`.
+pub fn measure(
+    runner: &Path,
+    work: &Path,
+    sizes: &[usize],
+    reps: impl Fn(usize) -> usize,
+) -> Result<Vec<Size>> {
     let mut out = Vec::new();
     for &n in sizes {
-        let text = config(n);
+        let file = work.join(format!("plan-{n}-pools.yaml"));
+        std::fs::write(&file, config(n))?;
+        let output = Command::new(runner)
+            .arg(&file)
+            .arg(reps(n).to_string())
+            // A slow size is measured fewer times rather than for minutes.
+            .arg(BUDGET_S.to_string())
+            .output()?;
+        ensure!(
+            output.status.success(),
+            "plan_scale {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
         let mut size = Size {
             pools: n,
             ms: Samples::default(),
             peak_bytes: Samples::default(),
             steps: 0,
         };
-        let spent = Instant::now();
-        for _ in 0..reps(n) {
-            // A slow size is measured fewer times rather than for minutes.
-            if size.ms.len() > 0 && spent.elapsed().as_secs() >= BUDGET_S {
-                break;
-            }
-            let base = alloc::reset_peak();
-            let t = Instant::now();
-            size.steps = once(&text)?;
-            size.ms.push(t.elapsed().as_secs_f64() * 1e3);
-            size.peak_bytes
-                .push(alloc::peak().saturating_sub(base) as f64);
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let run: serde_json::Value = serde_json::from_str(line)?;
+            let field = |k: &str| {
+                run[k]
+                    .as_f64()
+                    .ok_or_else(|| anyhow::anyhow!("plan_scale printed no `{k}`: {line}"))
+            };
+            size.ms.push(field("ms")?);
+            size.peak_bytes.push(field("peak_bytes")?);
+            size.steps = field("steps")? as usize;
         }
         ensure!(
             size.steps >= n * 3,
             "{n} pools planned into only {} steps",
             size.steps
         );
+        let _ = std::fs::remove_file(&file);
         out.push(size);
     }
     Ok(out)
@@ -135,7 +148,17 @@ pub fn growth_vs_nlogn(sizes: &[Size], value: impl Fn(&Size) -> f64) -> Vec<(usi
 #[cfg(test)]
 mod tests {
     #[test]
-    fn generated_configs_plan() {
-        assert!(super::once(&super::config(10)).unwrap() >= 40);
+    fn generated_configs_are_valid_and_plan() {
+        let doc = provision_plan::Document::parse("g.yaml", super::config(10)).unwrap();
+        let valid = provision_plan::validate(&doc).unwrap();
+        let opts = provision_plan::PlanOptions {
+            roots: provision_plan::Roots {
+                cache: "/c".into(),
+                runtime: "/r".into(),
+                config_dir: "/e".into(),
+            },
+            pool: None,
+        };
+        assert!(provision_plan::plan(&valid, &opts).unwrap().steps.len() >= 40);
     }
 }
