@@ -11,10 +11,17 @@ use anyhow::{ensure, Context, Result};
 
 use super::harness::{expand, steps, text, Provision};
 
+/// Wall and CPU (user + system, of every process the build ran) seconds of one command.
+#[derive(Clone, Copy)]
+pub struct Took {
+    pub wall_s: f64,
+    pub cpu_s: f64,
+}
+
 pub struct Build {
-    pub server_s: f64,
-    pub full_s: f64,
-    pub server_rewarm_s: f64,
+    pub server: Took,
+    pub full: Took,
+    pub server_rewarm: Took,
     pub configure_s: f64,
     /// Compilations (ccache misses, hits) of each build.
     pub server_compiles: (u64, u64),
@@ -47,12 +54,29 @@ fn minus(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
     (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1))
 }
 
-fn run(c: &mut Command) -> Result<f64> {
+/// User + system CPU seconds of this process's waited-for descendants so far.
+fn children_cpu_s() -> f64 {
+    // SAFETY: getrusage writes only into the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    s(u.ru_utime) + s(u.ru_stime)
+}
+
+/// Run `c`; its wall time and the CPU time of every process it ran (compilers included: ninja
+/// and cmake wait for them, so their times reach us through RUSAGE_CHILDREN). CPU time is what
+/// a build on a machine shared with other builds can still compare: the wall time there moves
+/// with the others' load.
+fn run(c: &mut Command) -> Result<Took> {
     let shown = format!("{c:?}");
+    let cpu = children_cpu_s();
     let t = Instant::now();
     let out = c.output().with_context(|| format!("running {shown}"))?;
     ensure!(out.status.success(), "{shown} failed:\n{}", text(&out));
-    Ok(t.elapsed().as_secs_f64())
+    Ok(Took {
+        wall_s: t.elapsed().as_secs_f64(),
+        cpu_s: children_cpu_s() - cpu,
+    })
 }
 
 pub fn measure(p: &Provision, config: &Path, runtime: &str, dir: &Path) -> Result<Build> {
@@ -102,23 +126,23 @@ pub fn measure(p: &Provision, config: &Path, runtime: &str, dir: &Path) -> Resul
         c
     };
     eprintln!("   [7] cold llama-server-only build …");
-    let configure_s = run(&mut cmake("server", "ccache-server"))?;
-    let server_s = run(&mut build("server", "ccache-server", Some("llama-server")))?;
+    let configure_s = run(&mut cmake("server", "ccache-server"))?.wall_s;
+    let server = run(&mut build("server", "ccache-server", Some("llama-server")))?;
     let server_compiles = ccache_stats(&dir.join("ccache-server"));
     eprintln!("   [7] cold full build …");
     run(&mut cmake("full", "ccache-full"))?;
-    let full_s = run(&mut build("full", "ccache-full", None))?;
+    let full = run(&mut build("full", "ccache-full", None))?;
     let full_compiles = ccache_stats(&dir.join("ccache-full"));
     eprintln!("   [7] llama-server again, build dir wiped, ccache warm …");
     std::fs::remove_dir_all(dir.join("server"))?;
     run(&mut cmake("server", "ccache-server"))?;
-    let server_rewarm_s = run(&mut build("server", "ccache-server", Some("llama-server")))?;
+    let server_rewarm = run(&mut build("server", "ccache-server", Some("llama-server")))?;
     let rewarm_compiles = minus(ccache_stats(&dir.join("ccache-server")), server_compiles);
     let _ = std::fs::remove_dir_all(dir.join("full"));
     Ok(Build {
-        server_s,
-        full_s,
-        server_rewarm_s,
+        server,
+        full,
+        server_rewarm,
         configure_s,
         server_compiles,
         full_compiles,

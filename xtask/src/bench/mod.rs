@@ -488,28 +488,40 @@ fn figures(
                 "cold build, --target llama-server (empty ccache, -j cores)",
             )
             .value(format!(
-                "{:.0} s, {} compilations (configure {:.0} s)",
-                b.server_s, b.server_compiles.0, b.configure_s
+                "{:.0} s wall, {:.0} s CPU, {} compilations (configure {:.0} s)",
+                b.server.wall_s, b.server.cpu_s, b.server_compiles.0, b.configure_s
             ))
             .baseline(format!(
-                "full cmake --build: {:.0} s, {} compilations",
-                b.full_s, b.full_compiles.0
+                "full cmake --build: {:.0} s wall, {:.0} s CPU, {} compilations",
+                b.full.wall_s, b.full.cpu_s, b.full_compiles.0
             ))
+            // CPU time, not wall: on 2 shared cores the wall time of a 4-minute build moves
+            // with other engineers' load by more than the difference measured here.
             .target(
-                format!("faster than full: {:.2}×", b.server_s / b.full_s),
-                b.server_s < b.full_s,
+                format!(
+                    "less CPU than full: {:.2}× (wall {:.2}×)",
+                    b.server.cpu_s / b.full.cpu_s,
+                    b.server.wall_s / b.full.wall_s
+                ),
+                b.server.cpu_s < b.full.cpu_s,
             ),
         );
         rows.push(
             Row::new("7", "llama-server rebuild, build dir wiped, ccache warm")
                 .value(format!(
-                    "{:.0} s ({} compilations, {} ccache hits)",
-                    b.server_rewarm_s, b.rewarm_compiles.0, b.rewarm_compiles.1
+                    "{:.0} s wall, {:.0} s CPU ({} compilations, {} ccache hits)",
+                    b.server_rewarm.wall_s,
+                    b.server_rewarm.cpu_s,
+                    b.rewarm_compiles.0,
+                    b.rewarm_compiles.1
                 ))
-                .baseline(format!("cold: {:.0} s", b.server_s))
+                .baseline(format!("cold: {:.0} s wall", b.server.wall_s))
                 .target(
-                    format!("faster than cold: {:.2}×", b.server_rewarm_s / b.server_s),
-                    b.server_rewarm_s < b.server_s,
+                    format!(
+                        "faster than cold: {:.2}×",
+                        b.server_rewarm.wall_s / b.server.wall_s
+                    ),
+                    b.server_rewarm.wall_s < b.server.wall_s,
                 ),
         );
     }
