@@ -1,8 +1,15 @@
 //! The scheduler: a ready set over the plan DAG. A step starts when all its dependencies
 //! passed; independent steps run at the same time (at most `jobs`, and at most one heavy step
 //! such as a build that already uses every core). A failed step blocks its dependents while
-//! independent branches finish; `--fail-fast` or a cancellation stops everything. Every
-//! transition is written to the state file before the next decision.
+//! independent branches finish; `--fail-fast` or a cancellation stops everything.
+//!
+//! The scheduler works in passes: start every step that is ready, write the state file once,
+//! then wait for a result and take every other result already waiting. One write per pass, not
+//! per transition, and each write precedes what depends on it: a step's `running` record (its
+//! old fingerprint cleared) is on disk before the step runs, a result is on disk before its
+//! event is emitted and before the steps it unblocks run, and everything is written before
+//! `apply` returns. A write whose changes are all records of [`is_volatile`] steps is not
+//! fsynced.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -15,7 +22,7 @@ use crate::dirty_reason::{compare, Current, DirtyReason};
 use crate::dispatch::{Cancel, Dispatch, Facts, Outcome, Outputs, StepContext, StepError};
 use crate::events::{Event, EventSink};
 use crate::fingerprint::{dep_contribution, fingerprint, secret_digest, spec_value};
-use crate::state::{now_rfc3339, State, StateError, StateFile, StepRecord, StepStatus};
+use crate::state::{now_rfc3339, Durability, State, StateError, StateFile, StepRecord, StepStatus};
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -95,6 +102,67 @@ impl ApplyReport {
 /// Steps that use every core by themselves: never two at once.
 pub fn is_heavy(step: &Step) -> bool {
     matches!(step.spec, StepSpec::CmakeBuild(_))
+}
+
+/// Steps whose state records need no fsync: the liveness steps (gpu-check, spawn, probe), which
+/// check the world on every apply and are never fresh from the state file alone, and the
+/// handoff, which describes a running server and reruns whenever its probe does. A power loss
+/// that undoes the last writes of their records also stops the servers they describe, so the
+/// next apply redoes them either way. Records of every other step (tools, clone, configure,
+/// build, model, vram fit) are fsynced: there a stale fingerprint would skip needed work.
+pub fn is_volatile(step: &Step) -> bool {
+    step.is_liveness() || matches!(step.spec, StepSpec::Handoff(_))
+}
+
+/// What one scheduler pass changed and has not yet written: the state records touched, and the
+/// events that must wait for that write (each event describing a change, and, to keep their
+/// order, every event after it).
+#[derive(Default)]
+struct Unsaved {
+    changed: bool,
+    /// A record of a step that is not [`is_volatile`] changed: fsync this write.
+    durable: bool,
+    events: Vec<Event>,
+}
+
+impl Unsaved {
+    /// `step`'s record changed; `event` says how.
+    fn change(&mut self, step: &Step, event: Event) {
+        self.changed = true;
+        self.durable |= !is_volatile(step);
+        self.events.push(event);
+    }
+
+    /// An event that changes no record: emitted now unless earlier ones wait for a write.
+    fn note(&mut self, events: &dyn EventSink, event: Event) {
+        if self.events.is_empty() {
+            events.emit(event);
+        } else {
+            self.events.push(event);
+        }
+    }
+
+    /// Write what changed (once), then emit the events that waited for it.
+    fn flush(
+        &mut self,
+        file: &StateFile,
+        state: &State,
+        events: &dyn EventSink,
+    ) -> Result<(), StateError> {
+        if self.changed {
+            let durability = match self.durable {
+                true => Durability::Fsync,
+                false => Durability::NoSync,
+            };
+            file.save_with(state, durability)?;
+        }
+        for event in self.events.drain(..) {
+            events.emit(event);
+        }
+        self.changed = false;
+        self.durable = false;
+        Ok(())
+    }
 }
 
 /// The log file of a step: `<runtime>/logs/steps/<id>.log` (id made file-safe).
@@ -249,11 +317,15 @@ pub fn apply(
     let mut any_failed = false;
     let jobs = opts.jobs.max(1);
 
+    let saves_before = file.save_counts();
     std::thread::scope(|scope| -> Result<(), StateError> {
         let (tx, rx) = mpsc::channel::<(usize, Result<Outcome, StepError>, Instant)>();
+        let mut unsaved = Unsaved::default();
         loop {
             let stopping = cancel.is_cancelled() || (opts.fail_fast && any_failed);
             let mut progressed = false;
+            // Steps whose `running` record is set: they start once it is written.
+            let mut starting: Vec<(usize, StepContext<'_>)> = Vec::new();
             if !stopping {
                 for i in 0..steps.len() {
                     if results[i].is_some() || running.contains(&i) {
@@ -270,11 +342,14 @@ pub fn apply(
                         }
                     }
                     if let Some(by) = blocked_by {
-                        events.emit(Event::Blocked {
-                            step: step.id.clone(),
-                            kind: step.kind().into(),
-                            by: by.clone(),
-                        });
+                        unsaved.note(
+                            events,
+                            Event::Blocked {
+                                step: step.id.clone(),
+                                kind: step.kind().into(),
+                                by: by.clone(),
+                            },
+                        );
                         results[i] = Some(StepResult::Blocked(by));
                         progressed = true;
                         continue;
@@ -288,15 +363,18 @@ pub fn apply(
                         Ok(d) => d,
                         Err(err) => {
                             // The world could not even be checked (e.g. an unreachable repo).
-                            events.emit(Event::Failed {
-                                step: step.id.clone(),
-                                kind: step.kind().into(),
-                                error: err.message.clone(),
-                                hint: err.hint.clone(),
-                                tail: err.tail.clone(),
-                                log: cx.log.display().to_string(),
-                                duration_ms: 0,
-                            });
+                            unsaved.note(
+                                events,
+                                Event::Failed {
+                                    step: step.id.clone(),
+                                    kind: step.kind().into(),
+                                    error: err.message.clone(),
+                                    hint: err.hint.clone(),
+                                    tail: err.tail.clone(),
+                                    log: cx.log.display().to_string(),
+                                    duration_ms: 0,
+                                },
+                            );
                             any_failed = true;
                             results[i] = Some(StepResult::Failed(err));
                             continue;
@@ -310,11 +388,14 @@ pub fn apply(
                                 .insert(&step.id, dep_contribution(&decision.fingerprint, &out));
                             outputs.insert(&step.id, out);
                             let kept = step.is_liveness();
-                            events.emit(Event::Skipped {
-                                step: step.id.clone(),
-                                kind: step.kind().into(),
-                                kept,
-                            });
+                            unsaved.note(
+                                events,
+                                Event::Skipped {
+                                    step: step.id.clone(),
+                                    kind: step.kind().into(),
+                                    kept,
+                                },
+                            );
                             results[i] = Some(if kept {
                                 StepResult::Kept
                             } else {
@@ -341,25 +422,33 @@ pub fn apply(
                                     error: None,
                                 },
                             );
-                            file.save(state)?;
-                            events.emit(Event::Started {
-                                step: step.id.clone(),
-                                kind: step.kind().into(),
-                                reason,
-                                log: cx.log.display().to_string(),
-                            });
+                            unsaved.change(
+                                step,
+                                Event::Started {
+                                    step: step.id.clone(),
+                                    kind: step.kind().into(),
+                                    reason,
+                                    log: cx.log.display().to_string(),
+                                },
+                            );
                             fingerprints.insert(i, decision.fingerprint);
                             running.insert(i);
                             heavy_running |= is_heavy(step);
-                            let tx = tx.clone();
-                            scope.spawn(move || {
-                                let t = Instant::now();
-                                let result = dispatch.run(&cx);
-                                let _ = tx.send((i, result, t));
-                            });
+                            starting.push((i, cx));
                         }
                     }
                 }
+            }
+            // One write for this pass: the results taken at the end of the last pass and the
+            // `running` records of the steps starting now, before any of them runs.
+            unsaved.flush(file, state, events)?;
+            for (i, cx) in starting {
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    let t = Instant::now();
+                    let result = dispatch.run(&cx);
+                    let _ = tx.send((i, result, t));
+                });
             }
             if running.is_empty() {
                 if stopping || !progressed {
@@ -367,78 +456,94 @@ pub fn apply(
                 }
                 continue;
             }
-            let (i, result, t) = match rx.recv_timeout(Duration::from_millis(50)) {
+            let first = match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(msg) => msg,
                 Err(mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
-            running.remove(&i);
-            let step = &steps[i];
-            if is_heavy(step) {
-                heavy_running = false;
-            }
-            let duration_ms = t.elapsed().as_millis() as u64;
-            let record = state
-                .steps
-                .get_mut(&step.id)
-                .expect("inserted when started");
-            record.finished_at = Some(now_rfc3339());
-            record.duration_ms = Some(duration_ms);
-            let log = step_log(plan, step).display().to_string();
-            match result {
-                Ok(outcome) => {
-                    let fp = fingerprints.remove(&i).expect("set when started");
-                    record.status = StepStatus::Passed;
-                    record.outputs = outcome.outputs.clone();
-                    record.artifacts = outcome
-                        .artifacts
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect();
-                    record.fingerprint = Some(fp.clone());
-                    contributions.insert(&step.id, dep_contribution(&fp, &outcome.outputs));
-                    outputs.insert(&step.id, outcome.outputs);
-                    file.save(state)?;
-                    events.emit(Event::Finished {
-                        step: step.id.clone(),
-                        kind: step.kind().into(),
-                        duration_ms,
-                    });
-                    results[i] = Some(StepResult::Ran);
+            // This result and every other one already waiting, recorded in one write.
+            for (i, result, t) in std::iter::once(first).chain(rx.try_iter()) {
+                running.remove(&i);
+                let step = &steps[i];
+                if is_heavy(step) {
+                    heavy_running = false;
                 }
-                Err(err) if err.cancelled => {
-                    record.status = StepStatus::Cancelled;
-                    record.error = Some(err.message.clone());
-                    file.save(state)?;
-                    events.emit(Event::Cancelled {
-                        step: step.id.clone(),
-                        kind: step.kind().into(),
-                    });
-                    results[i] = Some(StepResult::Cancelled);
-                }
-                Err(err) => {
-                    record.status = StepStatus::Failed;
-                    record.error = Some(err.message.clone());
-                    file.save(state)?;
-                    events.emit(Event::Failed {
-                        step: step.id.clone(),
-                        kind: step.kind().into(),
-                        error: err.message.clone(),
-                        hint: err.hint.clone(),
-                        tail: err.tail.clone(),
-                        log,
-                        duration_ms,
-                    });
-                    any_failed = true;
-                    if opts.fail_fast {
-                        cancel.cancel();
+                let duration_ms = t.elapsed().as_millis() as u64;
+                let record = state
+                    .steps
+                    .get_mut(&step.id)
+                    .expect("inserted when started");
+                record.finished_at = Some(now_rfc3339());
+                record.duration_ms = Some(duration_ms);
+                let log = step_log(plan, step).display().to_string();
+                match result {
+                    Ok(outcome) => {
+                        let fp = fingerprints.remove(&i).expect("set when started");
+                        record.status = StepStatus::Passed;
+                        record.outputs = outcome.outputs.clone();
+                        record.artifacts = outcome
+                            .artifacts
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect();
+                        record.fingerprint = Some(fp.clone());
+                        contributions.insert(&step.id, dep_contribution(&fp, &outcome.outputs));
+                        outputs.insert(&step.id, outcome.outputs);
+                        unsaved.change(
+                            step,
+                            Event::Finished {
+                                step: step.id.clone(),
+                                kind: step.kind().into(),
+                                duration_ms,
+                            },
+                        );
+                        results[i] = Some(StepResult::Ran);
                     }
-                    results[i] = Some(StepResult::Failed(err));
+                    Err(err) if err.cancelled => {
+                        record.status = StepStatus::Cancelled;
+                        record.error = Some(err.message.clone());
+                        unsaved.change(
+                            step,
+                            Event::Cancelled {
+                                step: step.id.clone(),
+                                kind: step.kind().into(),
+                            },
+                        );
+                        results[i] = Some(StepResult::Cancelled);
+                    }
+                    Err(err) => {
+                        record.status = StepStatus::Failed;
+                        record.error = Some(err.message.clone());
+                        unsaved.change(
+                            step,
+                            Event::Failed {
+                                step: step.id.clone(),
+                                kind: step.kind().into(),
+                                error: err.message.clone(),
+                                hint: err.hint.clone(),
+                                tail: err.tail.clone(),
+                                log,
+                                duration_ms,
+                            },
+                        );
+                        any_failed = true;
+                        if opts.fail_fast {
+                            cancel.cancel();
+                        }
+                        results[i] = Some(StepResult::Failed(err));
+                    }
                 }
             }
         }
-        Ok(())
+        // Every path out of the loop has written what it changed; this is the guarantee.
+        unsaved.flush(file, state, events)
     })?;
+    let saves = file.save_counts();
+    tracing::debug!(
+        saves = saves.saves - saves_before.saves,
+        fsynced = saves.synced - saves_before.synced,
+        "state file written"
+    );
 
     Ok(ApplyReport {
         results: steps

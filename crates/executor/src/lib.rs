@@ -13,13 +13,15 @@ pub mod orphans;
 pub mod retire;
 pub mod state;
 
-pub use apply::{apply, preview, ApplyOptions, ApplyReport, Preview, StepResult};
+pub use apply::{apply, is_volatile, preview, ApplyOptions, ApplyReport, Preview, StepResult};
 pub use dirty_reason::DirtyReason;
 pub use dispatch::{log_tail, Cancel, Dispatch, Facts, Outcome, Outputs, StepContext, StepError};
 pub use events::{Event, EventSink};
 pub use lock::{acquire, ApplyLock, Holder, LockError};
 pub use retire::retire_removed;
-pub use state::{State, StateError, StateFile, StepRecord, StepStatus, STATE_VERSION};
+pub use state::{
+    Durability, SaveCounts, State, StateError, StateFile, StepRecord, StepStatus, STATE_VERSION,
+};
 
 /// The JSON Schema of the state file, as written to `schemas/state.schema.json`.
 pub fn state_schema() -> serde_json::Value {

@@ -1,9 +1,12 @@
 //! The state file: what every step did last, with its fingerprint. Versioned, written
-//! atomically (temp file, fsync, rename, fsync of the directory), never silently discarded.
+//! atomically (temp file, rename: a reader never sees a partial file), fsynced when a record
+//! that a power loss must not undo changed, never silently discarded.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -107,11 +110,38 @@ impl StateError {
 #[derive(Debug, Clone)]
 pub struct StateFile {
     pub path: PathBuf,
+    /// Shared by clones: every write through any of them counts.
+    counts: Arc<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    saves: AtomicU64,
+    synced: AtomicU64,
+}
+
+/// How often a [`StateFile`] (or a clone of it) was written, and how many of those writes were
+/// fsynced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaveCounts {
+    pub saves: u64,
+    pub synced: u64,
 }
 
 impl StateFile {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        StateFile { path: path.into() }
+        StateFile {
+            path: path.into(),
+            counts: Arc::default(),
+        }
+    }
+
+    /// Writes so far through this file and its clones.
+    pub fn save_counts(&self) -> SaveCounts {
+        SaveCounts {
+            saves: self.counts.saves.load(Ordering::Relaxed),
+            synced: self.counts.synced.load(Ordering::Relaxed),
+        }
     }
 
     /// Read the state; a missing file is an empty state, anything unreadable is an error.
@@ -146,24 +176,56 @@ impl StateFile {
         serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))
     }
 
-    /// Write the state atomically: a reader sees the old file or the new one, never a mix.
+    /// Write the state atomically and durably: a reader sees the old file or the new one, never
+    /// a mix, and a power loss after this returns does not undo it.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
+        self.save_with(state, Durability::Fsync)
+    }
+
+    /// Write the state atomically; fsynced or not as `durability` says.
+    ///
+    /// Pretty JSON, as before: a person is told to inspect this file when it cannot be read,
+    /// and compact output would not change the number of writes, which is what costs.
+    pub fn save_with(&self, state: &State, durability: Durability) -> Result<(), StateError> {
         write_atomic(
             &self.path,
             serde_json::to_string_pretty(state)
                 .expect("state serialises")
                 .as_bytes(),
+            durability,
         )
         .map_err(|source| StateError::Io {
             action: "write",
             path: self.path.clone(),
             source,
-        })
+        })?;
+        self.counts.saves.fetch_add(1, Ordering::Relaxed);
+        if durability == Durability::Fsync {
+            self.counts.synced.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
-/// Write `bytes` to `path` through a temp file in the same directory, fsync, rename, fsync dir.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Whether [`write_atomic`] waits for the bytes to reach the disk. Either way the write is
+/// atomic for readers (temp file, then rename).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file before the rename and the directory after it: once the write returns, a
+    /// power loss leaves the new content (state records of builds, caches keyed by digests).
+    Fsync,
+    /// No fsync: for content that describes the running world (a handoff or pid file, state
+    /// records of servers and probes), which a power loss ends too, so losing the last writes
+    /// costs nothing. Saves the two fsyncs, milliseconds each on a busy disk. A filesystem
+    /// without rename-over-existing ordering (ext4 and btrfs have it) may leave an empty file
+    /// after a power loss instead of the previous one.
+    NoSync,
+}
+
+/// Write `bytes` and a newline to `path` through a temp file in the same directory and a
+/// rename, creating the directory when missing; with [`Durability::Fsync`], fsync the file
+/// before the rename and the directory after it. A failed write leaves no temp file behind.
+pub fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -178,9 +240,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.write_all(b"\n")?;
-        f.sync_all()?;
+        if durability == Durability::Fsync {
+            f.sync_all()?;
+        }
+        drop(f);
         std::fs::rename(&tmp, path)?;
-        std::fs::File::open(&dir)?.sync_all()
+        if durability == Durability::Fsync {
+            std::fs::File::open(&dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -223,6 +291,15 @@ mod tests {
         );
         file.save(&state).unwrap();
         assert_eq!(file.load().unwrap(), state);
+        file.save_with(&state, Durability::NoSync).unwrap();
+        assert_eq!(file.load().unwrap(), state);
+        assert_eq!(
+            file.clone().save_counts(),
+            SaveCounts {
+                saves: 2,
+                synced: 1
+            }
+        );
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sub")).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp files left behind");
 
@@ -235,5 +312,40 @@ mod tests {
             file.load().unwrap_err(),
             StateError::TooNew { found: 99, .. }
         ));
+    }
+
+    #[test]
+    fn either_durability_replaces_whole_files_and_leaves_no_temp_file() {
+        for durability in [Durability::Fsync, Durability::NoSync] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("engines/h.json");
+            write_atomic(&path, b"{\"a\": 1}", durability).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\": 1}\n");
+            write_atomic(&path, b"2", durability).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), "2\n");
+            let names: Vec<_> = std::fs::read_dir(dir.path().join("engines"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["h.json"], "{durability:?}: no temp file left");
+        }
+    }
+
+    #[test]
+    fn a_failed_rename_leaves_the_old_file_and_no_temp_file() {
+        for durability in [Durability::Fsync, Durability::NoSync] {
+            let dir = tempfile::tempdir().unwrap();
+            // A directory where the file should be: the rename fails.
+            let path = dir.path().join("taken");
+            std::fs::create_dir(&path).unwrap();
+            std::fs::write(path.join("keep"), "x").unwrap();
+            assert!(write_atomic(&path, b"new", durability).is_err());
+            let names: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["taken"], "{durability:?}");
+            assert_eq!(std::fs::read_to_string(path.join("keep")).unwrap(), "x");
+        }
     }
 }

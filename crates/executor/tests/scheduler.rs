@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use provision_executor::events::Recorder;
+use provision_executor::events::{EventSink, Recorder};
 use provision_executor::{
-    apply, preview, ApplyOptions, ApplyReport, Cancel, Dispatch, Event, Facts, Outcome, Preview,
-    State, StateFile, StepContext, StepError, StepResult, StepStatus,
+    apply, is_volatile, preview, ApplyOptions, ApplyReport, Cancel, Dispatch, Event, Facts,
+    Outcome, Preview, SaveCounts, State, StateFile, StepContext, StepError, StepResult, StepStatus,
 };
 use provision_plan::{Document, Plan, PlanOptions, Roots};
 
@@ -713,4 +713,169 @@ fn steps_of_a_removed_replica_are_retired_endpoints_first() {
         "kept to retry next apply"
     );
     assert!(saved.steps.contains_key("spawn:cpu/r0"));
+}
+
+/// Writes of the state file during `f`.
+fn saves_during(run: &Run, f: impl FnOnce()) -> SaveCounts {
+    let before = run.file.save_counts();
+    f();
+    let after = run.file.save_counts();
+    SaveCounts {
+        saves: after.saves - before.saves,
+        synced: after.synced - before.synced,
+    }
+}
+
+#[test]
+fn restarted_servers_are_recorded_once_per_pass_without_fsync() {
+    let run = Run::new();
+    let fake = Fake::default();
+    run.apply(&fake, &opts());
+    fake.reset_runs();
+    // Every server died: 3 spawns, 3 probes, 3 handoffs rerun, nothing else.
+    fake.dead.lock().unwrap().extend(
+        run.plan
+            .steps
+            .iter()
+            .filter(|s| s.kind() == "spawn")
+            .map(|s| s.id.clone()),
+    );
+    let mut report = None;
+    let counts = saves_during(&run, || report = Some(run.apply(&fake, &opts()).0));
+    let ran = ids_where(&report.unwrap(), |r| *r == StepResult::Ran);
+    assert_eq!(ran.len(), 9, "{ran:?}");
+    // One write per pass: the first starts the 3 spawns, each later one records the results
+    // taken (at least one) and starts what they unblocked. A write per start and per finish
+    // would be 18.
+    assert!(
+        counts.saves <= ran.len() as u64 + 1,
+        "{counts:?} for {} steps run",
+        ran.len()
+    );
+    assert_eq!(counts.synced, 0, "records of servers are not fsynced");
+}
+
+#[test]
+fn one_write_per_pass_fsynced_exactly_when_a_durable_record_changed() {
+    let run = Run::new();
+    let fake = Fake::default();
+    // One step at a time: each pass records one result and starts the next step, so the
+    // writes are known exactly from the order the steps ran in.
+    let counts = saves_during(&run, || {
+        let (report, _) = run.apply(&fake, &ApplyOptions { jobs: 1, ..opts() });
+        assert!(report.ok());
+    });
+    let by_id: HashMap<&str, &provision_plan::Step> =
+        run.plan.steps.iter().map(|s| (s.id.as_str(), s)).collect();
+    let volatile: Vec<bool> = fake
+        .runs()
+        .iter()
+        .map(|id| is_volatile(by_id[id.as_str()]))
+        .collect();
+    let n = volatile.len();
+    assert_eq!(n, run.plan.steps.len());
+    assert!(volatile.iter().any(|v| *v) && volatile.iter().any(|v| !*v));
+    // Write k records the result of step k (k >= 1) and the start of step k + 1 (k < n).
+    let synced = (0..=n)
+        .filter(|&k| (k >= 1 && !volatile[k - 1]) || (k < n && !volatile[k]))
+        .count() as u64;
+    assert_eq!(
+        counts,
+        SaveCounts {
+            saves: n as u64 + 1,
+            synced
+        },
+        "volatile by run order: {volatile:?}"
+    );
+}
+
+/// Reads the state file when a step starts running and when an event is emitted: what they
+/// announce must already be on disk (a killed apply leaves no step running that the state
+/// file does not show as running, with its old fingerprint cleared).
+struct OnDisk<'a> {
+    fake: &'a Fake,
+    file: StateFile,
+    plan: &'a Plan,
+    violations: Mutex<Vec<String>>,
+    checked: AtomicU64,
+}
+
+impl OnDisk<'_> {
+    fn check(&self, what: &str, id: &str, want: StepStatus) {
+        self.checked.fetch_add(1, Ordering::SeqCst);
+        let state = self.file.load().unwrap();
+        let mut bad = Vec::new();
+        match state.steps.get(id) {
+            Some(r)
+                if r.status == want && r.fingerprint.is_some() == (want == StepStatus::Passed) => {}
+            r => bad.push(format!(
+                "{what} {id}: on disk {:?}",
+                r.map(|r| (r.status, r.fingerprint.clone()))
+            )),
+        }
+        if want == StepStatus::Running {
+            let step = self.plan.steps.iter().find(|s| s.id == id).unwrap();
+            for dep in &step.deps {
+                if state.steps.get(dep).map(|r| r.status) != Some(StepStatus::Passed) {
+                    bad.push(format!("{what} {id}: dependency {dep} not passed on disk"));
+                }
+            }
+        }
+        self.violations.lock().unwrap().extend(bad);
+    }
+}
+
+impl Dispatch for OnDisk<'_> {
+    fn run(&self, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
+        self.check("run", &cx.step.id, StepStatus::Running);
+        self.fake.run(cx)
+    }
+}
+
+impl EventSink for OnDisk<'_> {
+    fn emit(&self, event: Event) {
+        match &event {
+            Event::Started { step, .. } => self.check("started", step, StepStatus::Running),
+            Event::Finished { step, .. } => self.check("finished", step, StepStatus::Passed),
+            Event::Failed { step, .. } => self.check("failed", step, StepStatus::Failed),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_step_runs_and_its_events_are_emitted_only_after_the_state_says_so() {
+    let run = Run::new();
+    let fake = Fake {
+        delay: [("git-clone", Duration::from_millis(20))].into(),
+        ..Fake::default()
+    };
+    fake.fail.lock().unwrap().insert("probe:cpu/r1".into());
+    let d = OnDisk {
+        fake: &fake,
+        file: run.file.clone(),
+        plan: &run.plan,
+        violations: Mutex::default(),
+        checked: AtomicU64::new(0),
+    };
+    let mut state = run.file.load().unwrap();
+    let report = apply(
+        &run.plan,
+        &d,
+        &run.file,
+        &mut state,
+        &opts(),
+        &d,
+        &Cancel::new(),
+    )
+    .unwrap();
+    assert_eq!(report.failures().len(), 1);
+    assert_eq!(run.file.load().unwrap(), state);
+    // Every step ran and started (2 checks each) and finished or failed (1 more).
+    assert_eq!(
+        d.checked.load(Ordering::SeqCst),
+        3 * run.plan.steps.len() as u64 - 3,
+        "handoff:cpu/r1 never ran"
+    );
+    assert_eq!(*d.violations.lock().unwrap(), Vec::<String>::new());
 }

@@ -204,7 +204,11 @@ pub fn known_flags(
             }
             let text: String = known.0.iter().map(|f| format!("{f}\n")).collect();
             if std::fs::create_dir_all(cache_dir).is_ok() {
-                let _ = provision_executor::state::write_atomic(&file, text.trim_end().as_bytes());
+                let _ = provision_executor::state::write_atomic(
+                    &file,
+                    text.trim_end().as_bytes(),
+                    provision_executor::Durability::Fsync,
+                );
             }
             known
         }

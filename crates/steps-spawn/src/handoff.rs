@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use provision_executor::state::now_rfc3339;
+use provision_executor::state::{now_rfc3339, write_atomic, Durability};
 use provision_executor::{Outcome, Outputs, StepContext, StepError};
 use provision_plan::step::Handoff;
 use schemars::JsonSchema;
@@ -13,7 +13,6 @@ use serde_json::{json, Value};
 
 use crate::process::ServerProcess;
 use crate::replica::{dep_str, expand, redact, replica_name};
-use crate::volatile_file::write_volatile;
 
 /// Bumped when the handoff file changes incompatibly.
 pub const HANDOFF_VERSION: u32 = 1;
@@ -139,7 +138,9 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
         written_at: now_rfc3339(),
     };
     let text = serde_json::to_string_pretty(&file).expect("handoff serialises");
-    write_volatile(&path, text.as_bytes()).map_err(|e| {
+    // No fsync (on the path from "ready" to "handoff written"): the file describes a running
+    // server, which a power loss does not leave either.
+    write_atomic(&path, text.as_bytes(), Durability::NoSync).map_err(|e| {
         StepError::new(format!(
             "cannot write the handoff file {}: {e}",
             path.display()

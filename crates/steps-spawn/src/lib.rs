@@ -20,7 +20,6 @@ pub mod replica;
 mod sock_diag;
 pub mod spawn;
 pub mod supervise;
-mod volatile_file;
 
 pub use down::{down, retire, stop_server, DownReport};
 pub use handoff::{handoff, handoff_schema, HandoffFile, HandoffFileModel, HANDOFF_VERSION};

@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use provision_executor::state::now_rfc3339;
+use provision_executor::state::{now_rfc3339, write_atomic, Durability};
 use provision_executor::{Facts, Outcome, Outputs, StepContext, StepError};
 use provision_plan::step::{PortSpec, Spawn};
 use serde_json::{json, Value};
@@ -21,7 +21,6 @@ use crate::replica::{
     self, dep_str, expand, fixed_ports, handoff_path, note, remove_handoff, replica_name,
     DEFAULT_GRACE,
 };
-use crate::volatile_file::write_volatile;
 
 /// Facts that decide whether a running replica is still current: the digest of the binary it
 /// runs (a binary replaced in place restarts the replica).
@@ -143,7 +142,12 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
             server_log.display()
         ),
     );
-    if let Err(e) = write_volatile(&pid_file, started.pid.to_string().as_bytes()) {
+    // No fsync: the pid file describes a running process, which a power loss does not leave.
+    if let Err(e) = write_atomic(
+        &pid_file,
+        started.pid.to_string().as_bytes(),
+        Durability::NoSync,
+    ) {
         let _ = process::stop(&started, DEFAULT_GRACE);
         port::release(port);
         return Err(StepError::new(format!(
