@@ -1,6 +1,7 @@
 //! The probe step: poll `/health` until it answers 200 (connection refused and 503 "Loading
-//! model" mean not yet), fast at first and backing off gently so readiness is seen within
-//! 25 ms; fail at once when the server exits while loading. Then `/metrics` (when `--metrics`
+//! model" mean not yet), every 1 ms at first and then every twentieth of the time waited so
+//! far (at most 15 ms), so readiness is seen within 5% of the load time; fail at once when
+//! the server exits while loading. Then `/metrics` (when `--metrics`
 //! is set) and the engine version.
 
 use std::path::{Path, PathBuf};
@@ -19,10 +20,20 @@ use crate::replica::{
     server_log_tail, DEFAULT_GRACE,
 };
 
-/// The first pause between two polls; each next one is 1.5 times longer, up to [`POLL_MAX`].
+/// The shortest pause between two polls.
 const POLL_MIN: Duration = Duration::from_millis(1);
 /// The longest pause between two polls: readiness is seen within it (plus one request).
 pub const POLL_MAX: Duration = Duration::from_millis(15);
+/// The pause between two polls is the time waited so far divided by this (within
+/// [`POLL_MIN`]..[`POLL_MAX`]): readiness is seen within 5% of the load time, 1–2 ms for a
+/// small model, at a cost of ~20·ln(t / 20 ms) polls up to 300 ms and 67 a second after
+/// that (a refused connect and a /proc read each: microseconds).
+const POLL_FRACTION: u32 = 20;
+
+/// How long to wait before the next poll, `waited` after the first.
+fn poll_pause(waited: Duration) -> Duration {
+    (waited / POLL_FRACTION).clamp(POLL_MIN, POLL_MAX)
+}
 /// How long one health request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -126,7 +137,6 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
 
     let started = Instant::now();
     let timeout = Duration::from_millis(spec.timeout_ms);
-    let mut pause = POLL_MIN;
     let mut last: String;
     let mut polls = 0u64;
     loop {
@@ -165,8 +175,7 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
             return Err(err);
         }
         let left = timeout.saturating_sub(started.elapsed());
-        thread::sleep(pause.min(left));
-        pause = (pause * 3 / 2).min(POLL_MAX);
+        thread::sleep(poll_pause(started.elapsed()).min(left));
     }
     let ready_ms = started.elapsed().as_millis() as u64;
     note(
@@ -323,6 +332,23 @@ pub fn parse_version(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn poll_pause_is_a_twentieth_of_the_wait_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(poll_pause(ms(0)), POLL_MIN);
+        assert_eq!(poll_pause(ms(10)), POLL_MIN);
+        assert_eq!(poll_pause(ms(60)), ms(3));
+        assert_eq!(poll_pause(ms(200)), ms(10));
+        assert_eq!(poll_pause(Duration::from_secs(120)), POLL_MAX);
+        // Polls in a 1-minute load: enough to see readiness quickly, few enough to be free.
+        let (mut t, mut polls) = (Duration::ZERO, 0);
+        while t < Duration::from_secs(60) {
+            t += poll_pause(t);
+            polls += 1;
+        }
+        assert!((3_900..4_200).contains(&polls), "{polls} polls");
+    }
 
     #[test]
     fn version_line_becomes_build_info() {
