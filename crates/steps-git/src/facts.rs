@@ -41,7 +41,17 @@ pub(crate) fn real_url(spec: &GitClone, cx: &StepContext<'_>) -> Result<String, 
             repo: spec.repo.clone(),
         });
     }
-    Ok(cx.expand(url))
+    let url = cx.expand(url);
+    // A local repository by its canonical path: `a/../b`, a symlinked checkout of the same
+    // config (CI's clone and a developer's) and the target of a symlink all name one origin,
+    // so the cached clone is reused instead of being deleted and cloned again as "another
+    // origin". A path that does not exist stays as written (the clone reports it).
+    if url.starts_with('/') {
+        if let Ok(canonical) = std::fs::canonicalize(&url) {
+            return Ok(canonical.to_string_lossy().into_owned());
+        }
+    }
+    Ok(url)
 }
 
 fn current_commit(

@@ -371,3 +371,29 @@ fn submodules_are_checked_out_when_asked() {
     let (_, dir) = run_step(&ws).unwrap();
     assert!(!dir.join("vendor/sub/sub.txt").exists());
 }
+
+#[test]
+fn a_local_repository_is_its_canonical_path_whatever_path_names_it() {
+    // CI's checkout and a developer's name the same fixtures repository through different
+    // paths (`<checkout>/.fixtures/llama.cpp`, a symlink): one origin, so one clone is reused
+    // instead of being deleted and cloned again as "another origin".
+    let (repo, commits) = tagged_repo();
+    let links = tempfile::tempdir().unwrap();
+    let link = links.path().join("linked");
+    std::os::unix::fs::symlink(repo.path(), &link).unwrap();
+    let ws = workspace(&link.to_string_lossy(), "v1.0", false);
+    let (commit, dir) = run_step(&ws).unwrap();
+    assert_eq!(commit, commits[0]);
+    let canonical = fs::canonicalize(repo.path()).unwrap();
+    assert_eq!(
+        git(&dir, &["config", "--get", "remote.origin.url"]),
+        canonical.to_string_lossy()
+    );
+    run_step(&ws).unwrap();
+    let clones = ws
+        .log_text()
+        .lines()
+        .filter(|l| l.starts_with("$ git ") && l.contains(" clone "))
+        .count();
+    assert_eq!(clones, 1, "{}", ws.log_text());
+}
