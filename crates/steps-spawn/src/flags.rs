@@ -9,8 +9,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 /// How long `llama-server --help` may take.
 const HELP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -108,55 +106,6 @@ impl KnownFlags {
             .min_by_key(|(d, k)| (*d, !k.starts_with("--")))
             .map(|(_, k)| k.clone())
     }
-}
-
-/// A digest of what the binary runs: the file and the shared libraries beside it (a
-/// shared-library build keeps its flags in `libllama*.so`/`libcommon*.so`).
-pub fn binary_digest(binary: &Path) -> std::io::Result<String> {
-    let mut files = vec![binary.to_path_buf()];
-    if let Some(dir) = binary.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let mut libs: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        p.file_name()
-                            .and_then(|n| n.to_str())
-                            .is_some_and(|n| n.starts_with("lib") && n.contains(".so"))
-                    })
-                    .filter(|p| p.is_file())
-                    .collect()
-            })
-            .unwrap_or_default();
-        libs.sort();
-        files.extend(libs);
-    }
-    let key = files
-        .iter()
-        .map(|f| {
-            let m = std::fs::metadata(f)?;
-            Ok(format!(
-                "{}:{}:{:?}",
-                f.display(),
-                m.len(),
-                m.modified().ok()
-            ))
-        })
-        .collect::<std::io::Result<Vec<_>>>()?
-        .join("|");
-    static MEMO: OnceLock<Mutex<BTreeMap<String, String>>> = OnceLock::new();
-    let memo = MEMO.get_or_init(Default::default);
-    if let Some(d) = memo.lock().expect("lock").get(&key) {
-        return Ok(d.clone());
-    }
-    let mut hasher = Sha256::new();
-    for f in &files {
-        let mut file = std::fs::File::open(f)?;
-        std::io::copy(&mut file, &mut hasher)?;
-    }
-    let digest = format!("sha256:{:x}", hasher.finalize());
-    memo.lock().expect("lock").insert(key, digest.clone());
-    Ok(digest)
 }
 
 /// Why the accepted flags could not be read.

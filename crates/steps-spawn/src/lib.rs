@@ -9,6 +9,7 @@
 //! Secrets (`--api-key` values, secret env) never reach a log, the state file or a handoff
 //! file: what is shown and recorded comes from the redacted argv.
 
+pub mod binary_digest;
 pub mod down;
 pub mod flags;
 pub mod handoff;

@@ -14,7 +14,8 @@ use provision_executor::{Facts, Outcome, Outputs, StepContext, StepError};
 use provision_plan::step::{PortSpec, Spawn};
 use serde_json::{json, Value};
 
-use crate::flags::{binary_digest, known_flags};
+use crate::binary_digest::{binary_digest, digest_cache};
+use crate::flags::known_flags;
 use crate::port;
 use crate::process::{self, rotated, ServerProcess};
 use crate::replica::{
@@ -29,7 +30,7 @@ pub fn spawn_facts(spec: &Spawn, cx: &StepContext<'_>) -> Result<Facts, StepErro
     let mut facts = Facts::new();
     facts.insert(
         "binary_digest".into(),
-        binary_digest(&binary).unwrap_or_else(|_| "missing".into()),
+        binary_digest(&binary, &digest_cache(cx), &cx.cancel).unwrap_or_else(|_| "missing".into()),
     );
     Ok(facts)
 }
@@ -72,7 +73,7 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
              mode binary: check provisioning.binary.path",
         ));
     }
-    let digest = binary_digest(&binary)
+    let digest = binary_digest(&binary, &digest_cache(cx), &cx.cancel)
         .map_err(|e| StepError::new(format!("cannot read the binary {}: {e}", binary.display())))?;
 
     let real_argv = if spec.secret_argv.is_empty() {
