@@ -2,10 +2,14 @@
 //! an index from field paths to their line and column so that every later check can point at
 //! the text that caused it.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
+use std::fmt::{self, Write as _};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 
 use saphyr_parser::{Event, Parser, Span, SpannedEventReceiver};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::diagnostic::{ConfigError, Diagnostic, Location};
@@ -24,13 +28,7 @@ pub struct Document {
     pub text: String,
     pub format: Format,
     pub value: Value,
-    spans: HashMap<String, NodeSpan>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct NodeSpan {
-    key: Option<Location>,
-    value: Location,
+    spans: SpanIndex,
 }
 
 impl Document {
@@ -60,8 +58,22 @@ impl Document {
                 .next(),
             Some('{') | Some('[')
         );
-        // Duplicate keys first: the YAML parser would stop at the first one, pointing at its
-        // mapping rather than at the key, and JSON would silently keep the last one.
+        // The value first and the span index after it, so that the parser's copy of the
+        // document is gone before the index is built.
+        let parsed = if looks_like_json {
+            match parse_json(&text) {
+                Ok(v) => Ok((Format::Json, v)),
+                // A YAML flow mapping also starts with `{`: accept it when it is valid YAML.
+                Err(json_err) => parse_yaml(&text)
+                    .map(|v| (Format::Yaml, v))
+                    .map_err(|_| json_err),
+            }
+        } else {
+            parse_yaml(&text).map(|v| (Format::Yaml, v))
+        };
+        // Duplicate keys come before any other problem: the YAML parser stops at the first
+        // one, pointing at its mapping rather than at the key, and JSON silently keeps the
+        // last one.
         let (spans, duplicates) = index_spans(&text);
         if !duplicates.is_empty() {
             let diags = duplicates
@@ -77,17 +89,6 @@ impl Document {
                 .collect();
             return Err(ConfigError::new(file, Some(text), diags));
         }
-        let parsed = if looks_like_json {
-            match parse_json(&text) {
-                Ok(v) => Ok((Format::Json, v)),
-                // A YAML flow mapping also starts with `{`: accept it when it is valid YAML.
-                Err(json_err) => parse_yaml(&text)
-                    .map(|v| (Format::Yaml, v))
-                    .map_err(|_| json_err),
-            }
-        } else {
-            parse_yaml(&text).map(|v| (Format::Yaml, v))
-        };
         let (format, value) = match parsed {
             Ok(ok) => ok,
             Err(mut diag) => {
@@ -96,7 +97,7 @@ impl Document {
                     Some(loc) => diag.location = Some(clamp_to_text(&text, loc)),
                     // A value the parser accepted but JSON cannot hold (a tag, a complex key):
                     // point at it through the span index.
-                    None => diag.location = locate(&spans, &diag.path).map(|s| s.value),
+                    None => diag.location = spans.locate(&diag.path).map(|s| s.value.location()),
                 }
                 return Err(ConfigError::new(file, Some(text), vec![diag]));
             }
@@ -112,28 +113,36 @@ impl Document {
 
     /// Where the value at `path` starts.
     pub fn value_location(&self, path: &str) -> Option<Location> {
-        self.lookup(path).map(|s| s.value)
+        self.spans.locate(path).map(|s| s.value.location())
     }
 
     /// Where the key of the field at `path` is written (its value when it has no key).
     pub fn key_location(&self, path: &str) -> Option<Location> {
-        self.lookup(path).map(|s| s.key.unwrap_or(s.value))
+        self.spans.locate(path).map(NodeSpan::key_location)
     }
 
-    /// The nearest located ancestor of `path` (itself included).
-    fn lookup(&self, path: &str) -> Option<NodeSpan> {
-        locate(&self.spans, path)
-    }
-}
-
-/// The span of `path`, or of its nearest located ancestor.
-fn locate(spans: &HashMap<String, NodeSpan>, path: &str) -> Option<NodeSpan> {
-    let mut p = path;
-    loop {
-        if let Some(span) = spans.get(p) {
-            return Some(*span);
-        }
-        p = parent_path(p)?;
+    /// [`Document::key_location`] of each field `key` of the mapping at `path`, `path` looked up
+    /// once rather than once per field.
+    pub fn field_key_locations<'k>(
+        &self,
+        path: &str,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) -> Vec<Option<Location>> {
+        let mapping = self.spans.locate_exact(path);
+        // Where a field the index does not hold (one from a merge key or an alias) points.
+        let fallback = std::cell::OnceCell::new();
+        keys.into_iter()
+            .map(|key| {
+                let span = match mapping {
+                    Some(node) if self.spans.is_plain_key(key) => self
+                        .spans
+                        .child(node, key)
+                        .or_else(|| *fallback.get_or_init(|| self.spans.locate(path))),
+                    _ => self.spans.locate(&join_key(path, key)),
+                };
+                span.map(NodeSpan::key_location)
+            })
+            .collect()
     }
 }
 
@@ -147,15 +156,32 @@ pub fn parent_path(path: &str) -> Option<&str> {
 }
 
 pub fn join_key(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_string()
-    } else {
-        format!("{parent}.{key}")
-    }
+    let mut path = String::new();
+    join_key_into(&mut path, parent, key);
+    path
 }
 
 pub fn join_index(parent: &str, index: usize) -> String {
-    format!("{parent}[{index}]")
+    let mut path = String::new();
+    join_index_into(&mut path, parent, index);
+    path
+}
+
+/// [`join_key`] into `path`, reusing its allocation.
+pub fn join_key_into(path: &mut String, parent: &str, key: &str) {
+    path.clear();
+    path.reserve(parent.len() + 1 + key.len());
+    path.push_str(parent);
+    if !parent.is_empty() {
+        path.push('.');
+    }
+    path.push_str(key);
+}
+
+/// [`join_index`] into `path`, reusing its allocation.
+pub fn join_index_into(path: &mut String, parent: &str, index: usize) {
+    path.clear();
+    let _ = write!(path, "{parent}[{index}]");
 }
 
 /// A location past the end of `text` (an unexpected end of input) moved to the end of its
@@ -187,7 +213,16 @@ fn parse_json(text: &str) -> Result<Value, Diagnostic> {
     })
 }
 
+/// YAML straight into JSON when nothing in it needs serde_norway's own value (see
+/// [`PlainJson`]); through that value otherwise, which is also what reports every problem.
 fn parse_yaml(text: &str) -> Result<Value, Diagnostic> {
+    match serde_norway::from_str::<PlainJson>(text) {
+        Ok(PlainJson(value)) => Ok(value),
+        Err(_) => parse_yaml_value(text),
+    }
+}
+
+fn parse_yaml_value(text: &str) -> Result<Value, Diagnostic> {
     let mut yaml: serde_norway::Value = serde_norway::from_str(text).map_err(|e| {
         let message = e.to_string();
         let message = message
@@ -263,15 +298,365 @@ fn yaml_to_json(v: &serde_norway::Value, path: &str) -> Result<Value, Diagnostic
     })
 }
 
+/// A YAML document read directly as a JSON value, without building serde_norway's value first
+/// (which held the whole document a second time). It accepts only what [`yaml_to_json`] would
+/// turn into the same JSON unchanged: plain scalars, lists, and mappings with distinct string
+/// keys. A tag, a merge key (`<<`), any other key, a repeated key or a number JSON cannot hold
+/// is an error here, and the document then takes the general path.
+struct PlainJson(Value);
+
+impl<'de> Deserialize<'de> for PlainJson {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PlainVisitor).map(PlainJson)
+    }
+}
+
+struct PlainVisitor;
+
+impl<'de> Visitor<'de> for PlainVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a YAML value that JSON holds as it is")
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E: de::Error>(self, i: i64) -> Result<Value, E> {
+        Ok(Value::from(i))
+    }
+
+    fn visit_u64<E: de::Error>(self, u: u64) -> Result<Value, E> {
+        Ok(Value::from(u))
+    }
+
+    fn visit_f64<E: de::Error>(self, f: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("not a finite number"))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(PlainJson(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(PlainKey(key)) = map.next_key()? {
+            if key == "<<" {
+                return Err(de::Error::custom("a merge key"));
+            }
+            match out.entry(key) {
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(map.next_value::<PlainJson>()?.0);
+                }
+                serde_json::map::Entry::Occupied(_) => {
+                    return Err(de::Error::custom("a repeated key"))
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// A mapping key that is a string (the only kind [`PlainJson`] takes).
+struct PlainKey(String);
+
+impl<'de> Deserialize<'de> for PlainKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = String;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string key")
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<String, E> {
+                Ok(s.to_owned())
+            }
+
+            fn visit_string<E: de::Error>(self, s: String) -> Result<String, E> {
+                Ok(s)
+            }
+        }
+        deserializer.deserialize_any(KeyVisitor).map(PlainKey)
+    }
+}
+
+/// A [`Location`] in 12 bytes rather than 24: the index holds one or two per node.
+#[derive(Debug, Clone, Copy)]
+struct Pos {
+    line: u32,
+    column: u32,
+    len: u32,
+}
+
+impl Pos {
+    fn new(loc: Location) -> Pos {
+        let small = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Pos {
+            line: small(loc.line),
+            column: small(loc.column),
+            len: small(loc.len),
+        }
+    }
+
+    fn location(self) -> Location {
+        Location {
+            line: self.line as usize,
+            column: self.column as usize,
+            len: self.len as usize,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct NodeSpan {
+    key: Option<Pos>,
+    value: Pos,
+}
+
+impl NodeSpan {
+    fn key_location(self) -> Location {
+        self.key.unwrap_or(self.value).location()
+    }
+}
+
+/// Where a node sits in its parent: a mapping's under a key (interned), a list's at a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Segment {
+    Key(u32),
+    Index(u32),
+}
+
+/// The location of every node of the document, found by field path (`pools[0].id`): a tree of
+/// nodes rather than one path string per node, which made the index most of a parsed config's
+/// memory.
+///
+/// Paths are joined text ([`join_key`], [`join_index`]), so several nodes can share one: keys
+/// may hold `.` or `[`, and a complex key is indexed as `?`, like a key `?`. A path then names
+/// the last such node in the document, as it did when the index was a map from path strings.
+#[derive(Debug, Clone, Default)]
+struct SpanIndex {
+    /// Every node, in document order.
+    nodes: Vec<NodeSpan>,
+    root: Option<u32>,
+    /// Each node under its parent: the last one when several share a place.
+    children: HashMap<(u32, Segment), u32, FastHash>,
+    /// A node → the one before it at the same place (the root too), when there is one.
+    shadowed: HashMap<u32, u32, FastHash>,
+    /// Mapping keys, each text once.
+    keys: HashMap<Box<str>, u32, FastHash>,
+    /// A key is empty or holds a `.` or `[`: a path can then be cut into keys in more than one
+    /// way, and every way is tried.
+    odd_keys: bool,
+}
+
+impl SpanIndex {
+    fn key_id(&mut self, text: &str) -> u32 {
+        if let Some(&id) = self.keys.get(text) {
+            return id;
+        }
+        let id = self.keys.len() as u32;
+        self.odd_keys |= text.is_empty() || text.contains(['.', '[']);
+        self.keys.insert(text.into(), id);
+        id
+    }
+
+    /// Add a node under `place` (the root when `None`); its id.
+    fn add(&mut self, place: Option<(u32, Segment)>, span: NodeSpan) -> u32 {
+        let id = self.nodes.len() as u32;
+        self.nodes.push(span);
+        let before = match place {
+            Some(place) => self.children.insert(place, id),
+            None => self.root.replace(id),
+        };
+        if let Some(before) = before {
+            self.shadowed.insert(id, before);
+        }
+        id
+    }
+
+    /// The span of `path`, or of its nearest located ancestor.
+    fn locate(&self, path: &str) -> Option<NodeSpan> {
+        let root = self.root?;
+        let mut p = path;
+        loop {
+            if let Some(node) = self.find_at(root, p, true) {
+                return Some(self.nodes[node as usize]);
+            }
+            p = parent_path(p)?;
+        }
+    }
+
+    /// The node of `path` itself, when it is in the index and no path can name several nodes:
+    /// then `path.key`, for a key without `.` and `[`, is a child of it (see
+    /// [`SpanIndex::child`]) or is not in the index.
+    fn locate_exact(&self, path: &str) -> Option<u32> {
+        if self.odd_keys || !self.shadowed.is_empty() {
+            return None;
+        }
+        self.find(self.root?, path, true)
+    }
+
+    /// `key` can be looked up with [`SpanIndex::child`] under [`SpanIndex::locate_exact`].
+    fn is_plain_key(&self, key: &str) -> bool {
+        !self.odd_keys && !key.is_empty() && !key.contains(['.', '['])
+    }
+
+    /// The field `key` of the mapping `node`.
+    fn child(&self, node: u32, key: &str) -> Option<NodeSpan> {
+        let k = *self.keys.get(key)?;
+        let child = *self.children.get(&(node, Segment::Key(k)))?;
+        Some(self.nodes[child as usize])
+    }
+
+    /// [`SpanIndex::find`] below `node` and below every node it shadows; the last match.
+    fn find_at(&self, node: u32, rest: &str, at_start: bool) -> Option<u32> {
+        let mut found = None;
+        let mut at = Some(node);
+        while let Some(n) = at {
+            found = found.max(self.find(n, rest, at_start));
+            at = self.shadowed.get(&n).copied();
+        }
+        found
+    }
+
+    /// The last node at `rest` below `node` (whose own path is empty when `at_start`).
+    fn find(&self, node: u32, rest: &str, at_start: bool) -> Option<u32> {
+        let mut found = rest.is_empty().then_some(node);
+        // A list item, `[i]`.
+        if let Some((i, after)) = split_index(rest) {
+            if let Some(&child) = self.children.get(&(node, Segment::Index(i))) {
+                found = found.max(self.find_at(child, after, false));
+            }
+        }
+        // A mapping key: `.key`, or `key` when the path so far is empty.
+        let Some(body) = (if at_start {
+            Some(rest)
+        } else {
+            rest.strip_prefix('.')
+        }) else {
+            return found;
+        };
+        let mut try_key = |end: usize| {
+            let child = self
+                .keys
+                .get(&body[..end])
+                .and_then(|&k| self.children.get(&(node, Segment::Key(k))));
+            if let Some(&child) = child {
+                found = found.max(self.find_at(child, &body[end..], at_start && end == 0));
+            }
+        };
+        if self.odd_keys {
+            try_key(0);
+            body.match_indices(['.', '['])
+                .for_each(|(end, _)| try_key(end));
+            try_key(body.len());
+        } else {
+            // Keys are plain words: the key is the text up to the first `.` or `[`.
+            try_key(body.find(['.', '[']).unwrap_or(body.len()));
+        }
+        found
+    }
+}
+
+/// The multiply-rotate hash of rustc (FxHash): several times faster than the default SipHash on
+/// the short keys of the span index, which needs no protection from chosen collisions.
+type FastHash = BuildHasherDefault<FxHasher>;
+
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        for &b in chunks.remainder() {
+            self.add(u64::from(b));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// `[12]…` → (12, `…`), for an index written as [`join_index`] writes it.
+fn split_index(rest: &str) -> Option<(u32, &str)> {
+    let (digits, after) = rest.strip_prefix('[')?.split_once(']')?;
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    if !canonical {
+        return None;
+    }
+    Some((digits.parse().ok()?, after))
+}
+
 enum Frame {
+    /// `path_len`: the length of the node's path, which the indexer's path buffer starts with
+    /// while the node is open.
     Map {
-        path: String,
-        key: Option<(String, Location)>,
-        seen: HashMap<String, Location>,
+        node: u32,
+        path_len: usize,
+        key: Option<(u32, Location)>,
     },
     Seq {
-        path: String,
-        next: usize,
+        node: u32,
+        path_len: usize,
+        next: u32,
     },
     /// A complex (non-scalar) mapping key: skipped.
     Ignore(usize),
@@ -283,7 +668,12 @@ type Duplicate = (String, String, Location, Location);
 #[derive(Default)]
 struct SpanIndexer {
     stack: Vec<Frame>,
-    spans: HashMap<String, NodeSpan>,
+    index: SpanIndex,
+    /// The path of the node being read, built up and cut back as the reader moves; no string
+    /// is kept per node.
+    path: String,
+    /// Where each scalar key of each mapping was first written: (mapping, key) → location.
+    seen: HashMap<(u32, u32), Location, FastHash>,
     duplicates: Vec<Duplicate>,
     reported: BTreeSet<String>,
 }
@@ -302,18 +692,69 @@ fn location(span: &Span) -> Location {
     }
 }
 
+/// Where a node goes: its parent and place (none for the root), and where its key is written.
+type Place = (Option<(u32, Segment)>, Option<Location>);
+
 impl SpanIndexer {
-    /// The path and key location of the node that starts now; `None` when it is a mapping key.
-    fn next_node(&mut self) -> Option<(String, Option<Location>)> {
+    /// The place of the node that starts now, with `path` set to its path; `None` when it is
+    /// a mapping key.
+    fn next_node(&mut self) -> Option<Place> {
         match self.stack.last() {
-            None => Some((String::new(), None)),
+            None => {
+                self.path.clear();
+                Some((None, None))
+            }
             Some(Frame::Map { key: None, .. }) | Some(Frame::Ignore(_)) => None,
+            // `path` was set when the key was read.
             Some(Frame::Map {
-                path,
+                node,
                 key: Some((k, loc)),
                 ..
-            }) => Some((join_key(path, k), Some(*loc))),
-            Some(Frame::Seq { path, next }) => Some((join_index(path, *next), None)),
+            }) => Some((Some((*node, Segment::Key(*k))), Some(*loc))),
+            Some(Frame::Seq {
+                node,
+                path_len,
+                next,
+            }) => {
+                self.path.truncate(*path_len);
+                let _ = write!(self.path, "[{next}]");
+                Some((Some((*node, Segment::Index(*next))), None))
+            }
+        }
+    }
+
+    /// The key `text` of the open mapping, at `loc`; a repeated scalar key is reported once.
+    fn key(&mut self, text: &str, loc: Location, scalar: bool) {
+        let Some(Frame::Map {
+            node,
+            path_len,
+            key,
+        }) = self.stack.last_mut()
+        else {
+            return;
+        };
+        let id = self.index.key_id(text);
+        self.path.truncate(*path_len);
+        if *path_len > 0 {
+            self.path.push('.');
+        }
+        self.path.push_str(text);
+        *key = Some((id, loc));
+        if !scalar {
+            return;
+        }
+        match self.seen.entry((*node, id)) {
+            Entry::Occupied(first) => {
+                if !self.reported.contains(&self.path) {
+                    self.reported.insert(self.path.clone());
+                    let first = *first.get();
+                    self.duplicates
+                        .push((self.path.clone(), text.to_string(), loc, first));
+                }
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(loc);
+            }
         }
     }
 
@@ -336,9 +777,7 @@ impl<'input> SpannedEventReceiver<'input> for SpanIndexer {
                     *depth -= 1;
                     if *depth == 0 {
                         self.stack.pop();
-                        if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
-                            *key = Some(("?".into(), location(&span)));
-                        }
+                        self.key("?", location(&span), false);
                     }
                 }
                 _ => {}
@@ -350,44 +789,45 @@ impl<'input> SpannedEventReceiver<'input> for SpanIndexer {
             Event::Scalar(..) | Event::Alias(..) => match self.next_node() {
                 None => {
                     let text = match &ev {
-                        Event::Scalar(v, ..) => v.to_string(),
-                        _ => "*alias".to_string(),
+                        Event::Scalar(v, ..) => v,
+                        _ => "*alias",
                     };
-                    if let Some(Frame::Map { path, key, seen }) = self.stack.last_mut() {
-                        if let Some(first) = seen.get(&text) {
-                            let p = join_key(path, &text);
-                            if self.reported.insert(p.clone()) {
-                                self.duplicates.push((p, text.clone(), loc, *first));
-                            }
-                        } else {
-                            seen.insert(text.clone(), loc);
-                        }
-                        *key = Some((text, loc));
-                    }
+                    self.key(text, loc, true);
                 }
-                Some((path, key)) => {
-                    self.spans.insert(path, NodeSpan { key, value: loc });
+                Some((place, key)) => {
+                    self.index.add(
+                        place,
+                        NodeSpan {
+                            key: key.map(Pos::new),
+                            value: Pos::new(loc),
+                        },
+                    );
                     self.advance();
                 }
             },
             Event::MappingStart(..) | Event::SequenceStart(..) => match self.next_node() {
                 None => self.stack.push(Frame::Ignore(1)),
-                Some((path, key)) => {
-                    self.spans.insert(
-                        path.clone(),
+                Some((place, key)) => {
+                    let node = self.index.add(
+                        place,
                         NodeSpan {
-                            key,
-                            value: Location { len: 1, ..loc },
+                            key: key.map(Pos::new),
+                            value: Pos::new(Location { len: 1, ..loc }),
                         },
                     );
+                    let path_len = self.path.len();
                     self.stack.push(if matches!(ev, Event::MappingStart(..)) {
                         Frame::Map {
-                            path,
+                            node,
+                            path_len,
                             key: None,
-                            seen: HashMap::new(),
                         }
                     } else {
-                        Frame::Seq { path, next: 0 }
+                        Frame::Seq {
+                            node,
+                            path_len,
+                            next: 0,
+                        }
                     });
                 }
             },
@@ -403,11 +843,11 @@ impl<'input> SpannedEventReceiver<'input> for SpanIndexer {
 /// Locations of every node of the first document in `text`, and duplicate keys. JSON is
 /// indexed by the same YAML parser (JSON is YAML's flow style); what it cannot read is simply
 /// not located.
-fn index_spans(text: &str) -> (HashMap<String, NodeSpan>, Vec<Duplicate>) {
+fn index_spans(text: &str) -> (SpanIndex, Vec<Duplicate>) {
     let mut indexer = SpanIndexer::default();
     let mut parser = Parser::new_from_str(text);
     let _ = parser.load(&mut indexer, false);
-    (indexer.spans, indexer.duplicates)
+    (indexer.index, indexer.duplicates)
 }
 
 #[cfg(test)]
@@ -450,5 +890,68 @@ mod tests {
     fn duplicate_keys_are_errors() {
         let err = Document::parse("c.yaml", "pools: []\npools: []\n".into()).unwrap_err();
         assert!(err.to_string().contains("duplicate"), "{err}");
+    }
+
+    #[test]
+    fn plain_yaml_is_read_directly_and_as_the_general_path_reads_it() {
+        let text = "pools:\n  - id: a\n    ctx: 4096\n    ratio: 0.5\n    neg: -3\n    \
+                    on: true\n    none: ~\n    empty:\n    quoted: \"4\"\n    \
+                    leading: 007\n    flags: [--metrics, \"-c\", '8']\n";
+        let direct = serde_norway::from_str::<PlainJson>(text)
+            .expect("plain YAML")
+            .0;
+        assert_eq!(direct, parse_yaml_value(text).unwrap());
+        assert_eq!(direct["pools"][0]["leading"], "007");
+    }
+
+    #[test]
+    fn yaml_that_needs_the_general_path_takes_it() {
+        for text in [
+            // A merge key.
+            "base: &b {x: 1}\nm:\n  <<: *b\n  y: 2\n",
+            // Keys that are not strings.
+            "1: a\ntrue: b\n",
+            // A tag, and a number JSON cannot hold.
+            "a: !t x\n",
+            "a: .nan\n",
+        ] {
+            assert!(serde_norway::from_str::<PlainJson>(text).is_err(), "{text}");
+            let via = parse_yaml(text).map_err(|d| d.message);
+            assert_eq!(via, parse_yaml_value(text).map_err(|d| d.message), "{text}");
+        }
+        assert_eq!(
+            parse_yaml("1: a\ntrue: b\n").unwrap(),
+            serde_json::json!({"1": "a", "true": "b"})
+        );
+    }
+
+    #[test]
+    fn paths_through_keys_with_dots_find_the_last_node_written() {
+        // `a.b` is both the key `a.b` and the key `b` under `a`; the later one wins, as a
+        // map from path strings to spans kept it.
+        let text = "x:\n  a.b: 1\n  a: {b: 2}\n  \"c[0]\": 3\n  c: [4]\n  \"\": {d: 5}\n";
+        let doc = Document::parse("c.yaml", text.into()).unwrap();
+        assert_eq!(doc.value_location("x.a.b").map(|l| l.line), Some(3));
+        let c0 = doc.value_location("x.c[0]").unwrap();
+        assert_eq!((c0.line, c0.column), (5, 7));
+        assert_eq!(doc.value_location("x..d").map(|l| l.line), Some(6));
+        // Unknown paths fall back to the nearest located ancestor.
+        assert_eq!(doc.key_location("x.a.zz").map(|l| l.line), Some(3));
+        assert_eq!(doc.key_location("x.c[01]").map(|l| l.line), Some(5));
+    }
+
+    #[test]
+    fn field_key_locations_agree_with_key_location() {
+        let text = "base: &b {engine: llamacpp}\npools:\n  - <<: *b\n    id: a\n    \
+                    src: &s {repo: r}\n  - id: b\n    src: *s\n";
+        let doc = Document::parse("c.yaml", text.into()).unwrap();
+        for path in ["", "pools[0]", "pools[1].src", "pools[0].src", "nowhere"] {
+            let keys = ["id", "engine", "src", "repo", "missing", "a.b", ""];
+            let each: Vec<_> = keys
+                .iter()
+                .map(|k| doc.key_location(&join_key(path, k)))
+                .collect();
+            assert_eq!(doc.field_key_locations(path, keys), each, "{path}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The plan: a versioned, serialisable DAG of steps in a deterministic topological order.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use schemars::JsonSchema;
@@ -124,50 +125,101 @@ fn graph_of(steps: &[Step]) -> (DiGraph<String, ()>, BTreeMap<String, NodeIndex>
     (graph, index)
 }
 
-/// Order `steps` topologically, ties broken by id (Kahn's algorithm over the petgraph DAG with
-/// a sorted ready set), so the same steps always give the same order.
-pub fn topological_order(steps: Vec<Step>) -> Result<Vec<Step>, CycleError> {
-    let (graph, index) = graph_of(&steps);
-    let mut indegree: BTreeMap<&str, usize> = steps.iter().map(|s| (s.id.as_str(), 0)).collect();
-    for step in &steps {
-        for dep in &step.deps {
-            if index.contains_key(dep) {
-                *indegree.get_mut(step.id.as_str()).expect("known id") += 1;
-            }
+/// Order `steps` topologically, ties broken by id, so the same steps always give the same
+/// order. Ids are unique; a dependency on an id that is not among `steps` is ignored.
+pub fn topological_order(mut steps: Vec<Step>) -> Result<Vec<Step>, CycleError> {
+    let order = topological_positions(&steps)?;
+    arrange(&mut steps, &order);
+    Ok(steps)
+}
+
+/// Put the step at `order[0]` first, and so on (`order` a permutation), in place: the steps are
+/// large, and a second vector of them would double the plan's size while it is built.
+pub(crate) fn arrange(steps: &mut [Step], order: &[usize]) {
+    // `target[i]`: where the step now at `i` goes; each swap puts one step in its place.
+    let mut target = vec![0; order.len()];
+    for (to, &from) in order.iter().enumerate() {
+        target[from] = to;
+    }
+    for i in 0..steps.len() {
+        while target[i] != i {
+            let to = target[i];
+            steps.swap(i, to);
+            target.swap(i, to);
         }
     }
-    let mut ready: BTreeSet<String> = indegree
+}
+
+/// The positions in `steps` of the steps of [`topological_order`], in that order: Kahn's
+/// algorithm over positions, with a ready set ordered by id rank.
+pub(crate) fn topological_positions(steps: &[Step]) -> Result<Vec<usize>, CycleError> {
+    let n = steps.len();
+    // Positions sorted by id; `rank[i]`: where step `i` is in that order.
+    let mut by_id: Vec<usize> = (0..n).collect();
+    by_id.sort_by(|&a, &b| steps[a].id.cmp(&steps[b].id));
+    let mut rank = vec![0; n];
+    for (r, &i) in by_id.iter().enumerate() {
+        rank[i] = r;
+    }
+    let position = |id: &str| {
+        by_id
+            .binary_search_by(|&i| steps[i].id.as_str().cmp(id))
+            .ok()
+            .map(|r| by_id[r])
+    };
+    // Edges dependency → dependent, grouped by dependency: `dependents[start[d]..start[d + 1]]`.
+    let edges: Vec<(usize, usize)> = steps
         .iter()
-        .filter(|(_, d)| **d == 0)
-        .map(|(id, _)| id.to_string())
+        .enumerate()
+        .flat_map(|(i, step)| {
+            step.deps
+                .iter()
+                .filter_map(move |d| Some((position(d)?, i)))
+        })
         .collect();
-    let mut order = Vec::with_capacity(steps.len());
-    while let Some(id) = ready.pop_first() {
-        for next in graph.neighbors(index[&id]) {
-            let next_id = &graph[next];
-            let d = indegree.get_mut(next_id.as_str()).expect("known id");
-            *d -= 1;
-            if *d == 0 {
-                ready.insert(next_id.clone());
+    let mut start = vec![0; n + 1];
+    let mut indegree = vec![0usize; n];
+    for &(from, to) in &edges {
+        start[from + 1] += 1;
+        indegree[to] += 1;
+    }
+    for i in 0..n {
+        start[i + 1] += start[i];
+    }
+    let mut fill = start.clone();
+    let mut dependents = vec![0; edges.len()];
+    for (from, to) in edges {
+        dependents[fill[from]] = to;
+        fill[from] += 1;
+    }
+
+    // Ready steps by id rank.
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..n)
+        .filter(|&i| indegree[i] == 0)
+        .map(|i| Reverse(rank[i]))
+        .collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(Reverse(r)) = ready.pop() {
+        let i = by_id[r];
+        for &next in &dependents[start[i]..start[i + 1]] {
+            indegree[next] -= 1;
+            if indegree[next] == 0 {
+                ready.push(Reverse(rank[next]));
             }
         }
-        order.push(id);
+        order.push(i);
     }
-    if order.len() != steps.len() {
-        let done: BTreeSet<&String> = order.iter().collect();
+    if order.len() != n {
         return Err(CycleError(
             steps
                 .iter()
-                .map(|s| s.id.clone())
-                .filter(|id| !done.contains(id))
+                .zip(&indegree)
+                .filter(|(_, d)| **d > 0)
+                .map(|(s, _)| s.id.clone())
                 .collect(),
         ));
     }
-    let mut by_id: BTreeMap<String, Step> = steps.into_iter().map(|s| (s.id.clone(), s)).collect();
-    Ok(order
-        .into_iter()
-        .map(|id| by_id.remove(&id).expect("known id"))
-        .collect())
+    Ok(order)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! a model share one resolve; replicas each get their own spawn, probe and handoff.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -12,7 +13,7 @@ use crate::config::{Backend, Pool, ProvisioningMode};
 use crate::diagnostic::{did_you_mean, ConfigError, Diagnostic};
 use crate::llama_flags::{to_argv, to_redacted_argv, REDACTED};
 use crate::model_ref::ModelRef;
-use crate::plan::{topological_order, Plan, PoolSummary, Roots, PLAN_VERSION};
+use crate::plan::{arrange, topological_positions, Plan, PoolSummary, Roots, PLAN_VERSION};
 use crate::step::*;
 use crate::validate::{PoolInput, ValidConfig};
 
@@ -35,7 +36,11 @@ pub fn short_hash(value: &impl Serialize) -> String {
     let canonical = serde_json::to_vec(&serde_json::to_value(value).expect("serialisable"))
         .expect("serialisable");
     let digest = Sha256::digest(&canonical);
-    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+    let mut hex = String::with_capacity(8);
+    for b in &digest[..4] {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
 
 /// `https://user:token@host/x` → `https://<redacted>@host/x`.
@@ -133,10 +138,17 @@ struct Namer {
 
 impl Namer {
     fn register(&mut self, base: &str, key: &str) {
-        self.keys
-            .entry(base.to_string())
-            .or_default()
-            .insert(key.to_string());
+        // Most pools repeat a (base, key) seen before: no copies for those.
+        match self.keys.get_mut(base) {
+            Some(keys) if keys.contains(key) => {}
+            Some(keys) => {
+                keys.insert(key.to_string());
+            }
+            None => {
+                self.keys
+                    .insert(base.to_string(), BTreeSet::from([key.to_string()]));
+            }
+        }
     }
 
     fn id(&self, base: &str, key: &str) -> String {
@@ -211,50 +223,66 @@ fn keys(input: &PoolInput) -> Keys {
     }
 }
 
-/// A step while the plan is built: its deps and pools as sets, so that a node every pool shares
-/// (`preflight-tools`, `gpu-check`) costs O(log pools) per pool, not O(pools).
-struct Draft {
-    spec: StepSpec,
-    deps: BTreeSet<String>,
-    pools: BTreeSet<String>,
-}
-
+/// The steps while the plan is built, in the order they are first added. Deps are positions
+/// and pools borrowed ids until the end, when they are sorted and deduplicated once: a node
+/// every pool shares (`preflight-tools`, `gpu-check`) costs one push per pool, and no id is
+/// copied per use.
 #[derive(Default)]
-struct Builder {
-    steps: BTreeMap<String, Draft>,
+struct Builder<'a> {
+    /// Each step's position, by id.
+    ids: HashMap<String, usize>,
+    /// The steps, their ids, deps and pools still empty.
+    steps: Vec<Step>,
+    deps: Vec<Vec<usize>>,
+    pools: Vec<Vec<&'a str>>,
 }
 
-impl Builder {
+impl<'a> Builder<'a> {
+    /// Add step `id` for `pool` (or add `pool` and `deps` to it); its position.
     fn add(
         &mut self,
-        pool: &str,
+        pool: &'a str,
         id: String,
-        deps: Vec<String>,
+        deps: impl IntoIterator<Item = usize>,
         spec: impl FnOnce() -> StepSpec,
-    ) -> String {
-        let draft = self.steps.entry(id.clone()).or_insert_with(|| Draft {
-            spec: spec(),
-            deps: BTreeSet::new(),
-            pools: BTreeSet::new(),
-        });
-        draft.deps.extend(deps);
-        if !draft.pools.contains(pool) {
-            draft.pools.insert(pool.to_string());
+    ) -> usize {
+        let next = self.steps.len();
+        let at = *self.ids.entry(id).or_insert(next);
+        if at == next {
+            self.steps.push(Step {
+                id: String::new(),
+                deps: Vec::new(),
+                pools: Vec::new(),
+                spec: spec(),
+            });
+            self.deps.push(Vec::new());
+            self.pools.push(Vec::new());
         }
-        id
+        self.deps[at].extend(deps);
+        if self.pools[at].last() != Some(&pool) {
+            self.pools[at].push(pool);
+        }
+        at
     }
 
-    /// The steps, deps and pools sorted.
+    /// The steps in the order they were added, deps and pools sorted.
     fn into_steps(self) -> Vec<Step> {
-        self.steps
-            .into_iter()
-            .map(|(id, d)| Step {
-                id,
-                deps: d.deps.into_iter().collect(),
-                pools: d.pools.into_iter().collect(),
-                spec: d.spec,
-            })
-            .collect()
+        let mut steps = self.steps;
+        for (id, at) in self.ids {
+            steps[at].id = id;
+        }
+        for (at, (deps, mut pools)) in self.deps.into_iter().zip(self.pools).enumerate() {
+            let mut deps: Vec<&str> = deps.iter().map(|&d| steps[d].id.as_str()).collect();
+            deps.sort_unstable();
+            deps.dedup();
+            let deps = deps.into_iter().map(str::to_string).collect();
+            pools.sort_unstable();
+            pools.dedup();
+            let step = &mut steps[at];
+            step.deps = deps;
+            step.pools = pools.into_iter().map(str::to_string).collect();
+        }
+        steps
     }
 }
 
@@ -348,13 +376,15 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                 .as_ref()
                 .and_then(|s| s.build.generator.as_deref());
             for (name, any_of, why) in required_tools(input.pool.backend, generator) {
-                let tool = ToolRequirement {
-                    name: name.into(),
-                    any_of: any_of.iter().map(|s| s.to_string()).collect(),
-                    needed_for: why.into(),
-                };
-                if !tools.contains(&tool) {
-                    tools.push(tool);
+                let known = tools.iter().any(|t| {
+                    t.name == name && t.any_of.iter().eq(any_of.iter()) && t.needed_for == why
+                });
+                if !known {
+                    tools.push(ToolRequirement {
+                        name: name.into(),
+                        any_of: any_of.iter().map(|s| s.to_string()).collect(),
+                        needed_for: why.into(),
+                    });
                 }
             }
             if let (Some((base, key)), Some(s)) =
@@ -375,10 +405,11 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
         let prov = &pool.provisioning;
         let pid = pool.id.as_str();
         let k = &pool_keys[pid];
-        let mut pool_steps: BTreeSet<String> = BTreeSet::new();
-        let mut track = |id: String| {
-            pool_steps.insert(id.clone());
-            id
+        // The pool's steps, as builder positions.
+        let mut pool_steps: Vec<usize> = Vec::new();
+        let mut track = |at: usize| {
+            pool_steps.push(at);
+            at
         };
 
         // Engine binary.
@@ -415,7 +446,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     src_dir
                 };
                 let with_submodules = submodules.get(&clone_id).copied().unwrap_or(false);
-                let clone = track(b.add(pid, clone_id, vec![pre.clone()], || {
+                let clone = track(b.add(pid, clone_id, vec![pre], || {
                     StepSpec::GitClone(git_clone(
                         &repo_location(&source.repo),
                         &git_ref,
@@ -427,22 +458,22 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                 let (build_base, build_key) = k.build.as_ref().expect("source pool");
                 let build_name = builds.id(build_base, build_key);
                 let build_dir = format!("{root}/build/{name}-{}", short_hash(build_key));
-                let mut argv: Vec<String> = vec![
-                    "cmake".into(),
-                    "-S".into(),
-                    src_dir.clone(),
-                    "-B".into(),
-                    build_dir.clone(),
-                ];
-                if let Some(g) = &source.build.generator {
-                    argv.extend(["-G".to_string(), g.clone()]);
-                }
-                argv.extend(cmake.to_args());
                 let configure = track(b.add(
                     pid,
                     format!("cmake-configure:{build_name}"),
                     vec![clone, pre],
                     || {
+                        let mut argv: Vec<String> = vec![
+                            "cmake".into(),
+                            "-S".into(),
+                            src_dir.clone(),
+                            "-B".into(),
+                            build_dir.clone(),
+                        ];
+                        if let Some(g) = &source.build.generator {
+                            argv.extend(["-G".to_string(), g.clone()]);
+                        }
+                        argv.extend(cmake.to_args());
                         StepSpec::CmakeConfigure(CmakeConfigure {
                             source_dir: src_dir.clone(),
                             build_dir: build_dir.clone(),
@@ -548,7 +579,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                 Some(track(b.add(
                     pid,
                     format!("vram-fit:{pid}"),
-                    vec![model_id.clone(), gpu],
+                    vec![*model_id, gpu],
                     || {
                         StepSpec::VramFit(VramFit {
                             pool: pid.into(),
@@ -563,7 +594,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     },
                 )))
             }
-            (Some((model_id, _)), _, _) => Some(model_id.clone()),
+            (Some((model_id, _)), _, _) => Some(*model_id),
             _ => None,
         };
 
@@ -629,7 +660,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     .collect();
                 let secret_argv: Vec<String> =
                     head.into_iter().chain(to_argv(&input.flags)).collect();
-                let deps: Vec<String> = binary_step.iter().cloned().chain(fit.clone()).collect();
+                let deps = binary_step.into_iter().chain(fit);
                 let spawn = track(b.add(pid, format!("spawn:{replica}"), deps, || {
                     StepSpec::Spawn(Spawn {
                         pool: pid.into(),
@@ -694,26 +725,27 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
         ));
     }
 
-    let steps = topological_order(b.into_steps()).map_err(|e| {
+    let mut steps = b.into_steps();
+    let order = topological_positions(&steps).map_err(|e| {
         ConfigError::new(
             &valid.file,
             None,
             vec![Diagnostic::error("", format!("internal error: {e}"))],
         )
     })?;
-    // Each pool's steps in plan order: positions looked up once, not a scan of every step per
-    // pool (which made planning quadratic in the number of pools).
-    let position: HashMap<&str, usize> = steps
-        .iter()
-        .enumerate()
-        .map(|(i, st)| (st.id.as_str(), i))
-        .collect();
+    // Where each builder position lands in the plan, for each pool's steps in plan order.
+    let mut position = vec![0; order.len()];
+    for (p, &at) in order.iter().enumerate() {
+        position[at] = p;
+    }
+    arrange(&mut steps, &order);
     let pools = summaries
         .into_iter()
-        .map(|(ids, mut s)| {
-            let mut at: Vec<usize> = ids.iter().map(|id| position[id.as_str()]).collect();
-            at.sort_unstable();
-            s.steps = at.into_iter().map(|i| steps[i].id.clone()).collect();
+        .map(|(ats, mut s)| {
+            let mut ps: Vec<usize> = ats.into_iter().map(|at| position[at]).collect();
+            ps.sort_unstable();
+            ps.dedup();
+            s.steps = ps.into_iter().map(|p| steps[p].id.clone()).collect();
             s
         })
         .collect();

@@ -6,8 +6,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::diagnostic::{did_you_mean, Diagnostic};
-use crate::document::{join_index, join_key, Document};
+use crate::diagnostic::{did_you_mean, Diagnostic, Location};
+use crate::document::{join_index_into, join_key, join_key_into, Document};
 
 pub struct SchemaChecker<'a> {
     root: &'a Value,
@@ -96,12 +96,13 @@ impl<'a> SchemaChecker<'a> {
             return;
         }
         if let Some(types) = schema.get("type") {
-            let types: Vec<&str> = match types {
-                Value::String(t) => vec![t.as_str()],
-                Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
-                _ => vec![],
+            let types = match types {
+                Value::Array(ts) => ts.as_slice(),
+                t => std::slice::from_ref(t),
             };
-            if !types.iter().any(|t| type_matches(t, value)) {
+            let names = || types.iter().filter_map(Value::as_str);
+            if !names().any(|t| type_matches(t, value)) {
+                let types: Vec<&str> = names().collect();
                 let expected = types
                     .iter()
                     .map(|t| type_word(t))
@@ -122,8 +123,11 @@ impl<'a> SchemaChecker<'a> {
             Value::Object(map) => self.walk_object(schema, map, path),
             Value::Array(items) => {
                 if let Some(item_schema) = schema.get("items") {
+                    // One path buffer for the list rather than a string per item.
+                    let mut item_path = String::new();
                     for (i, item) in items.iter().enumerate() {
-                        self.walk(item_schema, item, &join_index(path, i));
+                        join_index_into(&mut item_path, path, i);
+                        self.walk(item_schema, item, &item_path);
                     }
                 }
             }
@@ -160,12 +164,16 @@ impl<'a> SchemaChecker<'a> {
             }
         }
         // Document order, so messages read top to bottom.
-        let mut fields: Vec<(&String, &Value)> = map.iter().collect();
-        // Cached: the key (a path string and a span lookup) is computed once per field, not
-        // once per comparison.
-        fields.sort_by_cached_key(|(k, _)| self.doc.key_location(&join_key(path, k)));
-        for (key, child) in fields {
-            let child_path = join_key(path, key);
+        let locations = self
+            .doc
+            .field_key_locations(path, map.keys().map(String::as_str));
+        let mut fields: Vec<(Option<Location>, (&String, &Value))> =
+            locations.into_iter().zip(map).collect();
+        // Stable: fields at the same place keep their order.
+        fields.sort_by_key(|(location, _)| *location);
+        let mut child_path = String::new();
+        for (_, (key, child)) in fields {
+            join_key_into(&mut child_path, path, key);
             match props.get(key) {
                 Some(prop) => self.walk(prop, child, &child_path),
                 None => match schema.get("additionalProperties") {
@@ -206,25 +214,24 @@ impl<'a> SchemaChecker<'a> {
             .iter()
             .all(|b| b.get("const").is_some() || b.get("enum").is_some())
         {
-            let allowed: Vec<Value> = resolved
-                .iter()
-                .flat_map(|b| match (b.get("const"), b.get("enum")) {
-                    (Some(c), _) => vec![c.clone()],
-                    (_, Some(Value::Array(e))) => e.clone(),
-                    _ => vec![],
-                })
-                .collect();
+            let constants = |b: &&'a Value| match (b.get("const"), b.get("enum")) {
+                (Some(c), _) => std::slice::from_ref(c),
+                (_, Some(Value::Array(e))) => e.as_slice(),
+                _ => &[],
+            };
+            // The usual case, an allowed value, without copying the list for the message.
+            if resolved.iter().flat_map(constants).any(|c| c == value) {
+                return;
+            }
+            let allowed: Vec<Value> = resolved.iter().flat_map(constants).cloned().collect();
             self.check_enum(&allowed, value, path);
             return;
         }
-        let candidates: Vec<&'a Value> = resolved
-            .iter()
-            .copied()
-            .filter(|b| b.get("type").and_then(Value::as_str) != Some("null"))
-            .collect();
-        if value.is_null() && candidates.len() < resolved.len() {
+        let is_null = |b: &&'a Value| b.get("type").and_then(Value::as_str) == Some("null");
+        if value.is_null() && resolved.iter().any(is_null) {
             return;
         }
+        let candidates = resolved.iter().filter(|b| !is_null(b));
         let mut best: Option<Vec<Diagnostic>> = None;
         for branch in candidates {
             let mut sub = SchemaChecker::new(self.root, self.doc);

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::cmake_flags::{self, CmakeFlags};
@@ -92,21 +93,26 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
                     None => p,
                 })
                 .collect();
-            let mut raw = raw.clone();
-            for p in bad.iter().rev() {
-                prune(&mut raw, &p[path.len()..]);
-            }
-            if let Some(obj) = raw.as_object_mut() {
-                for (field, placeholder) in [
-                    ("id", json!("")),
-                    ("engine", json!("llamacpp")),
-                    ("model", json!("")),
-                    ("devices", json!([])),
-                ] {
-                    obj.entry(field).or_insert(placeholder);
+            // Most pools are whole: read them where they are rather than from a copy.
+            let complete = bad.is_empty()
+                && raw
+                    .as_object()
+                    .is_some_and(|obj| REQUIRED.iter().all(|f| obj.contains_key(*f)));
+            let pool = if complete {
+                Pool::deserialize(raw).ok()
+            } else {
+                let mut raw = raw.clone();
+                for p in bad.iter().rev() {
+                    prune(&mut raw, &p[path.len()..]);
                 }
-            }
-            if let Ok(pool) = serde_json::from_value::<Pool>(raw) {
+                if let Some(obj) = raw.as_object_mut() {
+                    for field in REQUIRED {
+                        obj.entry(field).or_insert_with(|| placeholder(field));
+                    }
+                }
+                serde_json::from_value::<Pool>(raw).ok()
+            };
+            if let Some(pool) = pool {
                 parsed.push((path, pool));
             }
         }
@@ -135,7 +141,7 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
     let config = if diags.iter().any(Diagnostic::is_error) {
         None
     } else {
-        match serde_json::from_value::<Config>(doc.value.clone()) {
+        match Config::deserialize(&doc.value) {
             Ok(c) => Some(c),
             Err(e) => {
                 diags.push(Diagnostic::error("", format!("invalid config: {e}")));
@@ -157,6 +163,18 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
             Some(doc.text.clone()),
             diags.into_iter().filter(Diagnostic::is_error).collect(),
         )),
+    }
+}
+
+/// Required pool fields: each gets a [`placeholder`] when it is missing or malformed, so that
+/// the rest of the pool can still be checked.
+const REQUIRED: [&str; 4] = ["id", "engine", "model", "devices"];
+
+fn placeholder(field: &str) -> Value {
+    match field {
+        "engine" => json!("llamacpp"),
+        "devices" => json!([]),
+        _ => json!(""),
     }
 }
 
@@ -200,7 +218,9 @@ impl Checker<'_> {
 
     fn cross_pool(&mut self, pools: &[(String, Pool)]) {
         let mut ids: BTreeMap<&str, &str> = BTreeMap::new();
-        let mut ports: BTreeMap<u32, String> = BTreeMap::new();
+        // Where each port is first used: the pool's path and the port's position.
+        let mut ports: BTreeMap<u32, (&str, usize)> = BTreeMap::new();
+        let port_path = |path: &str, j: usize| join_index(&join_key(path, "provisioning.ports"), j);
         for (path, pool) in pools {
             if let Some(first) = ids.get(pool.id.as_str()) {
                 let msg = format!(
@@ -218,48 +238,54 @@ impl Checker<'_> {
                 ids.insert(&pool.id, path);
             }
             for (j, port) in pool.provisioning.ports.iter().enumerate() {
-                let port_path = join_index(&join_key(path, "provisioning.ports"), j);
-                if let Some(first) = ports.get(&port.0) {
-                    let msg = format!("port {} is already used by {}", port.0, self.line_of(first));
+                if let Some(&(first_pool, first_j)) = ports.get(&port.0) {
+                    let first = port_path(first_pool, first_j);
+                    let msg = format!(
+                        "port {} is already used by {}",
+                        port.0,
+                        self.line_of(&first)
+                    );
                     self.error(
-                        &port_path,
+                        &port_path(path, j),
                         false,
                         &msg,
                         Some("give every replica of every pool its own port"),
                     );
                 } else {
-                    ports.insert(port.0, port_path);
+                    ports.insert(port.0, (path, j));
                 }
             }
         }
     }
 
     fn handoff_collisions(&mut self, pools: &[(String, Pool)], total_replicas: u32) {
-        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        // Each handoff file, and the pool and field that name it first.
+        let mut seen: BTreeMap<String, (&str, &str)> = BTreeMap::new();
         let mut ids: BTreeSet<&str> = BTreeSet::new();
         for (path, pool) in pools {
             // A duplicate id is reported once, as such.
             if !ids.insert(&pool.id) {
                 continue;
             }
+            let field = if pool.handoff_path.is_some() {
+                "handoff_path"
+            } else {
+                "id"
+            };
             for r in 0..pool.replicas {
                 let file = crate::planner::handoff_path(pool, r, total_replicas);
-                let at = if pool.handoff_path.is_some() {
-                    join_key(path, "handoff_path")
-                } else {
-                    join_key(path, "id")
-                };
-                if let Some(first) = seen.get(&file) {
+                if let Some(&(first_pool, first_field)) = seen.get(&file) {
+                    let first = self.line_of(&join_key(first_pool, first_field));
                     let msg = format!("handoff file `{file}` is also written by {first}");
                     self.error(
-                        &at,
+                        &join_key(path, field),
                         false,
                         &msg,
                         Some("give each pool its own `handoff_path`"),
                     );
                     break;
                 }
-                seen.insert(file, self.line_of(&at));
+                seen.insert(file, (path, field));
             }
         }
     }

@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 use provision_plan::{Document, PlanOptions, Roots};
 
 fn once(path: &str, text: String) -> Result<usize, String> {
-    let doc = Document::parse(path, text).map_err(|e| format!("{e:?}"))?;
-    let valid = provision_plan::validate(&doc).map_err(|e| format!("{e:?}"))?;
+    // As `provision_plan::load` does: the parsed document is gone once it is validated.
+    let valid = {
+        let doc = Document::parse(path, text).map_err(|e| format!("{e:?}"))?;
+        provision_plan::validate(&doc).map_err(|e| format!("{e:?}"))?
+    };
     let opts = PlanOptions {
         roots: Roots {
             cache: "/var/cache/provision".into(),
