@@ -12,6 +12,7 @@ pub mod plan;
 pub mod planner;
 pub mod render;
 pub mod schema_check;
+mod span_index;
 pub mod step;
 pub mod validate;
 

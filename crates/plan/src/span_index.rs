@@ -1,0 +1,460 @@
+//! The span index of a document: where every node is written, found by its field path
+//! (`pools[0].provisioning.flags[2]`), built from the YAML parser's events in one pass, with
+//! the document's duplicate keys found on the way.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use saphyr_parser::{Event, Parser, Span, SpannedEventReceiver};
+
+use crate::diagnostic::Location;
+use crate::document::parent_path;
+
+/// A [`Location`] in 12 bytes rather than 24: the index holds one or two per node.
+#[derive(Debug, Clone, Copy)]
+struct Pos {
+    line: u32,
+    column: u32,
+    len: u32,
+}
+
+impl Pos {
+    fn new(loc: Location) -> Pos {
+        let small = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Pos {
+            line: small(loc.line),
+            column: small(loc.column),
+            len: small(loc.len),
+        }
+    }
+
+    fn location(self) -> Location {
+        Location {
+            line: self.line as usize,
+            column: self.column as usize,
+            len: self.len as usize,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NodeSpan {
+    key: Option<Pos>,
+    value: Pos,
+}
+
+impl NodeSpan {
+    /// Where the node's value starts.
+    pub(crate) fn value_location(self) -> Location {
+        self.value.location()
+    }
+
+    /// Where the node's key is written (its value when it has no key).
+    pub(crate) fn key_location(self) -> Location {
+        self.key.unwrap_or(self.value).location()
+    }
+}
+
+/// Where a node sits in its parent: a mapping's under a key (interned), a list's at a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Segment {
+    Key(u32),
+    Index(u32),
+}
+
+/// The location of every node of the document, found by field path (`pools[0].id`): a tree of
+/// nodes rather than one path string per node, which made the index most of a parsed config's
+/// memory.
+///
+/// Paths are joined text ([`crate::document::join_key`], [`crate::document::join_index`]), so
+/// several nodes can share one: keys may hold `.` or `[`, and a complex key is indexed as `?`,
+/// like a key `?`. A path then names the last such node in the document, as it did when the
+/// index was a map from path strings.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SpanIndex {
+    /// Every node, in document order.
+    nodes: Vec<NodeSpan>,
+    root: Option<u32>,
+    /// Each node under its parent: the last one when several share a place.
+    children: HashMap<(u32, Segment), u32, FastHash>,
+    /// A node → the one before it at the same place (the root too), when there is one.
+    shadowed: HashMap<u32, u32, FastHash>,
+    /// Mapping keys, each text once.
+    keys: HashMap<Box<str>, u32, FastHash>,
+    /// A key is empty or holds a `.` or `[`: a path can then be cut into keys in more than one
+    /// way, and every way is tried.
+    odd_keys: bool,
+}
+
+impl SpanIndex {
+    fn key_id(&mut self, text: &str) -> u32 {
+        if let Some(&id) = self.keys.get(text) {
+            return id;
+        }
+        let id = self.keys.len() as u32;
+        self.odd_keys |= text.is_empty() || text.contains(['.', '[']);
+        self.keys.insert(text.into(), id);
+        id
+    }
+
+    /// Add a node under `place` (the root when `None`); its id.
+    fn add(&mut self, place: Option<(u32, Segment)>, span: NodeSpan) -> u32 {
+        let id = self.nodes.len() as u32;
+        self.nodes.push(span);
+        let before = match place {
+            Some(place) => self.children.insert(place, id),
+            None => self.root.replace(id),
+        };
+        if let Some(before) = before {
+            self.shadowed.insert(id, before);
+        }
+        id
+    }
+
+    /// The span of `path`, or of its nearest located ancestor.
+    pub(crate) fn locate(&self, path: &str) -> Option<NodeSpan> {
+        let root = self.root?;
+        let mut p = path;
+        loop {
+            if let Some(node) = self.find_at(root, p, true) {
+                return Some(self.nodes[node as usize]);
+            }
+            p = parent_path(p)?;
+        }
+    }
+
+    /// The node of `path` itself, when it is in the index and no path can name several nodes:
+    /// then `path.key`, for a key without `.` and `[`, is a child of it (see
+    /// [`SpanIndex::child`]) or is not in the index.
+    pub(crate) fn locate_exact(&self, path: &str) -> Option<u32> {
+        if self.odd_keys || !self.shadowed.is_empty() {
+            return None;
+        }
+        self.find(self.root?, path, true)
+    }
+
+    /// `key` can be looked up with [`SpanIndex::child`] under [`SpanIndex::locate_exact`].
+    pub(crate) fn is_plain_key(&self, key: &str) -> bool {
+        !self.odd_keys && !key.is_empty() && !key.contains(['.', '['])
+    }
+
+    /// The field `key` of the mapping `node`.
+    pub(crate) fn child(&self, node: u32, key: &str) -> Option<NodeSpan> {
+        let k = *self.keys.get(key)?;
+        let child = *self.children.get(&(node, Segment::Key(k)))?;
+        Some(self.nodes[child as usize])
+    }
+
+    /// [`SpanIndex::find`] below `node` and below every node it shadows; the last match.
+    fn find_at(&self, node: u32, rest: &str, at_start: bool) -> Option<u32> {
+        let mut found = None;
+        let mut at = Some(node);
+        while let Some(n) = at {
+            found = found.max(self.find(n, rest, at_start));
+            at = self.shadowed.get(&n).copied();
+        }
+        found
+    }
+
+    /// The last node at `rest` below `node` (whose own path is empty when `at_start`).
+    fn find(&self, node: u32, rest: &str, at_start: bool) -> Option<u32> {
+        let mut found = rest.is_empty().then_some(node);
+        // A list item, `[i]`.
+        if let Some((i, after)) = split_index(rest) {
+            if let Some(&child) = self.children.get(&(node, Segment::Index(i))) {
+                found = found.max(self.find_at(child, after, false));
+            }
+        }
+        // A mapping key: `.key`, or `key` when the path so far is empty.
+        let Some(body) = (if at_start {
+            Some(rest)
+        } else {
+            rest.strip_prefix('.')
+        }) else {
+            return found;
+        };
+        let mut try_key = |end: usize| {
+            let child = self
+                .keys
+                .get(&body[..end])
+                .and_then(|&k| self.children.get(&(node, Segment::Key(k))));
+            if let Some(&child) = child {
+                found = found.max(self.find_at(child, &body[end..], at_start && end == 0));
+            }
+        };
+        if self.odd_keys {
+            try_key(0);
+            body.match_indices(['.', '['])
+                .for_each(|(end, _)| try_key(end));
+            try_key(body.len());
+        } else {
+            // Keys are plain words: the key is the text up to the first `.` or `[`.
+            try_key(body.find(['.', '[']).unwrap_or(body.len()));
+        }
+        found
+    }
+}
+
+/// The multiply-rotate hash of rustc (FxHash): several times faster than the default SipHash on
+/// the short keys of the span index, which needs no protection from chosen collisions.
+type FastHash = BuildHasherDefault<FxHasher>;
+
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        for &b in chunks.remainder() {
+            self.add(u64::from(b));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// `[12]…` → (12, `…`), for an index as [`crate::document::join_index`] writes it.
+fn split_index(rest: &str) -> Option<(u32, &str)> {
+    let (digits, after) = rest.strip_prefix('[')?.split_once(']')?;
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    if !canonical {
+        return None;
+    }
+    Some((digits.parse().ok()?, after))
+}
+
+enum Frame {
+    /// `path_len`: the length of the node's path, which the indexer's path buffer starts with
+    /// while the node is open.
+    Map {
+        node: u32,
+        path_len: usize,
+        key: Option<(u32, Location)>,
+    },
+    Seq {
+        node: u32,
+        path_len: usize,
+        next: u32,
+    },
+    /// A complex (non-scalar) mapping key: skipped.
+    Ignore(usize),
+}
+
+/// Path, key, where it is repeated, where it was first set.
+pub(crate) type Duplicate = (String, String, Location, Location);
+
+#[derive(Default)]
+struct SpanIndexer {
+    stack: Vec<Frame>,
+    index: SpanIndex,
+    /// The path of the node being read, built up and cut back as the reader moves; no string
+    /// is kept per node.
+    path: String,
+    /// Where each scalar key of each mapping was first written: (mapping, key) → location.
+    seen: HashMap<(u32, u32), Location, FastHash>,
+    duplicates: Vec<Duplicate>,
+    reported: BTreeSet<String>,
+}
+
+fn location(span: &Span) -> Location {
+    let (s, e) = (span.start, span.end);
+    let len = if e.line() == s.line() && e.index() > s.index() {
+        e.index() - s.index()
+    } else {
+        1
+    };
+    Location {
+        line: s.line(),
+        column: s.col() + 1,
+        len,
+    }
+}
+
+/// Where a node goes: its parent and place (none for the root), and where its key is written.
+type Place = (Option<(u32, Segment)>, Option<Location>);
+
+impl SpanIndexer {
+    /// The place of the node that starts now, with `path` set to its path; `None` when it is
+    /// a mapping key.
+    fn next_node(&mut self) -> Option<Place> {
+        match self.stack.last() {
+            None => {
+                self.path.clear();
+                Some((None, None))
+            }
+            Some(Frame::Map { key: None, .. }) | Some(Frame::Ignore(_)) => None,
+            // `path` was set when the key was read.
+            Some(Frame::Map {
+                node,
+                key: Some((k, loc)),
+                ..
+            }) => Some((Some((*node, Segment::Key(*k))), Some(*loc))),
+            Some(Frame::Seq {
+                node,
+                path_len,
+                next,
+            }) => {
+                self.path.truncate(*path_len);
+                let _ = write!(self.path, "[{next}]");
+                Some((Some((*node, Segment::Index(*next))), None))
+            }
+        }
+    }
+
+    /// The key `text` of the open mapping, at `loc`; a repeated scalar key is reported once.
+    fn key(&mut self, text: &str, loc: Location, scalar: bool) {
+        let Some(Frame::Map {
+            node,
+            path_len,
+            key,
+        }) = self.stack.last_mut()
+        else {
+            return;
+        };
+        let id = self.index.key_id(text);
+        self.path.truncate(*path_len);
+        if *path_len > 0 {
+            self.path.push('.');
+        }
+        self.path.push_str(text);
+        *key = Some((id, loc));
+        if !scalar {
+            return;
+        }
+        match self.seen.entry((*node, id)) {
+            Entry::Occupied(first) => {
+                if !self.reported.contains(&self.path) {
+                    self.reported.insert(self.path.clone());
+                    let first = *first.get();
+                    self.duplicates
+                        .push((self.path.clone(), text.to_string(), loc, first));
+                }
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(loc);
+            }
+        }
+    }
+
+    /// The node under the top frame is complete.
+    fn advance(&mut self) {
+        match self.stack.last_mut() {
+            Some(Frame::Map { key, .. }) => *key = None,
+            Some(Frame::Seq { next, .. }) => *next += 1,
+            _ => {}
+        }
+    }
+}
+
+impl<'input> SpannedEventReceiver<'input> for SpanIndexer {
+    fn on_event(&mut self, ev: Event<'input>, span: Span) {
+        if let Some(Frame::Ignore(depth)) = self.stack.last_mut() {
+            match ev {
+                Event::MappingStart(..) | Event::SequenceStart(..) => *depth += 1,
+                Event::MappingEnd | Event::SequenceEnd => {
+                    *depth -= 1;
+                    if *depth == 0 {
+                        self.stack.pop();
+                        self.key("?", location(&span), false);
+                    }
+                }
+                _ => {}
+            }
+            return;
+        }
+        let loc = location(&span);
+        match ev {
+            Event::Scalar(..) | Event::Alias(..) => match self.next_node() {
+                None => {
+                    let text = match &ev {
+                        Event::Scalar(v, ..) => v,
+                        _ => "*alias",
+                    };
+                    self.key(text, loc, true);
+                }
+                Some((place, key)) => {
+                    self.index.add(
+                        place,
+                        NodeSpan {
+                            key: key.map(Pos::new),
+                            value: Pos::new(loc),
+                        },
+                    );
+                    self.advance();
+                }
+            },
+            Event::MappingStart(..) | Event::SequenceStart(..) => match self.next_node() {
+                None => self.stack.push(Frame::Ignore(1)),
+                Some((place, key)) => {
+                    let node = self.index.add(
+                        place,
+                        NodeSpan {
+                            key: key.map(Pos::new),
+                            value: Pos::new(Location { len: 1, ..loc }),
+                        },
+                    );
+                    let path_len = self.path.len();
+                    self.stack.push(if matches!(ev, Event::MappingStart(..)) {
+                        Frame::Map {
+                            node,
+                            path_len,
+                            key: None,
+                        }
+                    } else {
+                        Frame::Seq {
+                            node,
+                            path_len,
+                            next: 0,
+                        }
+                    });
+                }
+            },
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+                self.advance();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Locations of every node of the first document in `text`, and duplicate keys. JSON is
+/// indexed by the same YAML parser (JSON is YAML's flow style); what it cannot read is simply
+/// not located.
+pub(crate) fn index_spans(text: &str) -> (SpanIndex, Vec<Duplicate>) {
+    let mut indexer = SpanIndexer::default();
+    let mut parser = Parser::new_from_str(text);
+    let _ = parser.load(&mut indexer, false);
+    (indexer.index, indexer.duplicates)
+}
