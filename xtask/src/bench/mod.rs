@@ -400,7 +400,7 @@ fn figures(
         let sizes = planner::measure(&runner, &p.work, all, |n| match n {
             0..=100 => opts.reps(20, 5),
             101..=1000 => opts.reps(10, 3),
-            _ => opts.reps(3, 1),
+            _ => opts.reps(7, 3),
         })?;
         for s in &sizes {
             let mut row = Row::new(
