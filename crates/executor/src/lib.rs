@@ -7,6 +7,7 @@ pub mod command;
 pub mod dirty_reason;
 pub mod dispatch;
 pub mod events;
+pub mod file_identity;
 pub mod fingerprint;
 pub mod lock;
 pub mod orphans;

@@ -4,45 +4,13 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use provision_executor::Cancel;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// What identifies a file's content without reading it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileIdentity {
-    /// The canonical path (links resolved).
-    pub path: String,
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-    pub inode: u64,
-    pub dev: u64,
-}
-
-impl FileIdentity {
-    pub fn of(path: &Path) -> io::Result<FileIdentity> {
-        let canonical = fs::canonicalize(path)?;
-        let m = fs::metadata(&canonical)?;
-        if !m.is_file() {
-            return Err(io::Error::other(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
-        }
-        Ok(FileIdentity {
-            path: canonical.display().to_string(),
-            size: m.len(),
-            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-            inode: m.ino(),
-            dev: m.dev(),
-        })
-    }
-}
+pub use provision_executor::file_identity::FileIdentity;
 
 /// `sha256:<hex>` of a hasher's state.
 pub fn finish(h: Sha256) -> String {

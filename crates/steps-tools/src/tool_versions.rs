@@ -11,9 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::fs;
-use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -22,38 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache_file::CacheFile;
 
-/// What identifies an executable's content without reading it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExeIdentity {
-    /// The canonical path (links resolved).
-    pub path: String,
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-    pub inode: u64,
-    pub dev: u64,
-}
-
-impl ExeIdentity {
-    pub fn of(path: &Path) -> io::Result<ExeIdentity> {
-        let canonical = fs::canonicalize(path)?;
-        let m = fs::metadata(&canonical)?;
-        if !m.is_file() {
-            return Err(io::Error::other(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
-        }
-        Ok(ExeIdentity {
-            path: canonical.display().to_string(),
-            size: m.len(),
-            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-            inode: m.ino(),
-            dev: m.dev(),
-        })
-    }
-}
+/// What identifies an executable's content without reading it (links resolved).
+pub use provision_executor::file_identity::FileIdentity as ExeIdentity;
 
 /// The cache file's contents: `{tools: {path run as: {identity, version}}}`.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -162,6 +129,7 @@ fn version_line(exe: &Path, path: &OsStr) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::{symlink, PermissionsExt};
     use std::time::{Duration, SystemTime};
 
