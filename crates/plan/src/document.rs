@@ -55,23 +55,14 @@ impl Document {
                 .next(),
             Some('{') | Some('[')
         );
-        // The value first and the span index after it, so that the parser's copy of the
-        // document is gone before the index is built.
-        let parsed = if looks_like_json {
-            match parse_json(&text) {
-                Ok(v) => Ok((Format::Json, v)),
-                // A YAML flow mapping also starts with `{`: accept it when it is valid YAML.
-                Err(json_err) => parse_yaml(&text)
-                    .map(|v| (Format::Yaml, v))
-                    .map_err(|_| json_err),
-            }
-        } else {
-            parse_yaml(&text).map(|v| (Format::Yaml, v))
-        };
+        // JSON by serde_json; YAML, when it is ordinary, built in the same pass as the span
+        // index (see `crate::yaml_value`), and through serde_norway otherwise.
+        let json = looks_like_json.then(|| parse_json(&text));
+        let wants_yaml = !matches!(json, Some(Ok(_)));
         // Duplicate keys come before any other problem: the YAML parser stops at the first
         // one, pointing at its mapping rather than at the key, and JSON silently keeps the
         // last one.
-        let (spans, duplicates) = index_spans(&text);
+        let (spans, duplicates, direct) = index_spans(&text, wants_yaml);
         if !duplicates.is_empty() {
             let diags = duplicates
                 .into_iter()
@@ -86,6 +77,20 @@ impl Document {
                 .collect();
             return Err(ConfigError::new(file, Some(text), diags));
         }
+        let parsed = match json {
+            Some(Ok(v)) => Ok((Format::Json, v)),
+            // A YAML flow mapping also starts with `{`: accept it when it is valid YAML.
+            Some(Err(json_err)) => match direct {
+                Some(v) => Ok((Format::Yaml, v)),
+                None => parse_yaml(&text)
+                    .map(|v| (Format::Yaml, v))
+                    .map_err(|_| json_err),
+            },
+            None => match direct {
+                Some(v) => Ok((Format::Yaml, v)),
+                None => parse_yaml(&text).map(|v| (Format::Yaml, v)),
+            },
+        };
         let (format, value) = match parsed {
             Ok(ok) => ok,
             Err(mut diag) => {
@@ -211,8 +216,9 @@ fn parse_json(text: &str) -> Result<Value, Diagnostic> {
 }
 
 /// YAML straight into JSON when nothing in it needs serde_norway's own value (see
-/// [`PlainJson`]); through that value otherwise, which is also what reports every problem.
-fn parse_yaml(text: &str) -> Result<Value, Diagnostic> {
+/// [`PlainJson`]); through that value otherwise, which is also what reports every problem. For
+/// the YAML that `crate::yaml_value` does not build from the span index's events.
+pub(crate) fn parse_yaml(text: &str) -> Result<Value, Diagnostic> {
     match serde_norway::from_str::<PlainJson>(text) {
         Ok(PlainJson(value)) => Ok(value),
         Err(_) => parse_yaml_value(text),

@@ -15,6 +15,7 @@ pub mod schema_check;
 mod span_index;
 pub mod step;
 pub mod validate;
+mod yaml_value;
 
 pub use config::{config_schema, Backend, Config, Engine, Pool, ProvisioningMode};
 pub use diagnostic::{ConfigError, Diagnostic, Location, Severity};

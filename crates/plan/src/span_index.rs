@@ -9,8 +9,11 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use saphyr_parser::{Event, Parser, Span, SpannedEventReceiver};
 
+use serde_json::Value;
+
 use crate::diagnostic::Location;
 use crate::document::parent_path;
+use crate::yaml_value::ValueBuilder;
 
 /// A [`Location`] in 12 bytes rather than 24: the index holds one or two per node.
 #[derive(Debug, Clone, Copy)]
@@ -275,7 +278,7 @@ enum Frame {
 pub(crate) type Duplicate = (String, String, Location, Location);
 
 #[derive(Default)]
-struct SpanIndexer {
+struct SpanIndexer<'t> {
     stack: Vec<Frame>,
     index: SpanIndex,
     /// The path of the node being read, built up and cut back as the reader moves; no string
@@ -285,6 +288,8 @@ struct SpanIndexer {
     seen: HashMap<(u32, u32), Location, FastHash>,
     duplicates: Vec<Duplicate>,
     reported: BTreeSet<String>,
+    /// The document's value, built in the same pass when asked for.
+    value: Option<ValueBuilder<'t>>,
 }
 
 fn location(span: &Span) -> Location {
@@ -304,7 +309,7 @@ fn location(span: &Span) -> Location {
 /// Where a node goes: its parent and place (none for the root), and where its key is written.
 type Place = (Option<(u32, Segment)>, Option<Location>);
 
-impl SpanIndexer {
+impl SpanIndexer<'_> {
     /// The place of the node that starts now, with `path` set to its path; `None` when it is
     /// a mapping key.
     fn next_node(&mut self) -> Option<Place> {
@@ -377,8 +382,17 @@ impl SpanIndexer {
     }
 }
 
-impl<'input> SpannedEventReceiver<'input> for SpanIndexer {
+impl<'input> SpannedEventReceiver<'input> for SpanIndexer<'_> {
     fn on_event(&mut self, ev: Event<'input>, span: Span) {
+        self.index_event(&ev, span);
+        if let Some(value) = &mut self.value {
+            value.on_event(ev, span.start.index());
+        }
+    }
+}
+
+impl SpanIndexer<'_> {
+    fn index_event(&mut self, ev: &Event<'_>, span: Span) {
         if let Some(Frame::Ignore(depth)) = self.stack.last_mut() {
             match ev {
                 Event::MappingStart(..) | Event::SequenceStart(..) => *depth += 1,
@@ -397,7 +411,7 @@ impl<'input> SpannedEventReceiver<'input> for SpanIndexer {
         match ev {
             Event::Scalar(..) | Event::Alias(..) => match self.next_node() {
                 None => {
-                    let text = match &ev {
+                    let text = match ev {
                         Event::Scalar(v, ..) => v,
                         _ => "*alias",
                     };
@@ -452,9 +466,28 @@ impl<'input> SpannedEventReceiver<'input> for SpanIndexer {
 /// Locations of every node of the first document in `text`, and duplicate keys. JSON is
 /// indexed by the same YAML parser (JSON is YAML's flow style); what it cannot read is simply
 /// not located.
-pub(crate) fn index_spans(text: &str) -> (SpanIndex, Vec<Duplicate>) {
-    let mut indexer = SpanIndexer::default();
+///
+/// With `value`, also the document's JSON value when it is ordinary YAML (see
+/// [`ValueBuilder`]): `None` when the parser found an error or anything else in the stream, or
+/// the document needs serde_norway's reading.
+pub(crate) fn index_spans(text: &str, value: bool) -> (SpanIndex, Vec<Duplicate>, Option<Value>) {
+    let mut indexer = SpanIndexer {
+        value: value.then(|| ValueBuilder::new(text)),
+        ..SpanIndexer::default()
+    };
     let mut parser = Parser::new_from_str(text);
-    let _ = parser.load(&mut indexer, false);
-    (indexer.index, indexer.duplicates)
+    let loaded = parser.load(&mut indexer, false);
+    let value = match indexer.value.take() {
+        Some(mut builder) => {
+            // The first document was read: only the end of the stream may follow it.
+            let ends =
+                loaded.is_ok() && matches!(parser.next_event(), Some(Ok((Event::StreamEnd, _))));
+            if !ends {
+                builder.give_up();
+            }
+            builder.finish()
+        }
+        None => None,
+    };
+    (indexer.index, indexer.duplicates, value)
 }
