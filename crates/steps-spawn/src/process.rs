@@ -107,12 +107,10 @@ impl ServerProcess {
     /// Is this very process still running? `Err` says why not: gone, exited (with its status
     /// when it was our child), or the pid now belongs to another process.
     pub fn check(&self) -> Result<(), String> {
+        let exited_with =
+            |status| format!("pid {} exited with {}", self.pid, describe_status(status));
         if let Some(status) = reap(self.pid) {
-            return Err(format!(
-                "pid {} exited with {}",
-                self.pid,
-                describe_status(status)
-            ));
+            return Err(exited_with(status));
         }
         if !self.boot_id.is_empty() && self.boot_id != boot_id() {
             return Err(format!(
@@ -126,7 +124,11 @@ impl ServerProcess {
                 "pid {} is now another process (the server exited and the pid was reused)",
                 self.pid
             )),
-            Some(stat) if !stat.alive() => Err(format!("pid {} has exited", self.pid)),
+            // It exited between the reap above and this read: reap again for its status.
+            Some(stat) if !stat.alive() => Err(match reap(self.pid) {
+                Some(status) => exited_with(status),
+                None => format!("pid {} has exited", self.pid),
+            }),
             Some(_) => Ok(()),
         }
     }
