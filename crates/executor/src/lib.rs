@@ -3,6 +3,7 @@
 //! lock so that one apply runs per state file.
 
 pub mod apply;
+pub mod cache_file;
 pub mod command;
 pub mod dirty_reason;
 pub mod dispatch;

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use provision_executor::cache_file::CacheFile;
 use provision_executor::StepContext;
-use provision_steps_tools::CacheFile;
 use serde::{Deserialize, Serialize};
 
 /// How the commit fact treats a tag it resolved before.

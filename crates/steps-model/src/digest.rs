@@ -2,10 +2,11 @@
 //! device) in a small JSON file, so a warm apply reads zero bytes of a model it verified before.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use provision_executor::cache_file::CacheFile;
 use provision_executor::Cancel;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -48,7 +49,7 @@ pub struct Digested {
 /// The digest cache file: `{canonical path: {identity, digest}}`.
 #[derive(Debug, Clone)]
 pub struct DigestCache {
-    pub file: PathBuf,
+    file: CacheFile<Entries>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -65,19 +66,20 @@ struct Entry {
 
 impl DigestCache {
     pub fn new(file: impl Into<PathBuf>) -> DigestCache {
-        DigestCache { file: file.into() }
+        DigestCache {
+            file: CacheFile::new(file),
+        }
     }
 
-    fn load(&self) -> Entries {
-        fs::read(&self.file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+    /// The cache file.
+    pub fn file(&self) -> &Path {
+        self.file.path()
     }
 
     /// The cached digest of a file whose identity is unchanged.
     pub fn lookup(&self, id: &FileIdentity) -> Option<String> {
-        self.load()
+        self.file
+            .load()
             .files
             .get(&id.path)
             .filter(|e| e.identity == *id)
@@ -86,34 +88,17 @@ impl DigestCache {
 
     /// Record a digest (under a lock, written atomically).
     pub fn store(&self, id: &FileIdentity, digest: &str) -> io::Result<()> {
-        if let Some(dir) = self.file.parent() {
-            fs::create_dir_all(dir)?;
-        }
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.file.with_extension("lock"))?;
-        lock.lock()?;
-        let mut entries = self.load();
-        // Forget files that are gone, so the cache does not grow forever.
-        entries.files.retain(|p, _| Path::new(p).exists());
-        entries.files.insert(
-            id.path.clone(),
-            Entry {
-                identity: id.clone(),
-                digest: digest.into(),
-            },
-        );
-        let tmp = self
-            .file
-            .with_extension(format!("tmp{}", std::process::id()));
-        let mut f = File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(&entries).map_err(io::Error::other)?)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &self.file)?;
-        drop(lock);
-        Ok(())
+        self.file.update(|entries| {
+            // Forget files that are gone, so the cache does not grow forever.
+            entries.files.retain(|p, _| Path::new(p).exists());
+            entries.files.insert(
+                id.path.clone(),
+                Entry {
+                    identity: id.clone(),
+                    digest: digest.into(),
+                },
+            );
+        })
     }
 
     /// The digest of `path`: from the cache when its identity is unchanged, else by reading it

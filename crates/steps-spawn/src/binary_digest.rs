@@ -66,7 +66,7 @@ pub fn binary_digest(binary: &Path, cache: &DigestCache, cancel: &Cancel) -> io:
         .iter()
         .map(|f| FileIdentity::of(f))
         .collect::<io::Result<Vec<_>>>()?;
-    let key = format!("{}\n{ids:?}", cache.file.display());
+    let key = format!("{}\n{ids:?}", cache.file().display());
     static MEMO: OnceLock<Mutex<BTreeMap<String, String>>> = OnceLock::new();
     let memo = MEMO.get_or_init(Default::default);
     if let Some(d) = memo.lock().expect("lock").get(&key) {

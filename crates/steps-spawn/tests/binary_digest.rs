@@ -57,7 +57,7 @@ fn a_second_digest_reads_no_byte_of_the_binary() {
     assert_eq!(first.bytes_read, size(&d.bin));
     // A lone binary: its digest is its sha256 (as before the cache).
     assert_eq!(first.digest, sha256_file(&d.bin, &cancel).unwrap());
-    assert!(d.cache.file.is_file());
+    assert!(d.cache.file().is_file());
 
     // Another process (no memo): the cache has it.
     let second = compute(&d.bin, &d.cache, &cancel).unwrap();
@@ -139,16 +139,16 @@ fn a_corrupt_cache_file_is_ignored_and_rewritten() {
     let cancel = Cancel::new();
     let good = compute(&d.bin, &d.cache, &cancel).unwrap().digest;
     for junk in [&b"{\"files\": {\"/x\": 3"[..], b"\0\xff garbage", b""] {
-        fs::write(&d.cache.file, junk).unwrap();
+        fs::write(d.cache.file(), junk).unwrap();
         let read = compute(&d.bin, &d.cache, &cancel).unwrap();
         assert_eq!(read.bytes_read, size(&d.bin));
         assert_eq!(read.digest, good);
         assert_eq!(compute(&d.bin, &d.cache, &cancel).unwrap().bytes_read, 0);
     }
     // A wrong digest recorded for another identity (an older build) is not used.
-    let text = fs::read_to_string(&d.cache.file).unwrap();
+    let text = fs::read_to_string(d.cache.file()).unwrap();
     fs::write(
-        &d.cache.file,
+        d.cache.file(),
         text.replace(good.trim_start_matches("sha256:"), &"0".repeat(64))
             .replace("\"size\": ", "\"size\": 1"),
     )
@@ -190,7 +190,7 @@ fn the_spawn_step_caches_the_binary_digest_under_the_cache_root() {
     let cache = DigestCache::new(rig.ws.cache().join("binaries/digests.json"));
     let again = compute(Path::new(common::FAKE), &cache, &Cancel::new()).unwrap();
     assert_eq!((again.bytes_read, again.digest), (0, digest));
-    let text = fs::read_to_string(&cache.file).unwrap();
+    let text = fs::read_to_string(cache.file()).unwrap();
     let canonical = fs::canonicalize(common::FAKE).unwrap();
     assert!(text.contains(&*canonical.to_string_lossy()), "{text}");
 }

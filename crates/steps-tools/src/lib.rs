@@ -2,7 +2,6 @@
 //! commands on a PATH, the distribution and its package manager, the CUDA toolkit, and the
 //! tool versions cached by executable identity (`${cache}/tools.json`).
 
-pub mod cache_file;
 pub mod cuda;
 pub mod distro;
 pub mod host;
@@ -10,10 +9,10 @@ pub mod preflight;
 pub mod tool_versions;
 pub mod which;
 
-pub use cache_file::CacheFile;
 pub use cuda::{find_cuda, CudaToolkit};
 pub use distro::{OsRelease, PackageManager};
 pub use host::Host;
 pub use preflight::{check, facts, run, ToolCheck};
+pub use provision_executor::cache_file::CacheFile;
 pub use tool_versions::{ExeIdentity, ToolVersions};
 pub use which::find_on_path;

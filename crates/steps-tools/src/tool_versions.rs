@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use provision_executor::StepContext;
 use serde::{Deserialize, Serialize};
 
-use crate::cache_file::CacheFile;
+use provision_executor::cache_file::CacheFile;
 
 /// What identifies an executable's content without reading it (links resolved).
 pub use provision_executor::file_identity::FileIdentity as ExeIdentity;

@@ -102,7 +102,7 @@ pub fn measure(dir: &Path, bytes: u64, reps: usize) -> Result<Sha> {
     }
 
     let cache = DigestCache::new(dir.join("digests.json"));
-    let _ = std::fs::remove_file(&cache.file);
+    let _ = std::fs::remove_file(cache.file());
     let first = cache.digest(&file, &cancel).context("first verify")?;
     ensure!(
         first.bytes_read == bytes,

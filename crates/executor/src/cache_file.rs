@@ -1,16 +1,19 @@
 //! A small JSON file in provision's cache that steps (threads of one apply) and applies
-//! (processes) share: read without a lock, since it is only ever replaced whole; updated under
-//! a lock file and written atomically (temp file, fsync, rename), like the model digest cache.
+//! (processes) share (tool versions, tag commits, file digests): read without a lock, since it
+//! is only ever replaced whole; updated under a lock file and written with
+//! [`write_atomic`](crate::state::write_atomic) (temp file, fsync, rename).
 //! A file that is missing, unreadable or not the expected JSON reads as empty and is rewritten
 //! by the next update: a cache is never a reason to fail.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, OpenOptions};
+use std::io;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::state::{write_atomic, Durability};
 
 /// A cache file holding a `T`.
 #[derive(Debug)]
@@ -62,14 +65,8 @@ impl<T: Serialize + DeserializeOwned + Default> CacheFile<T> {
         lock.lock()?;
         let mut contents = self.load();
         edit(&mut contents);
-        // One writer at a time (the lock): the temp name needs only tell processes apart.
-        let tmp = self
-            .path
-            .with_extension(format!("tmp{}", std::process::id()));
-        let mut f = File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(&contents).map_err(io::Error::other)?)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &self.path)?;
+        let bytes = serde_json::to_vec_pretty(&contents).map_err(io::Error::other)?;
+        write_atomic(&self.path, &bytes, Durability::Fsync)?;
         drop(lock);
         Ok(())
     }
