@@ -51,7 +51,7 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     // The replica is about to change: nobody may be sent to it meanwhile.
     let handoff = handoff_path(cx, &spec.pool, spec.replica);
     if let Some(h) = &handoff {
-        if remove_handoff(h).map_err(|e| {
+        if remove_handoff(h, &replica::Owner::of(cx, &spec.pool, spec.replica)).map_err(|e| {
             StepError::new(format!(
                 "cannot remove the handoff file {}: {e}",
                 h.display()
