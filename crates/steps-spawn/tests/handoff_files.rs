@@ -21,8 +21,10 @@ fn a_handoff_is_marked_private_and_its_digest_recorded() {
         rig.ws.plan.roots.runtime.as_str(),
         "{body}"
     );
-    let mode = std::fs::metadata(&h).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    for private in [h.clone(), rig.server_log(0), rig.ws.log.clone()] {
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}: {mode:o}", private.display());
+    }
     let sha = rig.outputs("handoff:fake/r0")["sha256"]
         .as_str()
         .unwrap()
