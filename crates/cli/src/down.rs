@@ -1,7 +1,9 @@
 //! `provision down [--pool ID]`: stop the replicas the state file knows (handoff removed first,
 //! then SIGTERM to the server's process group, a grace period, SIGKILL; pid file removed) and
 //! record it, so the next apply starts them again. Works from the state file alone, under the
-//! apply lock. Idempotent.
+//! apply lock. Idempotent. With no state file (and no lock file) there is nothing to stop, and
+//! nothing is created; a state file that is not a provision state is refused (exit 4) before
+//! the lock file beside it is touched.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use provision_executor::{LockError, StateFile};
 use provision_plan::Roots;
+use provision_steps_spawn::DownReport;
 
 use crate::exit;
 
@@ -21,6 +24,14 @@ pub fn run(
     json: bool,
 ) -> ExitCode {
     let file = StateFile::new(state_path);
+    let exists = |p: &Path| p.symlink_metadata().is_ok();
+    if !exists(&file.path) && !exists(&provision_executor::lock::lock_path(&file.path)) {
+        return print_report(&file, &DownReport::default(), json);
+    }
+    if let Err(e) = file.load() {
+        eprintln!("error: {e}\n  hint: {}", e.hint());
+        return ExitCode::from(exit::STATE_UNREADABLE);
+    }
     let lock = match provision_executor::acquire(&file.path, false) {
         Ok(l) => l,
         Err(e @ LockError::Held { .. }) => {
@@ -66,6 +77,11 @@ pub fn run(
         }
     };
     drop(lock);
+    print_report(&file, &report, json)
+}
+
+/// What `down` did, on stdout (`--json`) or stderr; exit 1 when a step could not be undone.
+fn print_report(file: &StateFile, report: &DownReport, json: bool) -> ExitCode {
     if json {
         let body = serde_json::json!({
             "state": file.path.display().to_string(),

@@ -3,6 +3,7 @@
 mod dispatch;
 mod down;
 mod export;
+mod handoff_paths;
 mod inspect;
 mod progress;
 mod supervise;
@@ -145,8 +146,8 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         state: Option<PathBuf>,
         /// Seconds between SIGTERM and SIGKILL.
-        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
-        grace: f64,
+        #[arg(long, value_name = "SECS", default_value = "5.0", value_parser = parse_seconds)]
+        grace: std::time::Duration,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -159,17 +160,17 @@ enum Command {
         #[command(flatten)]
         target: Target,
         /// Seconds before the first restart; doubled after each failure in a row.
-        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
-        backoff_base: f64,
+        #[arg(long, value_name = "SECS", default_value = "1.0", value_parser = parse_seconds)]
+        backoff_base: std::time::Duration,
         /// The longest pause between two restarts, in seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 60.0)]
-        backoff_cap: f64,
+        #[arg(long, value_name = "SECS", default_value = "60.0", value_parser = parse_seconds)]
+        backoff_cap: std::time::Duration,
         /// A replica healthy this many seconds has its failures forgotten.
-        #[arg(long, value_name = "SECS", default_value_t = 60.0)]
-        reset_after: f64,
+        #[arg(long, value_name = "SECS", default_value = "60.0", value_parser = parse_seconds)]
+        reset_after: std::time::Duration,
         /// Seconds between SIGTERM and SIGKILL when stopping.
-        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
-        grace: f64,
+        #[arg(long, value_name = "SECS", default_value = "5.0", value_parser = parse_seconds)]
+        grace: std::time::Duration,
         /// One JSON event per line on stdout.
         #[arg(long)]
         json: bool,
@@ -263,6 +264,20 @@ impl Target {
         }
     }
 
+    /// Before an apply or a supervisor takes the lock: the state is readable (or absent), so a
+    /// `--state` that is not a provision state is refused before anything is created beside
+    /// it, and the runtime directory exists, 0700 when created here.
+    fn prepare_runtime(&self, file: &StateFile) -> Result<(), ExitCode> {
+        file.load().map_err(|e| state_error(&e))?;
+        provision_executor::private_file::create_dir_all(&self.runtime_dir).map_err(|e| {
+            eprintln!(
+                "error: cannot create the runtime directory {}: {e}\n  hint: check the path and its permissions, or pass another --runtime-dir",
+                self.runtime_dir.display()
+            );
+            ExitCode::from(exit::FAILURE)
+        })
+    }
+
     fn state_file(&self) -> StateFile {
         StateFile::new(
             self.state
@@ -282,6 +297,12 @@ impl Target {
             pool: self.pool.clone(),
         };
         let plan = provision_plan::plan(&valid, &opts).map_err(|e| report(&e, format))?;
+        let state = self.state_file().path;
+        let lock = provision_executor::lock::lock_path(&state);
+        if let Err(e) = handoff_paths::check(&plan, &self.config, &state, &lock) {
+            eprintln!("error: {}: {e}", self.config.display());
+            return Err(ExitCode::from(exit::INVALID_CONFIG));
+        }
         Ok((valid, plan))
     }
 }
@@ -303,7 +324,9 @@ fn report(err: &ConfigError, format: Format) -> ExitCode {
 fn state_error(err: &StateError) -> ExitCode {
     eprintln!("error: {err}\n  hint: {}", err.hint());
     ExitCode::from(match err {
-        StateError::Io { .. } => exit::FAILURE,
+        StateError::Io {
+            action: "write", ..
+        } => exit::FAILURE,
         _ => exit::STATE_UNREADABLE,
     })
 }
@@ -322,7 +345,9 @@ fn cmd_plan(target: Target, format: Format, detailed: bool, refresh_refs: bool) 
     };
     let file = target.state_file();
     let mut would_run = true;
-    if file.path.exists() {
+    // `plan` writes nothing: the digest and tag caches are read, not updated.
+    provision_executor::cache_file::read_only();
+    if file.path.symlink_metadata().is_ok() {
         let state = match file.load() {
             Ok(s) => s,
             Err(e) => return error_code(state_error(&e)),
@@ -382,6 +407,9 @@ fn cmd_apply(
         Err(code) => return code,
     };
     let file = target.state_file();
+    if let Err(code) = target.prepare_runtime(&file) {
+        return code;
+    }
     let lock = match provision_executor::acquire(&file.path, wait) {
         Ok(l) => l,
         Err(e @ LockError::Held { .. }) => {
@@ -519,6 +547,8 @@ fn cmd_status(target: Target, json: bool) -> ExitCode {
         Ok(s) => s,
         Err(e) => return state_error(&e),
     };
+    // `status` writes nothing: the digest and tag caches are read, not updated.
+    provision_executor::cache_file::read_only();
     let changes = provision_executor::preview(&plan, &StepDispatch::new(), &state, false);
     let mut pools = Vec::new();
     for pool in &plan.pools {
@@ -643,9 +673,15 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
-/// A duration from seconds given on the command line (negative or NaN: zero).
-fn seconds(s: f64) -> std::time::Duration {
-    std::time::Duration::try_from_secs_f64(s).unwrap_or_default()
+/// A duration from seconds given on the command line: a finite, non-negative number (`inf`,
+/// `NaN`, `-1` or one too large are refused with exit 2, not taken as 0).
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("`{s}` is not a duration: give a finite number of seconds, 0 or more"))
 }
 
 fn main() -> ExitCode {
@@ -710,7 +746,7 @@ fn main() -> ExitCode {
                 &state.unwrap_or_else(|| runtime_dir.join("state.json")),
                 &runtime_dir,
                 pool.as_deref(),
-                seconds(grace),
+                grace,
                 json,
             )
         }
@@ -724,17 +760,20 @@ fn main() -> ExitCode {
             verbose,
         } => {
             let format = if json { Format::Json } else { Format::Text };
-            match target.plan(format) {
+            match target
+                .plan(format)
+                .and_then(|p| target.prepare_runtime(&target.state_file()).map(|()| p))
+            {
                 Err(code) => code,
                 Ok((_, plan)) => supervise::run(
                     &plan,
                     &StepDispatch::new(),
                     &target.state_file(),
                     &provision_steps_spawn::SuperviseOptions {
-                        backoff_base: seconds(backoff_base),
-                        backoff_cap: seconds(backoff_cap),
-                        reset_after: seconds(reset_after),
-                        grace: seconds(grace),
+                        backoff_base,
+                        backoff_cap,
+                        reset_after,
+                        grace,
                         ..Default::default()
                     },
                     json,

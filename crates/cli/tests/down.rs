@@ -105,8 +105,14 @@ fn down_stops_servers_removes_handoffs_updates_state_and_is_idempotent() {
     let b = start_server(true);
     let handoff_a = runtime.join("engines/llamacpp-a-r0.json");
     let handoff_b = runtime.join("engines/llamacpp-b-r0.json");
-    std::fs::write(&handoff_a, "{}").unwrap();
-    std::fs::write(&handoff_b, "{}").unwrap();
+    // What provision wrote, with its digest recorded (down removes only that).
+    let written = b"{\"written_by\": \"provision\"}\n";
+    std::fs::write(&handoff_a, written).unwrap();
+    std::fs::write(&handoff_b, written).unwrap();
+    let digest = format!(
+        "sha256:{:x}",
+        <sha2::Sha256 as sha2::Digest>::digest(written)
+    );
     let pid_a = runtime.join("run/a-r0.pid");
     std::fs::write(&pid_a, a.pid.to_string()).unwrap();
     let mut state = State::default();
@@ -119,7 +125,7 @@ fn down_stops_servers_removes_handoffs_updates_state_and_is_idempotent() {
         record(
             "handoff",
             "a",
-            json!({"path": handoff_a.display().to_string()}),
+            json!({"path": handoff_a.display().to_string(), "sha256": digest}),
         ),
     );
     state.steps.insert(
@@ -135,7 +141,7 @@ fn down_stops_servers_removes_handoffs_updates_state_and_is_idempotent() {
         record(
             "handoff",
             "b",
-            json!({"path": handoff_b.display().to_string()}),
+            json!({"path": handoff_b.display().to_string(), "sha256": digest}),
         ),
     );
     let file = StateFile::new(runtime.join("state.json"));

@@ -9,11 +9,21 @@ use std::fs::{self, OpenOptions};
 use std::io;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::state::{write_atomic, Durability};
+
+/// Set by read-only commands (`plan`, `status`): caches are read, never written.
+static READ_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// From now on, in this process, [`CacheFile::update`] changes nothing on disk (the caches
+/// are still read). For `plan` and `status`, which promise to write nothing.
+pub fn read_only() {
+    READ_ONLY.store(true, Ordering::SeqCst);
+}
 
 /// A cache file holding a `T`.
 #[derive(Debug)]
@@ -53,7 +63,11 @@ impl<T: Serialize + DeserializeOwned + Default> CacheFile<T> {
 
     /// Load, change with `edit`, write back: under the lock file `<name>.lock` beside it, so
     /// concurrent updates (threads or processes) all land; the write is atomic.
+    /// A no-op after [`read_only`].
     pub fn update(&self, edit: impl FnOnce(&mut T)) -> io::Result<()> {
+        if READ_ONLY.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir)?;
         }

@@ -2,7 +2,7 @@
 //! (credentials in URLs redacted), cancellation polled, and a failure reported with the
 //! command, its working directory, its exit status and the tail of the log.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -260,14 +260,9 @@ impl StepCommand {
             path: log.to_path_buf(),
             source,
         };
-        if let Some(parent) = log.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(log_error)?;
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(log_error)?;
+        // 0700 directories, a 0600 file, never appended to through a symbolic link.
+        crate::private_file::create_parent(log).map_err(log_error)?;
+        let mut file = crate::private_file::open_append(log).map_err(log_error)?;
         writeln!(file, "$ {}  (in {})", self.display(), self.cwd_display()).map_err(log_error)?;
         Ok(file)
     }

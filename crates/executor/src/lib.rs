@@ -12,6 +12,7 @@ pub mod file_identity;
 pub mod fingerprint;
 pub mod lock;
 pub mod orphans;
+pub mod private_file;
 pub mod retire;
 pub mod state;
 

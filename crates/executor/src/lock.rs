@@ -2,8 +2,13 @@
 //! whole apply. The kernel drops the lock when its holder dies, so a lock left by a killed
 //! apply is taken over safely; the holder (pid, host, start time) is written into the file so a
 //! second apply can name it.
+//!
+//! The lock file is provision's own: opened without following a symbolic link, created 0600,
+//! and never truncated unless it is empty or holds a provision holder record, so a `--state`
+//! whose `.lock` neighbour is someone else's file (`--state Cargo` next to `Cargo.lock`) is
+//! refused and that file left as it was.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -35,6 +40,8 @@ pub enum LockError {
         path: PathBuf,
         holder: Option<Holder>,
     },
+    #[error("{path} is not a provision lock file ({why}); nothing was changed")]
+    NotOurs { path: PathBuf, why: String },
     #[error("cannot lock {path}: {source}")]
     Io {
         path: PathBuf,
@@ -67,11 +74,26 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown-host".into())
 }
 
+/// The most a holder record takes, with room to spare.
+const MAX_HOLDER: u64 = 4096;
+
 fn read_holder(file: &mut File) -> Option<Holder> {
     let mut text = String::new();
     file.seek(SeekFrom::Start(0)).ok()?;
-    file.read_to_string(&mut text).ok()?;
+    file.take(MAX_HOLDER).read_to_string(&mut text).ok()?;
     serde_json::from_str(&text).ok()
+}
+
+/// Whether the (locked) file is provision's: empty, or one holder record.
+fn check_ours(file: &mut File) -> Result<(), String> {
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    if len > MAX_HOLDER || read_holder(file).is_none() {
+        return Err("it is neither empty nor a provision lock holder record".into());
+    }
+    Ok(())
 }
 
 /// Take the lock for `state`. With `wait`, block until the holder is done; otherwise fail at
@@ -82,16 +104,18 @@ pub fn acquire(state: &Path, wait: bool) -> Result<ApplyLock, LockError> {
         path: path.clone(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io)?;
+    crate::private_file::create_parent(&path).map_err(io)?;
+    let mut file = match crate::private_file::open_rw(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(io(e)),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err(io(e)),
+        Err(e) => {
+            return Err(LockError::NotOurs {
+                path,
+                why: e.to_string(),
+            })
+        }
+    };
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
@@ -103,7 +127,11 @@ pub fn acquire(state: &Path, wait: bool) -> Result<ApplyLock, LockError> {
         }
         Err(TryLockError::Error(e)) => return Err(io(e)),
     }
-    // We hold it. A holder still written in the file died without cleaning up.
+    // We hold it: nobody writes it now. Only provision's own lock file is ever truncated.
+    if let Err(why) = check_ours(&mut file) {
+        return Err(LockError::NotOurs { path, why });
+    }
+    // A holder still written in the file died without cleaning up.
     let took_over = read_holder(&mut file);
     let me = Holder {
         pid: std::process::id(),

@@ -3,7 +3,7 @@
 //! that a power loss must not undo changed, never silently discarded.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -97,7 +97,7 @@ impl StateError {
     pub fn hint(&self) -> String {
         match self {
             StateError::Corrupt { path, .. } => format!(
-                "provision never discards a state file: inspect it, or move it aside (`mv {0} {0}.bad`) to start over; steps then rerun and running servers are checked again",
+                "provision never discards a state file: if {0} is not one, pass another --state; otherwise inspect it, or move it aside (`mv {0} {0}.bad`) to start over; steps then rerun and running servers are checked again",
                 path.display()
             ),
             StateError::TooNew { .. } => "use the provision version that wrote it, or pass another --state".into(),
@@ -144,24 +144,40 @@ impl StateFile {
         }
     }
 
-    /// Read the state; a missing file is an empty state, anything unreadable is an error.
+    /// Read the state; a missing file is an empty state, anything unreadable is an error:
+    /// [`StateError::Corrupt`] when the path is not a regular file (a directory, a symbolic
+    /// link, which provision does not follow) or its content is not a provision state.
     pub fn load(&self) -> Result<State, StateError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
-            Err(source) => {
-                return Err(StateError::Io {
-                    action: "read",
-                    path: self.path.clone(),
-                    source,
-                })
-            }
-        };
         let corrupt = |detail: String| StateError::Corrupt {
             path: self.path.clone(),
             detail,
         };
-        let value: Value = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        let mut file = match crate::private_file::open_read(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(StateError::Io {
+                    action: "read",
+                    path: self.path.clone(),
+                    source: e,
+                })
+            }
+            Err(e) => return Err(corrupt(e.to_string())),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|source| StateError::Io {
+                action: "read",
+                path: self.path.clone(),
+                source,
+            })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| corrupt("it is not UTF-8 text, so not a provision state file".into()))?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| {
+            corrupt(format!(
+                "it is not a provision state file, or a damaged one: {e}"
+            ))
+        })?;
         let version = value.get("state_version").and_then(Value::as_u64);
         match version {
             Some(v) if v > u64::from(STATE_VERSION) => {
@@ -170,7 +186,11 @@ impl StateFile {
                     found: v as u32,
                 })
             }
-            None => return Err(corrupt("no `state_version`".into())),
+            None => {
+                return Err(corrupt(
+                    "it is not a provision state file (no `state_version`)".into(),
+                ))
+            }
             _ => {}
         }
         serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))
@@ -223,21 +243,42 @@ pub enum Durability {
 }
 
 /// Write `bytes` and a newline to `path` through a temp file in the same directory and a
-/// rename, creating the directory when missing; with [`Durability::Fsync`], fsync the file
-/// before the rename and the directory after it. A failed write leaves no temp file behind.
+/// rename, creating the directory (0700) when missing; with [`Durability::Fsync`], fsync the
+/// file before the rename and the directory after it. A failed write leaves no temp file
+/// behind. The file is 0600 (see [`write_atomic_mode`]).
 pub fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) -> std::io::Result<()> {
+    write_atomic_mode(path, bytes, durability, crate::private_file::FILE_MODE)
+}
+
+/// [`write_atomic`] giving the file `mode` exactly. The temp file is created new (`O_EXCL`,
+/// `O_NOFOLLOW`): a file or link already at its name is removed, never written through; a
+/// symbolic link at `path` itself is replaced by the rename, its target untouched.
+pub fn write_atomic_mode(
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+    mode: u32,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&dir)?;
+    crate::private_file::create_dir_all(&dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = match crate::private_file::create_new(&tmp, mode) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Left by a killed writer of this pid, or planted: removed (a link itself, not
+                // its target), then created anew.
+                std::fs::remove_file(&tmp)?;
+                crate::private_file::create_new(&tmp, mode)?
+            }
+            other => other?,
+        };
         f.write_all(bytes)?;
         f.write_all(b"\n")?;
         if durability == Durability::Fsync {

@@ -13,9 +13,9 @@ use provision_executor::{
 use provision_plan::Roots;
 use serde_json::Value;
 
+use crate::handoff_owner::{remove_if_ours, remove_if_unchanged, Owner, Removal};
 use crate::port;
 use crate::process::{self, ServerProcess, Stopped};
-use crate::replica::remove_handoff;
 
 /// What `down` did for one step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +73,39 @@ fn unrecorded(record: &StepRecord, roots: Option<&Roots>) -> Option<ServerProces
     process::find_by_pid_file(Path::new(&field("pid_file")?), Path::new(&field("log")?))
 }
 
+/// Remove the handoff file a handoff step recorded, only while it is still what provision
+/// wrote: its recorded digest matches (or, for a record from before digests were recorded, it
+/// is this replica's provision handoff). Only the resolved path in the outputs is used: a
+/// planned path is never expanded again, and a step that recorded no path removes nothing.
+pub fn take_handoff_away(record: &StepRecord) -> Result<Option<String>, String> {
+    let Some(p) = out_str(&record.outputs, "path") else {
+        return Ok(None);
+    };
+    let path = Path::new(p);
+    let removal = match out_str(&record.outputs, "sha256") {
+        Some(digest) => remove_if_unchanged(path, digest)?,
+        // Recorded before digests were: the marker, pool and replica decide.
+        None => remove_if_ours(
+            path,
+            &Owner {
+                runtime_dir: None,
+                pool: pool_of(record).unwrap_or_default().to_string(),
+                replica: record
+                    .spec
+                    .get("replica")
+                    .and_then(Value::as_u64)
+                    .and_then(|r| u32::try_from(r).ok())
+                    .unwrap_or_default(),
+            },
+        )?,
+    };
+    Ok(Some(match removal {
+        Removal::Removed => format!("removed {p}"),
+        Removal::Absent => format!("no handoff file at {p}"),
+        Removal::Kept(why) => format!("left {p}: {why}"),
+    }))
+}
+
 /// Undo what one recorded step left in the world: a handoff file is removed, a server stopped.
 /// Returns what was done (`None`: nothing to undo for this kind).
 /// `roots` expands the planned paths of a step that recorded nothing.
@@ -82,28 +115,7 @@ pub fn undo(
     roots: Option<&Roots>,
 ) -> Result<Option<String>, String> {
     match record.kind.as_str() {
-        "handoff" => {
-            let path = out_str(&record.outputs, "path")
-                .map(String::from)
-                .or_else(|| {
-                    // A handoff that never passed has no outputs; its planned path may be relative to
-                    // placeholders, which only the plan can expand: nothing to remove then.
-                    record
-                        .spec
-                        .get("path")
-                        .and_then(Value::as_str)
-                        .map(|p| roots.map_or(p.to_string(), |r| r.expand(p)))
-                        .filter(|p| !p.contains("${"))
-                });
-            match path {
-                Some(p) => match remove_handoff(Path::new(&p)) {
-                    Ok(true) => Ok(Some(format!("removed {p}"))),
-                    Ok(false) => Ok(Some(format!("no handoff file at {p}"))),
-                    Err(e) => Err(format!("cannot remove {p}: {e}")),
-                },
-                None => Ok(None),
-            }
-        }
+        "handoff" => take_handoff_away(record),
         "spawn" if !record.outputs.contains_key("pid") => match unrecorded(record, roots) {
             Some(server) => {
                 let s = process::stop(&server, grace)?;

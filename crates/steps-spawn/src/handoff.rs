@@ -1,6 +1,11 @@
 //! The handoff step: tell the orchestrator where a ready replica runs, in a JSON file written
 //! atomically, and only after the probe passed. A replica that is stopped, restarting or failed
 //! has no handoff file.
+//!
+//! The file is provision's own: marked `"written_by": "provision"` with the runtime directory,
+//! pool and replica, written 0600, its digest recorded in the step's outputs (so `down` removes
+//! it only while it still holds what was written). A file at the path that is not this
+//! replica's handoff is never replaced: the step fails and the file is left as it was.
 
 use std::path::PathBuf;
 
@@ -11,6 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::handoff_owner::{inspect, sha256, Found, Owner, WRITTEN_BY};
 use crate::process::ServerProcess;
 use crate::replica::{dep_str, expand, redact, replica_name};
 
@@ -22,6 +28,13 @@ pub const HANDOFF_VERSION: u32 = 1;
 #[schemars(title = "provision handoff")]
 pub struct HandoffFile {
     pub handoff_version: u32,
+    /// Always `provision`: the owner marker. provision replaces or removes a file at a handoff
+    /// path only when it carries this marker (and this runtime directory, pool and replica).
+    #[serde(default)]
+    pub written_by: String,
+    /// The runtime directory (absolute) of the provision that wrote this file.
+    #[serde(default)]
+    pub runtime_dir: String,
     /// `llamacpp`.
     pub engine: String,
     /// `b<build>-<commit>` as the server reports it (`/props` `build_info`), else from
@@ -76,7 +89,21 @@ pub fn handoff_schema() -> Value {
 /// Write the handoff file of a replica whose probe passed.
 pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let name = replica_name(&spec.pool, spec.replica);
-    let path = PathBuf::from(expand(cx, &spec.path, None));
+    let expanded = PathBuf::from(expand(cx, &spec.path, None));
+    // Recorded resolved: `down` removes exactly this path, never re-expanding placeholders.
+    let path = std::path::absolute(&expanded).unwrap_or(expanded);
+    let owner = Owner::of(cx, &spec.pool, spec.replica);
+    if let Found::NotOurs(why) = inspect(&path, &owner) {
+        return Err(StepError::new(format!(
+            "{name}: {} is not a provision handoff of this replica: {why}; provision does not replace it",
+            path.display()
+        ))
+        .hint(format!(
+            "set `handoff_path` of pool {} to a file of provision's own, or move {} away if it is not needed",
+            spec.pool,
+            path.display()
+        )));
+    }
     let (Some(version), external) = (
         dep_str(cx, "engine_version"),
         spec.provisioning_mode == "external",
@@ -113,6 +140,8 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
     };
     let file = HandoffFile {
         handoff_version: HANDOFF_VERSION,
+        written_by: WRITTEN_BY.into(),
+        runtime_dir: cx.plan.roots.runtime.clone(),
         engine: spec.engine.clone(),
         engine_version: version,
         provisioning_mode: spec.provisioning_mode.clone(),
@@ -138,6 +167,8 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
         written_at: now_rfc3339(),
     };
     let text = serde_json::to_string_pretty(&file).expect("handoff serialises");
+    // What write_atomic puts on disk (it adds a newline): the digest `down` checks.
+    let digest = sha256(format!("{text}\n").as_bytes());
     // No fsync (on the path from "ready" to "handoff written"): the file describes a running
     // server, which a power loss does not leave either.
     write_atomic(&path, text.as_bytes(), Durability::NoSync).map_err(|e| {
@@ -149,6 +180,7 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
     })?;
     let mut outputs = Outputs::new();
     outputs.insert("path".into(), json!(path.display().to_string()));
+    outputs.insert("sha256".into(), json!(digest));
     outputs.insert("url".into(), json!(file.url));
     if let Some(pid) = file.pid {
         outputs.insert("pid".into(), json!(pid));

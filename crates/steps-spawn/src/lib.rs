@@ -13,6 +13,7 @@ pub mod binary_digest;
 pub mod down;
 pub mod flags;
 pub mod handoff;
+pub mod handoff_owner;
 pub mod http;
 pub mod port;
 pub mod probe;

@@ -114,7 +114,7 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         .map(PathBuf::from)
         .or_else(|| handoff_path(cx, &spec.pool, spec.replica));
     if let Some(h) = &handoff {
-        let _ = remove_handoff(h);
+        let _ = remove_handoff(h, &crate::replica::Owner::of(cx, &spec.pool, spec.replica));
     }
     let server = if spec.external {
         None

@@ -6,10 +6,14 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use provision_executor::command::redact_urls;
+use provision_executor::private_file;
 use provision_executor::StepContext;
 use provision_plan::llama_flags::REDACTED;
 use provision_plan::{Plan, StepSpec};
 use serde_json::Value;
+
+pub use crate::handoff_owner::Owner;
+use crate::handoff_owner::{remove_if_ours, Removal};
 
 /// How long a server gets between SIGTERM and SIGKILL when provision stops it.
 pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -45,12 +49,14 @@ pub fn handoff_path(cx: &StepContext<'_>, pool: &str, replica: u32) -> Option<Pa
     })
 }
 
-/// Remove a handoff file; a missing one is fine.
-pub fn remove_handoff(path: &std::path::Path) -> std::io::Result<bool> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
+/// Remove the handoff file of `owner` at `path`: `Ok(true)` when removed; `Ok(false)` when
+/// there is none, or the file there is not this replica's provision handoff (left as it is:
+/// the handoff step then refuses to replace it and says why).
+pub fn remove_handoff(path: &std::path::Path, owner: &Owner) -> std::io::Result<bool> {
+    match remove_if_ours(path, owner) {
+        Ok(Removal::Removed) => Ok(true),
+        Ok(Removal::Absent | Removal::Kept(_)) => Ok(false),
+        Err(e) => Err(std::io::Error::other(e)),
     }
 }
 
@@ -116,16 +122,10 @@ pub fn fixed_ports(plan: &Plan, pool: &str, replica: u32) -> BTreeSet<u16> {
 }
 
 /// Append a line to the step's log (best effort: a log that cannot be written never fails a
-/// step by itself).
+/// step by itself). The log is 0600 and never appended to through a symbolic link.
 pub fn note(cx: &StepContext<'_>, line: &str) {
-    if let Some(dir) = cx.log.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&cx.log)
-    {
+    let _ = private_file::create_parent(&cx.log);
+    if let Ok(mut f) = private_file::open_append(&cx.log) {
         let _ = writeln!(f, "[provision] {}", redact(cx.plan, line));
     }
 }

@@ -3,7 +3,6 @@
 //! replica's previous server (flags changed) is stopped, its handoff removed, its flags checked
 //! against what the binary accepts, and its port checked or chosen.
 
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -51,7 +50,7 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     // The replica is about to change: nobody may be sent to it meanwhile.
     let handoff = handoff_path(cx, &spec.pool, spec.replica);
     if let Some(h) = &handoff {
-        if remove_handoff(h).map_err(|e| {
+        if remove_handoff(h, &replica::Owner::of(cx, &spec.pool, spec.replica)).map_err(|e| {
             StepError::new(format!(
                 "cannot remove the handoff file {}: {e}",
                 h.display()
@@ -314,16 +313,13 @@ fn launch(
         .hint("check that the runtime directory is writable and the disk is not full")
     };
     if let Some(dir) = server_log.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(log_error)?;
+        provision_executor::private_file::create_dir_all(dir).map_err(log_error)?;
     }
     if server_log.exists() {
         std::fs::rename(server_log, rotated(server_log)).map_err(log_error)?;
     }
-    let mut log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(server_log)
-        .map_err(log_error)?;
+    // 0600, never through a symbolic link: the server may print anything it was given.
+    let mut log = provision_executor::private_file::open_append(server_log).map_err(log_error)?;
     let shown_env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     writeln!(
         log,

@@ -4,16 +4,14 @@
 //! (SIGINT, SIGTERM) every supervised replica is stopped.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use provision_executor::{Cancel, StateError, StateFile, StepStatus};
-use serde_json::Value;
 
 use crate::down::{down, DownReport};
 use crate::process::ServerProcess;
-use crate::replica::{remove_handoff, replica_name};
+use crate::replica::replica_name;
 
 #[derive(Debug, Clone)]
 pub struct SuperviseOptions {
@@ -119,13 +117,8 @@ pub fn supervise(
                 }
                 (Err(why), None) => {
                     // Just noticed: nobody may be sent to it any more.
-                    if let Some(h) = state
-                        .steps
-                        .get(&format!("handoff:{name}"))
-                        .and_then(|r| r.outputs.get("path"))
-                        .and_then(Value::as_str)
-                    {
-                        let _ = remove_handoff(Path::new(h));
+                    if let Some(r) = state.steps.get(&format!("handoff:{name}")) {
+                        let _ = crate::down::take_handoff_away(r);
                     }
                     if w.up_since.is_some_and(|t| t.elapsed() >= opts.reset_after) {
                         w.failures = 0;
