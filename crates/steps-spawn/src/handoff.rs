@@ -107,6 +107,13 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
     } else {
         dep_str(cx, "url").unwrap_or_else(|| expand(cx, &spec.url, port))
     };
+    // Never hand off a port that another process answers on.
+    if let (Some(server), false) = (&server, external) {
+        if let Err(why) = crate::listener_owner::verify(server.pid, &url) {
+            return Err(StepError::new(format!("{name} is not handed off: {why}"))
+                .hint("rerun apply: its server is started again on a port it can listen on"));
+        }
+    }
     let model_path = match expand(cx, &spec.model.path, port) {
         p if p.contains("${model_path}") => dep_str(cx, "model_path").unwrap_or(p),
         p => p,

@@ -267,10 +267,7 @@ fn pick_port(
             if ours || port::reserve(&spec.host, port) {
                 return Ok(port);
             }
-            let who = match port::holder(port) {
-                Some(h) => format!("by {h}"),
-                None => "(the holder is not visible: another user's process, or a replica this apply just started)".into(),
-            };
+            let who = port::describe_holder(port);
             Err(StepError::new(format!(
                 "port {port} for {name} on {} is already in use {who}",
                 spec.host
