@@ -21,7 +21,8 @@ fn reserved() -> &'static Mutex<BTreeMap<u16, Option<Reservation>>> {
     RESERVED.get_or_init(Default::default)
 }
 
-/// Hand `port` back (its server listens, or failed, or its replica stopped).
+/// Hand `port` back: its server listens on it, or failed to start. (A reservation lives only
+/// from the choice of a port to its server's first probe: a previous port is reserved anew.)
 pub fn release(port: u16) {
     reserved().lock().expect("lock").remove(&port);
 }
@@ -81,22 +82,6 @@ pub fn reserve(host: &str, port: u16) -> bool {
     true
 }
 
-/// Take back the port this replica had (reserved by it, or by nobody) when it is free again.
-pub fn reclaim(host: &str, port: u16) -> bool {
-    let mut taken = reserved().lock().expect("lock");
-    if taken.contains_key(&port) {
-        return is_free(host, port);
-    }
-    let Some(reservation) = reserve_host_wide(port) else {
-        return false;
-    };
-    if !is_free(host, port) {
-        return false;
-    }
-    taken.insert(port, reservation);
-    true
-}
-
 /// Take the first free port from `base`, skipping `excluded` (ports other replicas are
 /// configured with), trying `preferred` first (the port this replica had last time).
 pub fn reserve_auto(
@@ -106,7 +91,7 @@ pub fn reserve_auto(
     excluded: &BTreeSet<u16>,
 ) -> Option<u16> {
     if let Some(p) = preferred.filter(|p| *p >= base && !excluded.contains(p)) {
-        if reclaim(host, p) {
+        if reserve(host, p) {
             return Some(p);
         }
     }
@@ -370,7 +355,6 @@ mod tests {
         // port takes it.
         let got = reserve_auto("127.0.0.1", base, None, &BTreeSet::new());
         let fixed = reserve("127.0.0.1", base);
-        let preferred = reclaim("127.0.0.1", base);
         let named = describe_holder(base);
         let _ = other.kill();
         let _ = other.wait();
@@ -378,7 +362,7 @@ mod tests {
             release(p);
         }
         assert!(got.is_some_and(|p| p != base), "{got:?} from {base}");
-        assert!(!fixed && !preferred, "a fixed or previous port is refused");
+        assert!(!fixed, "a fixed port is refused");
         assert!(
             named.contains(&format!("pid {}", other.id())) && named.contains("sleep 600"),
             "{named}"
@@ -386,5 +370,22 @@ mod tests {
         // Its holder gone, the kernel freed the reservation: no files, no cleanup.
         assert!(reserve("127.0.0.1", base));
         release(base);
+    }
+
+    #[test]
+    fn a_port_another_replica_of_this_apply_reserved_is_not_taken_as_a_previous_port() {
+        let base = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // Replica 1 chose `base`; its server has not bound yet. Replica 0 had `base` last time.
+        assert!(reserve("127.0.0.1", base));
+        let got = reserve_auto("127.0.0.1", base, Some(base), &BTreeSet::new());
+        if let Some(p) = got {
+            release(p);
+        }
+        release(base);
+        assert!(got.is_some_and(|p| p != base), "{got:?}: both on {base}");
     }
 }
