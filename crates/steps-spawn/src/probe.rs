@@ -157,7 +157,7 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         }
         if let Some(server) = &server {
             if let Err(why) = server.check() {
-                return Err(fail_exited(cx, &name, &why, started, log.as_deref()));
+                return Err(fail_exited(cx, &name, &why, started, port, log.as_deref()));
             }
         }
         polls += 1;
@@ -280,19 +280,31 @@ fn fail_exited(
     name: &str,
     why: &str,
     started: Instant,
+    port: Option<u16>,
     log: Option<&Path>,
 ) -> StepError {
+    // A server that could not bind: who holds its port (it cannot be the server: it exited).
+    let holder = port.and_then(|p| port::holder(p).map(|h| (p, h)));
+    let held = holder
+        .as_ref()
+        .map(|(p, h)| format!("; port {p} is held by {h}"))
+        .unwrap_or_default();
     let mut err = StepError::new(format!(
-        "{name} exited while loading, {} ms after the probe started: {why}",
+        "{name} exited while loading, {} ms after the probe started: {why}{held}",
         started.elapsed().as_millis()
     ));
+    if holder.is_some() {
+        err = err.hint(
+            "another program took its port: stop it, or rerun apply to choose another port (or change `provisioning.ports`)",
+        );
+    }
     if let Some(log) = log {
-        err = err
-            .hint(format!(
-                "the last lines of its log {} are below",
-                log.display()
-            ))
-            .tail(server_log_tail(cx, log));
+        let read = format!("the last lines of its log {} are below", log.display());
+        err = match err.hint.take() {
+            Some(h) => err.hint(format!("{h}; {read}")),
+            None => err.hint(read),
+        }
+        .tail(server_log_tail(cx, log));
     }
     err
 }

@@ -286,3 +286,36 @@ fn two_projects_applying_at_once_hand_off_only_their_own_servers() {
     ports.dedup();
     assert_eq!(ports.len(), 2 * replicas as usize, "{ports:?}");
 }
+
+#[test]
+fn a_server_that_cannot_bind_its_port_fails_naming_who_holds_it() {
+    let mut rig = Rig::new(&Pool {
+        env: &[("FAKE_BIND_DELAY_MS", "300")],
+        ..Pool::default()
+    });
+    auto_ports_from(&mut rig, free_port());
+    rig.run("spawn:fake/r0").unwrap();
+    let port = rig.outputs("spawn:fake/r0")["port"].as_u64().unwrap() as u16;
+    // Someone takes the port first and answers nothing (connections accepted and dropped).
+    let thief = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        for conn in thief.incoming() {
+            drop(conn);
+        }
+    });
+    let err = rig.run("probe:fake/r0").unwrap_err();
+    assert!(
+        err.message.contains("exited while loading")
+            && err.message.contains(&format!(
+                "port {port} is held by pid {}",
+                std::process::id()
+            )),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.tail.unwrap_or_default().contains("couldn't bind"),
+        "its log says why"
+    );
+    assert!(!rig.handoff_file(0).exists());
+}
