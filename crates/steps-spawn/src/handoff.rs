@@ -111,7 +111,7 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
     if let (Some(server), false) = (&server, external) {
         if let Err(why) = crate::listener_owner::verify(server.pid, &url) {
             return Err(StepError::new(format!("{name} is not handed off: {why}"))
-                .hint("rerun apply: its server is started again on a port it can listen on"));
+                .hint("stop the process holding the port, or change `provisioning.ports`; or rerun apply: the probe stops a server whose port another process holds, and the apply after starts it on a free port"));
         }
     }
     let model_path = match expand(cx, &spec.model.path, port) {

@@ -191,7 +191,15 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     }
     if let Some(server) = &server {
         if let Err(why) = listener_owner::verify(server.pid, &url) {
-            return Err(fail_not_owner(cx, &name, server, &why, log.as_deref()));
+            let asked = format!("{shown_url}{}", spec.health_path);
+            return Err(fail_not_owner(
+                cx,
+                &name,
+                &asked,
+                server,
+                &why,
+                log.as_deref(),
+            ));
         }
     }
     let ready_ms = started.elapsed().as_millis() as u64;
@@ -257,13 +265,14 @@ impl Drop for ReleasePort {
 fn fail_not_owner(
     cx: &StepContext<'_>,
     name: &str,
+    asked: &str,
     server: &ServerProcess,
     why: &listener_owner::NotOwned,
     log: Option<&Path>,
 ) -> StepError {
     let stopped = process::stop(server, DEFAULT_GRACE);
     let mut err = StepError::new(format!(
-        "{name} answered /health 200, but not from its own server: {why}; it is not handed off"
+        "{asked} answered 200, but not from the server of {name}: {why}; it is not handed off"
     ))
     .hint(match stopped {
         Ok(_) => "another program took the port before the server bound it (another provision, or a server provision did not start); its server was stopped: rerun apply to choose another port, or stop that program, or change `provisioning.ports`".to_string(),
