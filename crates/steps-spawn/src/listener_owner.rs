@@ -194,6 +194,26 @@ mod tests {
     }
 
     #[test]
+    fn a_wildcard_listener_serves_a_loopback_url_and_another_address_does_not() {
+        let any = TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = any.local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{port}");
+        assert_eq!(verify(std::process::id(), &url), Ok(()));
+        assert!(matches!(
+            verify(1, &url),
+            Err(NotOwned::Foreign { pid: 1, .. })
+        ));
+        // A listener on 127.0.0.2 does not take connections to 127.0.0.1.
+        if let Ok(other) = TcpListener::bind("127.0.0.2:0") {
+            let url = format!("http://127.0.0.1:{}", other.local_addr().unwrap().port());
+            assert!(matches!(
+                verify(std::process::id(), &url),
+                Err(NotOwned::NoListener { .. })
+            ));
+        }
+    }
+
+    #[test]
     fn a_listener_on_another_address_is_not_in_the_way_but_a_wildcard_is() {
         let targets: BTreeSet<IpAddr> = ["127.0.0.1".parse().unwrap()].into();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();

@@ -293,6 +293,29 @@ mod tests {
         let from_proc = proc_listening_inodes(port);
         assert_eq!(from_proc.len(), 1, "{from_proc:?}");
         assert_eq!(listening_inodes(port), from_proc);
+        // Addresses too, IPv4 and IPv6 (the tables print each 32-bit word in host order).
+        let v6 = TcpListener::bind("[::1]:0").ok();
+        let ports = [
+            Some(port),
+            v6.as_ref().map(|l| l.local_addr().unwrap().port()),
+        ];
+        for p in ports.into_iter().flatten() {
+            let mut diag = listeners_on(p).unwrap();
+            let mut proc: Vec<Listener> = proc_listeners()
+                .unwrap()
+                .into_iter()
+                .filter(|l| l.port == p)
+                .collect();
+            diag.sort();
+            proc.sort();
+            assert_eq!(diag, proc);
+            assert_eq!(diag.len(), 1);
+        }
+        assert_eq!(listeners_on(port).unwrap()[0].addr, Ipv4Addr::LOCALHOST);
+        if let Some(v6) = &v6 {
+            let p = v6.local_addr().unwrap().port();
+            assert_eq!(listeners_on(p).unwrap()[0].addr, Ipv6Addr::LOCALHOST);
+        }
         drop(l);
         assert!(listening_inodes(port).is_empty());
         assert!(proc_listening_inodes(port).is_empty());
