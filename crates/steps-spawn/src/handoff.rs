@@ -134,6 +134,13 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
     } else {
         dep_str(cx, "url").unwrap_or_else(|| expand(cx, &spec.url, port))
     };
+    // Never hand off a port that another process answers on.
+    if let (Some(server), false) = (&server, external) {
+        if let Err(why) = crate::listener_owner::verify(server.pid, &url) {
+            return Err(StepError::new(format!("{name} is not handed off: {why}"))
+                .hint("stop the process holding the port, or change `provisioning.ports`; or rerun apply: the probe stops a server whose port another process holds, and the apply after starts it on a free port"));
+        }
+    }
     let model_path = match expand(cx, &spec.model.path, port) {
         p if p.contains("${model_path}") => dep_str(cx, "model_path").unwrap_or(p),
         p => p,

@@ -2,8 +2,10 @@
 //!
 //! - [`spawn()`]: start a replica with the exact planned argv in its own session, after stopping
 //!   its previous server, checking its flags against the binary's `--help` and its port.
-//! - [`probe()`]: wait until `/health` answers 200; fail at once when the server exits.
-//! - [`handoff()`]: write the handoff file, atomically, only for a ready replica.
+//! - [`probe()`]: wait until `/health` answers 200 and the listener is the server's own; fail
+//!   at once when the server exits or another process holds its port.
+//! - [`handoff()`]: write the handoff file, atomically, only for a ready replica whose port its
+//!   own server listens on.
 //! - [`down()`], [`retire`]: stop replicas; [`supervise()`]: restart crashed ones.
 //!
 //! Secrets (`--api-key` values, secret env) never reach a log, the state file or a handoff
@@ -15,7 +17,9 @@ pub mod flags;
 pub mod handoff;
 pub mod handoff_owner;
 pub mod http;
+pub mod listener_owner;
 pub mod port;
+pub mod port_reservation;
 pub mod probe;
 pub mod process;
 pub mod replica;

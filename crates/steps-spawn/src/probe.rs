@@ -1,7 +1,9 @@
 //! The probe step: poll `/health` until it answers 200 (connection refused and 503 "Loading
 //! model" mean not yet), every 1 ms at first and then every twentieth of the time waited so
 //! far (at most 15 ms), so readiness is seen within 5% of the load time; fail at once when
-//! the server exits while loading. Then `/metrics` (when `--metrics`
+//! the server exits while loading. Once `/health` says 200, the listener on the port must be
+//! the server's own (else another process answered: the probe fails at once and the server is
+//! stopped), and the port's reservation is released. Then `/metrics` (when `--metrics`
 //! is set) and the engine version.
 
 use std::path::{Path, PathBuf};
@@ -14,6 +16,8 @@ use provision_plan::step::Probe;
 use serde_json::{json, Value};
 
 use crate::http::{reason, Http, NoReply};
+use crate::listener_owner;
+use crate::port;
 use crate::process::{self, ServerProcess};
 use crate::replica::{
     api_key, dep_str, expand, handoff_path, note, redact, remove_handoff, replica_name,
@@ -65,7 +69,8 @@ pub fn check_probe(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
         .and_then(Value::as_str)
         .map(String::from)
         .unwrap_or_else(|| expand(cx, &spec.url, None));
-    if let Some(server) = ServerProcess::from_outputs(previous) {
+    let server = ServerProcess::from_outputs(previous);
+    if let Some(server) = &server {
         server.check()?;
     }
     let http = Http::new(REQUEST_TIMEOUT, spec.external);
@@ -80,6 +85,11 @@ pub fn check_probe(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
             ))
         }
         Err(e) => return Err(format!("{health}: {e}")),
+    }
+    // Kept only while the answer is its own server's.
+    if !spec.external {
+        let server = server.ok_or("no server recorded")?;
+        listener_owner::verify(server.pid, &url).map_err(|e| e.to_string())?;
     }
     if spec.metrics {
         let key = api_key(cx.plan, &spec.pool, spec.replica);
@@ -99,6 +109,8 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         .dep_output("port")
         .and_then(Value::as_u64)
         .and_then(|p| u16::try_from(p).ok());
+    // The port stays reserved (host-wide) until its server is seen listening, or this fails.
+    let _reservation = port.filter(|_| !spec.external).map(ReleasePort);
     let url = match (spec.external, dep_str(cx, "url")) {
         (false, Some(u)) => u,
         _ => expand(cx, &spec.url, port),
@@ -145,7 +157,7 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         }
         if let Some(server) = &server {
             if let Err(why) = server.check() {
-                return Err(fail_exited(cx, &name, &why, started, log.as_deref()));
+                return Err(fail_exited(cx, &name, &why, started, port, log.as_deref()));
             }
         }
         polls += 1;
@@ -176,6 +188,19 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         }
         let left = timeout.saturating_sub(started.elapsed());
         thread::sleep(poll_pause(started.elapsed()).min(left));
+    }
+    if let Some(server) = &server {
+        if let Err(why) = listener_owner::verify(server.pid, &url) {
+            let asked = format!("{shown_url}{}", spec.health_path);
+            return Err(fail_not_owner(
+                cx,
+                &name,
+                &asked,
+                server,
+                &why,
+                log.as_deref(),
+            ));
+        }
     }
     let ready_ms = started.elapsed().as_millis() as u64;
     note(
@@ -226,24 +251,69 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     })
 }
 
+/// Releases a port's reservation when dropped.
+struct ReleasePort(u16);
+
+impl Drop for ReleasePort {
+    fn drop(&mut self) {
+        port::release(self.0);
+    }
+}
+
+/// `/health` answered 200, but from a listener that is not the server's: it never serves there
+/// (it lost the port, or binds too late), so it is stopped and nobody is sent to it.
+fn fail_not_owner(
+    cx: &StepContext<'_>,
+    name: &str,
+    asked: &str,
+    server: &ServerProcess,
+    why: &listener_owner::NotOwned,
+    log: Option<&Path>,
+) -> StepError {
+    let stopped = process::stop(server, DEFAULT_GRACE);
+    let mut err = StepError::new(format!(
+        "{asked} answered 200, but not from the server of {name}: {why}; it is not handed off"
+    ))
+    .hint(match stopped {
+        Ok(_) => "another program took the port before the server bound it (another provision, or a server provision did not start); its server was stopped: rerun apply to choose another port, or stop that program, or change `provisioning.ports`".to_string(),
+        Err(e) => format!("another program took the port before the server bound it; stopping the server failed: {e}"),
+    });
+    if let Some(log) = log {
+        err = err.tail(server_log_tail(cx, log));
+    }
+    err
+}
+
 fn fail_exited(
     cx: &StepContext<'_>,
     name: &str,
     why: &str,
     started: Instant,
+    port: Option<u16>,
     log: Option<&Path>,
 ) -> StepError {
+    // A server that could not bind: who holds its port (it cannot be the server: it exited).
+    let holder = port.and_then(|p| port::holder(p).map(|h| (p, h)));
+    let held = holder
+        .as_ref()
+        .map(|(p, h)| format!("; port {p} is held by {h}"))
+        .unwrap_or_default();
     let mut err = StepError::new(format!(
-        "{name} exited while loading, {} ms after the probe started: {why}",
+        "{name} exited while loading, {} ms after the probe started: {why}{held}",
         started.elapsed().as_millis()
     ));
+    if holder.is_some() {
+        err = err.hint(
+            "another program took its port: stop it, or rerun apply to choose another port (or change `provisioning.ports`)",
+        );
+    }
     if let Some(log) = log {
-        err = err
-            .hint(format!(
-                "the last lines of its log {} are below",
-                log.display()
-            ))
-            .tail(server_log_tail(cx, log));
+        let read = format!("the last lines of its log {} are below", log.display());
+        err = match err.hint.take() {
+            Some(h) => err.hint(format!("{h}; {read}")),
+            None => err.hint(read),
+        }
+        .tail(server_log_tail(cx, log));
     }
     err
 }

@@ -7,6 +7,7 @@
 //! unavailable (the caller falls back to `/proc/net/tcp`).
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// `SOCK_DIAG_BY_FAMILY` (linux/sock_diag.h).
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -22,9 +23,10 @@ const REQ_LEN: usize = 56;
 /// `struct inet_diag_msg`: up to and including `idiag_inode`.
 const MSG_LEN: usize = 72;
 
-/// A listening socket: its local port and inode.
+/// A listening socket: its local address, port and inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Listener {
+    pub addr: IpAddr,
     pub port: u16,
     pub inode: u64,
 }
@@ -80,11 +82,19 @@ fn parse(buf: &[u8], out: &mut Vec<Listener>) -> io::Result<bool> {
             }
             SOCK_DIAG_BY_FAMILY if len >= NLMSG_HDR + MSG_LEN => {
                 let m = &buf[at + NLMSG_HDR..at + len];
-                // id.idiag_sport is big-endian at offset 4; idiag_inode at 68.
+                // idiag_family at 0; id.idiag_sport is big-endian at offset 4, id.idiag_src
+                // (network order, 4 or 16 bytes used) at 8; idiag_inode at 68.
                 let port = u16::from_be_bytes([m[4], m[5]]);
                 let inode = u32::from_ne_bytes(m[68..72].try_into().expect("4 bytes"));
+                let addr = if m[0] == libc::AF_INET6 as u8 {
+                    let b: [u8; 16] = m[8..24].try_into().expect("16 bytes");
+                    IpAddr::V6(Ipv6Addr::from(b))
+                } else {
+                    IpAddr::V4(Ipv4Addr::new(m[8], m[9], m[10], m[11]))
+                };
                 if m[1] as u32 == TCP_LISTEN {
                     out.push(Listener {
+                        addr,
                         port,
                         inode: u64::from(inode),
                     });
@@ -187,12 +197,14 @@ mod tests {
         let v6 = TcpListener::bind("[::1]:0").ok();
         let all = listeners().expect("NETLINK_SOCK_DIAG answers on Linux");
         let want = Listener {
+            addr: "127.0.0.1".parse().unwrap(),
             port: v4.local_addr().unwrap().port(),
             inode: inode_of(&v4),
         };
         assert!(all.contains(&want), "{want:?} not in {all:?}");
         if let Some(v6) = &v6 {
             let want6 = Listener {
+                addr: "::1".parse().unwrap(),
                 port: v6.local_addr().unwrap().port(),
                 inode: inode_of(v6),
             };
@@ -226,7 +238,9 @@ mod tests {
         msg[0..4].copy_from_slice(&((NLMSG_HDR + MSG_LEN) as u32).to_ne_bytes());
         msg[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
         let m = NLMSG_HDR;
+        msg[m] = libc::AF_INET as u8;
         msg[m + 1] = TCP_LISTEN as u8;
+        msg[m + 8..m + 12].copy_from_slice(&[127, 0, 0, 1]);
         msg[m + 4..m + 6].copy_from_slice(&8080u16.to_be_bytes());
         msg[m + 68..m + 72].copy_from_slice(&42u32.to_ne_bytes());
         let mut done = [0u8; NLMSG_HDR + 4];
@@ -238,6 +252,7 @@ mod tests {
         assert_eq!(
             out,
             vec![Listener {
+                addr: "127.0.0.1".parse().unwrap(),
                 port: 8080,
                 inode: 42
             }]

@@ -240,18 +240,14 @@ fn stop_previous(
 /// The configured port (free, else an error naming its holder) or the first free one from the
 /// base, preferring the port this replica had last time.
 fn choose_port(spec: &Spawn, cx: &StepContext<'_>, name: &str) -> Result<u16, StepError> {
-    // The port this replica had: still reserved for it, taken back when free.
+    // The port this replica had: taken again when free and reserved by nobody.
     let previous = cx
         .previous
         .as_ref()
         .and_then(|o| o.get("port"))
         .and_then(Value::as_u64)
         .and_then(|p| u16::try_from(p).ok());
-    let chosen = pick_port(spec, cx, name, previous);
-    if let Some(p) = previous.filter(|p| chosen.as_ref().ok() != Some(p)) {
-        port::release(p);
-    }
-    chosen
+    pick_port(spec, cx, name, previous)
 }
 
 fn pick_port(
@@ -262,14 +258,10 @@ fn pick_port(
 ) -> Result<u16, StepError> {
     match spec.port {
         PortSpec::Fixed { port } => {
-            let ours = previous == Some(port) && port::reclaim(&spec.host, port);
-            if ours || port::reserve(&spec.host, port) {
+            if port::reserve(&spec.host, port) {
                 return Ok(port);
             }
-            let who = match port::holder(port) {
-                Some(h) => format!("by {h}"),
-                None => "(the holder is not visible: another user's process, or a replica this apply just started)".into(),
-            };
+            let who = port::describe_holder(port);
             Err(StepError::new(format!(
                 "port {port} for {name} on {} is already in use {who}",
                 spec.host

@@ -121,7 +121,8 @@ fn a_crashed_replica_loses_its_handoff_is_restarted_and_all_stop_on_cancel() {
 #[test]
 fn a_crash_loop_backs_off_exponentially_up_to_the_cap() {
     let mut rig = Rig::new(&Pool {
-        env: &[("FAKE_CRASH_AFTER_READY_MS", "50")],
+        // Long enough after ready for the probe and the handoff on a loaded machine.
+        env: &[("FAKE_CRASH_AFTER_READY_MS", "300")],
         ..Pool::default()
     });
     rig.up(0).unwrap();

@@ -8,6 +8,9 @@
 //! - `FAKE_LOAD_MS=N`: answer 503 for N ms before 200 (default 0)
 //! - `FAKE_BIND_DELAY_MS=N`: bind the port only after N ms (connection refused meanwhile)
 //! - `FAKE_NEVER_BIND=1`: never bind, never exit
+//! - `FAKE_BIND_FAIL_LINGER_MS=N`: when the port is taken, print "couldn't bind" and stay
+//!   alive N ms before exiting (a server slow to tear down), so a probe can see whoever holds
+//!   the port answer in its place
 //! - `FAKE_CRASH_DURING_LOAD_MS=N`: exit with `FAKE_EXIT_CODE` (default 1) N ms into loading
 //! - `FAKE_CRASH_AFTER_READY_MS=N`: abort (SIGABRT) N ms after becoming ready; with
 //!   `FAKE_CRASH_ONCE_FILE=PATH` only when PATH does not exist (it is created first)
@@ -146,6 +149,9 @@ fn main() {
         Ok(l) => l,
         Err(_) => {
             eprintln!("couldn't bind HTTP server socket, hostname: {host}, port: {port}");
+            if let Some(ms) = env_ms("FAKE_BIND_FAIL_LINGER_MS") {
+                thread::sleep(Duration::from_millis(ms));
+            }
             exit(1);
         }
     };
