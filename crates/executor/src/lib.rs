@@ -12,8 +12,10 @@ pub mod file_identity;
 pub mod fingerprint;
 pub mod lock;
 pub mod orphans;
+pub mod pidfd;
 pub mod retire;
 pub mod state;
+pub mod state_pids;
 
 pub use apply::{apply, is_volatile, preview, ApplyOptions, ApplyReport, Preview, StepResult};
 pub use dirty_reason::DirtyReason;

@@ -14,6 +14,7 @@ pub mod down;
 pub mod flags;
 pub mod handoff;
 pub mod http;
+pub mod identity;
 pub mod port;
 pub mod probe;
 pub mod process;
