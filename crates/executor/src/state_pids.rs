@@ -33,8 +33,8 @@ pub fn check_pids(state: &State) -> Result<(), String> {
 
 fn shown(value: &Value) -> String {
     let text = value.to_string();
-    if text.len() > 40 {
-        format!("{}…", &text[..text.floor_char_boundary(40)])
+    if text.chars().count() > 40 {
+        format!("{}…", text.chars().take(40).collect::<String>())
     } else {
         text
     }

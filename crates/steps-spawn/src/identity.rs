@@ -49,6 +49,23 @@ pub fn carries(pid: u32, marker: &str) -> bool {
     marker_of(pid).is_some_and(|m| m == marker)
 }
 
+/// Wait until process `pid` shows `marker` (bounded by `limit`): the parent of a fresh process
+/// resumes while `execve` is still filling in the new environment, which reads empty until then.
+/// `false` when it never does (it exited, or the environment is not readable).
+pub fn await_marker(pid: u32, marker: &str, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if carries(pid, marker) {
+            return true;
+        }
+        let alive = crate::process::ProcStat::read(pid).is_some_and(|s| s.alive());
+        if !alive || std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// Running processes of this user whose marker says they belong to runtime dir `runtime`
 /// (and to `pool`, when given): `(pid, marker)`, group leaders first.
 pub fn find_by_marker(runtime: &str, pool: Option<&str>) -> Vec<(u32, String)> {
@@ -111,6 +128,11 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
+        assert!(await_marker(
+            pid,
+            "abc/p/r1",
+            std::time::Duration::from_secs(5)
+        ));
         assert_eq!(marker_of(pid).as_deref(), Some("abc/p/r1"));
         assert!(carries(pid, "abc/p/r1") && !carries(pid, "abc/p/r2"));
         let _ = child.kill();

@@ -310,6 +310,9 @@ fn pick_port(
     }
 }
 
+/// How long a fresh server may take to show its marker (exec is microseconds).
+const MARKER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Start the process: its own session (so it outlives apply and stops as a group), stdin from
 /// /dev/null, stdout and stderr to the log (the previous run's log kept as `<log>.1`).
 fn launch(
@@ -388,6 +391,9 @@ fn launch(
     })?;
     let pid = child.id();
     process::register(child);
+    // Until exec has filled in its environment, the marker is not visible: a check then would
+    // take our own server for a stranger.
+    identity::await_marker(pid, &instance, MARKER_WAIT);
     let mut server = ServerProcess::of_pid(pid).ok_or_else(|| {
         StepError::new(format!(
             "the server (pid {pid}) vanished right after it started"

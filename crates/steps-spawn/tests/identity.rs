@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::{assert_gone, Pool, Rig};
 use provision_executor::{Outputs, State};
 use provision_steps_spawn as spawn;
+use provision_steps_spawn::identity;
 use provision_steps_spawn::process::{self, group_members, ProcStat, ServerProcess, Stopped};
 use serde_json::json;
 
@@ -175,13 +176,27 @@ fn the_group_sweep_spares_members_without_the_marker() {
         3,
     );
     let real = stranger.real();
-    let unmarked: Vec<u32> = group_members(real.pid)
-        .into_iter()
-        .filter(|&p| {
-            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.starts_with("sleep\0601"))
-        })
-        .collect();
+    // Once `env` has exec'd `sleep 601` and both sleeps show their environment.
+    let mut unmarked = Vec::new();
+    for _ in 0..500 {
+        let members = group_members(real.pid);
+        unmarked = members
+            .iter()
+            .copied()
+            .filter(|&p| {
+                std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.starts_with("sleep\x00601"))
+            })
+            .collect();
+        let marked = members
+            .iter()
+            .filter(|&&p| identity::carries(p, marker))
+            .count();
+        if unmarked.len() == 1 && marked == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(unmarked.len(), 1);
     let how = stop(&record(
         real.pid,
