@@ -1,5 +1,5 @@
 //! `provision down [--pool ID]`: stop the replicas the state file knows (handoff removed first,
-//! then SIGTERM to the server's process group, a grace period, SIGKILL; pid file removed) and
+//! then SIGTERM to each verified server and its marked group members, a grace period, SIGKILL; pid file removed) and
 //! record it, so the next apply starts them again. Works from the state file alone, under the
 //! apply lock. Idempotent. With no state file (and no lock file) there is nothing to stop, and
 //! nothing is created; a state file that is not a provision state is refused (exit 4) before

@@ -128,8 +128,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-    /// Stop the replicas the state file knows: handoff removed, SIGTERM to the server's process
-    /// group, SIGKILL after the grace period, pid file removed; the next apply starts them again.
+    /// Stop the replicas the state file knows: handoff removed, SIGTERM to each server provision
+    /// can prove it started, SIGKILL after the grace period, pid file removed; the next apply
+    /// starts them again.
     #[command(after_help = EXIT_CODES)]
     Down {
         /// The pool config. Optional: down works from the state file; when given, it is

@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use provision_executor::{State, StateFile, StepRecord, StepStatus};
+use provision_steps_spawn::identity;
 use provision_steps_spawn::process::{group_members, ServerProcess};
 use serde_json::json;
 
@@ -19,8 +20,9 @@ fn provision(cwd: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// A stand-in server: `sh` leading its own session, with a `sleep` helper in its group.
-fn start_server(ignore_term: bool) -> ServerProcess {
+/// A stand-in server: `sh` leading its own session, with a `sleep` helper in its group, both
+/// carrying `marker` as provision's spawn step would put it in their environment.
+fn start_server(ignore_term: bool, marker: &str) -> ServerProcess {
     let script = if ignore_term {
         "trap '' TERM; sleep 600 & wait"
     } else {
@@ -28,6 +30,7 @@ fn start_server(ignore_term: bool) -> ServerProcess {
     };
     let mut cmd = Command::new("sh");
     cmd.args(["-c", script])
+        .env(identity::MARKER_VAR, marker)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -82,7 +85,7 @@ fn record(kind: &str, pool: &str, outputs: serde_json::Value) -> StepRecord {
 
 fn server_outputs(s: &ServerProcess, pid_file: &Path) -> serde_json::Value {
     json!({"pid": s.pid, "pgid": s.pgid, "start_time": s.start_time, "boot_id": s.boot_id,
-           "pid_file": pid_file.display().to_string(), "port": 1})
+           "instance": s.instance, "pid_file": pid_file.display().to_string(), "port": 1})
 }
 
 fn gone(s: &ServerProcess) -> bool {
@@ -101,8 +104,8 @@ fn down_stops_servers_removes_handoffs_updates_state_and_is_idempotent() {
     let runtime = dir.path().join(".runtime");
     std::fs::create_dir_all(runtime.join("engines")).unwrap();
     std::fs::create_dir_all(runtime.join("run")).unwrap();
-    let a = start_server(false);
-    let b = start_server(true);
+    let a = start_server(false, "0123456789abcdef/a/r0");
+    let b = start_server(true, "0123456789abcdef/b/r0");
     let handoff_a = runtime.join("engines/llamacpp-a-r0.json");
     let handoff_b = runtime.join("engines/llamacpp-b-r0.json");
     // What provision wrote, with its digest recorded (down removes only that).
@@ -197,4 +200,130 @@ fn down_stops_servers_removes_handoffs_updates_state_and_is_idempotent() {
     let out = provision(dir.path(), &["down"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was running"));
+}
+
+/// `provision` run in a new user and PID namespace (`unshare`), as process group 1's member:
+/// whatever it signals stays inside the namespace. `None` where namespaces are unavailable.
+fn in_pid_namespace(cwd: &Path, args: &str) -> Option<Output> {
+    let probe = Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "true",
+        ])
+        .output()
+        .ok()?;
+    if !probe.status.success() {
+        return None;
+    }
+    // Inside: `setsid` makes the shell pid 1 and the leader of group 1; `sleep` is a member of
+    // group 1, as is provision. kill(-1) or kill(-pgid 1) from provision would end the sleep.
+    let script = format!(
+        "sleep 600 & S=$!; {} {args}; echo \"rc=$?\"; kill -0 $S && echo SURVIVED; kill $S",
+        env!("CARGO_BIN_EXE_provision")
+    );
+    let out = Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+        ])
+        .args(["setsid", "sh", "-c", &script])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    Some(out)
+}
+
+#[test]
+fn a_state_recording_pid_1_is_corrupt_exit_4_and_nothing_is_signalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join(".runtime");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let file = StateFile::new(runtime.join("state.json"));
+    let mut state = State::default();
+    state.steps.insert(
+        "spawn:a/r0".into(),
+        record(
+            "spawn",
+            "a",
+            json!({"pid": 1, "pgid": 1, "start_time": 12345, "boot_id": "",
+                   "pid_file": runtime.join("run/a-r0.pid").display().to_string()}),
+        ),
+    );
+    file.save(&state).unwrap();
+    let before = std::fs::read(&file.path).unwrap();
+
+    // status reads the state and signals nothing: safe to run here.
+    std::fs::write(
+        dir.path().join("pools.yaml"),
+        "pools:\n  - id: a\n    engine: llamacpp\n    model: m\n    backend: cpu\n    devices: []\n    provisioning:\n      mode: binary\n      binary: {path: /bin/true}\n      model: {ref: ./m.gguf}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("m.gguf"), b"GGUF").unwrap();
+    let out = provision(dir.path(), &["status", "--config", "pools.yaml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(
+        err.contains(".runtime/state.json") && err.contains("step `spawn:a/r0` records pid 1"),
+        "{err}"
+    );
+
+    // down: in a PID namespace, so that a regression signals only the namespace.
+    match in_pid_namespace(dir.path(), "down") {
+        Some(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(text.contains("rc=4"), "{text}\n{err}");
+            assert!(
+                text.contains("SURVIVED"),
+                "group 1 was signalled: {text}\n{err}"
+            );
+            assert!(
+                err.contains(".runtime/state.json")
+                    && err.contains("step `spawn:a/r0` records pid 1"),
+                "{err}"
+            );
+        }
+        None => eprintln!("note: no user/PID namespaces here; `down` with pid 1 not run"),
+    }
+    assert_eq!(
+        std::fs::read(&file.path).unwrap(),
+        before,
+        "the state is kept as it was"
+    );
+}
+
+#[test]
+fn down_finds_a_server_by_its_marker_when_state_and_pid_file_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join(".runtime");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let marker = identity::instance_id(&runtime.display().to_string(), "a/r0");
+    let server = start_server(false, &marker);
+    // A server of another runtime dir is not this one's.
+    let other = start_server(false, &identity::instance_id("/elsewhere/.runtime", "a/r0"));
+
+    let out = provision(dir.path(), &["down"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("spawn:a/r0: unrecorded pid {}", server.pid)),
+        "{err}"
+    );
+    assert!(gone(&server));
+    assert!(
+        other.is_running(),
+        "another runtime dir's server is untouched"
+    );
+    assert!(!runtime.join("state.json").exists(), "down wrote no state");
+    // The test started it: it ends it.
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{}", other.pgid)])
+        .status();
 }

@@ -13,8 +13,10 @@ pub mod fingerprint;
 pub mod lock;
 pub mod orphans;
 pub mod private_file;
+pub mod pidfd;
 pub mod retire;
 pub mod state;
+pub mod state_pids;
 
 pub use apply::{apply, is_volatile, preview, ApplyOptions, ApplyReport, Preview, StepResult};
 pub use dirty_reason::DirtyReason;

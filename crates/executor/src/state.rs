@@ -193,7 +193,9 @@ impl StateFile {
             }
             _ => {}
         }
-        serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))
+        let state: State = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+        crate::state_pids::check_pids(&state).map_err(corrupt)?;
+        Ok(state)
     }
 
     /// Write the state atomically and durably: a reader sees the old file or the new one, never

@@ -116,7 +116,9 @@ impl Dispatch for Fake {
         }
         let mut outputs = BTreeMap::new();
         if cx.step.kind() == "spawn" {
-            outputs.insert("pid".into(), self.pid.fetch_add(1, Ordering::SeqCst).into());
+            // Above 1: a state recording pid 0 or 1 is corrupt.
+            let pid = 1000 + self.pid.fetch_add(1, Ordering::SeqCst);
+            outputs.insert("pid".into(), pid.into());
         }
         outputs.insert("id".into(), cx.step.id.clone().into());
         Ok(Outcome {

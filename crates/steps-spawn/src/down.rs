@@ -14,7 +14,7 @@ use provision_plan::Roots;
 use serde_json::Value;
 
 use crate::handoff_owner::{remove_if_ours, remove_if_unchanged, Owner, Removal};
-use crate::port;
+use crate::identity;
 use crate::process::{self, ServerProcess, Stopped};
 
 /// What `down` did for one step.
@@ -54,15 +54,15 @@ fn cleanup(outputs: &Outputs) {
     if let Some(p) = out_str(outputs, "pid_file") {
         let _ = std::fs::remove_file(p);
     }
-    if let Some(p) = outputs.get("port").and_then(Value::as_u64) {
-        port::release(p as u16);
-    }
 }
 
 /// A spawn step with no recorded process (an apply killed between start and record): the
-/// server its pid file names, when that process writes to the replica's log.
-fn unrecorded(record: &StepRecord, roots: Option<&Roots>) -> Option<ServerProcess> {
-    let roots = roots?;
+/// server its pid file names, when that process writes to the replica's log. `Err`: a warning
+/// (a pid file naming pid 0 or 1 is ignored).
+fn unrecorded(record: &StepRecord, roots: Option<&Roots>) -> Result<Option<ServerProcess>, String> {
+    let Some(roots) = roots else {
+        return Ok(None);
+    };
     let field = |k: &str| {
         record
             .spec
@@ -70,7 +70,45 @@ fn unrecorded(record: &StepRecord, roots: Option<&Roots>) -> Option<ServerProces
             .and_then(Value::as_str)
             .map(|s| roots.expand(s))
     };
-    process::find_by_pid_file(Path::new(&field("pid_file")?), Path::new(&field("log")?))
+    match (field("pid_file"), field("log")) {
+        (Some(pid_file), Some(log)) => {
+            process::find_by_pid_file(Path::new(&pid_file), Path::new(&log))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Servers of this runtime dir (of `pool`, when given) that no record names: found by the
+/// marker in their environment, after their state and pid files were lost. `skip`: pids the
+/// records already covered.
+fn stop_by_marker(
+    roots: &Roots,
+    pool: Option<&str>,
+    grace: Duration,
+    skip: &[u32],
+    report: &mut DownReport,
+) {
+    for (pid, marker) in identity::find_by_marker(&roots.runtime, pool) {
+        if skip.contains(&pid) {
+            continue;
+        }
+        let step = format!("spawn:{}", identity::replica_of(&marker));
+        let Some(server) = ServerProcess::of_pid(pid) else {
+            continue;
+        };
+        match process::stop(&server, grace) {
+            // Already gone: a member swept with its leader a moment ago.
+            Ok(Stopped::NotRunning(_)) => {}
+            Ok(how) => report.stopped.push(Stop {
+                step,
+                what: format!(
+                    "unrecorded pid {pid} (found by its {} marker): {how}",
+                    identity::MARKER_VAR
+                ),
+            }),
+            Err(e) => report.failed.push((step, e)),
+        }
+    }
 }
 
 /// Remove the handoff file a handoff step recorded, only while it is still what provision
@@ -117,14 +155,15 @@ pub fn undo(
     match record.kind.as_str() {
         "handoff" => take_handoff_away(record),
         "spawn" if !record.outputs.contains_key("pid") => match unrecorded(record, roots) {
-            Some(server) => {
+            Ok(Some(server)) => {
                 let s = process::stop(&server, grace)?;
                 if let Some(p) = record.spec.get("pid_file").and_then(Value::as_str) {
                     let _ = std::fs::remove_file(roots.map_or(p.to_string(), |r| r.expand(p)));
                 }
                 Ok(Some(format!("unrecorded pid {}: {s}", server.pid)))
             }
-            None => Ok(None),
+            Ok(None) => Ok(None),
+            Err(warning) => Ok(Some(format!("warning: {warning}"))),
         },
         "spawn" => stop_server(&record.outputs, grace).map(|s| {
             let pid = record
@@ -156,7 +195,8 @@ fn mark_down(record: &mut StepRecord) {
 }
 
 /// Stop every replica in `state` (or only `pool`'s): handoffs first, then probes, then servers.
-/// `roots` (the plan's) lets it find a server an interrupted apply started without recording.
+/// `roots` (the plan's) lets it find a server an interrupted apply started without recording,
+/// through its pid file or, when that is gone too, the marker in its environment.
 /// The state is saved after each step, so an interrupted `down` loses nothing. Idempotent.
 pub fn down(
     file: &StateFile,
@@ -180,6 +220,12 @@ pub fn down(
         .collect();
     ids.sort();
     let mut report = DownReport::default();
+    // Servers the records name (stopped or not): the marker search below leaves them alone.
+    let recorded: Vec<u32> = ids
+        .iter()
+        .filter_map(|(_, id)| ServerProcess::from_outputs(&state.steps[id].outputs))
+        .map(|s| s.pid)
+        .collect();
     for (_, id) in ids {
         let record = state.steps.get_mut(&id).expect("listed above");
         match undo(record, grace, roots) {
@@ -195,6 +241,9 @@ pub fn down(
             }
             Err(e) => report.failed.push((id, e)),
         }
+    }
+    if let Some(roots) = roots {
+        stop_by_marker(roots, pool, grace, &recorded, &mut report);
     }
     Ok(report)
 }

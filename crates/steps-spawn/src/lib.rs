@@ -18,6 +18,7 @@ pub mod handoff;
 pub mod handoff_owner;
 pub mod http;
 pub mod listener_owner;
+pub mod identity;
 pub mod port;
 pub mod port_reservation;
 pub mod probe;

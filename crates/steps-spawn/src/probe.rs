@@ -47,6 +47,7 @@ const PASS_THROUGH: &[&str] = &[
     "pgid",
     "start_time",
     "boot_id",
+    "instance",
     "port",
     "log",
     "pid_file",

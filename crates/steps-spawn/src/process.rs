@@ -1,6 +1,7 @@
-//! Server processes: who they are (pid plus start time plus boot, so a recycled pid is never
-//! mistaken for our server), whether they still run, how they exited, and stopping a whole
-//! process group (SIGTERM, a grace period, SIGKILL).
+//! Server processes: who they are (pid, start time, boot and the `PROVISION_INSTANCE` marker
+//! in their environment, so a recycled pid is never mistaken for our server), whether they
+//! still run, how they exited, and stopping a server with the helpers of its group that carry
+//! its marker (SIGTERM, a grace period, SIGKILL), each through a pidfd opened before the check.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -12,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use provision_executor::pidfd::{valid_pid, Pidfd};
 use provision_executor::Outputs;
+
+use crate::identity;
 
 /// How often a stop checks whether the process is gone.
 const STOP_POLL: Duration = Duration::from_millis(5);
@@ -67,10 +71,30 @@ pub struct ServerProcess {
     pub pgid: u32,
     pub start_time: u64,
     pub boot_id: String,
+    /// The `PROVISION_INSTANCE` marker in its environment; `None` in records written before
+    /// markers (then only the leader, proven by pid, start time and boot, is ever signalled).
+    pub instance: Option<String>,
+}
+
+/// Why a recorded process is not one to signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mismatch {
+    /// It exited (or is gone): helpers carrying its marker may remain in its group.
+    Gone(String),
+    /// The pid is another process now (reused, rebooted, no marker): nothing of it is ours.
+    NotOurs(String),
+}
+
+impl Mismatch {
+    fn why(self) -> String {
+        match self {
+            Mismatch::Gone(w) | Mismatch::NotOurs(w) => w,
+        }
+    }
 }
 
 impl ServerProcess {
-    /// The process running now as `pid`.
+    /// The process running now as `pid`, with the marker in its environment, if any.
     pub fn of_pid(pid: u32) -> Option<ServerProcess> {
         let stat = ProcStat::read(pid)?;
         Some(ServerProcess {
@@ -78,21 +102,23 @@ impl ServerProcess {
             pgid: stat.pgrp,
             start_time: stat.start_time,
             boot_id: boot_id(),
+            instance: identity::marker_of(pid),
         })
     }
 
-    /// The process recorded in a spawn step's outputs (`pid`, `pgid`, `start_time`, `boot_id`).
+    /// The process recorded in a spawn step's outputs (`pid`, `pgid`, `start_time`, `boot_id`,
+    /// `instance`). `None` when absent, or when the pid or group is 0 or 1 (never a server).
     pub fn from_outputs(outputs: &Outputs) -> Option<ServerProcess> {
         let num = |k: &str| outputs.get(k).and_then(Value::as_u64);
+        let pid = num("pid").filter(|&p| valid_pid(p))?;
+        let pgid = num("pgid").filter(|&p| valid_pid(p))?;
+        let text = |k: &str| outputs.get(k).and_then(Value::as_str).map(str::to_string);
         Some(ServerProcess {
-            pid: u32::try_from(num("pid")?).ok()?,
-            pgid: num("pgid").and_then(|p| u32::try_from(p).ok())?,
+            pid: pid as u32,
+            pgid: pgid as u32,
             start_time: num("start_time")?,
-            boot_id: outputs
-                .get("boot_id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            boot_id: text("boot_id").unwrap_or_default(),
+            instance: text("instance").filter(|i| !i.is_empty()),
         })
     }
 
@@ -102,34 +128,48 @@ impl ServerProcess {
         outputs.insert("pgid".into(), json!(self.pgid));
         outputs.insert("start_time".into(), json!(self.start_time));
         outputs.insert("boot_id".into(), json!(self.boot_id));
+        if let Some(i) = &self.instance {
+            outputs.insert("instance".into(), json!(i));
+        }
     }
 
     /// Is this very process still running? `Err` says why not: gone, exited (with its status
     /// when it was our child), or the pid now belongs to another process.
     pub fn check(&self) -> Result<(), String> {
+        self.verify().map_err(Mismatch::why)
+    }
+
+    fn verify(&self) -> Result<(), Mismatch> {
         let exited_with =
             |status| format!("pid {} exited with {}", self.pid, describe_status(status));
         if let Some(status) = reap(self.pid) {
-            return Err(exited_with(status));
+            return Err(Mismatch::Gone(exited_with(status)));
         }
         if !self.boot_id.is_empty() && self.boot_id != boot_id() {
-            return Err(format!(
+            return Err(Mismatch::NotOurs(format!(
                 "pid {} was started before the machine rebooted",
                 self.pid
-            ));
+            )));
         }
         match ProcStat::read(self.pid) {
-            None => Err(format!("pid {} is gone", self.pid)),
-            Some(stat) if stat.start_time != self.start_time => Err(format!(
+            None => Err(Mismatch::Gone(format!("pid {} is gone", self.pid))),
+            Some(stat) if stat.start_time != self.start_time => Err(Mismatch::NotOurs(format!(
                 "pid {} is now another process (the server exited and the pid was reused)",
                 self.pid
-            )),
+            ))),
             // It exited between the reap above and this read: reap again for its status.
-            Some(stat) if !stat.alive() => Err(match reap(self.pid) {
+            Some(stat) if !stat.alive() => Err(Mismatch::Gone(match reap(self.pid) {
                 Some(status) => exited_with(status),
                 None => format!("pid {} has exited", self.pid),
-            }),
-            Some(_) => Ok(()),
+            })),
+            Some(_) => match &self.instance {
+                Some(m) if !identity::carries(self.pid, m) => Err(Mismatch::NotOurs(format!(
+                    "pid {} does not carry {}={m} in its environment: not the server provision started",
+                    self.pid,
+                    identity::MARKER_VAR
+                ))),
+                _ => Ok(()),
+            },
         }
     }
 
@@ -210,15 +250,6 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
-fn signal(target: i32, sig: i32) -> Result<(), std::io::Error> {
-    // SAFETY: kill(2) sends a signal; no memory is shared with the target.
-    if unsafe { libc::kill(target, sig) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 /// How a stop went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stopped {
@@ -246,21 +277,23 @@ impl std::fmt::Display for Stopped {
     }
 }
 
-/// Stop a server and its whole process group: SIGTERM, wait up to `grace`, SIGKILL. A pid
-/// that now belongs to another process is never signalled.
+/// Stop a server: SIGTERM, wait up to `grace`, SIGKILL, then SIGKILL for what is left of its
+/// group. Only what is proven ours is signalled, each process through a pidfd opened before its
+/// check: the leader when pid, start time, boot and marker match; group members only when they
+/// carry the leader's marker. A pid that now belongs to another process, or a group whose
+/// leader failed the check, is never signalled.
 pub fn stop(server: &ServerProcess, grace: Duration) -> Result<Stopped, String> {
-    if let Err(why) = server.check() {
-        // The leader is gone; helpers it left in its group still go.
-        sweep_group(server);
-        return Ok(Stopped::NotRunning(why));
-    }
-    let target = if server.pgid == server.pid {
-        -(server.pid as i32)
-    } else {
-        server.pid as i32
+    let leader = match open_verified(server)? {
+        Ok(fd) => fd,
+        Err(Mismatch::Gone(why)) => {
+            // The leader is gone; helpers it left in its group, carrying its marker, still go.
+            signal_members(server, libc::SIGKILL);
+            return Ok(Stopped::NotRunning(why));
+        }
+        Err(Mismatch::NotOurs(why)) => return Ok(Stopped::NotRunning(why)),
     };
     let started = Instant::now();
-    if let Err(e) = signal(target, libc::SIGTERM) {
+    if let Err(e) = leader.signal(libc::SIGTERM) {
         if e.raw_os_error() == Some(libc::EPERM) {
             return Err(format!(
                 "not permitted to signal pid {} ({e}): it belongs to another user",
@@ -268,12 +301,13 @@ pub fn stop(server: &ServerProcess, grace: Duration) -> Result<Stopped, String> 
             ));
         }
     }
+    signal_members(server, libc::SIGTERM);
     let outcome = if wait_gone(server, grace) {
         Stopped::Terminated {
             after: started.elapsed(),
         }
     } else {
-        let _ = signal(target, libc::SIGKILL);
+        let _ = leader.signal(libc::SIGKILL);
         if !wait_gone(server, KILL_WAIT) {
             return Err(format!(
                 "pid {} is still running {} s after SIGKILL (stuck in the kernel?)",
@@ -283,8 +317,53 @@ pub fn stop(server: &ServerProcess, grace: Duration) -> Result<Stopped, String> 
         }
         Stopped::Killed { grace }
     };
-    sweep_group(server);
+    signal_members(server, libc::SIGKILL);
     Ok(outcome)
+}
+
+/// A handle on the recorded process, opened first and then checked, so the check speaks for
+/// the very process the handle signals. `Ok(Err)`: not to be signalled, and why; `Err`: no
+/// handle could be opened on a process that passed the check (kernel before 5.3).
+fn open_verified(server: &ServerProcess) -> Result<Result<Pidfd, Mismatch>, String> {
+    let fd = Pidfd::open(server.pid);
+    if let Err(m) = server.verify() {
+        return Ok(Err(m));
+    }
+    match fd {
+        Ok(fd) => Ok(Ok(fd)),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(Err(Mismatch::Gone(format!(
+            "pid {} is gone",
+            server.pid
+        )))),
+        Err(e) => Err(format!(
+            "cannot open a pidfd on pid {} ({e}); provision signals servers only through pidfds (Linux 5.3 or later)",
+            server.pid
+        )),
+    }
+}
+
+/// Signal the members of the server's process group (not the leader) that carry its marker,
+/// each through its own pidfd, checked after the pidfd is open. A record without a marker, or
+/// a server that does not lead its group, has no members to signal.
+fn signal_members(server: &ServerProcess, sig: i32) {
+    let Some(marker) = server.instance.as_deref() else {
+        return;
+    };
+    if server.pgid != server.pid {
+        return;
+    }
+    for pid in group_members(server.pgid) {
+        if pid == server.pid {
+            continue;
+        }
+        let Ok(fd) = Pidfd::open(pid) else {
+            continue;
+        };
+        let member = ProcStat::read(pid).is_some_and(|s| s.pgrp == server.pgid && s.alive());
+        if member && identity::carries(pid, marker) {
+            let _ = fd.signal(sig);
+        }
+    }
 }
 
 /// Wait until the process is gone (reaping it when it is our child).
@@ -301,32 +380,35 @@ fn wait_gone(server: &ServerProcess, limit: Duration) -> bool {
     }
 }
 
-/// Kill what is left in the server's process group once the leader is gone. A group id cannot
-/// be taken by anyone else while members remain, so this never hits a stranger.
-fn sweep_group(server: &ServerProcess) {
-    if server.pgid != server.pid {
-        return;
-    }
-    if !group_members(server.pgid).is_empty() {
-        let _ = signal(-(server.pgid as i32), libc::SIGKILL);
-    }
-}
-
 /// A server left behind without a record (an apply killed between start and record): the pid
 /// in `pid_file`, when that process writes its output to `log` (or its rotated `log.1`).
-pub fn find_by_pid_file(pid_file: &Path, log: &Path) -> Option<ServerProcess> {
-    let pid: u32 = std::fs::read_to_string(pid_file)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let out = std::fs::metadata(format!("/proc/{pid}/fd/1")).ok()?;
+/// `Err` is a warning: the pid file names pid 0, 1 or a negative pid, and is ignored.
+pub fn find_by_pid_file(pid_file: &Path, log: &Path) -> Result<Option<ServerProcess>, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = std::fs::File::open(pid_file).and_then(|f| f.take(64).read_to_string(&mut text));
+    let Ok(pid) = read.map(|_| text.trim().parse::<i64>()) else {
+        return Ok(None);
+    };
+    let Ok(pid) = pid else {
+        return Ok(None);
+    };
+    if !u64::try_from(pid).is_ok_and(valid_pid) {
+        return Err(format!(
+            "ignored the pid file {}: it names pid {pid}, which no server provision starts can have",
+            pid_file.display()
+        ));
+    }
+    let pid = pid as u32;
+    let Ok(out) = std::fs::metadata(format!("/proc/{pid}/fd/1")) else {
+        return Ok(None);
+    };
     let same =
         |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.dev() == out.dev() && m.ino() == out.ino());
     if same(log) || same(&rotated(log)) {
-        ServerProcess::of_pid(pid).filter(|p| ProcStat::read(p.pid).is_some_and(|s| s.alive()))
+        Ok(ServerProcess::of_pid(pid).filter(|p| ProcStat::read(p.pid).is_some_and(|s| s.alive())))
     } else {
-        None
+        Ok(None)
     }
 }
 

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::binary_digest::{binary_digest, digest_cache};
 use crate::flags::known_flags;
+use crate::identity;
 use crate::port;
 use crate::process::{self, rotated, ServerProcess};
 use crate::replica::{
@@ -201,8 +202,9 @@ fn flag_value(argv: &[String], flag: &str) -> Option<String> {
         .cloned()
 }
 
-/// Stop the server this replica ran before (recorded in `cx.previous`, or found through the
-/// pid file when an apply died before recording it). Alone: other replicas are not touched.
+/// Stop the server this replica ran before: the one recorded in `cx.previous`, else the one its
+/// pid file names (an apply died before recording it), else any process carrying this
+/// replica's marker (its state and pid file are gone). Alone: other replicas are not touched.
 fn stop_previous(
     cx: &StepContext<'_>,
     name: &str,
@@ -210,31 +212,46 @@ fn stop_previous(
     pid_file: &Path,
 ) -> Result<(), StepError> {
     let recorded = cx.previous.as_ref().and_then(ServerProcess::from_outputs);
-    let server = match recorded {
-        Some(s) => Some(s),
-        None => process::find_by_pid_file(pid_file, server_log),
+    let servers = match recorded {
+        Some(s) => vec![s],
+        None => match process::find_by_pid_file(pid_file, server_log) {
+            Ok(Some(s)) => vec![s],
+            Ok(None) => by_marker(&cx.plan.roots.runtime, name),
+            Err(warning) => {
+                note(cx, &format!("warning: {warning}"));
+                by_marker(&cx.plan.roots.runtime, name)
+            }
+        },
     };
-    if let Some(server) = server {
-        if server.is_running() {
-            note(
-                cx,
-                &format!(
-                    "stopping the previous server of {name} (pid {})",
-                    server.pid
-                ),
-            );
-            let how = process::stop(&server, DEFAULT_GRACE).map_err(|e| {
-                StepError::new(format!(
-                    "cannot stop the previous server of {name} (pid {}): {e}",
-                    server.pid
-                ))
-                .hint("stop it by hand, then rerun apply")
-            })?;
-            note(cx, &format!("previous server of {name}: {how}"));
-        }
+    for server in servers.into_iter().filter(ServerProcess::is_running) {
+        note(
+            cx,
+            &format!(
+                "stopping the previous server of {name} (pid {})",
+                server.pid
+            ),
+        );
+        let how = process::stop(&server, DEFAULT_GRACE).map_err(|e| {
+            StepError::new(format!(
+                "cannot stop the previous server of {name} (pid {}): {e}",
+                server.pid
+            ))
+            .hint("stop it by hand, then rerun apply")
+        })?;
+        note(cx, &format!("previous server of {name}: {how}"));
     }
     let _ = std::fs::remove_file(pid_file);
     Ok(())
+}
+
+/// Running processes that carry the marker of replica `name` of this runtime dir.
+fn by_marker(runtime: &str, name: &str) -> Vec<ServerProcess> {
+    let wanted = identity::instance_id(runtime, name);
+    identity::find_by_marker(runtime, None)
+        .into_iter()
+        .filter(|(_, m)| *m == wanted)
+        .filter_map(|(pid, _)| ServerProcess::of_pid(pid))
+        .collect()
 }
 
 /// The configured port (free, else an error naming its holder) or the first free one from the
@@ -284,6 +301,9 @@ fn pick_port(
     }
 }
 
+/// How long a fresh server may take to show its marker (exec is microseconds).
+const MARKER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Start the process: its own session (so it outlives apply and stops as a group), stdin from
 /// /dev/null, stdout and stderr to the log (the previous run's log kept as `<log>.1`).
 fn launch(
@@ -329,9 +349,15 @@ fn launch(
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| StepError::new("empty argv"))?;
+    // The marker that proves, later, that this process is the server provision started here.
+    let instance = identity::instance_id(
+        &cx.plan.roots.runtime,
+        &replica_name(&spec.pool, spec.replica),
+    );
     let mut cmd = Command::new(program);
     cmd.args(args)
         .envs(env)
+        .env(identity::MARKER_VAR, &instance)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(log_error)?)
         .stderr(log);
@@ -353,10 +379,15 @@ fn launch(
     })?;
     let pid = child.id();
     process::register(child);
-    ServerProcess::of_pid(pid).ok_or_else(|| {
+    // Until exec has filled in its environment, the marker is not visible: a check then would
+    // take our own server for a stranger.
+    identity::await_marker(pid, &instance, MARKER_WAIT);
+    let mut server = ServerProcess::of_pid(pid).ok_or_else(|| {
         StepError::new(format!(
             "the server (pid {pid}) vanished right after it started"
         ))
         .tail(replica::server_log_tail(cx, server_log))
-    })
+    })?;
+    server.instance = Some(instance);
+    Ok(server)
 }
