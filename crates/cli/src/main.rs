@@ -327,6 +327,7 @@ fn state_error(err: &StateError) -> ExitCode {
         StateError::Io {
             action: "write", ..
         } => exit::FAILURE,
+        StateError::LockLost(_) => exit::LOCKED,
         _ => exit::STATE_UNREADABLE,
     })
 }
@@ -421,6 +422,8 @@ fn cmd_apply(
             return ExitCode::from(exit::FAILURE);
         }
     };
+    // Every write checks that the lock file is still the one held.
+    let file = file.held_by(&lock);
     if let Some(dead) = &lock.took_over {
         eprintln!("note: took over the lock left by an apply that is gone ({dead})");
     }

@@ -399,3 +399,48 @@ fn a_build_left_running_by_a_killed_apply_is_stopped_by_the_next() {
     );
     // Whatever the second (killed) apply started goes too: the reaper.
 }
+
+#[test]
+fn an_apply_whose_lock_file_is_removed_stops_and_writes_no_more() {
+    let world = World::with_cmake_flags(SLOW);
+    let _reaper = Reaper(world.path());
+    let mut child = world.apply_command(&[]).spawn().unwrap();
+    wait_running(&world, "cmake-build:upstream@v1", "the build never started");
+    let lock = world.path().join(".runtime/state.json.lock");
+    let before = std::fs::read(world.path().join(".runtime/state.json")).unwrap();
+    std::fs::remove_file(&lock).unwrap();
+    // It stops long before its build would end (600 s), without a signal.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the apply ran on without its lock file"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(5), "{err}");
+    assert!(err.contains(".runtime/state.json.lock"), "{err}");
+    assert!(err.contains("removed or replaced"), "{err}");
+    assert_eq!(
+        std::fs::read(world.path().join(".runtime/state.json")).unwrap(),
+        before,
+        "nothing was written after the lock was lost"
+    );
+    // Its build was stopped with it.
+    let started = Instant::now();
+    while !processes_under(world.path()).is_empty() && started.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stray = processes_under(world.path());
+    assert!(stray.is_empty(), "left running: {stray:#?}");
+}
