@@ -34,7 +34,12 @@ fn running(pid: u32) -> bool {
 /// Record that `pid` (a process-group leader) runs for the step whose log is `log`.
 pub fn register(log: &Path, pid: u32) {
     if let Some(start) = start_time(pid) {
-        let _ = std::fs::write(marker(log), format!("{pid} {start}\n"));
+        // Written anew (0600, a link at the name replaced, never followed).
+        let _ = crate::state::write_atomic(
+            &marker(log),
+            format!("{pid} {start}").as_bytes(),
+            crate::state::Durability::NoSync,
+        );
     }
 }
 
