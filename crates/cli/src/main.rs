@@ -328,6 +328,7 @@ fn state_error(err: &StateError) -> ExitCode {
         StateError::Io {
             action: "write", ..
         } => exit::FAILURE,
+        StateError::LockLost(_) => exit::LOCKED,
         _ => exit::STATE_UNREADABLE,
     })
 }
@@ -411,43 +412,19 @@ fn cmd_apply(
     if let Err(code) = target.prepare_runtime(&file) {
         return code;
     }
-    let lock = match provision_executor::acquire(&file.path, wait) {
+    let lock = match take_apply_lock(&plan, &file, wait) {
         Ok(l) => l,
-        Err(e @ LockError::Held { .. }) => {
-            eprintln!("error: {e}\n  hint: wait for it to finish, or pass --wait");
-            return ExitCode::from(exit::LOCKED);
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(exit::FAILURE);
-        }
+        Err(code) => return code,
     };
-    if let Some(dead) = &lock.took_over {
-        eprintln!("note: took over the lock left by an apply that is gone ({dead})");
-    }
-    // Commands a killed apply left running (we hold the lock: that apply is gone).
-    let steps_logs = PathBuf::from(plan.roots.expand("${runtime}/logs/steps"));
-    for killed in provision_executor::orphans::reap(&steps_logs) {
-        eprintln!("note: stopped a command left running by an earlier apply: pid {killed}");
-    }
+    // Every write checks that the lock file is still the one held.
+    let file = file.held_by(&lock);
     let mut state = match file.load() {
         Ok(s) => s,
         Err(e) => return state_error(&e),
     };
 
     let cancel = Cancel::new();
-    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (handler_cancel, handler_flag) = (cancel.clone(), interrupted.clone());
-    let mut signals = 0;
-    let _ = ctrlc::set_handler(move || {
-        signals += 1;
-        if signals > 1 {
-            std::process::exit(i32::from(exit::INTERRUPTED));
-        }
-        eprintln!("stopping: waiting for running steps to stop (again to exit at once)");
-        handler_flag.store(true, std::sync::atomic::Ordering::SeqCst);
-        handler_cancel.cancel();
-    });
+    let interrupted = on_interrupt(&cancel);
 
     let verbosity = if quiet {
         Verbosity::Quiet
@@ -458,34 +435,8 @@ fn cmd_apply(
     };
     let sink = progress::sink(json, verbosity);
 
-    // Pools and replicas removed from the config: stop their servers, remove their handoffs.
-    // Known ids come from the whole config, so `--pool` never retires the other pools.
-    let known: std::collections::BTreeSet<String> = match &target.pool {
-        None => plan.steps.iter().map(|s| s.id.clone()).collect(),
-        Some(_) => {
-            let all = Target {
-                pool: None,
-                ..target.clone()
-            };
-            match all.plan(Format::Json) {
-                Ok((_, p)) => p.steps.iter().map(|s| s.id.clone()).collect(),
-                Err(code) => return code,
-            }
-        }
-    };
-    match provision_executor::retire_removed(
-        &known,
-        &StepDispatch::new(),
-        &file,
-        &mut state,
-        sink.as_ref(),
-    ) {
-        Ok(failures) => {
-            for (step, err) in failures {
-                eprintln!("warning: could not retire {step} (no longer in the config): {err}");
-            }
-        }
-        Err(e) => return state_error(&e),
+    if let Err(code) = retire_removed(&target, &plan, &file, &mut state, sink.as_ref()) {
+        return code;
     }
 
     let defaults = ApplyOptions::default();
@@ -508,7 +459,93 @@ fn cmd_apply(
         Err(e) => return state_error(&e),
     };
     drop(lock);
+    apply_summary(&report, &file, json, quiet, &interrupted)
+}
 
+/// Take the apply lock on `file` (exit 5 naming the holder when another apply has it), then
+/// stop what a killed apply left running: we hold the lock, so that apply is gone.
+fn take_apply_lock(
+    plan: &provision_plan::Plan,
+    file: &StateFile,
+    wait: bool,
+) -> Result<provision_executor::ApplyLock, ExitCode> {
+    let lock = match provision_executor::acquire(&file.path, wait) {
+        Ok(l) => l,
+        Err(e @ LockError::Held { .. }) => {
+            eprintln!("error: {e}\n  hint: wait for it to finish, or pass --wait");
+            return Err(ExitCode::from(exit::LOCKED));
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(ExitCode::from(exit::FAILURE));
+        }
+    };
+    if let Some(dead) = &lock.took_over {
+        eprintln!("note: took over the lock left by an apply that is gone ({dead})");
+    }
+    let steps_logs = PathBuf::from(plan.roots.expand("${runtime}/logs/steps"));
+    for killed in provision_executor::orphans::reap(&steps_logs) {
+        eprintln!("note: stopped a command left running by an earlier apply: pid {killed}");
+    }
+    Ok(lock)
+}
+
+/// Ctrl-C or SIGTERM cancels `cancel` (a second one exits at once); the flag says it happened.
+fn on_interrupt(cancel: &Cancel) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (handler_cancel, handler_flag) = (cancel.clone(), interrupted.clone());
+    let mut signals = 0;
+    let _ = ctrlc::set_handler(move || {
+        signals += 1;
+        if signals > 1 {
+            std::process::exit(i32::from(exit::INTERRUPTED));
+        }
+        eprintln!("stopping: waiting for running steps to stop (again to exit at once)");
+        handler_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        handler_cancel.cancel();
+    });
+    interrupted
+}
+
+/// Pools and replicas removed from the config: stop their servers, remove their handoffs.
+/// Known ids come from the whole config, so `--pool` never retires the other pools.
+fn retire_removed(
+    target: &Target,
+    plan: &provision_plan::Plan,
+    file: &StateFile,
+    state: &mut provision_executor::State,
+    sink: &dyn provision_executor::EventSink,
+) -> Result<(), ExitCode> {
+    let known: std::collections::BTreeSet<String> = match &target.pool {
+        None => plan.steps.iter().map(|s| s.id.clone()).collect(),
+        Some(_) => {
+            let all = Target {
+                pool: None,
+                ..target.clone()
+            };
+            let (_, p) = all.plan(Format::Json)?;
+            p.steps.iter().map(|s| s.id.clone()).collect()
+        }
+    };
+    match provision_executor::retire_removed(&known, &StepDispatch::new(), file, state, sink) {
+        Ok(failures) => {
+            for (step, err) in failures {
+                eprintln!("warning: could not retire {step} (no longer in the config): {err}");
+            }
+            Ok(())
+        }
+        Err(e) => Err(state_error(&e)),
+    }
+}
+
+/// The one-line summary, the failures, and the exit code of an apply that ran.
+fn apply_summary(
+    report: &provision_executor::ApplyReport,
+    file: &StateFile,
+    json: bool,
+    quiet: bool,
+    interrupted: &std::sync::atomic::AtomicBool,
+) -> ExitCode {
     let ran = report.count(|r| *r == StepResult::Ran);
     let skipped = report.count(|r| matches!(r, StepResult::Fresh | StepResult::Kept));
     let failed = report.failures();

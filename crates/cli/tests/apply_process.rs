@@ -127,6 +127,52 @@ fn processes_under(dir: &Path) -> Vec<String> {
     found
 }
 
+/// Wait until `done` holds, polling; panics naming `what` after `bound`. The bound is generous
+/// (a loaded CI machine is slow): it only decides how long a failing test takes to say so.
+fn wait_until(what: &str, bound: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < bound, "{what} (waited {bound:?})");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The slow build's `sleep`: far longer than any wait of these tests, so a build that is still
+/// there after one was not stopped, and did not just end by itself.
+const SLOW: &str = "[-DHELLO_SLOW_SECONDS=600]";
+const SLOW_SLEEP: &str = "sleep 600";
+
+/// How long a test waits for something that takes well under a second on an idle machine.
+const PATIENCE: Duration = Duration::from_secs(90);
+
+/// Kills (SIGKILL) every process still working under the world when dropped, so a failing
+/// test leaves no `sleep 600` behind.
+struct Reaper<'a>(&'a Path);
+
+impl Drop for Reaper<'_> {
+    fn drop(&mut self) {
+        // Twice: a build tool killed in the first pass may have started a command meanwhile.
+        for _ in 0..2 {
+            for line in processes_under(self.0) {
+                eprintln!("reaper: kill -9 {line}");
+                if let Some(pid) = line.split(':').next() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+        }
+    }
+}
+
+/// Wait until the world's state says `step` is running.
+fn wait_running(world: &World, step: &str, what: &str) {
+    wait_until(what, PATIENCE, || {
+        world
+            .statuses()
+            .get(step)
+            .is_some_and(|s| *s == StepStatus::Running)
+    });
+}
+
 /// A small deterministic generator, so a failing run can be replayed from its seed.
 struct Lcg(u64);
 
@@ -260,29 +306,22 @@ fn a_second_apply_skips_and_plan_says_so() {
 
 #[test]
 fn sigterm_stops_running_steps_writes_state_and_exits_130() {
-    let world = World::with_cmake_flags("[-DHELLO_SLOW_SECONDS=30]");
+    let world = World::with_cmake_flags(SLOW);
+    let _reaper = Reaper(world.path());
     let mut child = world.apply_command(&[]).spawn().unwrap();
-    // Wait until the (slow) build is running.
-    let started = Instant::now();
-    while !world
-        .statuses()
-        .get("cmake-build:upstream@v1")
-        .is_some_and(|s| *s == StepStatus::Running)
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the build never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let t = Instant::now();
+    // Wait until the (slow) build is running its `sleep`.
+    wait_running(&world, "cmake-build:upstream@v1", "the build never started");
+    wait_until("the build never reached its sleep", PATIENCE, || {
+        processes_under(world.path())
+            .iter()
+            .any(|p| p.contains(SLOW_SLEEP))
+    });
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
+    // It stops long before the build would have ended (600 s).
     let status = child.wait().unwrap();
-    let stopped_in = t.elapsed();
     let mut err = String::new();
     child
         .stderr
@@ -291,21 +330,25 @@ fn sigterm_stops_running_steps_writes_state_and_exits_130() {
         .read_to_string(&mut err)
         .unwrap();
     assert_eq!(status.code(), Some(130), "{err}");
-    assert!(
-        stopped_in < Duration::from_secs(5),
-        "took {stopped_in:?} to stop"
-    );
     assert!(err.contains("cancelled cmake-build:upstream@v1"), "{err}");
     assert_eq!(
         world.statuses()["cmake-build:upstream@v1"],
         StepStatus::Cancelled
     );
-    // The build's `sleep 30` went with it.
+    // The build's `sleep 600` went with it (a SIGKILLed process may take a moment to go).
+    let started = Instant::now();
+    while !processes_under(world.path()).is_empty() && started.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let stray = processes_under(world.path());
     assert!(stray.is_empty(), "left running: {stray:#?}");
     // The next apply picks the build up again and says why.
     let mut next = world.apply_command(&["-v"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_running(
+        &world,
+        "cmake-build:upstream@v1",
+        "the next apply never ran the build",
+    );
     let _ = next.kill();
     let _ = next.wait();
     let state = world.state_file().load().unwrap();
@@ -318,46 +361,86 @@ fn sigterm_stops_running_steps_writes_state_and_exits_130() {
 
 #[test]
 fn a_build_left_running_by_a_killed_apply_is_stopped_by_the_next() {
-    let world = World::with_cmake_flags("[-DHELLO_SLOW_SECONDS=30]");
+    let world = World::with_cmake_flags(SLOW);
+    let _reaper = Reaper(world.path());
     let mut child = world.apply_command(&[]).spawn().unwrap();
-    let started = Instant::now();
-    while !world
-        .statuses()
-        .get("cmake-build:upstream@v1")
-        .is_some_and(|s| *s == StepStatus::Running)
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the build never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    wait_running(&world, "cmake-build:upstream@v1", "the build never started");
+    wait_until("the build never reached its sleep", PATIENCE, || {
+        processes_under(world.path())
+            .iter()
+            .any(|p| p.contains(SLOW_SLEEP))
+    });
     let _ = child.kill(); // SIGKILL: provision cannot stop its build.
     let _ = child.wait();
     let orphans = processes_under(world.path());
     assert!(
-        orphans.iter().any(|p| p.contains("sleep 30")),
+        orphans.iter().any(|p| p.contains(SLOW_SLEEP)),
         "expected the build to outlive provision: {orphans:#?}"
     );
 
+    // The next apply stops them: within the bound, long before the `sleep 600` would end.
     let mut next = world.apply_command(&[]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(3000));
-    let still: Vec<String> = processes_under(world.path())
-        .into_iter()
-        .filter(|p| orphans.contains(p))
-        .collect();
+    let still = || -> Vec<String> {
+        processes_under(world.path())
+            .into_iter()
+            .filter(|p| orphans.contains(p))
+            .collect()
+    };
+    let started = Instant::now();
+    while !still().is_empty() && started.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = still();
     let _ = next.kill();
     let _ = next.wait();
     assert!(
-        still.is_empty(),
-        "the next apply left the old build running: {still:#?}"
+        left.is_empty(),
+        "the next apply left the old build running: {left:#?}"
     );
-    // Whatever the second (killed) apply started goes too.
-    for pid in processes_under(world.path())
-        .iter()
-        .filter_map(|p| p.split(':').next()?.parse::<i32>().ok())
-    {
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    // Whatever the second (killed) apply started goes too: the reaper.
+}
+
+#[test]
+fn an_apply_whose_lock_file_is_removed_stops_and_writes_no_more() {
+    let world = World::with_cmake_flags(SLOW);
+    let _reaper = Reaper(world.path());
+    let mut child = world.apply_command(&[]).spawn().unwrap();
+    wait_running(&world, "cmake-build:upstream@v1", "the build never started");
+    let lock = world.path().join(".runtime/state.json.lock");
+    let before = std::fs::read(world.path().join(".runtime/state.json")).unwrap();
+    std::fs::remove_file(&lock).unwrap();
+    // It stops long before its build would end (600 s), without a signal.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the apply ran on without its lock file"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(5), "{err}");
+    assert!(err.contains(".runtime/state.json.lock"), "{err}");
+    assert!(err.contains("removed or replaced"), "{err}");
+    assert_eq!(
+        std::fs::read(world.path().join(".runtime/state.json")).unwrap(),
+        before,
+        "nothing was written after the lock was lost"
+    );
+    // Its build was stopped with it.
+    let started = Instant::now();
+    while !processes_under(world.path()).is_empty() && started.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let stray = processes_under(world.path());
+    assert!(stray.is_empty(), "left running: {stray:#?}");
 }

@@ -5,7 +5,7 @@
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use provision_executor::{State, StateFile, StepRecord, StepStatus};
 use provision_steps_spawn::identity;
@@ -46,10 +46,12 @@ fn start_server(ignore_term: bool, marker: &str) -> ServerProcess {
     // The test process does not reap it: provision (another process) stops it; a zombie counts
     // as stopped.
     std::mem::forget(child);
-    for _ in 0..100 {
-        if group_members(pid).len() >= 2 {
-            break;
-        }
+    let started = Instant::now();
+    while group_members(pid).len() < 2 {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the helper of pid {pid} never started"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     ServerProcess::of_pid(pid).unwrap()
@@ -88,8 +90,13 @@ fn server_outputs(s: &ServerProcess, pid_file: &Path) -> serde_json::Value {
            "instance": s.instance, "pid_file": pid_file.display().to_string(), "port": 1})
 }
 
+/// How long a test waits for a process to start or go: generous, for a loaded machine (a
+/// process that is never stopped stays, so a failing test still fails, only later).
+const PATIENCE: Duration = Duration::from_secs(60);
+
 fn gone(s: &ServerProcess) -> bool {
-    for _ in 0..300 {
+    let started = Instant::now();
+    while started.elapsed() < PATIENCE {
         if !s.is_running() && group_members(s.pgid).is_empty() {
             return true;
         }

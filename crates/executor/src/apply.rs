@@ -321,6 +321,12 @@ pub fn apply(
     std::thread::scope(|scope| -> Result<(), StateError> {
         let (tx, rx) = mpsc::channel::<(usize, Result<Outcome, StepError>, Instant)>();
         let mut unsaved = Unsaved::default();
+        // A state that cannot be written (its lock lost, a full disk): the running steps stop,
+        // and nothing more is written.
+        let stop = |e: StateError| {
+            cancel.cancel();
+            e
+        };
         loop {
             let stopping = cancel.is_cancelled() || (opts.fail_fast && any_failed);
             let mut progressed = false;
@@ -441,7 +447,7 @@ pub fn apply(
             }
             // One write for this pass: the results taken at the end of the last pass and the
             // `running` records of the steps starting now, before any of them runs.
-            unsaved.flush(file, state, events)?;
+            unsaved.flush(file, state, events).map_err(&stop)?;
             for (i, cx) in starting {
                 let tx = tx.clone();
                 scope.spawn(move || {
@@ -458,7 +464,11 @@ pub fn apply(
             }
             let first = match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(msg) => msg,
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // A lost lock stops the running steps now, not at the next write.
+                    file.check_held().map_err(&stop)?;
+                    continue;
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             // This result and every other one already waiting, recorded in one write.
@@ -536,7 +546,7 @@ pub fn apply(
             }
         }
         // Every path out of the loop has written what it changed; this is the guarantee.
-        unsaved.flush(file, state, events)
+        unsaved.flush(file, state, events).map_err(&stop)
     })?;
     let saves = file.save_counts();
     tracing::debug!(

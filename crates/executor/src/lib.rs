@@ -11,6 +11,7 @@ pub mod events;
 pub mod file_identity;
 pub mod fingerprint;
 pub mod lock;
+mod lock_holders;
 pub mod orphans;
 pub mod private_file;
 pub mod pidfd;
@@ -22,7 +23,7 @@ pub use apply::{apply, is_volatile, preview, ApplyOptions, ApplyReport, Preview,
 pub use dirty_reason::DirtyReason;
 pub use dispatch::{log_tail, Cancel, Dispatch, Facts, Outcome, Outputs, StepContext, StepError};
 pub use events::{Event, EventSink};
-pub use lock::{acquire, ApplyLock, Holder, LockError};
+pub use lock::{acquire, ApplyLock, Holder, LockError, LockGuard};
 pub use retire::retire_removed;
 pub use state::{
     Durability, SaveCounts, State, StateError, StateFile, StepRecord, StepStatus, STATE_VERSION,

@@ -7,10 +7,18 @@
 //! and never truncated unless it is empty or holds a provision holder record, so a `--state`
 //! whose `.lock` neighbour is someone else's file (`--state Cargo` next to `Cargo.lock`) is
 //! refused and that file left as it was.
+//!
+//! Removing or replacing the lock file under a running apply does not let a second one in: an
+//! acquire checks after its `flock` that the path still names the file it locked (and tries
+//! again when not), and refuses while a live process holds a `flock` on a removed file that had
+//! this path (found through `/proc/locks` and that process's open files). The holder checks its
+//! file too ([`ApplyLock::check`], before every state write): one that lost it stops.
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,11 +43,17 @@ impl std::fmt::Display for Holder {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("another apply holds the lock {path}: {}", holder.as_ref().map_or("holder unknown".to_string(), |h| h.to_string()))]
+    #[error("another apply holds the lock {path}{}: {}",
+        if *removed { " (through a lock file that was removed while it ran)" } else { "" },
+        holder.as_ref().map_or("holder unknown".to_string(), |h| h.to_string()))]
     Held {
         path: PathBuf,
         holder: Option<Holder>,
+        /// The holder locked a file that was since removed or replaced at `path`.
+        removed: bool,
     },
+    #[error("the lock file {path} was removed or replaced while this apply held it, so another apply may be running on the same state: stopped before writing anything more")]
+    Lost { path: PathBuf },
     #[error("{path} is not a provision lock file ({why}); nothing was changed")]
     NotOurs { path: PathBuf, why: String },
     #[error("cannot lock {path}: {source}")]
@@ -56,6 +70,29 @@ pub struct ApplyLock {
     pub path: PathBuf,
     /// The holder recorded by an apply that died without releasing the lock.
     pub took_over: Option<Holder>,
+    guard: LockGuard,
+}
+
+/// What tells whether a held lock's file is still the one at its path: kept by the state file
+/// ([`crate::StateFile::held_by`]) so that every write checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockGuard {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl LockGuard {
+    /// `Ok` while `path` still names the locked file; [`LockError::Lost`] once it was removed or
+    /// replaced (a second apply may then hold a lock on the new file).
+    pub fn check(&self) -> Result<(), LockError> {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.dev() == self.dev && m.ino() == self.ino => Ok(()),
+            _ => Err(LockError::Lost {
+                path: self.path.clone(),
+            }),
+        }
+    }
 }
 
 pub fn lock_path(state: &Path) -> PathBuf {
@@ -96,6 +133,63 @@ fn check_ours(file: &mut File) -> Result<(), String> {
     Ok(())
 }
 
+/// How often a lock that kept being replaced between its open and its `flock` is tried.
+const ATTEMPTS: usize = 100;
+
+/// Open `path` and `flock` it, as [`acquire`] says; returns the locked file, which `path` still
+/// names.
+fn lock_named(path: &Path, wait: bool) -> Result<File, LockError> {
+    let io = |source| LockError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    for _ in 0..ATTEMPTS {
+        let mut file = match crate::private_file::open_rw(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(io(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err(io(e)),
+            Err(e) => {
+                return Err(LockError::NotOurs {
+                    path: path.to_path_buf(),
+                    why: e.to_string(),
+                })
+            }
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                if !wait {
+                    let holder = read_holder(&mut file);
+                    return Err(LockError::Held {
+                        path: path.to_path_buf(),
+                        holder,
+                        removed: false,
+                    });
+                }
+                file.lock().map_err(io)?;
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        // Removed or replaced between the open and the lock: a lock on a file nobody else
+        // will open guards nothing. Try again.
+        if guard_of(path, &file).map_err(io)?.check().is_ok() {
+            return Ok(file);
+        }
+    }
+    Err(io(std::io::Error::other(format!(
+        "it was replaced {ATTEMPTS} times while provision tried to lock it"
+    ))))
+}
+
+fn guard_of(path: &Path, file: &File) -> std::io::Result<LockGuard> {
+    let meta = file.metadata()?;
+    Ok(LockGuard {
+        path: path.to_path_buf(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
 /// Take the lock for `state`. With `wait`, block until the holder is done; otherwise fail at
 /// once naming the holder.
 pub fn acquire(state: &Path, wait: bool) -> Result<ApplyLock, LockError> {
@@ -105,27 +199,22 @@ pub fn acquire(state: &Path, wait: bool) -> Result<ApplyLock, LockError> {
         source,
     };
     crate::private_file::create_parent(&path).map_err(io)?;
-    let mut file = match crate::private_file::open_rw(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(io(e)),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err(io(e)),
-        Err(e) => {
-            return Err(LockError::NotOurs {
+    let mut file = lock_named(&path, wait)?;
+    // An apply that still holds the lock through a file removed from under it: it runs on.
+    while let Some(pid) = crate::lock_holders::removed_holder(&path) {
+        if !wait {
+            let holder = Holder {
+                pid,
+                host: hostname(),
+                started_at: "an unknown time".into(),
+            };
+            return Err(LockError::Held {
                 path,
-                why: e.to_string(),
-            })
+                holder: Some(holder),
+                removed: true,
+            });
         }
-    };
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            if !wait {
-                let holder = read_holder(&mut file);
-                return Err(LockError::Held { path, holder });
-            }
-            file.lock().map_err(io)?;
-        }
-        Err(TryLockError::Error(e)) => return Err(io(e)),
+        std::thread::sleep(Duration::from_millis(100));
     }
     // We hold it: nobody writes it now. Only provision's own lock file is ever truncated.
     if let Err(why) = check_ours(&mut file) {
@@ -143,11 +232,25 @@ pub fn acquire(state: &Path, wait: bool) -> Result<ApplyLock, LockError> {
     file.write_all(serde_json::to_string(&me).expect("serialisable").as_bytes())
         .map_err(io)?;
     file.sync_all().map_err(io)?;
+    let guard = guard_of(&path, &file).map_err(io)?;
     Ok(ApplyLock {
         file,
         path,
         took_over,
+        guard,
     })
+}
+
+impl ApplyLock {
+    /// `Ok` while the lock file is still the one this lock holds (see [`LockGuard::check`]).
+    pub fn check(&self) -> Result<(), LockError> {
+        self.guard.check()
+    }
+
+    /// The check, to keep beside the state file.
+    pub fn guard(&self) -> LockGuard {
+        self.guard.clone()
+    }
 }
 
 impl Drop for ApplyLock {

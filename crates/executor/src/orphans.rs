@@ -51,7 +51,12 @@ fn boot_id() -> Option<String> {
 /// Record that `pid` (a process-group leader) runs for the step whose log is `log`.
 pub fn register(log: &Path, pid: u32) {
     if let (Some(start), Some(boot)) = (start_time(pid), boot_id()) {
-        let _ = std::fs::write(marker(log), format!("{pid} {start} {boot}\n"));
+        // Written anew (0600, a link at the name replaced, never followed).
+        let _ = crate::state::write_atomic(
+            &marker(log),
+            format!("{pid} {start} {boot}\n").as_bytes(),
+            crate::state::Durability::NoSync,
+        );
     }
 }
 

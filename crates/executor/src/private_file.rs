@@ -55,6 +55,14 @@ pub fn open_append(path: &Path) -> io::Result<File> {
     regular(file)
 }
 
+/// Append `text` to `path` (a step log), creating it 0600 and its directory 0700; never
+/// through a symbolic link.
+pub fn append(path: &Path, text: &str) -> io::Result<()> {
+    use std::io::Write;
+    create_parent(path)?;
+    open_append(path)?.write_all(text.as_bytes())
+}
+
 /// Open `path` to read and write without truncating it, creating it 0600; fails on a symbolic
 /// link and on anything but a regular file.
 pub fn open_rw(path: &Path) -> io::Result<File> {

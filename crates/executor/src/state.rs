@@ -91,6 +91,9 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The apply's lock file was removed or replaced: it writes no more.
+    #[error(transparent)]
+    LockLost(crate::lock::LockError),
 }
 
 impl StateError {
@@ -102,6 +105,7 @@ impl StateError {
             ),
             StateError::TooNew { .. } => "use the provision version that wrote it, or pass another --state".into(),
             StateError::Io { .. } => "check the path and its permissions, or pass another --state".into(),
+            StateError::LockLost(_) => "do not remove lock files of a running apply; check that no other provision runs on this state, then run this command again".into(),
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct StateFile {
     pub path: PathBuf,
     /// Shared by clones: every write through any of them counts.
     counts: Arc<Counts>,
+    /// The lock this file is written under: checked before every write.
+    held: Option<crate::lock::LockGuard>,
 }
 
 #[derive(Debug, Default)]
@@ -133,6 +139,22 @@ impl StateFile {
         StateFile {
             path: path.into(),
             counts: Arc::default(),
+            held: None,
+        }
+    }
+
+    /// This file, written only while `lock` still holds: a write after its lock file was
+    /// removed or replaced fails with [`StateError::LockLost`] and writes nothing.
+    pub fn held_by(mut self, lock: &crate::lock::ApplyLock) -> Self {
+        self.held = Some(lock.guard());
+        self
+    }
+
+    /// `Ok` unless the lock this file is written under was lost (see [`Self::held_by`]).
+    pub fn check_held(&self) -> Result<(), StateError> {
+        match &self.held {
+            Some(guard) => guard.check().map_err(StateError::LockLost),
+            None => Ok(()),
         }
     }
 
@@ -209,6 +231,7 @@ impl StateFile {
     /// Pretty JSON, as before: a person is told to inspect this file when it cannot be read,
     /// and compact output would not change the number of writes, which is what costs.
     pub fn save_with(&self, state: &State, durability: Durability) -> Result<(), StateError> {
+        self.check_held()?;
         write_atomic(
             &self.path,
             serde_json::to_string_pretty(state)

@@ -51,12 +51,6 @@ pub fn is_local(url: &str) -> bool {
 
 /// Append a note from provision itself to the step log.
 pub fn note(cx: &StepContext<'_>, message: &str) {
-    use std::io::Write;
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&cx.log)
-    {
-        let _ = writeln!(f, "[provision] {message}");
-    }
+    // 0600, never through a symbolic link.
+    let _ = provision_executor::private_file::append(&cx.log, &format!("[provision] {message}\n"));
 }

@@ -13,8 +13,7 @@
 //! Outputs: `path` (absolute path of the GGUF: `${model_path}` of dependents), `digest`
 //! (`sha256:<hex>`), `size` (bytes), `architecture` (from the GGUF header).
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use provision_executor::{Cancel, Facts, Outcome, StepContext, StepError};
@@ -438,7 +437,12 @@ fn resolve_url(
                 at.digests.store(&id, &done.digest).ok();
             }
             let record = json!({"url": display_url(url), "etag": etag});
-            fs::write(sidecar(&dest), record.to_string()).ok();
+            // 0600, a link at the name replaced, never followed.
+            let _ = provision_executor::state::write_atomic(
+                &sidecar(&dest),
+                record.to_string().as_bytes(),
+                provision_executor::Durability::NoSync,
+            );
         }
     }
     let mut r = verify_local(&dest, checksum, at, cancel)?;
@@ -446,14 +450,9 @@ fn resolve_url(
     Ok(r)
 }
 
-/// Append a line to the step's log.
+/// Append a line to the step's log (0600, never through a symbolic link).
 pub fn log_line(log: &Path, line: &str) {
-    if let Some(dir) = log.parent() {
-        fs::create_dir_all(dir).ok();
-    }
-    if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(log) {
-        writeln!(f, "{line}").ok();
-    }
+    let _ = provision_executor::private_file::append(log, &format!("{line}\n"));
 }
 
 /// The step's facts (see [`facts_for`]).

@@ -241,12 +241,26 @@ fn tempfile_in_tmp() -> Result<std::fs::File, HelpError> {
         std::process::id(),
         std::thread::current().id()
     ));
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
+    // A new file (O_EXCL, O_NOFOLLOW, 0600): a file or link planted at this predictable name in
+    // a shared temp dir is removed (the link itself), never truncated or written through.
+    let create = || {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+    };
+    let f = create()
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                std::fs::remove_file(&path)?;
+                create()
+            }
+            _ => Err(e),
+        })
         .map_err(|e| HelpError {
             message: format!("cannot create a temp file in {}: {e}", dir.display()),
             tail: String::new(),
@@ -258,6 +272,24 @@ fn tempfile_in_tmp() -> Result<std::fs::File, HelpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_help_temp_file_is_not_opened_through_a_planted_link() {
+        let keep = tempfile::tempdir().unwrap();
+        let target = keep.path().join("target");
+        std::fs::write(&target, "keep").unwrap();
+        let planted = std::env::temp_dir().join(format!(
+            ".provision-help-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_file(&planted);
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        let f = tempfile_in_tmp().map_err(|e| e.message).unwrap();
+        drop(f);
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        assert!(std::fs::symlink_metadata(&planted).is_err(), "nothing left");
+    }
 
     const HELP: &str = "----- common params -----
 

@@ -185,13 +185,15 @@ fn readiness_lag() -> u128 {
 
 #[test]
 fn readiness_is_seen_within_25_ms_of_the_server_being_ready() {
-    // The best of two, so that a machine busy compiling does not decide the outcome.
-    let first = readiness_lag();
-    let lag = if first <= 25 {
-        first
-    } else {
-        first.min(readiness_lag())
-    };
+    // The best of up to five, so that a machine busy compiling does not decide the outcome: a
+    // probe that polls too slowly is late every time.
+    let mut lag = readiness_lag();
+    for _ in 1..5 {
+        if lag <= 25 {
+            break;
+        }
+        lag = lag.min(readiness_lag());
+    }
     assert!(
         lag <= 25,
         "readiness seen {lag} ms after the server was ready"
@@ -212,8 +214,10 @@ fn a_crash_during_load_fails_at_once_with_status_and_log_tail() {
     let server = rig.server(0);
     let started = Instant::now();
     let err = rig.run("probe:fake/r0").unwrap_err();
+    // Seen as the crash it is, not as the 30 s timeout (the bound only tells them apart; a
+    // loaded machine takes seconds).
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(25),
         "not after the 30 s timeout"
     );
     assert!(
