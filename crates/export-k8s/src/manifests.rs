@@ -323,7 +323,7 @@ fn pool(
             ));
             continue;
         }
-        if is_secret_env(k) {
+        if is_secret_env(k, &prov.secret_env) {
             env.insert(k.clone(), from_secret(k));
             secret_keys.push(k.clone());
         } else {

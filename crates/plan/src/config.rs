@@ -195,6 +195,11 @@ pub struct Provisioning {
     /// Environment of the server processes.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Names in `env` whose values are secrets besides those whose name contains `TOKEN`,
+    /// `KEY`, `SECRET`, `PASS`, `AUTH` or `CREDENTIAL` (any case): shown as `<redacted>` in
+    /// plans, state, logs and errors, and taken from a Secret by the Kubernetes export.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<String>,
     /// llama-server flags. Normalised: aliases canonicalised, duplicates last-wins,
     /// deterministic defaults added. `--host`, `--port` and `--model` belong to provision.
     #[serde(default)]

@@ -10,6 +10,7 @@ pub mod llama_flags;
 pub mod model_ref;
 pub mod plan;
 pub mod planner;
+pub mod redact;
 pub mod render;
 pub mod schema_check;
 mod span_index;

@@ -6,13 +6,14 @@ use std::path::PathBuf;
 
 use provision_executor::state::{now_rfc3339, write_atomic, Durability};
 use provision_executor::{Outcome, Outputs, StepContext, StepError};
+use provision_plan::redact::Redactor;
 use provision_plan::step::Handoff;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::process::ServerProcess;
-use crate::replica::{dep_str, expand, redact, replica_name};
+use crate::replica::{dep_str, expand, replica_name};
 
 /// Bumped when the handoff file changes incompatibly.
 pub const HANDOFF_VERSION: u32 = 1;
@@ -116,7 +117,7 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
         engine: spec.engine.clone(),
         engine_version: version,
         provisioning_mode: spec.provisioning_mode.clone(),
-        url: redact(cx.plan, &url),
+        url: Redactor::for_plan(cx.plan).redact(&url),
         pool_id: spec.pool.clone(),
         replica_id: format!("r{}", spec.replica),
         model: HandoffFileModel {
@@ -126,7 +127,7 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
         flags: spec
             .flags
             .iter()
-            .map(|f| redact(cx.plan, &expand(cx, f, port)))
+            .map(|f| Redactor::for_plan(cx.plan).redact(&expand(cx, f, port)))
             .collect(),
         pid: server.as_ref().map(|s| s.pid),
         devices: spec.devices.clone(),

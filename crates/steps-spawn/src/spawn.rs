@@ -3,6 +3,7 @@
 //! replica's previous server (flags changed) is stopped, its handoff removed, its flags checked
 //! against what the binary accepts, and its port checked or chosen.
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -11,6 +12,7 @@ use std::process::{Command, Stdio};
 
 use provision_executor::state::{now_rfc3339, write_atomic, Durability};
 use provision_executor::{Facts, Outcome, Outputs, StepContext, StepError};
+use provision_plan::redact::{Redactor, REDACTED};
 use provision_plan::step::{PortSpec, Spawn};
 use serde_json::{json, Value};
 
@@ -76,17 +78,8 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let digest = binary_digest(&binary, &digest_cache(cx), &cx.cancel)
         .map_err(|e| StepError::new(format!("cannot read the binary {}: {e}", binary.display())))?;
 
-    let real_argv = if spec.secret_argv.is_empty() {
-        &spec.argv
-    } else {
-        &spec.secret_argv
-    };
-    let real_env = if spec.secret_env.is_empty() {
-        &spec.env
-    } else {
-        &spec.secret_env
-    };
-    // What is shown (logs, errors, state): the redacted argv.
+    let real_env = &server_env(spec)?;
+    // The argv holds no secret (they go in the environment): it is shown as is.
     let shown: Vec<String> = spec.argv.iter().map(|a| expand(cx, a, None)).collect();
     if let Some(model) = flag_value(&shown, "--model") {
         if !model.contains("${") && !Path::new(&model).is_file() {
@@ -127,12 +120,7 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         .iter()
         .map(|a| expand(cx, a, Some(port)))
         .collect();
-    let argv: Vec<String> = real_argv
-        .iter()
-        .map(|a| expand(cx, a, Some(port)))
-        .collect();
-
-    let started = launch(cx, &argv, &shown, real_env, spec, &server_log).inspect_err(|_| {
+    let started = launch(cx, &shown, &shown, real_env, spec, &server_log).inspect_err(|_| {
         port::release(port);
     })?;
     note(
@@ -295,6 +283,24 @@ fn pick_port(
 
 /// Start the process: its own session (so it outlives apply and stops as a group), stdin from
 /// /dev/null, stdout and stderr to the log (the previous run's log kept as `<log>.1`).
+/// The server's environment with the secret values the plan shows as `<redacted>`. A plan
+/// that lost them (read back from JSON) starts nothing rather than a server whose key is the
+/// text `<redacted>`.
+fn server_env(spec: &Spawn) -> Result<BTreeMap<String, String>, StepError> {
+    spec.env
+        .iter()
+        .map(|(k, shown)| match spec.secret_env.get(k) {
+            Some(real) => Ok((k.clone(), real.clone())),
+            None if shown == REDACTED => Err(StepError::new(format!(
+                "the value of env `{k}` of {}/r{} is a secret the plan does not carry",
+                spec.pool, spec.replica
+            ))
+            .hint("secrets are never written into a plan: apply from the config, not from a saved plan")),
+            None => Ok((k.clone(), shown.clone())),
+        })
+        .collect()
+}
+
 fn launch(
     cx: &StepContext<'_>,
     argv: &[String],
@@ -359,7 +365,7 @@ fn launch(
     let child = cmd.spawn().map_err(|e| {
         StepError::new(format!(
             "cannot start `{}`: {e}",
-            replica::redact(cx.plan, &shown.join(" "))
+            Redactor::for_plan(cx.plan).redact(&shown.join(" "))
         ))
         .hint("check that the binary is executable and built for this machine")
     })?;
