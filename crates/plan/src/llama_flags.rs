@@ -141,7 +141,10 @@ const CONFLICTS: &[(&str, &str)] = &[
 
 /// Flags whose value provision sets itself, with what to do instead.
 const OWNED: &[(&[&str], &str)] = &[
-    (&["--host"], "provision binds every replica to 127.0.0.1"),
+    (
+        &["--host"],
+        "provision binds every replica to the pool's `listen.host` (default 127.0.0.1)",
+    ),
     (
         &["--port"],
         "set `provisioning.ports` (one per replica) instead",

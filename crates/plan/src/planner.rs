@@ -9,8 +9,9 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Backend, Pool, ProvisioningMode};
+use crate::config::{Backend, Pool, ProvisioningMode, SecretRef};
 use crate::diagnostic::{did_you_mean, ConfigError, Diagnostic};
+use crate::listen::{bind_host, connect_host, requires_key};
 use crate::llama_flags::{split_secret_flags, to_argv, to_redacted_argv};
 use crate::model_ref::ModelRef;
 use crate::plan::{arrange, topological_positions, Plan, PoolSummary, Roots, PLAN_VERSION};
@@ -18,8 +19,8 @@ use crate::redact::{is_secret_env, REDACTED};
 use crate::step::*;
 use crate::validate::{PoolInput, ValidConfig};
 
-/// The host every replica binds to.
-pub const HOST: &str = "127.0.0.1";
+/// The host replicas bind to unless the pool's `listen.host` says otherwise.
+pub const HOST: &str = crate::listen::DEFAULT_HOST;
 /// First port tried for replicas without a configured port.
 pub const AUTO_PORT_BASE: u16 = 8080;
 /// The one target provision builds.
@@ -598,6 +599,11 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                 (k.clone(), if secret { REDACTED.into() } else { v.clone() })
             })
             .collect();
+        let host = bind_host(pool);
+        let api_key = pool.api_key.as_ref().map(|k| match k {
+            SecretRef::File(path) => SecretRef::File(config_path(path)),
+            env => env.clone(),
+        });
         for r in 0..pool.replicas {
             let replica = format!("{pid}/r{r}");
             let (url, probe_deps, external) = if prov.mode == ProvisioningMode::External {
@@ -622,7 +628,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                 let head: Vec<String> = vec![
                     binary.clone(),
                     "--host".into(),
-                    HOST.into(),
+                    host.clone(),
                     "--port".into(),
                     port_text.clone(),
                     "--model".into(),
@@ -638,15 +644,20 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                         binary: binary.clone(),
                         argv,
                         env: shown_env.clone(),
-                        host: HOST.into(),
+                        host: host.clone(),
                         port,
+                        api_key: api_key.clone(),
                         devices: pool.devices.clone(),
                         log: format!("${{runtime}}/logs/{pid}-r{r}.log"),
                         pid_file: format!("${{runtime}}/run/{pid}-r{r}.pid"),
                         secret_env: env.clone(),
                     })
                 }));
-                (format!("http://{HOST}:{port_text}"), vec![spawn], false)
+                (
+                    format!("http://{}:{port_text}", connect_host(&host)),
+                    vec![spawn],
+                    false,
+                )
             };
             let probe = track(b.add(pid, format!("probe:{replica}"), probe_deps, || {
                 StepSpec::Probe(Probe {
@@ -679,6 +690,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     flags: redacted_flags.clone(),
                     devices: pool.devices.clone(),
                     backend: pool.backend,
+                    auth: requires_key(pool).then(|| "bearer".to_string()),
                 })
             }));
         }

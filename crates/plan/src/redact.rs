@@ -126,7 +126,8 @@ impl Redactor {
     }
 
     /// A redactor for every secret the plan carries: the values of secret env entries of its
-    /// spawn steps (`--api-key` and `--hf-token` included) and the credentials of its URLs.
+    /// spawn steps (`--api-key` and `--hf-token` included), their API keys given by
+    /// reference, and the credentials of its URLs.
     pub fn for_plan(plan: &Plan) -> Redactor {
         Redactor::new(plan_secrets(plan))
     }
@@ -149,6 +150,15 @@ fn plan_secrets(plan: &Plan) -> Vec<String> {
     for s in &plan.steps {
         match &s.spec {
             StepSpec::Spawn(sp) => {
+                // A key by reference is read again here: best effort, a missing one has
+                // nothing to leak.
+                if let Some(Ok(key)) = sp
+                    .api_key
+                    .as_ref()
+                    .map(|k| k.resolve(|p| plan.roots.expand(p)))
+                {
+                    out.push(key);
+                }
                 for (k, v) in &sp.secret_env {
                     if sp.env.get(k).is_some_and(|shown| shown == REDACTED) {
                         out.push(v.clone());

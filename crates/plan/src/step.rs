@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Backend;
+use crate::config::{Backend, SecretRef};
 use crate::model_ref::ModelRef;
 
 /// One node of the plan DAG.
@@ -210,6 +210,10 @@ pub struct Spawn {
     pub env: BTreeMap<String, String>,
     pub host: String,
     pub port: PortSpec,
+    /// The API key the server requires, by reference; read at apply and given to the server
+    /// as `LLAMA_API_KEY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<SecretRef>,
     pub devices: Vec<u32>,
     pub log: String,
     pub pid_file: String,
@@ -255,6 +259,10 @@ pub struct Handoff {
     pub flags: Vec<String>,
     pub devices: Vec<u32>,
     pub backend: Backend,
+    /// The authentication the URL needs (`bearer`: `Authorization: Bearer <API key>`); never
+    /// the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -59,6 +59,10 @@ pub struct HandoffFile {
     pub log: Option<String>,
     /// When this file was written (RFC 3339, UTC).
     pub written_at: String,
+    /// The authentication `url` needs: `bearer` (`Authorization: Bearer <API key>`, the key
+    /// given to the orchestrator out of band; never written here). Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -137,6 +141,7 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
         started_at: dep_str(cx, "started_at"),
         log: dep_str(cx, "log"),
         written_at: now_rfc3339(),
+        auth: spec.auth.clone(),
     };
     let text = serde_json::to_string_pretty(&file).expect("handoff serialises");
     // No fsync (on the path from "ready" to "handoff written"): the file describes a running

@@ -57,15 +57,19 @@ pub fn remove_handoff(path: &std::path::Path) -> std::io::Result<bool> {
 }
 
 /// The replica's API key (to ask `/props` and `/metrics`): the `LLAMA_API_KEY` its server
-/// gets (from `--api-key`, or set in `env`), from the plan's secret environment.
+/// gets: the pool's `api_key` reference, read again, or `--api-key` (or `env`) from the plan's
+/// secret environment.
 pub fn api_key(plan: &Plan, pool: &str, replica: u32) -> Option<String> {
     plan.steps.iter().find_map(|s| match &s.spec {
-        StepSpec::Spawn(sp) if sp.pool == pool && sp.replica == replica => sp
-            .secret_env
-            .get(API_KEY_ENV)
-            .or_else(|| sp.env.get(API_KEY_ENV))
-            .filter(|k| *k != REDACTED)
-            .cloned(),
+        StepSpec::Spawn(sp) if sp.pool == pool && sp.replica == replica => match &sp.api_key {
+            Some(key) => key.resolve(|p| plan.roots.expand(p)).ok(),
+            None => sp
+                .secret_env
+                .get(API_KEY_ENV)
+                .or_else(|| sp.env.get(API_KEY_ENV))
+                .filter(|k| *k != REDACTED)
+                .cloned(),
+        },
         _ => None,
     })
 }

@@ -22,7 +22,7 @@ use crate::port;
 use crate::process::{self, rotated, ServerProcess};
 use crate::replica::{
     self, dep_str, expand, fixed_ports, handoff_path, note, remove_handoff, replica_name,
-    DEFAULT_GRACE,
+    API_KEY_ENV, DEFAULT_GRACE,
 };
 
 /// Facts that decide whether a running replica is still current: the digest of the binary it
@@ -78,7 +78,7 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let digest = binary_digest(&binary, &digest_cache(cx), &cx.cancel)
         .map_err(|e| StepError::new(format!("cannot read the binary {}: {e}", binary.display())))?;
 
-    let real_env = &server_env(spec)?;
+    let real_env = &server_env(spec, cx)?;
     // The argv holds no secret (they go in the environment): it is shown as is.
     let shown: Vec<String> = spec.argv.iter().map(|a| expand(cx, a, None)).collect();
     if let Some(model) = flag_value(&shown, "--model") {
@@ -146,11 +146,7 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         .hint("check that the runtime directory is writable"));
     }
 
-    let host = if spec.host == "0.0.0.0" || spec.host == "::" {
-        "127.0.0.1".to_string()
-    } else {
-        spec.host.clone()
-    };
+    let host = provision_plan::listen::connect_host(&spec.host);
     let mut outputs = Outputs::new();
     started.to_outputs(&mut outputs);
     outputs.insert("port".into(), json!(port));
@@ -286,8 +282,9 @@ fn pick_port(
 /// The server's environment with the secret values the plan shows as `<redacted>`. A plan
 /// that lost them (read back from JSON) starts nothing rather than a server whose key is the
 /// text `<redacted>`.
-fn server_env(spec: &Spawn) -> Result<BTreeMap<String, String>, StepError> {
-    spec.env
+fn server_env(spec: &Spawn, cx: &StepContext<'_>) -> Result<BTreeMap<String, String>, StepError> {
+    let mut env: BTreeMap<String, String> = spec
+        .env
         .iter()
         .map(|(k, shown)| match spec.secret_env.get(k) {
             Some(real) => Ok((k.clone(), real.clone())),
@@ -298,7 +295,15 @@ fn server_env(spec: &Spawn) -> Result<BTreeMap<String, String>, StepError> {
             .hint("secrets are never written into a plan: apply from the config, not from a saved plan")),
             None => Ok((k.clone(), shown.clone())),
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    if let Some(key) = &spec.api_key {
+        let value = key.resolve(|p| cx.expand(p)).map_err(|e| {
+            StepError::new(format!("{}/r{}: {e}", spec.pool, spec.replica))
+                .hint("set the variable or write the file named by the pool's `api_key`")
+        })?;
+        env.insert(API_KEY_ENV.into(), value);
+    }
+    Ok(env)
 }
 
 fn launch(

@@ -121,3 +121,68 @@ fn a_plan_without_its_secrets_starts_nothing() {
     );
     assert!(!rig.server_log(0).exists(), "a server was started");
 }
+
+const FILE_KEY: &str = "sk-from-a-key-file-2718";
+
+/// A rig whose pool listens on `host` with `api_key` (YAML) and the key file `config/key.txt`.
+fn listening_rig(host: &str, api_key: &str) -> Rig {
+    let config = common::config(&Pool::default()).replace(
+        "    provisioning:\n",
+        &format!("    listen: {{host: {host}}}\n    api_key: {api_key}\n    provisioning:\n"),
+    );
+    let ws = Workspace::new(&config);
+    let model = ws.dir.path().join("config/models/tiny.gguf");
+    std::fs::create_dir_all(model.parent().unwrap()).unwrap();
+    std::fs::write(&model, b"GGUF fake model").unwrap();
+    std::fs::write(
+        ws.dir.path().join("config/key.txt"),
+        format!("{FILE_KEY}\n"),
+    )
+    .unwrap();
+    let file = StateFile::new(ws.dir.path().join("runtime/state.json"));
+    Rig {
+        ws,
+        file,
+        state: State::default(),
+        model,
+    }
+}
+
+#[test]
+fn a_pool_listening_beyond_loopback_requires_its_key_by_reference() {
+    let mut rig = listening_rig("0.0.0.0", "{file: key.txt}");
+    rig.up(0).unwrap();
+    let server = rig.server(0);
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", server.pid)).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains("--host 0.0.0.0"), "{cmdline}");
+    assert!(!cmdline.contains(FILE_KEY), "the key in argv: {cmdline}");
+
+    let port = rig.outputs("spawn:fake/r0")["port"].as_u64().unwrap();
+    assert!(status_of(port, "/props", None).contains(" 401 "));
+    assert!(status_of(port, "/props", Some(FILE_KEY)).contains(" 200 "));
+    // The probe authenticated.
+    assert_eq!(
+        rig.outputs("probe:fake/r0")["engine_version_source"],
+        "/props"
+    );
+    let handoff = common::json_file(&rig.handoff_file(0));
+    assert_eq!(handoff["auth"], "bearer");
+    assert_eq!(handoff["url"], format!("http://127.0.0.1:{port}"));
+
+    let written = rig.everything_written();
+    assert!(!written.contains(FILE_KEY), "the key leaked:\n{written}");
+}
+
+#[test]
+fn a_key_reference_that_cannot_be_read_starts_nothing() {
+    let mut rig = listening_rig("0.0.0.0", "{env: PROVISION_TEST_KEY_SURELY_UNSET}");
+    let err = rig.run("spawn:fake/r0").unwrap_err();
+    assert!(
+        err.message
+            .contains("the API key variable PROVISION_TEST_KEY_SURELY_UNSET is not set"),
+        "{}",
+        err.message
+    );
+    assert!(!rig.server_log(0).exists(), "a server was started");
+}
