@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{Backend, Pool, ProvisioningMode, SecretRef};
 use crate::diagnostic::{did_you_mean, ConfigError, Diagnostic};
 use crate::listen::{bind_host, connect_host, requires_key};
-use crate::llama_flags::{split_secret_flags, to_argv, to_redacted_argv};
+use crate::llama_flags::{split_secret_flags, to_argv, to_redacted_argv, Flag};
 use crate::model_ref::ModelRef;
 use crate::plan::{arrange, topological_positions, Plan, PoolSummary, Roots, PLAN_VERSION};
 use crate::redact::{is_secret_env, REDACTED};
@@ -579,26 +579,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
             &input.flags[..]
         };
         let redacted_flags = to_redacted_argv(flags);
-        // Secret flags reach the server in its environment, never in its argv.
-        let (arg_flags, flag_env) =
-            split_secret_flags(flags).expect("every secret flag has an environment variable");
-        let mut env: BTreeMap<String, String> = prov.env.clone();
-        if pool.backend == Backend::Cuda {
-            let devices: Vec<String> = pool.devices.iter().map(u32::to_string).collect();
-            env.insert("CUDA_VISIBLE_DEVICES".into(), devices.join(","));
-        }
-        let mut secret_names: Vec<String> = prov.secret_env.clone();
-        for (var, value) in flag_env {
-            env.insert(var.into(), value);
-            secret_names.push(var.into());
-        }
-        let shown_env: BTreeMap<String, String> = env
-            .iter()
-            .map(|(k, v)| {
-                let secret = is_secret_env(k, &secret_names);
-                (k.clone(), if secret { REDACTED.into() } else { v.clone() })
-            })
-            .collect();
+        let (arg_flags, env, shown_env) = server_env(pool, flags);
         let host = bind_host(pool);
         let api_key = pool.api_key.as_ref().map(|k| match k {
             SecretRef::File(path) => SecretRef::File(config_path(path)),
@@ -741,6 +722,39 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
         steps,
         changes: None,
     })
+}
+
+/// The flags for a server's argv, its environment, and that environment as shown (secret
+/// values `<redacted>`). Secret flags (`--api-key`, `--hf-token`) reach the server in its
+/// environment (`LLAMA_API_KEY`, `HF_TOKEN`), never in its argv.
+fn server_env(
+    pool: &Pool,
+    flags: &[Flag],
+) -> (
+    Vec<Flag>,
+    BTreeMap<String, String>,
+    BTreeMap<String, String>,
+) {
+    let (arg_flags, flag_env) =
+        split_secret_flags(flags).expect("every secret flag has an environment variable");
+    let mut env: BTreeMap<String, String> = pool.provisioning.env.clone();
+    if pool.backend == Backend::Cuda {
+        let devices: Vec<String> = pool.devices.iter().map(u32::to_string).collect();
+        env.insert("CUDA_VISIBLE_DEVICES".into(), devices.join(","));
+    }
+    let mut secret_names: Vec<String> = pool.provisioning.secret_env.clone();
+    for (var, value) in flag_env {
+        env.insert(var.into(), value);
+        secret_names.push(var.into());
+    }
+    let shown = env
+        .iter()
+        .map(|(k, v)| {
+            let secret = is_secret_env(k, &secret_names);
+            (k.clone(), if secret { REDACTED.into() } else { v.clone() })
+        })
+        .collect();
+    (arg_flags, env, shown)
 }
 
 /// A model source as plans show it: a URL's credentials redacted.

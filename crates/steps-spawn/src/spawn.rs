@@ -15,6 +15,7 @@ use provision_executor::{Facts, Outcome, Outputs, StepContext, StepError};
 use provision_plan::redact::{Redactor, REDACTED};
 use provision_plan::step::{PortSpec, Spawn};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::binary_digest::{binary_digest, digest_cache};
 use crate::flags::known_flags;
@@ -34,6 +35,18 @@ pub fn spawn_facts(spec: &Spawn, cx: &StepContext<'_>) -> Result<Facts, StepErro
         "binary_digest".into(),
         binary_digest(&binary, &digest_cache(cx), &cx.cancel).unwrap_or_else(|_| "missing".into()),
     );
+    // A key given by reference may change behind it: its digest (never the key) restarts
+    // the server with the new one.
+    if let Some(key) = &spec.api_key {
+        let digest = match key.resolve(|p| cx.expand(p)) {
+            Ok(k) => {
+                let d = Sha256::digest(format!("provision-api-key-v1\0{}\0{k}", cx.step.id));
+                d.iter().map(|b| format!("{b:02x}")).collect()
+            }
+            Err(_) => "unreadable".to_string(),
+        };
+        facts.insert("api_key".into(), digest);
+    }
     Ok(facts)
 }
 

@@ -186,3 +186,21 @@ fn a_key_reference_that_cannot_be_read_starts_nothing() {
     );
     assert!(!rig.server_log(0).exists(), "a server was started");
 }
+
+#[test]
+fn a_changed_key_behind_its_reference_makes_the_replica_dirty() {
+    let rig = listening_rig("0.0.0.0", "{file: key.txt}");
+    let facts = || {
+        let cx = rig.cx("spawn:fake/r0");
+        let provision_plan::StepSpec::Spawn(spec) = &cx.step.spec else {
+            unreachable!()
+        };
+        provision_steps_spawn::spawn_facts(spec, &cx).unwrap()
+    };
+    let before = facts();
+    assert!(!format!("{before:?}").contains(FILE_KEY));
+    std::fs::write(rig.ws.dir.path().join("config/key.txt"), "sk-rotated\n").unwrap();
+    let after = facts();
+    assert_ne!(before, after, "a rotated key must restart the server");
+    assert!(!format!("{after:?}").contains("sk-rotated"));
+}
