@@ -316,6 +316,8 @@ pub fn apply(
     let mut heavy_running = false;
     let mut any_failed = false;
     let jobs = opts.jobs.max(1);
+    // Every step error is redacted before it reaches the state, the events or the terminal.
+    let redactor = &provision_plan::redact::Redactor::for_plan(plan);
 
     let saves_before = file.save_counts();
     std::thread::scope(|scope| -> Result<(), StateError> {
@@ -368,6 +370,7 @@ pub fn apply(
                     let decision = match decide(dispatch, &cx, &contributions, state, opts.force) {
                         Ok(d) => d,
                         Err(err) => {
+                            let err = err.redacted(redactor);
                             // The world could not even be checked (e.g. an unreachable repo).
                             unsaved.note(
                                 events,
@@ -452,7 +455,7 @@ pub fn apply(
                 let tx = tx.clone();
                 scope.spawn(move || {
                     let t = Instant::now();
-                    let result = dispatch.run(&cx);
+                    let result = dispatch.run(&cx).map_err(|e| e.redacted(redactor));
                     let _ = tx.send((i, result, t));
                 });
             }
@@ -611,7 +614,10 @@ pub fn preview(
                     Err(reason) => Preview::Run(reason),
                 },
                 Err(err) => Preview::Run(DirtyReason::NotAlive {
-                    detail: format!("cannot check: {}", err.message),
+                    detail: format!(
+                        "cannot check: {}",
+                        provision_plan::redact::Redactor::for_plan(plan).redact(&err.message)
+                    ),
                 }),
             }
         };

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use provision_plan::llama_flags::REDACTED;
+use provision_plan::redact::redact_text as redact_urls;
 
 use crate::dispatch::{log_tail, Cancel, StepContext, StepError};
 
@@ -346,30 +346,6 @@ fn signal_group(pids: &[u32], signal: libc::c_int) {
     }
 }
 
-/// Replace the credentials of every `scheme://user:secret@host` in `text` with `<redacted>`.
-pub fn redact_urls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c == '/' || c.is_whitespace() || "'\"<>`".contains(c))
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) if !authority[..at].is_empty() && &authority[..at] != REDACTED => {
-                out.push_str(REDACTED);
-                out.push_str(&authority[at..]);
-            }
-            _ => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Quote `s` for display when a shell would split or expand it.
 fn shell_quote(s: &str) -> String {
     if !s.is_empty()
@@ -519,19 +495,5 @@ mod tests {
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(text.lines().any(|l| l == "noise"), "{text}");
         assert!(!text.lines().any(|l| l == "data"), "{text}");
-    }
-
-    #[test]
-    fn url_redaction() {
-        assert_eq!(
-            redact_urls("clone https://u:p@h.com/a and ssh://git@h:22/x, http://h/y"),
-            "clone https://<redacted>@h.com/a and ssh://<redacted>@h:22/x, http://h/y"
-        );
-        assert_eq!(redact_urls("'https://tok@h'"), "'https://<redacted>@h'");
-        assert_eq!(
-            redact_urls("https://<redacted>@h/x"),
-            "https://<redacted>@h/x"
-        );
-        assert_eq!(redact_urls("no urls here"), "no urls here");
     }
 }

@@ -122,6 +122,17 @@ impl StepError {
         }
     }
 
+    /// The error with every secret of the plan and every URL credential redacted, in its
+    /// message, hint and tail: what the state file, the events and the terminal get.
+    pub fn redacted(self, r: &provision_plan::redact::Redactor) -> Self {
+        StepError {
+            message: r.redact(&self.message),
+            hint: self.hint.map(|h| r.redact(&h)),
+            tail: self.tail.map(|t| r.redact(&t)),
+            cancelled: self.cancelled,
+        }
+    }
+
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self

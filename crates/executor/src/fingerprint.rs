@@ -35,8 +35,8 @@ pub fn spec_value(step: &Step) -> Value {
 /// restarts the server without the key appearing anywhere.
 pub fn secret_digest(step: &Step) -> Option<String> {
     match &step.spec {
-        StepSpec::Spawn(s) if s.argv != s.secret_argv || s.env != s.secret_env => {
-            let v = json!({"domain": "provision-secret-v1", "id": step.id, "argv": s.secret_argv, "env": s.secret_env});
+        StepSpec::Spawn(s) if s.env != s.secret_env => {
+            let v = json!({"domain": "provision-secret-v1", "id": step.id, "env": s.secret_env});
             Some(sha256_hex(canonical(&v).as_bytes()))
         }
         StepSpec::GitClone(g) if g.repo != g.repo_url => {

@@ -323,7 +323,7 @@ fn pool(
             ));
             continue;
         }
-        if is_secret_env(k) {
+        if is_secret_env(k, &prov.secret_env) {
             env.insert(k.clone(), from_secret(k));
             secret_keys.push(k.clone());
         } else {
@@ -337,7 +337,9 @@ fn pool(
             );
         }
     }
-    for key in flag_keys {
+    // The pool's `api_key` (by reference) comes from the Secret as well.
+    let api_key = pool.api_key.as_ref().map(|_| "LLAMA_API_KEY");
+    for key in flag_keys.into_iter().chain(api_key) {
         env.insert(key.to_string(), from_secret(key));
         secret_keys.push(key.to_string());
     }

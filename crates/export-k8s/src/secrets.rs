@@ -1,24 +1,16 @@
 //! Secrets never appear in a manifest: a secret flag (`--api-key`, `--hf-token`) is dropped
 //! from `args` and its value read by llama-server from the environment variable it honours,
 //! which comes from a Kubernetes Secret; so does every `env` entry whose name looks secret
-//! (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`, `*_KEY`, … — the same rule that redacts them in plans).
+//! (`*TOKEN*`, `*KEY*`, `*SECRET*`, `*PASS*`, `*AUTH*`, `*CREDENTIAL*`, or listed in the pool's
+//! `secret_env` — the same rule, `provision_plan::redact`, that redacts them everywhere).
 //! The Secret itself is not written: `kubectl apply` of an empty one would wipe the real one.
 
 use provision_plan::llama_flags::Flag;
 
-/// The environment variable llama-server reads for each secret flag.
-const SECRET_FLAG_ENV: &[(&str, &str)] =
-    &[("--api-key", "LLAMA_API_KEY"), ("--hf-token", "HF_TOKEN")];
-
 /// The environment variable that carries a secret flag's value, if llama-server has one.
-pub fn flag_env(flag: &str) -> Option<&'static str> {
-    SECRET_FLAG_ENV
-        .iter()
-        .find(|(f, _)| *f == flag)
-        .map(|(_, env)| *env)
-}
+pub use provision_plan::llama_flags::secret_flag_env as flag_env;
 
-pub use provision_plan::planner::is_secret_env;
+pub use provision_plan::redact::is_secret_env;
 
 /// Split normalised flags into the non-secret ones (for `args`) and the Secret keys (env
 /// names) of the secret ones. A secret flag llama-server reads from no variable is an error:
@@ -78,10 +70,11 @@ mod tests {
             "MY_SECRET_X",
             "AWS_KEY",
         ] {
-            assert!(is_secret_env(k), "{k}");
+            assert!(is_secret_env(k, &[]), "{k}");
         }
-        for k in ["LLAMA_LOG_COLORS", "KEYBOARD", "PATH"] {
-            assert!(!is_secret_env(k), "{k}");
+        for k in ["LLAMA_LOG_COLORS", "PATH"] {
+            assert!(!is_secret_env(k, &[]), "{k}");
         }
+        assert!(is_secret_env("DB_URL", &["DB_URL".to_string()]));
     }
 }

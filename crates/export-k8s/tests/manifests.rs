@@ -263,7 +263,10 @@ fn secrets_never_appear() {
                 secret_values.push(f.value.clone().unwrap());
             }
             for (k, v) in &input.pool.provisioning.env {
-                if provision_export_k8s::secrets::is_secret_env(k) {
+                if provision_export_k8s::secrets::is_secret_env(
+                    k,
+                    &input.pool.provisioning.secret_env,
+                ) {
                     secret_values.push(v.clone());
                 }
             }

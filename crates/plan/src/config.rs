@@ -124,6 +124,33 @@ pub struct Pool {
     #[serde(default = "default_readiness_timeout_ms")]
     #[schemars(range(min = 1), default = "default_readiness_timeout_ms")]
     pub readiness_timeout_ms: u64,
+    /// Where the replicas listen (default `127.0.0.1`: this host only). An address other
+    /// than loopback needs `api_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<Listen>,
+    /// The API key every replica requires (`Authorization: Bearer KEY` on everything but
+    /// `/health`), by reference: never in the config, the plan or the server's argv.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<SecretRef>,
+}
+
+/// The address the replicas of a pool bind to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// An IP address: `127.0.0.1` (default), `0.0.0.0` (every interface), or one of this
+    /// host's addresses.
+    pub host: String,
+}
+
+/// A secret given by reference: read at apply time, never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum SecretRef {
+    /// The value of this environment variable of the provision process.
+    Env(String),
+    /// The contents of this file (trailing newline removed); relative to the config file.
+    File(String),
 }
 
 pub const DEFAULT_READINESS_TIMEOUT_MS: u64 = 300_000;
@@ -195,6 +222,11 @@ pub struct Provisioning {
     /// Environment of the server processes.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Names in `env` whose values are secrets besides those whose name contains `TOKEN`,
+    /// `KEY`, `SECRET`, `PASS`, `AUTH` or `CREDENTIAL` (any case): shown as `<redacted>` in
+    /// plans, state, logs and errors, and taken from a Secret by the Kubernetes export.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<String>,
     /// llama-server flags. Normalised: aliases canonicalised, duplicates last-wins,
     /// deterministic defaults added. `--host`, `--port` and `--model` belong to provision.
     #[serde(default)]

@@ -151,26 +151,11 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Whether a config line may hold a secret (an API key, a token, credentials in a URL).
+/// Whether a config line may hold a secret: a secret-looking name (the redactor's rule:
+/// `TOKEN`, `KEY`, `SECRET`, `PASS`, `AUTH`, `CREDENTIAL`) or a URL with credentials
+/// (userinfo, signed query parameters).
 pub fn may_hold_secret(line: &str) -> bool {
-    let lower = line.to_ascii_lowercase();
-    const WORDS: &[&str] = &[
-        "api-key",
-        "api_key",
-        "apikey",
-        "hf-token",
-        "token",
-        "secret",
-        "password",
-        "passwd",
-        "credential",
-    ];
-    WORDS.iter().any(|w| lower.contains(w))
-        || lower.split("://").skip(1).any(|rest| {
-            rest.split(['/', ' ', '"', '\''])
-                .next()
-                .is_some_and(|auth| auth.contains('@'))
-        })
+    crate::redact::is_secret_name(line) || crate::redact::redact_text(line) != line
 }
 
 /// The closest of `candidates` to `word`, when close enough to be a likely misspelling.
@@ -212,5 +197,16 @@ mod tests {
             len: 1,
         }));
         assert!(d.render("c.yaml", Some(source)).contains("1 | a: 1"));
+    }
+
+    #[test]
+    fn signed_urls_and_secret_names_are_secret_lines() {
+        assert!(may_hold_secret(
+            "model: https://h/m.gguf?X-Amz-Signature=abc"
+        ));
+        assert!(may_hold_secret("  DB_PASS: hunter2"));
+        assert!(may_hold_secret("  AUTH: x"));
+        assert!(!may_hold_secret("model: https://h/m.gguf?rev=2"));
+        assert!(!may_hold_secret("  replicas: 2"));
     }
 }

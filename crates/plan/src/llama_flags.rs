@@ -12,7 +12,47 @@ use serde::{Deserialize, Serialize};
 use crate::config::Backend;
 
 /// What a secret value is replaced with wherever a flag list is shown or stored.
-pub const REDACTED: &str = "<redacted>";
+pub use crate::redact::REDACTED;
+
+/// The environment variable llama-server reads each secret flag from (`common/arg.cpp`
+/// `set_env`): the value reaches the server there, never in its argv.
+const SECRET_FLAG_ENV: &[(&str, &str)] =
+    &[("--api-key", "LLAMA_API_KEY"), ("--hf-token", "HF_TOKEN")];
+
+/// The environment variable that carries secret flag `name`, if llama-server has one.
+pub fn secret_flag_env(name: &str) -> Option<&'static str> {
+    SECRET_FLAG_ENV
+        .iter()
+        .find(|(f, _)| *f == name)
+        .map(|(_, env)| *env)
+}
+
+/// Secret flags as the environment that carries them: `(variable, value)`.
+pub type SecretFlagEnv = Vec<(&'static str, String)>;
+
+/// Split normalised flags into those for argv (no secret among them) and the environment
+/// that carries the secret ones (`LLAMA_API_KEY`, `HF_TOKEN`). A secret flag llama-server
+/// reads from no variable is an error: it could only be passed in argv.
+pub fn split_secret_flags(flags: &[Flag]) -> Result<(Vec<Flag>, SecretFlagEnv), String> {
+    let mut args = Vec::new();
+    let mut env = Vec::new();
+    for f in flags {
+        if !f.secret {
+            args.push(f.clone());
+            continue;
+        }
+        match secret_flag_env(&f.name) {
+            Some(var) => env.push((var, f.value.clone().unwrap_or_default())),
+            None => {
+                return Err(format!(
+                    "`{}` is secret and llama-server reads it from no environment variable",
+                    f.name
+                ))
+            }
+        }
+    }
+    Ok((args, env))
+}
 
 /// Layers offloaded by default on a GPU pool: all of them (more than any model has).
 pub const ALL_GPU_LAYERS: &str = "999";
@@ -101,7 +141,10 @@ const CONFLICTS: &[(&str, &str)] = &[
 
 /// Flags whose value provision sets itself, with what to do instead.
 const OWNED: &[(&[&str], &str)] = &[
-    (&["--host"], "provision binds every replica to 127.0.0.1"),
+    (
+        &["--host"],
+        "provision binds every replica to the pool's `listen.host` (default 127.0.0.1)",
+    ),
     (
         &["--port"],
         "set `provisioning.ports` (one per replica) instead",

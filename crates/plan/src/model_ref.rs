@@ -43,7 +43,8 @@ impl ModelRef {
             let host = rest.split('/').next().unwrap_or("");
             if host.is_empty() || !rest.contains('/') || rest.ends_with('/') {
                 return Err(format!(
-                    "`{s}` is not a file URL: it needs a host and a file path"
+                    "`{}` is not a file URL: it needs a host and a file path",
+                    crate::redact::redact_url(s)
                 ));
             }
             return Ok(ModelRef::Url { url: s.into() });
@@ -139,6 +140,15 @@ pub fn parse_checksum(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_quote_no_url_credentials() {
+        let err = ModelRef::parse("https://bob:pw0@host.example").unwrap_err();
+        assert!(
+            !err.contains("pw0") && err.contains("<redacted>@host.example"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn parses_every_kind() {

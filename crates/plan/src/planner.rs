@@ -9,16 +9,18 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Backend, Pool, ProvisioningMode};
+use crate::config::{Backend, Pool, ProvisioningMode, SecretRef};
 use crate::diagnostic::{did_you_mean, ConfigError, Diagnostic};
-use crate::llama_flags::{to_argv, to_redacted_argv, REDACTED};
+use crate::listen::{bind_host, connect_host, requires_key};
+use crate::llama_flags::{split_secret_flags, to_argv, to_redacted_argv, Flag};
 use crate::model_ref::ModelRef;
 use crate::plan::{arrange, topological_positions, Plan, PoolSummary, Roots, PLAN_VERSION};
+use crate::redact::{is_secret_env, REDACTED};
 use crate::step::*;
 use crate::validate::{PoolInput, ValidConfig};
 
-/// The host every replica binds to.
-pub const HOST: &str = "127.0.0.1";
+/// The host replicas bind to unless the pool's `listen.host` says otherwise.
+pub const HOST: &str = crate::listen::DEFAULT_HOST;
 /// First port tried for replicas without a configured port.
 pub const AUTO_PORT_BASE: u16 = 8080;
 /// The one target provision builds.
@@ -43,19 +45,7 @@ pub fn short_hash(value: &impl Serialize) -> String {
     hex
 }
 
-/// `https://user:token@host/x` → `https://<redacted>@host/x`.
-pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let (authority, path) = rest
-            .split_once('/')
-            .map_or((rest, None), |(a, p)| (a, Some(p)));
-        if let Some((_, host)) = authority.rsplit_once('@') {
-            let path = path.map(|p| format!("/{p}")).unwrap_or_default();
-            return format!("{scheme}://{REDACTED}@{host}{path}");
-        }
-    }
-    url.to_string()
-}
+pub use crate::redact::redact_url;
 
 /// A path from the config: absolute as is, relative to the config file otherwise.
 fn config_path(p: &str) -> String {
@@ -110,23 +100,6 @@ fn repo_name(url: &str) -> String {
     } else {
         clean
     }
-}
-
-/// Env names whose values are secrets (shown as `<redacted>` in plans, kept out of manifests).
-pub fn is_secret_env(key: &str) -> bool {
-    let k = key.to_ascii_uppercase();
-    [
-        "TOKEN",
-        "SECRET",
-        "PASSWORD",
-        "PASSWD",
-        "API_KEY",
-        "APIKEY",
-        "CREDENTIAL",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
-        || k.ends_with("_KEY")
 }
 
 /// Ids that read well and stay unique: `base` alone when only one distinct key has it,
@@ -544,11 +517,12 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
             };
             let id = track(b.add(pid, models.id(base, key), vec![], || {
                 StepSpec::ModelResolve(ModelResolve {
-                    model_ref: text.clone(),
-                    source: source.clone(),
+                    model_ref: redact_url(text),
+                    source: shown_source(source),
                     checksum: input.checksum.clone(),
                     path: path.clone(),
                     cache_dir,
+                    secret_source: (shown_source(source) != *source).then(|| source.clone()),
                 })
             }));
             (id, path)
@@ -605,24 +579,12 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
             &input.flags[..]
         };
         let redacted_flags = to_redacted_argv(flags);
-        let mut env: BTreeMap<String, String> = prov.env.clone();
-        if pool.backend == Backend::Cuda {
-            let devices: Vec<String> = pool.devices.iter().map(u32::to_string).collect();
-            env.insert("CUDA_VISIBLE_DEVICES".into(), devices.join(","));
-        }
-        let shown_env: BTreeMap<String, String> = env
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    if is_secret_env(k) {
-                        REDACTED.into()
-                    } else {
-                        v.clone()
-                    },
-                )
-            })
-            .collect();
+        let (arg_flags, env, shown_env) = server_env(pool, flags);
+        let host = bind_host(pool);
+        let api_key = pool.api_key.as_ref().map(|k| match k {
+            SecretRef::File(path) => SecretRef::File(config_path(path)),
+            env => env.clone(),
+        });
         for r in 0..pool.replicas {
             let replica = format!("{pid}/r{r}");
             let (url, probe_deps, external) = if prov.mode == ProvisioningMode::External {
@@ -647,19 +609,13 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                 let head: Vec<String> = vec![
                     binary.clone(),
                     "--host".into(),
-                    HOST.into(),
+                    host.clone(),
                     "--port".into(),
                     port_text.clone(),
                     "--model".into(),
                     model_path,
                 ];
-                let argv: Vec<String> = head
-                    .iter()
-                    .cloned()
-                    .chain(redacted_flags.iter().cloned())
-                    .collect();
-                let secret_argv: Vec<String> =
-                    head.into_iter().chain(to_argv(&input.flags)).collect();
+                let argv: Vec<String> = head.into_iter().chain(to_argv(&arg_flags)).collect();
                 let deps = binary_step.into_iter().chain(fit);
                 let spawn = track(b.add(pid, format!("spawn:{replica}"), deps, || {
                     StepSpec::Spawn(Spawn {
@@ -669,22 +625,31 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                         binary: binary.clone(),
                         argv,
                         env: shown_env.clone(),
-                        host: HOST.into(),
+                        host: host.clone(),
                         port,
+                        api_key: api_key.clone(),
                         devices: pool.devices.clone(),
                         log: format!("${{runtime}}/logs/{pid}-r{r}.log"),
                         pid_file: format!("${{runtime}}/run/{pid}-r{r}.pid"),
-                        secret_argv,
                         secret_env: env.clone(),
                     })
                 }));
-                (format!("http://{HOST}:{port_text}"), vec![spawn], false)
+                (
+                    format!("http://{}:{port_text}", connect_host(&host)),
+                    vec![spawn],
+                    false,
+                )
             };
             let probe = track(b.add(pid, format!("probe:{replica}"), probe_deps, || {
                 StepSpec::Probe(Probe {
                     pool: pid.into(),
                     replica: r,
-                    url: url.clone(),
+                    url: redact_url(&url),
+                    secret_url: if redact_url(&url) == url {
+                        String::new()
+                    } else {
+                        url.clone()
+                    },
                     health_path: "/health".into(),
                     metrics: flags.iter().any(|f| f.name == "--metrics"),
                     timeout_ms: pool.readiness_timeout_ms,
@@ -700,12 +665,13 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     provisioning_mode: prov.mode.as_str().into(),
                     url: redact_url(&url),
                     model: HandoffModel {
-                        id: pool.model.clone(),
+                        id: redact_url(&pool.model),
                         path: model.as_ref().map(|m| m.1.clone()).unwrap_or_default(),
                     },
                     flags: redacted_flags.clone(),
                     devices: pool.devices.clone(),
                     backend: pool.backend,
+                    auth: requires_key(pool).then(|| "bearer".to_string()),
                 })
             }));
         }
@@ -718,7 +684,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                 backend: pool.backend,
                 provisioning_mode: prov.mode.as_str().into(),
                 replicas: pool.replicas,
-                model: pool.model.clone(),
+                model: redact_url(&pool.model),
                 flags: redacted_flags,
                 steps: Vec::new(),
             },
@@ -756,6 +722,49 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
         steps,
         changes: None,
     })
+}
+
+/// The flags for a server's argv, its environment, and that environment as shown (secret
+/// values `<redacted>`). Secret flags (`--api-key`, `--hf-token`) reach the server in its
+/// environment (`LLAMA_API_KEY`, `HF_TOKEN`), never in its argv.
+fn server_env(
+    pool: &Pool,
+    flags: &[Flag],
+) -> (
+    Vec<Flag>,
+    BTreeMap<String, String>,
+    BTreeMap<String, String>,
+) {
+    let (arg_flags, flag_env) =
+        split_secret_flags(flags).expect("every secret flag has an environment variable");
+    let mut env: BTreeMap<String, String> = pool.provisioning.env.clone();
+    if pool.backend == Backend::Cuda {
+        let devices: Vec<String> = pool.devices.iter().map(u32::to_string).collect();
+        env.insert("CUDA_VISIBLE_DEVICES".into(), devices.join(","));
+    }
+    let mut secret_names: Vec<String> = pool.provisioning.secret_env.clone();
+    for (var, value) in flag_env {
+        env.insert(var.into(), value);
+        secret_names.push(var.into());
+    }
+    let shown = env
+        .iter()
+        .map(|(k, v)| {
+            let secret = is_secret_env(k, &secret_names);
+            (k.clone(), if secret { REDACTED.into() } else { v.clone() })
+        })
+        .collect();
+    (arg_flags, env, shown)
+}
+
+/// A model source as plans show it: a URL's credentials redacted.
+fn shown_source(source: &ModelRef) -> ModelRef {
+    match source {
+        ModelRef::Url { url } => ModelRef::Url {
+            url: redact_url(url),
+        },
+        other => other.clone(),
+    }
 }
 
 /// A repo as git gets it: relative paths (`./`, `../`) are relative to the config file.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Backend;
+use crate::config::{Backend, SecretRef};
 use crate::model_ref::ModelRef;
 
 /// One node of the plan DAG.
@@ -161,6 +161,11 @@ pub struct ModelResolve {
     pub path: String,
     /// Directory for bare names and URL downloads.
     pub cache_dir: String,
+    /// The source with its credentials, when `source` shows them redacted (a URL with a
+    /// password or a signature); never serialised.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub secret_source: Option<ModelRef>,
 }
 
 /// Check, before anything is spawned, that weights, KV cache and activations fit in VRAM.
@@ -199,19 +204,24 @@ pub struct Spawn {
     pub replica: u32,
     pub backend: Backend,
     pub binary: String,
-    /// The exact argv, secrets shown as `<redacted>`.
+    /// The exact argv (it holds no secret).
     pub argv: Vec<String>,
     /// Environment added to the process, secrets shown as `<redacted>`.
     pub env: BTreeMap<String, String>,
     pub host: String,
     pub port: PortSpec,
+    /// The API key the server requires, by reference; read at apply and given to the server
+    /// as `LLAMA_API_KEY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<SecretRef>,
     pub devices: Vec<u32>,
     pub log: String,
     pub pid_file: String,
-    /// argv and env with secrets; never serialised.
-    #[serde(skip)]
-    #[schemars(skip)]
-    pub secret_argv: Vec<String>,
+    /// The environment with the secret values (`LLAMA_API_KEY` for `--api-key`, `HF_TOKEN`
+    /// for `--hf-token`, secret env entries); never serialised, so a plan read back from JSON
+    /// has none and its spawn refuses to start a server with `<redacted>` as a value. The argv
+    /// never holds a secret: llama-server reads them from its environment, which only its
+    /// owner and root can read (`/proc/<pid>/cmdline` is readable by every local user).
     #[serde(skip)]
     #[schemars(skip)]
     pub secret_env: BTreeMap<String, String>,
@@ -229,6 +239,10 @@ pub struct Probe {
     pub timeout_ms: u64,
     /// A server provision does not own (mode `external`).
     pub external: bool,
+    /// The URL with its credentials, when `url` shows them redacted; never serialised.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub secret_url: String,
 }
 
 /// Tell the orchestrator where the replica runs, written only after the probe passed.
@@ -245,6 +259,10 @@ pub struct Handoff {
     pub flags: Vec<String>,
     pub devices: Vec<u32>,
     pub backend: Backend,
+    /// The authentication the URL needs (`bearer`: `Authorization: Bearer <API key>`); never
+    /// the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

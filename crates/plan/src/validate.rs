@@ -120,6 +120,9 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
         let total_replicas: u32 = parsed.iter().map(|(_, p)| p.replicas).sum();
         checker.handoff_collisions(&parsed, total_replicas);
         for (path, pool) in parsed {
+            checker
+                .diags
+                .extend(crate::listen::check(doc, &path, &pool));
             let clean = !structural_errors.iter().any(|d| is_under(&d.path, &path));
             if let Some(input) = checker.pool(&path, pool) {
                 if clean {

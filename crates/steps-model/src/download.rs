@@ -216,7 +216,7 @@ pub fn download(
                     None => String::new(),
                 };
                 return Err(DownloadError::Status {
-                    url: display_url(&final_url).into(),
+                    url: display_url(&final_url),
                     status,
                     detail,
                 });
@@ -303,7 +303,7 @@ pub fn download(
             let bad = with_suffix(d.dest, ".bad");
             fs::rename(&partial, &bad).ok();
             return Err(DownloadError::WrongSize {
-                url: display_url(d.url).into(),
+                url: display_url(d.url),
                 expected,
                 actual: have,
             });
@@ -315,7 +315,7 @@ pub fn download(
             let bad = with_suffix(d.dest, ".bad");
             fs::rename(&partial, &bad).map_err(io_err("cannot move aside", &partial))?;
             return Err(DownloadError::Mismatch {
-                url: display_url(d.url).into(),
+                url: display_url(d.url),
                 expected: expected.to_ascii_lowercase(),
                 actual: digest,
                 source_of: d.digest_source.into(),
@@ -343,7 +343,7 @@ fn interrupted(
     detail: String,
 ) -> DownloadError {
     DownloadError::Interrupted {
-        url: display_url(url).into(),
+        url: display_url(url),
         have,
         total: total.map_or("unknown".into(), |t| t.to_string()),
         attempts,

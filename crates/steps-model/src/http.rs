@@ -45,9 +45,10 @@ pub fn origin(url: &str) -> &str {
     &url[..end]
 }
 
-/// A URL without its query and fragment (signed CDN URLs carry credentials there).
-pub fn display_url(url: &str) -> &str {
-    url.split(['?', '#']).next().unwrap_or(url)
+/// A URL as errors and logs show it: without its query and fragment (signed CDN URLs carry
+/// credentials there) and with its userinfo redacted.
+pub fn display_url(url: &str) -> String {
+    provision_plan::redact::redact_url(url.split(['?', '#']).next().unwrap_or(url))
 }
 
 impl Http {
@@ -87,11 +88,11 @@ impl Http {
                 }
             }
             let req = req.body(()).map_err(|e| HttpError::Unreachable {
-                url: display_url(&url).into(),
+                url: display_url(&url),
                 detail: e.to_string(),
             })?;
             let resp = self.agent.run(req).map_err(|e| HttpError::Unreachable {
-                url: display_url(&url).into(),
+                url: display_url(&url),
                 detail: e.to_string(),
             })?;
             if !resp.status().is_redirection() || resp.status().as_u16() == 304 {
@@ -102,7 +103,7 @@ impl Http {
                 .get("location")
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| HttpError::BadRedirect {
-                    url: display_url(&url).into(),
+                    url: display_url(&url),
                 })?
                 .to_string();
             let absolute = location.contains("://");
@@ -122,7 +123,7 @@ impl Http {
             };
         }
         Err(HttpError::TooManyRedirects {
-            url: display_url(&url).into(),
+            url: display_url(&url),
         })
     }
 }
@@ -138,4 +139,18 @@ pub fn normalize_etag(etag: &str) -> String {
         .trim_start_matches("W/")
         .trim_matches('"')
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_urls_carry_no_credentials() {
+        assert_eq!(
+            display_url("https://bob:pw0@h.example/m.gguf?X-Amz-Signature=s1g#x"),
+            "https://<redacted>@h.example/m.gguf"
+        );
+        assert_eq!(display_url("http://h/m.gguf"), "http://h/m.gguf");
+    }
 }

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use provision_executor::{Cancel, Facts, Outcome, StepContext, StepError};
 use provision_plan::model_ref::ModelRef;
+use provision_plan::redact::REDACTED;
 use provision_plan::step::ModelResolve;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -461,7 +462,27 @@ pub fn facts(
     cx: &StepContext<'_>,
     env: &ModelEnv,
 ) -> Result<Facts, StepError> {
-    facts_for(&spec.source, &Where::of_step(spec, cx), env, &cx.cancel)
+    facts_for(
+        real_source(spec)?,
+        &Where::of_step(spec, cx),
+        env,
+        &cx.cancel,
+    )
+}
+
+/// The source with its credentials (the plan shows them redacted). A plan that lost them
+/// (read back from JSON) fails here rather than asking for `<redacted>`.
+fn real_source(spec: &ModelResolve) -> Result<&ModelRef, StepError> {
+    match (&spec.secret_source, &spec.source) {
+        (Some(real), _) => Ok(real),
+        (None, ModelRef::Url { url }) if url.contains(REDACTED) => Err(StepError::new(format!(
+            "the credentials of the model URL {url} are not in the plan"
+        ))
+        .hint(
+            "secrets are never written into a plan: apply from the config, not from a saved plan",
+        )),
+        (None, shown) => Ok(shown),
+    }
 }
 
 /// Run model-resolve: resolve, verify, check the GGUF header, and output `path`, `digest`,
@@ -474,7 +495,7 @@ pub fn run(
     let at = Where::of_step(spec, cx);
     let log = cx.log.clone();
     let r = resolve(
-        &spec.source,
+        real_source(spec)?,
         spec.checksum.as_deref(),
         &at,
         env,

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use provision_executor::state::{now_rfc3339, write_atomic, Durability};
 use provision_executor::{Outcome, Outputs, StepContext, StepError};
+use provision_plan::redact::Redactor;
 use provision_plan::step::Handoff;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::handoff_owner::{inspect, sha256, Found, Owner, WRITTEN_BY};
 use crate::process::ServerProcess;
-use crate::replica::{dep_str, expand, redact, replica_name};
+use crate::replica::{dep_str, expand, replica_name};
 
 /// Bumped when the handoff file changes incompatibly.
 pub const HANDOFF_VERSION: u32 = 1;
@@ -71,6 +72,10 @@ pub struct HandoffFile {
     pub log: Option<String>,
     /// When this file was written (RFC 3339, UTC).
     pub written_at: String,
+    /// The authentication `url` needs: `bearer` (`Authorization: Bearer <API key>`, the key
+    /// given to the orchestrator out of band; never written here). Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -152,7 +157,7 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
         engine: spec.engine.clone(),
         engine_version: version,
         provisioning_mode: spec.provisioning_mode.clone(),
-        url: redact(cx.plan, &url),
+        url: Redactor::for_plan(cx.plan).redact(&url),
         pool_id: spec.pool.clone(),
         replica_id: format!("r{}", spec.replica),
         model: HandoffFileModel {
@@ -162,7 +167,7 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
         flags: spec
             .flags
             .iter()
-            .map(|f| redact(cx.plan, &expand(cx, f, port)))
+            .map(|f| Redactor::for_plan(cx.plan).redact(&expand(cx, f, port)))
             .collect(),
         pid: server.as_ref().map(|s| s.pid),
         devices: spec.devices.clone(),
@@ -172,6 +177,7 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
         started_at: dep_str(cx, "started_at"),
         log: dep_str(cx, "log"),
         written_at: now_rfc3339(),
+        auth: spec.auth.clone(),
     };
     let text = serde_json::to_string_pretty(&file).expect("handoff serialises");
     // What write_atomic puts on disk (it adds a newline): the digest `down` checks.

@@ -12,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use provision_executor::{Outcome, Outputs, StepContext, StepError};
+use provision_plan::redact::Redactor;
 use provision_plan::step::Probe;
 use serde_json::{json, Value};
 
@@ -20,8 +21,8 @@ use crate::listener_owner;
 use crate::port;
 use crate::process::{self, ServerProcess};
 use crate::replica::{
-    api_key, dep_str, expand, handoff_path, note, redact, remove_handoff, replica_name,
-    server_log_tail, DEFAULT_GRACE,
+    api_key, dep_str, expand, handoff_path, note, remove_handoff, replica_name, server_log_tail,
+    DEFAULT_GRACE,
 };
 
 /// The shortest pause between two polls.
@@ -61,15 +62,28 @@ const PASS_THROUGH: &[&str] = &[
     "handoff_path",
 ];
 
+/// The URL to ask: with its credentials when the plan shows them redacted.
+fn real_url(spec: &Probe) -> &str {
+    if spec.secret_url.is_empty() {
+        &spec.url
+    } else {
+        &spec.secret_url
+    }
+}
+
 /// Is the replica recorded last time still healthy? (`/health` 200, and `/metrics` 200 when
-/// required.)
+/// required.) The reason it is not names no credential.
 pub fn check_probe(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
+    check_recorded(spec, cx).map_err(|why| Redactor::for_plan(cx.plan).redact(&why))
+}
+
+fn check_recorded(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
     let previous = cx.previous.as_ref().ok_or("never probed")?;
-    let url = previous
-        .get("url")
-        .and_then(Value::as_str)
-        .map(String::from)
-        .unwrap_or_else(|| expand(cx, &spec.url, None));
+    // The recorded URL is redacted: an external server's credentials come from the plan.
+    let url = match previous.get("url").and_then(Value::as_str) {
+        Some(u) if !spec.external => u.to_string(),
+        _ => expand(cx, real_url(spec), None),
+    };
     let server = ServerProcess::from_outputs(previous);
     if let Some(server) = &server {
         server.check()?;
@@ -114,7 +128,7 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let _reservation = port.filter(|_| !spec.external).map(ReleasePort);
     let url = match (spec.external, dep_str(cx, "url")) {
         (false, Some(u)) => u,
-        _ => expand(cx, &spec.url, port),
+        _ => expand(cx, real_url(spec), port),
     };
     if url.contains("${port}") {
         return Err(StepError::new(format!(
@@ -144,7 +158,7 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     };
     let log = dep_str(cx, "log").map(PathBuf::from);
     let key = api_key(cx.plan, &spec.pool, spec.replica);
-    let shown_url = redact(cx.plan, &url);
+    let shown_url = Redactor::for_plan(cx.plan).redact(&url);
     let health = format!("{url}{}", spec.health_path);
     let http = Http::new(REQUEST_TIMEOUT, spec.external);
 

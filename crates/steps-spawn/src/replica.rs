@@ -5,10 +5,9 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 
-use provision_executor::command::redact_urls;
 use provision_executor::private_file;
 use provision_executor::StepContext;
-use provision_plan::llama_flags::REDACTED;
+use provision_plan::redact::{Redactor, REDACTED};
 use provision_plan::{Plan, StepSpec};
 use serde_json::Value;
 
@@ -17,6 +16,9 @@ use crate::handoff_owner::{remove_if_ours, Removal};
 
 /// How long a server gets between SIGTERM and SIGKILL when provision stops it.
 pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The variable llama-server reads its API key from.
+pub const API_KEY_ENV: &str = "LLAMA_API_KEY";
 
 /// Lines of a server log quoted in an error.
 pub const TAIL_LINES: usize = 40;
@@ -60,51 +62,22 @@ pub fn remove_handoff(path: &std::path::Path, owner: &Owner) -> std::io::Result<
     }
 }
 
-/// The replica's `--api-key` (to ask `/props` and `/metrics`), from the plan's secret argv.
+/// The replica's API key (to ask `/props` and `/metrics`): the `LLAMA_API_KEY` its server
+/// gets: the pool's `api_key` reference, read again, or `--api-key` (or `env`) from the plan's
+/// secret environment.
 pub fn api_key(plan: &Plan, pool: &str, replica: u32) -> Option<String> {
     plan.steps.iter().find_map(|s| match &s.spec {
-        StepSpec::Spawn(sp) if sp.pool == pool && sp.replica == replica => {
-            let argv = &sp.secret_argv;
-            argv.iter().enumerate().find_map(|(i, a)| {
-                if a == "--api-key" {
-                    argv.get(i + 1).cloned()
-                } else {
-                    a.strip_prefix("--api-key=").map(String::from)
-                }
-            })
-        }
+        StepSpec::Spawn(sp) if sp.pool == pool && sp.replica == replica => match &sp.api_key {
+            Some(key) => key.resolve(|p| plan.roots.expand(p)).ok(),
+            None => sp
+                .secret_env
+                .get(API_KEY_ENV)
+                .or_else(|| sp.env.get(API_KEY_ENV))
+                .filter(|k| *k != REDACTED)
+                .cloned(),
+        },
         _ => None,
     })
-}
-
-/// Every secret of the plan's spawn steps (`--api-key`, `--hf-token` values, secret env
-/// values): text that must never reach a log, a state file or an error.
-pub fn secrets(plan: &Plan) -> Vec<String> {
-    let mut out = BTreeSet::new();
-    for s in &plan.steps {
-        if let StepSpec::Spawn(sp) = &s.spec {
-            for (shown, real) in sp.argv.iter().zip(&sp.secret_argv) {
-                if shown != real {
-                    out.insert(real.clone());
-                }
-            }
-            for (k, v) in &sp.secret_env {
-                if sp.env.get(k).is_some_and(|shown| shown == REDACTED) {
-                    out.insert(v.clone());
-                }
-            }
-        }
-    }
-    out.into_iter().filter(|s| s.len() >= 3).collect()
-}
-
-/// `text` with every secret of the plan and URL credentials replaced by `<redacted>`.
-pub fn redact(plan: &Plan, text: &str) -> String {
-    let mut out = redact_urls(text);
-    for s in secrets(plan) {
-        out = out.replace(&s, REDACTED);
-    }
-    out
 }
 
 /// Ports configured for other replicas of the plan (an auto port never takes them).
@@ -126,13 +99,17 @@ pub fn fixed_ports(plan: &Plan, pool: &str, replica: u32) -> BTreeSet<u16> {
 pub fn note(cx: &StepContext<'_>, line: &str) {
     let _ = private_file::create_parent(&cx.log);
     if let Ok(mut f) = private_file::open_append(&cx.log) {
-        let _ = writeln!(f, "[provision] {}", redact(cx.plan, line));
+        let _ = writeln!(
+            f,
+            "[provision] {}",
+            Redactor::for_plan(cx.plan).redact(line)
+        );
     }
 }
 
 /// The tail of a server log, secrets redacted.
 pub fn server_log_tail(cx: &StepContext<'_>, log: &std::path::Path) -> String {
-    redact(cx.plan, &provision_executor::log_tail(log, TAIL_LINES))
+    Redactor::for_plan(cx.plan).redact(&provision_executor::log_tail(log, TAIL_LINES))
 }
 
 /// The string output `name` of the dependencies.

@@ -3,6 +3,7 @@
 //! replica's previous server (flags changed) is stopped, its handoff removed, its flags checked
 //! against what the binary accepts, and its port checked or chosen.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -10,8 +11,10 @@ use std::process::{Command, Stdio};
 
 use provision_executor::state::{now_rfc3339, write_atomic, Durability};
 use provision_executor::{Facts, Outcome, Outputs, StepContext, StepError};
+use provision_plan::redact::{Redactor, REDACTED};
 use provision_plan::step::{PortSpec, Spawn};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::binary_digest::{binary_digest, digest_cache};
 use crate::flags::known_flags;
@@ -20,7 +23,7 @@ use crate::port;
 use crate::process::{self, rotated, ServerProcess};
 use crate::replica::{
     self, dep_str, expand, fixed_ports, handoff_path, note, remove_handoff, replica_name,
-    DEFAULT_GRACE,
+    API_KEY_ENV, DEFAULT_GRACE,
 };
 
 /// Facts that decide whether a running replica is still current: the digest of the binary it
@@ -32,6 +35,18 @@ pub fn spawn_facts(spec: &Spawn, cx: &StepContext<'_>) -> Result<Facts, StepErro
         "binary_digest".into(),
         binary_digest(&binary, &digest_cache(cx), &cx.cancel).unwrap_or_else(|_| "missing".into()),
     );
+    // A key given by reference may change behind it: its digest (never the key) restarts
+    // the server with the new one.
+    if let Some(key) = &spec.api_key {
+        let digest = match key.resolve(|p| cx.expand(p)) {
+            Ok(k) => {
+                let d = Sha256::digest(format!("provision-api-key-v1\0{}\0{k}", cx.step.id));
+                d.iter().map(|b| format!("{b:02x}")).collect()
+            }
+            Err(_) => "unreadable".to_string(),
+        };
+        facts.insert("api_key".into(), digest);
+    }
     Ok(facts)
 }
 
@@ -76,17 +91,8 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let digest = binary_digest(&binary, &digest_cache(cx), &cx.cancel)
         .map_err(|e| StepError::new(format!("cannot read the binary {}: {e}", binary.display())))?;
 
-    let real_argv = if spec.secret_argv.is_empty() {
-        &spec.argv
-    } else {
-        &spec.secret_argv
-    };
-    let real_env = if spec.secret_env.is_empty() {
-        &spec.env
-    } else {
-        &spec.secret_env
-    };
-    // What is shown (logs, errors, state): the redacted argv.
+    let real_env = &server_env(spec, cx)?;
+    // The argv holds no secret (they go in the environment): it is shown as is.
     let shown: Vec<String> = spec.argv.iter().map(|a| expand(cx, a, None)).collect();
     if let Some(model) = flag_value(&shown, "--model") {
         if !model.contains("${") && !Path::new(&model).is_file() {
@@ -127,12 +133,7 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         .iter()
         .map(|a| expand(cx, a, Some(port)))
         .collect();
-    let argv: Vec<String> = real_argv
-        .iter()
-        .map(|a| expand(cx, a, Some(port)))
-        .collect();
-
-    let started = launch(cx, &argv, &shown, real_env, spec, &server_log).inspect_err(|_| {
+    let started = launch(cx, &shown, &shown, real_env, spec, &server_log).inspect_err(|_| {
         port::release(port);
     })?;
     note(
@@ -158,11 +159,7 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         .hint("check that the runtime directory is writable"));
     }
 
-    let host = if spec.host == "0.0.0.0" || spec.host == "::" {
-        "127.0.0.1".to_string()
-    } else {
-        spec.host.clone()
-    };
+    let host = provision_plan::listen::connect_host(&spec.host);
     let mut outputs = Outputs::new();
     started.to_outputs(&mut outputs);
     outputs.insert("port".into(), json!(port));
@@ -304,6 +301,33 @@ fn pick_port(
 /// How long a fresh server may take to show its marker (exec is microseconds).
 const MARKER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The server's environment with the secret values the plan shows as `<redacted>`. A plan
+/// that lost them (read back from JSON) starts nothing rather than a server whose key is the
+/// text `<redacted>`.
+fn server_env(spec: &Spawn, cx: &StepContext<'_>) -> Result<BTreeMap<String, String>, StepError> {
+    let mut env: BTreeMap<String, String> = spec
+        .env
+        .iter()
+        .map(|(k, shown)| match spec.secret_env.get(k) {
+            Some(real) => Ok((k.clone(), real.clone())),
+            None if shown == REDACTED => Err(StepError::new(format!(
+                "the value of env `{k}` of {}/r{} is a secret the plan does not carry",
+                spec.pool, spec.replica
+            ))
+            .hint("secrets are never written into a plan: apply from the config, not from a saved plan")),
+            None => Ok((k.clone(), shown.clone())),
+        })
+        .collect::<Result<_, _>>()?;
+    if let Some(key) = &spec.api_key {
+        let value = key.resolve(|p| cx.expand(p)).map_err(|e| {
+            StepError::new(format!("{}/r{}: {e}", spec.pool, spec.replica))
+                .hint("set the variable or write the file named by the pool's `api_key`")
+        })?;
+        env.insert(API_KEY_ENV.into(), value);
+    }
+    Ok(env)
+}
+
 /// Start the process: its own session (so it outlives apply and stops as a group), stdin from
 /// /dev/null, stdout and stderr to the log (the previous run's log kept as `<log>.1`).
 fn launch(
@@ -373,7 +397,7 @@ fn launch(
     let child = cmd.spawn().map_err(|e| {
         StepError::new(format!(
             "cannot start `{}`: {e}",
-            replica::redact(cx.plan, &shown.join(" "))
+            Redactor::for_plan(cx.plan).redact(&shown.join(" "))
         ))
         .hint("check that the binary is executable and built for this machine")
     })?;

@@ -453,7 +453,7 @@ fn api_keys_never_reach_logs_state_or_handoff_but_are_used() {
         "/props"
     );
     let written = rig.everything_written();
-    assert!(written.contains("--api-key <redacted>"), "{written}");
+    assert!(written.contains("LLAMA_API_KEY=<redacted>"), "{written}");
     assert!(!written.contains(secret), "a secret leaked:\n{written}");
 }
 

@@ -16,6 +16,7 @@
 //!   `FAKE_CRASH_ONCE_FILE=PATH` only when PATH does not exist (it is created first)
 //! - `FAKE_IGNORE_SIGTERM=1`: ignore SIGTERM (only SIGKILL stops it)
 //! - `FAKE_NO_PROPS=1`: `/props` answers 404 (the version comes from elsewhere)
+//! - `LLAMA_API_KEY=KEY` (as llama-server): the key, when `--api-key` is not given
 //! - `FAKE_CHILD=1`: start a helper process (`sleep 600`) in the server's process group: a
 //!   stop must take it too
 
@@ -39,6 +40,7 @@ const VALUED: &[&[&str]] = &[
     &["-np", "--parallel"],
     &["-ts", "--tensor-split"],
     &["--api-key"],
+    &["-hft", "--hf-token"],
     &["-a", "--alias"],
 ];
 const SWITCHES: &[&[&str]] = &[
@@ -159,7 +161,14 @@ fn main() {
     let ready = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let metrics = args.switches.iter().any(|s| s == "--metrics");
-    let key = args.values.get("--api-key").cloned();
+    // Like llama-server: `--api-key`, else `LLAMA_API_KEY`; with a key, everything but
+    // `/health` answers 401 without `Authorization: Bearer KEY`.
+    let key = args
+        .values
+        .get("--api-key")
+        .cloned()
+        .or_else(|| std::env::var("LLAMA_API_KEY").ok())
+        .filter(|k| !k.is_empty());
     {
         let ready = Arc::clone(&ready);
         thread::spawn(move || {

@@ -1,0 +1,136 @@
+//! Secrets never reach a plan (JSON or text), and never a server's argv: `--api-key` and
+//! `--hf-token` go to the server's environment; URL credentials (userinfo, signed query
+//! parameters) and secret env values are shown as `<redacted>`.
+
+use provision_plan::{Document, Plan, PlanOptions, Roots, StepSpec};
+
+const PASSWORD: &str = "pw-in-the-url-0001";
+const SIGNATURE: &str = "f00dfeedsignature0002";
+const DB_PASS: &str = "db-pass-value-0003";
+const API_KEY: &str = "sk-api-key-0004";
+const HF_TOKEN: &str = "hf_token_0005";
+const EXTERNAL_PW: &str = "external-pw-0006";
+const DECLARED: &str = "declared-secret-0007";
+
+fn plan_of(yaml: &str) -> Plan {
+    let doc = Document::parse("secrets.yaml", yaml.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let valid = provision_plan::validate(&doc).unwrap_or_else(|e| panic!("{e}"));
+    provision_plan::plan(
+        &valid,
+        &PlanOptions {
+            roots: Roots {
+                cache: "/cache".into(),
+                runtime: "/run/p".into(),
+                config_dir: "/config".into(),
+            },
+            pool: None,
+        },
+    )
+    .unwrap()
+}
+
+fn config(extra_provisioning: &str) -> String {
+    format!(
+        "pools:
+  - id: web
+    engine: llamacpp
+    model: https://bob:{PASSWORD}@models.example/m.gguf?X-Amz-Expires=60&X-Amz-Signature={SIGNATURE}
+    backend: cpu
+    devices: []
+    provisioning:
+      mode: binary
+      binary: {{path: /opt/llama-server}}
+      env: {{DB_PASS: {DB_PASS}, LOG_LEVEL: info}}
+      flags: [--api-key, {API_KEY}, --hf-token, {HF_TOKEN}, --threads, '2']
+{extra_provisioning}  - id: ext
+    engine: llamacpp
+    model: ext
+    devices: []
+    provisioning:
+      mode: external
+      external: {{url: 'https://ops:{EXTERNAL_PW}@gw.example:8443'}}
+"
+    )
+}
+
+fn spawn(plan: &Plan) -> provision_plan::step::Spawn {
+    plan.steps
+        .iter()
+        .find_map(|s| match &s.spec {
+            StepSpec::Spawn(sp) => Some(sp.clone()),
+            _ => None,
+        })
+        .expect("a spawn step")
+}
+
+#[test]
+fn url_credentials_and_secret_env_never_appear_in_plans() {
+    let plan = plan_of(&config(""));
+    let json = plan.to_json();
+    let text = provision_plan::render_text(&plan);
+    for secret in [PASSWORD, SIGNATURE, DB_PASS, API_KEY, HF_TOKEN, EXTERNAL_PW] {
+        assert!(
+            !json.contains(secret),
+            "{secret} leaked into the JSON:\n{json}"
+        );
+        assert!(
+            !text.contains(secret),
+            "{secret} leaked into the text:\n{text}"
+        );
+    }
+    assert!(json.contains("X-Amz-Signature=<redacted>"), "{json}");
+    assert!(
+        json.contains("https://<redacted>@gw.example:8443"),
+        "{json}"
+    );
+    // Non-secrets stay readable.
+    assert!(json.contains("X-Amz-Expires=60") && json.contains("\"LOG_LEVEL\": \"info\""));
+}
+
+#[test]
+fn secret_flags_reach_the_server_in_its_environment_not_its_argv() {
+    let plan = plan_of(&config(""));
+    let sp = spawn(&plan);
+    let argv = sp.argv.join(" ");
+    assert!(
+        !argv.contains("--api-key") && !argv.contains("--hf-token") && !argv.contains(API_KEY),
+        "{argv}"
+    );
+    assert!(argv.contains("--threads 2"), "{argv}");
+    assert_eq!(sp.env["LLAMA_API_KEY"], "<redacted>");
+    assert_eq!(sp.env["HF_TOKEN"], "<redacted>");
+    assert_eq!(sp.env["DB_PASS"], "<redacted>");
+    assert_eq!(sp.secret_env["LLAMA_API_KEY"], API_KEY);
+    assert_eq!(sp.secret_env["HF_TOKEN"], HF_TOKEN);
+    assert_eq!(sp.secret_env["DB_PASS"], DB_PASS);
+}
+
+#[test]
+fn secret_env_lists_more_names() {
+    let plan = plan_of(&config("      secret_env: [DB_URL]\n").replace(
+        "LOG_LEVEL: info",
+        &format!("LOG_LEVEL: info, DB_URL: {DECLARED}"),
+    ));
+    assert!(!plan.to_json().contains(DECLARED));
+    assert_eq!(spawn(&plan).secret_env["DB_URL"], DECLARED);
+}
+
+#[test]
+fn the_real_values_stay_for_apply_and_the_redactor_knows_them() {
+    let plan = plan_of(&config(""));
+    let model = plan
+        .steps
+        .iter()
+        .find_map(|s| match &s.spec {
+            StepSpec::ModelResolve(m) => Some(m.clone()),
+            _ => None,
+        })
+        .unwrap();
+    match model.secret_source {
+        Some(provision_plan::model_ref::ModelRef::Url { url }) => assert!(url.contains(PASSWORD)),
+        other => panic!("{other:?}"),
+    }
+    let r = provision_plan::redact::Redactor::for_plan(&plan);
+    let line = format!("{API_KEY} {HF_TOKEN} {DB_PASS} {PASSWORD} {SIGNATURE} {EXTERNAL_PW}");
+    assert_eq!(r.redact(&line), ["<redacted>"; 6].join(" "));
+}
