@@ -114,7 +114,17 @@ pub struct ConfigError {
     pub diagnostics: Vec<Diagnostic>,
     #[serde(skip)]
     pub source: Option<String>,
+    /// Problems found beyond the first [`MAX_DIAGNOSTICS`], not kept.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub omitted: usize,
 }
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The most diagnostics kept (and shown) per file; the rest are counted.
+pub const MAX_DIAGNOSTICS: usize = 100;
 
 impl ConfigError {
     pub fn new(
@@ -126,6 +136,7 @@ impl ConfigError {
             file: file.into(),
             diagnostics,
             source,
+            omitted: 0,
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod cmake_flags;
 pub mod config;
+mod config_file;
 pub mod diagnostic;
 pub mod document;
 pub mod llama_flags;
