@@ -59,7 +59,11 @@ impl Document {
         // Duplicate keys come before any other problem: the YAML parser stops at the first
         // one, pointing at its mapping rather than at the key, and JSON silently keeps the
         // last one.
-        let (spans, duplicates, direct) = index_spans(&text, wants_yaml);
+        let (spans, duplicates, direct, over_limit) = index_spans(&text, wants_yaml);
+        // Too deep or too many aliases: nothing else reads the document.
+        if let Some(problem) = over_limit {
+            return Err(ConfigError::new(file, Some(text), vec![problem]));
+        }
         if !duplicates.is_empty() {
             let diags = duplicates
                 .into_iter()
