@@ -7,6 +7,7 @@ pub mod config;
 mod config_file;
 pub mod diagnostic;
 pub mod document;
+mod excerpt;
 pub mod input_limits;
 pub mod llama_flags;
 pub mod model_ref;

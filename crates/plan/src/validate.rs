@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 
 use crate::cmake_flags::{self, CmakeFlags};
 use crate::config::{config_schema, Backend, Config, Engine, Pool, ProvisioningMode};
-use crate::diagnostic::{did_you_mean, ConfigError, Diagnostic, Location};
+use crate::diagnostic::{
+    did_you_mean, render_all, ConfigError, Diagnostic, Location, MAX_DIAGNOSTICS,
+};
 use crate::document::{join_index, join_key, parent_path, Document};
 use crate::llama_flags::{self, Flag, FlagContext};
 use crate::model_ref::{parse_checksum, ModelRef};
@@ -22,17 +24,21 @@ pub struct ValidConfig {
     pub text: String,
     pub config: Config,
     pub pools: Vec<PoolInput>,
-    /// Remarks that do not stop the plan (overridden flags, ignored sections).
+    /// Remarks that do not stop the plan (overridden flags, ignored sections): the first
+    /// [`MAX_DIAGNOSTICS`].
     pub warnings: Vec<Diagnostic>,
+    /// Warnings found beyond those in `warnings`.
+    pub warnings_omitted: usize,
 }
 
 impl ValidConfig {
     pub fn render_warnings(&self) -> String {
-        self.warnings
-            .iter()
-            .map(|w| w.render(&self.file, Some(&self.text)))
-            .collect::<Vec<_>>()
-            .join("\n")
+        render_all(
+            &self.warnings,
+            &self.file,
+            Some(&self.text),
+            self.warnings_omitted,
+        )
     }
 }
 
@@ -60,15 +66,20 @@ pub fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
 /// Validate a parsed document.
 pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
     let schema = config_schema();
-    let mut diags = SchemaChecker::new(&schema, doc).check();
+    let (mut diags, structural_omitted) = SchemaChecker::new(&schema, doc).check_counted();
     let structural_errors = diags.clone();
 
     let mut inputs = Vec::new();
     let mut checker = Checker {
         doc,
         diags: Vec::new(),
+        errors: structural_omitted,
+        omitted_errors: structural_omitted,
+        omitted_warnings: 0,
     };
-    if let Some(pools) = doc.value.get("pools").and_then(|p| p.as_array()) {
+    // Over the limit, `pools` is one structural error and its pools are not checked.
+    let pools = doc.value.get("pools").and_then(|p| p.as_array());
+    if let Some(pools) = pools.filter(|p| p.len() <= crate::config::MAX_POOLS) {
         if pools.is_empty() {
             checker.error(
                 "pools",
@@ -138,7 +149,7 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
     });
     diags.extend(checker.diags);
 
-    let config = if diags.iter().any(Diagnostic::is_error) {
+    let config = if checker.omitted_errors > 0 || diags.iter().any(Diagnostic::is_error) {
         None
     } else {
         match Config::deserialize(&doc.value) {
@@ -151,18 +162,28 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
     };
     diags.sort_by(|a, b| (a.location, &a.path).cmp(&(b.location, &b.path)));
     match config {
-        Some(config) => Ok(ValidConfig {
-            file: doc.file.clone(),
-            text: doc.text.clone(),
-            config,
-            pools: inputs,
-            warnings: diags,
-        }),
-        None => Err(ConfigError::new(
-            &doc.file,
-            Some(doc.text.clone()),
-            diags.into_iter().filter(Diagnostic::is_error).collect(),
-        )),
+        Some(config) => {
+            let warnings_omitted =
+                diags.len().saturating_sub(MAX_DIAGNOSTICS) + checker.omitted_warnings;
+            diags.truncate(MAX_DIAGNOSTICS);
+            Ok(ValidConfig {
+                file: doc.file.clone(),
+                text: doc.text.clone(),
+                config,
+                pools: inputs,
+                warnings: diags,
+                warnings_omitted,
+            })
+        }
+        None => {
+            let mut err = ConfigError::new(
+                &doc.file,
+                Some(doc.text.clone()),
+                diags.into_iter().filter(Diagnostic::is_error).collect(),
+            );
+            err.omitted += checker.omitted_errors;
+            Err(err)
+        }
     }
 }
 
@@ -180,8 +201,19 @@ fn placeholder(field: &str) -> Value {
 
 struct Checker<'a> {
     doc: &'a Document,
+    /// The problems kept: at most [`KEPT_DIAGNOSTICS`].
     diags: Vec<Diagnostic>,
+    /// Errors found, kept or not.
+    errors: usize,
+    omitted_errors: usize,
+    omitted_warnings: usize,
 }
+
+/// The most problems validation keeps while it runs (only the first [`MAX_DIAGNOSTICS`] in
+/// document order are shown; more are kept than shown because they are found out of order):
+/// the rest are counted, so that a config with a million mistakes costs no more memory than
+/// one with a thousand.
+pub(crate) const KEPT_DIAGNOSTICS: usize = 10 * MAX_DIAGNOSTICS;
 
 const CHECKSUM_HELP: &str = "compute it with `sha256sum FILE` and write `sha256:<hex>`";
 const POOL_ID_HELP: &str =
@@ -189,6 +221,16 @@ const POOL_ID_HELP: &str =
 
 impl Checker<'_> {
     fn push(&mut self, d: Diagnostic, at_key: bool) {
+        if d.is_error() {
+            self.errors += 1;
+        }
+        if self.diags.len() >= KEPT_DIAGNOSTICS {
+            match d.is_error() {
+                true => self.omitted_errors += 1,
+                false => self.omitted_warnings += 1,
+            }
+            return;
+        }
         let loc = if at_key {
             self.doc.key_location(&d.path)
         } else {
@@ -291,7 +333,7 @@ impl Checker<'_> {
     }
 
     fn pool(&mut self, p: &str, pool: Pool) -> Option<PoolInput> {
-        let before = self.diags.iter().filter(|d| d.is_error()).count();
+        let before = self.errors;
         let prov = &pool.provisioning;
         let pp = join_key(p, "provisioning");
 
@@ -544,7 +586,7 @@ impl Checker<'_> {
             }
         }
 
-        let after = self.diags.iter().filter(|d| d.is_error()).count();
+        let after = self.errors;
         (after == before).then_some(PoolInput {
             flags: normalized.flags,
             cmake,
