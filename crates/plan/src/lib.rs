@@ -17,6 +17,7 @@ pub mod render;
 pub mod schema_check;
 mod span_index;
 pub mod step;
+mod unpassable;
 pub mod validate;
 mod yaml_value;
 

@@ -16,6 +16,7 @@ use crate::document::{join_index, join_key, parent_path, Document};
 use crate::llama_flags::{self, Flag, FlagContext};
 use crate::model_ref::{parse_checksum, ModelRef};
 use crate::schema_check::SchemaChecker;
+use crate::unpassable::{nul_bytes, starts_with_tilde, NUL_HELP, NUL_MESSAGE, TILDE_HELP};
 
 /// A config that passed validation, with each pool's normalised inputs to the planner.
 #[derive(Debug, Clone)]
@@ -77,6 +78,10 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
         omitted_errors: structural_omitted,
         omitted_warnings: 0,
     };
+    for (path, at_key) in nul_bytes(&doc.value) {
+        let message = format!("`{path}` {NUL_MESSAGE}");
+        checker.error(&path, at_key, &message, Some(NUL_HELP));
+    }
     // Over the limit, `pools` is one structural error and its pools are not checked.
     let pools = doc.value.get("pools").and_then(|p| p.as_array());
     if let Some(pools) = pools.filter(|p| p.len() <= crate::config::MAX_POOLS) {
@@ -251,6 +256,14 @@ impl Checker<'_> {
         self.push(d, true);
     }
 
+    /// A path field that starts with `~` is an error: provision does not expand it.
+    fn no_tilde(&mut self, path: &str, value: &str) {
+        if starts_with_tilde(value) {
+            let message = format!("`{value}` starts with `~`, which provision does not expand");
+            self.error(path, false, &message, Some(TILDE_HELP));
+        }
+    }
+
     fn line_of(&self, path: &str) -> String {
         match self.doc.key_location(path) {
             Some(Location { line, .. }) => format!("{path} (line {line})"),
@@ -377,6 +390,7 @@ impl Checker<'_> {
             );
         }
         if let Some(h) = &pool.handoff_path {
+            self.no_tilde(&join_key(p, "handoff_path"), h);
             if h.trim().is_empty() {
                 self.error(
                     &join_key(p, "handoff_path"),
@@ -492,7 +506,8 @@ impl Checker<'_> {
 
         // Env.
         for key in prov.env.keys() {
-            if key.is_empty() || key.contains('=') || key.contains('\0') {
+            // A NUL byte is reported for every field (see `crate::unpassable`).
+            if key.is_empty() || key.contains('=') {
                 let msg = format!("`{key}` is not a valid environment variable name");
                 self.error(
                     &join_key(&join_key(&pp, "env"), key),
@@ -520,7 +535,12 @@ impl Checker<'_> {
                 Some(m) => (Some(join_key(&pp, "model.ref")), m.model_ref.clone()),
                 None => (Some(join_key(p, "model")), pool.model.clone()),
             };
-            if let Some(ref_path) = ref_path.filter(|_| !text.trim().is_empty()) {
+            if let Some(ref_path) = &ref_path {
+                self.no_tilde(ref_path, &text);
+            }
+            if let Some(ref_path) =
+                ref_path.filter(|_| !text.trim().is_empty() && !starts_with_tilde(&text))
+            {
                 match ModelRef::parse(&text) {
                     Ok(r) => model_ref = Some((text.trim().to_string(), r)),
                     Err(e) => {
@@ -528,6 +548,9 @@ impl Checker<'_> {
                         self.error(&ref_path, false, &msg, Some("e.g. `hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf` or `./models/tiny.gguf`"));
                     }
                 }
+            }
+            if let Some(dir) = prov.model.as_ref().and_then(|m| m.cache_dir.as_deref()) {
+                self.no_tilde(&join_key(&pp, "model.cache_dir"), dir);
             }
             if let Some(c) = prov.model.as_ref().and_then(|m| m.checksum.as_ref()) {
                 match parse_checksum(c) {
@@ -623,6 +646,9 @@ impl Checker<'_> {
                         let msg = format!("`{r}` is not a valid git ref");
                         self.error(&join_key(&sp, "ref"), false, &msg, Some("use a tag, branch or commit SHA"));
                     }
+                    if let Some(dir) = &source.build.cache_dir {
+                        self.no_tilde(&join_key(&sp, "build.cache_dir"), dir);
+                    }
                     if let Some(g) = &source.build.generator {
                         const KNOWN: &[&str] = &["Ninja", "Unix Makefiles", "Ninja Multi-Config"];
                         if !KNOWN.contains(&g.as_str()) {
@@ -637,6 +663,7 @@ impl Checker<'_> {
             },
             ProvisioningMode::Binary => match &prov.binary {
                 Some(b) if b.path.as_deref().is_some_and(|p| !p.trim().is_empty()) => {
+                    self.no_tilde(&join_key(pp, "binary.path"), b.path.as_deref().unwrap_or(""));
                     if let Some(c) = &b.checksum {
                         if let Err(e) = parse_checksum(c) {
                             self.error(&join_key(pp, "binary.checksum"), false, &format!("malformed checksum: {e}"), Some(CHECKSUM_HELP));
