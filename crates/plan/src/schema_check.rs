@@ -194,6 +194,10 @@ impl<'a> SchemaChecker<'a> {
             match props.get(key) {
                 Some(prop) => self.walk(prop, child, &child_path),
                 None => match schema.get("additionalProperties") {
+                    // Past the cap, counted before its message and suggestion are worked out.
+                    Some(Value::Bool(false)) if self.diagnostics.len() >= KEPT_DIAGNOSTICS => {
+                        self.omitted += 1;
+                    }
                     Some(Value::Bool(false)) => {
                         let suggestion = did_you_mean(key, props.keys().map(String::as_str));
                         let known = props
