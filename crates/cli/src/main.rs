@@ -312,7 +312,10 @@ fn report(err: &ConfigError, format: Format) -> ExitCode {
     match format {
         Format::Text => eprintln!("{err}"),
         Format::Json => {
-            let body = serde_json::json!({"valid": false, "file": err.file, "diagnostics": err.diagnostics});
+            let mut body = serde_json::json!({"valid": false, "file": err.file, "diagnostics": err.diagnostics});
+            if err.omitted > 0 {
+                body["omitted"] = err.omitted.into(); // problems beyond the 100 shown
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&body).expect("serialisable")

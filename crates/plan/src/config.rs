@@ -11,6 +11,15 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The most pools a config may have. The benchmark plans 10,000.
+pub const MAX_POOLS: usize = 10_000;
+/// The most replicas (and so ports) a pool may have.
+pub const MAX_REPLICAS: u32 = 256;
+/// The most devices (and tensor split ratios) a pool may list.
+pub const MAX_DEVICES: usize = 256;
+/// The most items of a pool's `flags`, and of its `cmake_flags`.
+pub const MAX_FLAGS: usize = 1_000;
+
 /// A provision config: the pools to bring up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -19,7 +28,8 @@ pub struct Config {
     /// Catalog settings of the orchestrator. Accepted and kept; provision does not use them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<CatalogConfig>,
-    /// The pools to provision.
+    /// The pools to provision (at most 10,000).
+    #[schemars(length(max = MAX_POOLS))]
     pub pools: Vec<Pool>,
 }
 
@@ -76,13 +86,14 @@ pub struct Pool {
     /// `provisioning.model.ref` is absent.
     pub model: String,
     /// GPU indices (as `nvidia-smi` numbers them). Required for a GPU pool.
+    #[schemars(length(max = MAX_DEVICES))]
     pub devices: Vec<u32>,
     /// `cuda` (default): GPU pool. `cpu`: explicit CPU-only pool.
     #[serde(default)]
     pub backend: Backend,
-    /// Number of server processes for this pool.
+    /// Number of server processes for this pool (at most 256).
     #[serde(default = "default_replicas")]
-    #[schemars(range(min = 1), default = "default_replicas")]
+    #[schemars(range(min = 1, max = MAX_REPLICAS), default = "default_replicas")]
     pub replicas: u32,
     /// Quantisation label (informational).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,6 +104,7 @@ pub struct Pool {
     pub ctx: Option<u32>,
     /// Split ratios across `devices`, one per device; becomes `--tensor-split`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_DEVICES))]
     pub tensor_split: Option<Vec<f64>>,
     /// Orchestrator field, kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,6 +230,7 @@ pub struct Provisioning {
     pub model: Option<ModelConfig>,
     /// One port per replica; empty means the first free ports from 8080.
     #[serde(default)]
+    #[schemars(length(max = MAX_REPLICAS))]
     pub ports: Vec<Port>,
     /// Environment of the server processes.
     #[serde(default)]
@@ -229,7 +242,9 @@ pub struct Provisioning {
     pub secret_env: Vec<String>,
     /// llama-server flags. Normalised: aliases canonicalised, duplicates last-wins,
     /// deterministic defaults added. `--host`, `--port` and `--model` belong to provision.
+    /// At most 1,000 items.
     #[serde(default)]
+    #[schemars(length(max = MAX_FLAGS))]
     pub flags: Vec<String>,
 }
 
@@ -261,6 +276,7 @@ pub struct SourceConfig {
 pub struct BuildConfig {
     /// CMake arguments, `-DNAME=VALUE`. Normalised (see README).
     #[serde(default)]
+    #[schemars(length(max = MAX_FLAGS))]
     pub cmake_flags: Vec<String>,
     /// CMake generator; default Ninja when installed, else Unix Makefiles.
     #[serde(default, skip_serializing_if = "Option::is_none")]

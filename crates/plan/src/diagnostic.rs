@@ -1,9 +1,12 @@
 //! Problems found in a config, each pointing at a file, line, column and field path, rendered
 //! the way rustc renders errors: what is wrong, where, the source line, and what to do.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::Serialize;
+
+use crate::excerpt::excerpt;
 
 /// A 1-based line and column, plus the length of the text it covers on that line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -68,6 +71,16 @@ impl Diagnostic {
 
     /// Render with the file name and, when the source text is given, the offending line.
     pub fn render(&self, file: &str, source: Option<&str>) -> String {
+        let line = self
+            .location
+            .and_then(|loc| source_line(source?, loc.line))
+            .filter(|l| !may_hold_secret(l));
+        self.render_with_line(file, line)
+    }
+
+    /// [`Diagnostic::render`] with the source line already looked up (and checked for
+    /// secrets); only a window of it around the problem is shown.
+    fn render_with_line(&self, file: &str, line_text: Option<&str>) -> String {
         let mut out = String::new();
         let kind = match self.severity {
             Severity::Error => "error",
@@ -77,22 +90,13 @@ impl Diagnostic {
         match self.location {
             Some(loc) => {
                 out.push_str(&format!("  --> {file}:{}:{}\n", loc.line, loc.column));
-                // A line that may hold a secret is not echoed.
-                let line_text = source
-                    .and_then(|s| s.lines().nth(loc.line.saturating_sub(1)))
-                    .filter(|l| !may_hold_secret(l));
                 if let Some(text) = line_text {
                     let gutter = loc.line.to_string().len();
                     let pad = " ".repeat(gutter);
-                    let caret_pad: String = text
-                        .chars()
-                        .take(loc.column.saturating_sub(1))
-                        .map(|c| if c == '\t' { '\t' } else { ' ' })
-                        .collect();
-                    let carets = "^".repeat(loc.len.max(1));
+                    let shown = excerpt(text, loc.column, loc.len);
                     out.push_str(&format!("{pad} |\n"));
-                    out.push_str(&format!("{} | {}\n", loc.line, text.trim_end()));
-                    out.push_str(&format!("{pad} | {caret_pad}{carets}\n"));
+                    out.push_str(&format!("{} | {}\n", loc.line, shown.text));
+                    out.push_str(&format!("{pad} | {}\n", shown.carets));
                 }
             }
             None => out.push_str(&format!("  --> {file}\n")),
@@ -107,6 +111,44 @@ impl Diagnostic {
     }
 }
 
+/// Line `line` (1-based) of `source`.
+fn source_line(source: &str, line: usize) -> Option<&str> {
+    source.lines().nth(line.checked_sub(1)?)
+}
+
+/// Each of `diags` rendered (see [`Diagnostic::render`]), separated by blank lines, then a
+/// line saying how many more were found when `omitted` is not 0. Each source line is looked up
+/// and checked for secrets once, however many diagnostics point at it.
+pub fn render_all(
+    diags: &[Diagnostic],
+    file: &str,
+    source: Option<&str>,
+    omitted: usize,
+) -> String {
+    let mut lines: HashMap<usize, Option<&str>> = HashMap::new();
+    let mut parts: Vec<String> = diags
+        .iter()
+        .map(|d| {
+            let line = d.location.and_then(|loc| {
+                *lines.entry(loc.line).or_insert_with(|| {
+                    source
+                        .and_then(|s| source_line(s, loc.line))
+                        .filter(|l| !may_hold_secret(l))
+                })
+            });
+            d.render_with_line(file, line)
+        })
+        .collect();
+    if omitted > 0 {
+        parts.push(format!(
+            "… and {omitted} more {} not shown (the first {} are above)\n",
+            if omitted == 1 { "problem" } else { "problems" },
+            diags.len()
+        ));
+    }
+    parts.join("\n")
+}
+
 /// An invalid config: every problem found, in document order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConfigError {
@@ -114,18 +156,32 @@ pub struct ConfigError {
     pub diagnostics: Vec<Diagnostic>,
     #[serde(skip)]
     pub source: Option<String>,
+    /// Problems found beyond the first [`MAX_DIAGNOSTICS`], not kept.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub omitted: usize,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The most diagnostics kept (and shown) per file; the rest are counted.
+pub const MAX_DIAGNOSTICS: usize = 100;
+
 impl ConfigError {
+    /// The first [`MAX_DIAGNOSTICS`] of `diagnostics` are kept, the rest counted.
     pub fn new(
         file: impl Into<String>,
         source: Option<String>,
-        diagnostics: Vec<Diagnostic>,
+        mut diagnostics: Vec<Diagnostic>,
     ) -> Self {
+        let omitted = diagnostics.len().saturating_sub(MAX_DIAGNOSTICS);
+        diagnostics.truncate(MAX_DIAGNOSTICS);
         ConfigError {
             file: file.into(),
             diagnostics,
             source,
+            omitted,
         }
     }
 
@@ -136,10 +192,14 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for d in &self.diagnostics {
-            writeln!(f, "{}", d.render(&self.file, self.source.as_deref()))?;
-        }
-        let n = self.errors().count();
+        let shown = render_all(
+            &self.diagnostics,
+            &self.file,
+            self.source.as_deref(),
+            self.omitted,
+        );
+        writeln!(f, "{shown}")?;
+        let n = self.errors().count() + self.omitted;
         write!(
             f,
             "{}: {n} {} in the config; nothing was changed",

@@ -11,6 +11,8 @@ use serde_json::Value;
 use crate::diagnostic::{ConfigError, Diagnostic, Location};
 use crate::span_index::{index_spans, NodeSpan, SpanIndex};
 
+pub use crate::config_file::MAX_CONFIG_BYTES;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Yaml,
@@ -29,19 +31,14 @@ pub struct Document {
 }
 
 impl Document {
-    /// Read and parse `path`. A file that cannot be read is reported like any other problem.
+    /// Read and parse `path`. A file that cannot be read is reported like any other problem;
+    /// so is one that is not a regular file (a FIFO, a device, a directory: refused before
+    /// anything is read) or is larger than [`MAX_CONFIG_BYTES`].
     pub fn read(path: &Path) -> Result<Document, ConfigError> {
         let file = path.display().to_string();
-        match std::fs::read_to_string(path) {
+        match crate::config_file::read_bounded(path) {
             Ok(text) => Document::parse(&file, text),
-            Err(err) => Err(ConfigError::new(
-                file,
-                None,
-                vec![
-                    Diagnostic::error("", format!("cannot read the config file: {err}"))
-                        .with_help("pass an existing YAML or JSON file with --config"),
-                ],
-            )),
+            Err(problem) => Err(ConfigError::new(file, None, vec![problem])),
         }
     }
 
@@ -62,7 +59,11 @@ impl Document {
         // Duplicate keys come before any other problem: the YAML parser stops at the first
         // one, pointing at its mapping rather than at the key, and JSON silently keeps the
         // last one.
-        let (spans, duplicates, direct) = index_spans(&text, wants_yaml);
+        let (spans, duplicates, direct, over_limit) = index_spans(&text, wants_yaml);
+        // Too deep or too many aliases: nothing else reads the document.
+        if let Some(problem) = over_limit {
+            return Err(ConfigError::new(file, Some(text), vec![problem]));
+        }
         if !duplicates.is_empty() {
             let diags = duplicates
                 .into_iter()

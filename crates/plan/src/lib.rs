@@ -4,8 +4,11 @@
 
 pub mod cmake_flags;
 pub mod config;
+mod config_file;
 pub mod diagnostic;
 pub mod document;
+mod excerpt;
+pub mod input_limits;
 pub mod listen;
 pub mod llama_flags;
 pub mod model_ref;
@@ -17,6 +20,7 @@ pub mod schema_check;
 pub mod secret_ref;
 mod span_index;
 pub mod step;
+mod unpassable;
 pub mod validate;
 mod yaml_value;
 

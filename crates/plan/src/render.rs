@@ -97,6 +97,30 @@ fn detail(plan: &Plan, step: &Step) -> Vec<String> {
     }
 }
 
+/// The most pools named in a "shared with" note; more are counted. Every pool's shared steps
+/// name the others, so a full list made the text quadratic in the pools.
+const SHARED_NAMED: usize = 3;
+
+/// `  (shared with a, b)`, `  (shared with 9999 pools (a, b, c, …))`, or nothing: the pools of
+/// a step other than `pool` (which is one of them).
+fn shared_with(pools: &[String], pool: &str) -> String {
+    let others = pools.len().saturating_sub(1);
+    if others == 0 {
+        return String::new();
+    }
+    let named: Vec<&str> = pools
+        .iter()
+        .filter(|p| *p != pool)
+        .take(SHARED_NAMED)
+        .map(String::as_str)
+        .collect();
+    if others <= SHARED_NAMED {
+        format!("  (shared with {})", named.join(", "))
+    } else {
+        format!("  (shared with {others} pools ({}, …))", named.join(", "))
+    }
+}
+
 /// Render `plan` as text.
 pub fn render_text(plan: &Plan) -> String {
     let mut out = String::new();
@@ -140,17 +164,7 @@ pub fn render_text(plan: &Plan) -> String {
         let _ = writeln!(out, "  flags: {}", pool.flags.join(" "));
         for (n, id) in pool.steps.iter().enumerate() {
             let Some(step) = plan.step(id) else { continue };
-            let others: Vec<&str> = step
-                .pools
-                .iter()
-                .filter(|p| **p != pool.id)
-                .map(String::as_str)
-                .collect();
-            let shared = if others.is_empty() {
-                String::new()
-            } else {
-                format!("  (shared with {})", others.join(", "))
-            };
+            let shared = shared_with(&step.pools, &pool.id);
             let after = if step.deps.is_empty() {
                 String::new()
             } else {

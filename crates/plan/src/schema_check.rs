@@ -8,11 +8,14 @@ use serde_json::{Map, Value};
 
 use crate::diagnostic::{did_you_mean, Diagnostic, Location};
 use crate::document::{join_index_into, join_key, join_key_into, Document};
+use crate::validate::KEPT_DIAGNOSTICS;
 
 pub struct SchemaChecker<'a> {
     root: &'a Value,
     doc: &'a Document,
     pub diagnostics: Vec<Diagnostic>,
+    /// Problems found beyond [`KEPT_DIAGNOSTICS`]: counted, not kept.
+    omitted: usize,
 }
 
 impl<'a> SchemaChecker<'a> {
@@ -21,10 +24,17 @@ impl<'a> SchemaChecker<'a> {
             root,
             doc,
             diagnostics: Vec::new(),
+            omitted: 0,
         }
     }
 
-    pub fn check(mut self) -> Vec<Diagnostic> {
+    /// Every problem, up to [`KEPT_DIAGNOSTICS`] (see [`SchemaChecker::check_counted`]).
+    pub fn check(self) -> Vec<Diagnostic> {
+        self.check_counted().0
+    }
+
+    /// Every problem, up to [`KEPT_DIAGNOSTICS`], and how many more there are.
+    pub fn check_counted(mut self) -> (Vec<Diagnostic>, usize) {
         if !self.doc.value.is_object() {
             let found = describe(&self.doc.value);
             self.diagnostics.push(
@@ -35,11 +45,11 @@ impl<'a> SchemaChecker<'a> {
                 .at(self.doc.value_location(""))
                 .with_help("start the file with `pools:` followed by a list of pools"),
             );
-            return self.diagnostics;
+            return (self.diagnostics, 0);
         }
         let value = &self.doc.value;
         self.walk(self.root, value, "");
-        self.diagnostics
+        (self.diagnostics, self.omitted)
     }
 
     fn resolve(&self, schema: &'a Value) -> &'a Value {
@@ -64,6 +74,10 @@ impl<'a> SchemaChecker<'a> {
     }
 
     fn error(&mut self, path: &str, at_key: bool, message: String, help: Option<String>) {
+        if self.diagnostics.len() >= KEPT_DIAGNOSTICS {
+            self.omitted += 1;
+            return;
+        }
         let location = if at_key {
             self.doc.key_location(path)
         } else {
@@ -122,6 +136,9 @@ impl<'a> SchemaChecker<'a> {
         match value {
             Value::Object(map) => self.walk_object(schema, map, path),
             Value::Array(items) => {
+                if self.too_many_items(schema, items.len(), path) {
+                    return;
+                }
                 if let Some(item_schema) = schema.get("items") {
                     // One path buffer for the list rather than a string per item.
                     let mut item_path = String::new();
@@ -177,6 +194,10 @@ impl<'a> SchemaChecker<'a> {
             match props.get(key) {
                 Some(prop) => self.walk(prop, child, &child_path),
                 None => match schema.get("additionalProperties") {
+                    // Past the cap, counted before its message and suggestion are worked out.
+                    Some(Value::Bool(false)) if self.diagnostics.len() >= KEPT_DIAGNOSTICS => {
+                        self.omitted += 1;
+                    }
                     Some(Value::Bool(false)) => {
                         let suggestion = did_you_mean(key, props.keys().map(String::as_str));
                         let known = props
@@ -232,7 +253,7 @@ impl<'a> SchemaChecker<'a> {
             return;
         }
         let candidates = resolved.iter().filter(|b| !is_null(b));
-        let mut best: Option<Vec<Diagnostic>> = None;
+        let mut best: Option<(Vec<Diagnostic>, usize)> = None;
         for branch in candidates {
             let mut sub = SchemaChecker::new(self.root, self.doc);
             sub.walk(branch, value, path);
@@ -241,12 +262,14 @@ impl<'a> SchemaChecker<'a> {
             }
             if best
                 .as_ref()
-                .is_none_or(|b| sub.diagnostics.len() < b.len())
+                .is_none_or(|b| sub.diagnostics.len() < b.0.len())
             {
-                best = Some(sub.diagnostics);
+                best = Some((sub.diagnostics, sub.omitted));
             }
         }
-        self.diagnostics.extend(best.unwrap_or_default());
+        let (diagnostics, omitted) = best.unwrap_or_default();
+        self.diagnostics.extend(diagnostics);
+        self.omitted += omitted;
     }
 
     fn check_enum(&mut self, allowed: &[Value], value: &Value, path: &str) {
@@ -277,6 +300,27 @@ impl<'a> SchemaChecker<'a> {
             format!("{} is not one of {list}", describe(value)),
             Some(help),
         );
+    }
+
+    /// A list longer than its schema's `maxItems` is one problem, and its items are not
+    /// checked: a limit on a list is also a limit on the time and output spent on it.
+    fn too_many_items(&mut self, schema: &Value, len: usize, path: &str) -> bool {
+        let Some(max) = schema.get("maxItems").and_then(Value::as_u64) else {
+            return false;
+        };
+        if len as u64 <= max {
+            return false;
+        }
+        let name = path.rsplit(['.', '[']).next().unwrap_or(path);
+        self.error(
+            path,
+            false,
+            format!("`{name}` has {len} items: at most {max} are allowed"),
+            Some(format!(
+                "provision takes at most {max} here; split the config or trim the list"
+            )),
+        );
+        true
     }
 
     fn check_range(&mut self, schema: &Value, n: &serde_json::Number, path: &str) {

@@ -11,8 +11,9 @@ use saphyr_parser::{Event, Parser, Span, SpannedEventReceiver};
 
 use serde_json::Value;
 
-use crate::diagnostic::Location;
+use crate::diagnostic::{Diagnostic, Location};
 use crate::document::parent_path;
+use crate::input_limits::InputLimits;
 use crate::yaml_value::ValueBuilder;
 
 /// A [`Location`] in 12 bytes rather than 24: the index holds one or two per node.
@@ -290,6 +291,9 @@ struct SpanIndexer<'t> {
     reported: BTreeSet<String>,
     /// The document's value, built in the same pass when asked for.
     value: Option<ValueBuilder<'t>>,
+    limits: InputLimits,
+    /// The limit the document passed: no later event is read.
+    over_limit: Option<Diagnostic>,
 }
 
 fn location(span: &Span) -> Location {
@@ -384,6 +388,10 @@ impl SpanIndexer<'_> {
 
 impl<'input> SpannedEventReceiver<'input> for SpanIndexer<'_> {
     fn on_event(&mut self, ev: Event<'input>, span: Span) {
+        if let Some(problem) = self.limits.on_event(&ev, location(&span)) {
+            self.over_limit = Some(problem);
+            return;
+        }
         self.index_event(&ev, span);
         if let Some(value) = &mut self.value {
             value.on_event(ev, span.start.index());
@@ -470,18 +478,51 @@ impl SpanIndexer<'_> {
 /// With `value`, also the document's JSON value when it is ordinary YAML (see
 /// [`ValueBuilder`]): `None` when the parser found an error or anything else in the stream, or
 /// the document needs serde_norway's reading.
-pub(crate) fn index_spans(text: &str, value: bool) -> (SpanIndex, Vec<Duplicate>, Option<Value>) {
+///
+/// The events are read one at a time (the parser's own `load` recurses once per level), and
+/// reading stops at the first limit of [`InputLimits`] the document passes: that problem is
+/// the fourth part, and the document must then be refused.
+pub(crate) fn index_spans(text: &str, value: bool) -> Indexed {
     let mut indexer = SpanIndexer {
         value: value.then(|| ValueBuilder::new(text)),
         ..SpanIndexer::default()
     };
     let mut parser = Parser::new_from_str(text);
-    let loaded = parser.load(&mut indexer, false);
+    let mut loaded = false;
+    while let Some(next) = parser.next_event() {
+        let (ev, span) = match next {
+            Ok(event) => event,
+            Err(e) => {
+                // The scanner's own nesting limit (255 flow levels), met while it looks
+                // ahead: the document is too deep before the events say so.
+                if e.info().contains("recursion limit") {
+                    let at = e.marker();
+                    let loc = Location {
+                        line: at.line(),
+                        column: at.col() + 1,
+                        len: 1,
+                    };
+                    indexer.over_limit = Some(crate::input_limits::too_deep(loc));
+                }
+                break;
+            }
+        };
+        let last = matches!(ev, Event::DocumentEnd | Event::StreamEnd);
+        indexer.on_event(ev, span);
+        if indexer.over_limit.is_some() {
+            break;
+        }
+        if last {
+            loaded = true;
+            break;
+        }
+    }
     let value = match indexer.value.take() {
         Some(mut builder) => {
             // The first document was read: only the end of the stream may follow it.
-            let ends =
-                loaded.is_ok() && matches!(parser.next_event(), Some(Ok((Event::StreamEnd, _))));
+            let ends = loaded
+                && indexer.over_limit.is_none()
+                && matches!(parser.next_event(), Some(Ok((Event::StreamEnd, _))));
             if !ends {
                 builder.give_up();
             }
@@ -489,5 +530,9 @@ pub(crate) fn index_spans(text: &str, value: bool) -> (SpanIndex, Vec<Duplicate>
         }
         None => None,
     };
-    (indexer.index, indexer.duplicates, value)
+    (indexer.index, indexer.duplicates, value, indexer.over_limit)
 }
+
+/// What [`index_spans`] finds: the index, the duplicate keys, the value when it was built, and
+/// the limit the document passed.
+pub(crate) type Indexed = (SpanIndex, Vec<Duplicate>, Option<Value>, Option<Diagnostic>);

@@ -9,11 +9,14 @@ use serde_json::{json, Value};
 
 use crate::cmake_flags::{self, CmakeFlags};
 use crate::config::{config_schema, Backend, Config, Engine, Pool, ProvisioningMode};
-use crate::diagnostic::{did_you_mean, ConfigError, Diagnostic, Location};
+use crate::diagnostic::{
+    did_you_mean, render_all, ConfigError, Diagnostic, Location, MAX_DIAGNOSTICS,
+};
 use crate::document::{join_index, join_key, parent_path, Document};
 use crate::llama_flags::{self, Flag, FlagContext};
 use crate::model_ref::{parse_checksum, ModelRef};
 use crate::schema_check::SchemaChecker;
+use crate::unpassable::{nul_bytes, starts_with_tilde, NUL_HELP, NUL_MESSAGE, TILDE_HELP};
 
 /// A config that passed validation, with each pool's normalised inputs to the planner.
 #[derive(Debug, Clone)]
@@ -22,17 +25,21 @@ pub struct ValidConfig {
     pub text: String,
     pub config: Config,
     pub pools: Vec<PoolInput>,
-    /// Remarks that do not stop the plan (overridden flags, ignored sections).
+    /// Remarks that do not stop the plan (overridden flags, ignored sections): the first
+    /// [`MAX_DIAGNOSTICS`].
     pub warnings: Vec<Diagnostic>,
+    /// Warnings found beyond those in `warnings`.
+    pub warnings_omitted: usize,
 }
 
 impl ValidConfig {
     pub fn render_warnings(&self) -> String {
-        self.warnings
-            .iter()
-            .map(|w| w.render(&self.file, Some(&self.text)))
-            .collect::<Vec<_>>()
-            .join("\n")
+        render_all(
+            &self.warnings,
+            &self.file,
+            Some(&self.text),
+            self.warnings_omitted,
+        )
     }
 }
 
@@ -60,15 +67,24 @@ pub fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
 /// Validate a parsed document.
 pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
     let schema = config_schema();
-    let mut diags = SchemaChecker::new(&schema, doc).check();
+    let (mut diags, structural_omitted) = SchemaChecker::new(&schema, doc).check_counted();
     let structural_errors = diags.clone();
 
     let mut inputs = Vec::new();
     let mut checker = Checker {
         doc,
         diags: Vec::new(),
+        errors: structural_omitted,
+        omitted_errors: structural_omitted,
+        omitted_warnings: 0,
     };
-    if let Some(pools) = doc.value.get("pools").and_then(|p| p.as_array()) {
+    for (path, at_key) in nul_bytes(&doc.value) {
+        let message = format!("`{path}` {NUL_MESSAGE}");
+        checker.error(&path, at_key, &message, Some(NUL_HELP));
+    }
+    // Over the limit, `pools` is one structural error and its pools are not checked.
+    let pools = doc.value.get("pools").and_then(|p| p.as_array());
+    if let Some(pools) = pools.filter(|p| p.len() <= crate::config::MAX_POOLS) {
         if pools.is_empty() {
             checker.error(
                 "pools",
@@ -141,7 +157,7 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
     });
     diags.extend(checker.diags);
 
-    let config = if diags.iter().any(Diagnostic::is_error) {
+    let config = if checker.omitted_errors > 0 || diags.iter().any(Diagnostic::is_error) {
         None
     } else {
         match Config::deserialize(&doc.value) {
@@ -154,18 +170,28 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
     };
     diags.sort_by(|a, b| (a.location, &a.path).cmp(&(b.location, &b.path)));
     match config {
-        Some(config) => Ok(ValidConfig {
-            file: doc.file.clone(),
-            text: doc.text.clone(),
-            config,
-            pools: inputs,
-            warnings: diags,
-        }),
-        None => Err(ConfigError::new(
-            &doc.file,
-            Some(doc.text.clone()),
-            diags.into_iter().filter(Diagnostic::is_error).collect(),
-        )),
+        Some(config) => {
+            let warnings_omitted =
+                diags.len().saturating_sub(MAX_DIAGNOSTICS) + checker.omitted_warnings;
+            diags.truncate(MAX_DIAGNOSTICS);
+            Ok(ValidConfig {
+                file: doc.file.clone(),
+                text: doc.text.clone(),
+                config,
+                pools: inputs,
+                warnings: diags,
+                warnings_omitted,
+            })
+        }
+        None => {
+            let mut err = ConfigError::new(
+                &doc.file,
+                Some(doc.text.clone()),
+                diags.into_iter().filter(Diagnostic::is_error).collect(),
+            );
+            err.omitted += checker.omitted_errors;
+            Err(err)
+        }
     }
 }
 
@@ -183,8 +209,19 @@ fn placeholder(field: &str) -> Value {
 
 struct Checker<'a> {
     doc: &'a Document,
+    /// The problems kept: at most [`KEPT_DIAGNOSTICS`].
     diags: Vec<Diagnostic>,
+    /// Errors found, kept or not.
+    errors: usize,
+    omitted_errors: usize,
+    omitted_warnings: usize,
 }
+
+/// The most problems validation keeps while it runs (only the first [`MAX_DIAGNOSTICS`] in
+/// document order are shown; more are kept than shown because they are found out of order):
+/// the rest are counted, so that a config with a million mistakes costs no more memory than
+/// one with a thousand.
+pub(crate) const KEPT_DIAGNOSTICS: usize = 10 * MAX_DIAGNOSTICS;
 
 const CHECKSUM_HELP: &str = "compute it with `sha256sum FILE` and write `sha256:<hex>`";
 const POOL_ID_HELP: &str =
@@ -192,6 +229,16 @@ const POOL_ID_HELP: &str =
 
 impl Checker<'_> {
     fn push(&mut self, d: Diagnostic, at_key: bool) {
+        if d.is_error() {
+            self.errors += 1;
+        }
+        if self.diags.len() >= KEPT_DIAGNOSTICS {
+            match d.is_error() {
+                true => self.omitted_errors += 1,
+                false => self.omitted_warnings += 1,
+            }
+            return;
+        }
         let loc = if at_key {
             self.doc.key_location(&d.path)
         } else {
@@ -210,6 +257,14 @@ impl Checker<'_> {
         let mut d = Diagnostic::warning(path, message);
         d.help = help.map(str::to_string);
         self.push(d, true);
+    }
+
+    /// A path field that starts with `~` is an error: provision does not expand it.
+    fn no_tilde(&mut self, path: &str, value: &str) {
+        if starts_with_tilde(value) {
+            let message = format!("`{value}` starts with `~`, which provision does not expand");
+            self.error(path, false, &message, Some(TILDE_HELP));
+        }
     }
 
     fn line_of(&self, path: &str) -> String {
@@ -294,7 +349,7 @@ impl Checker<'_> {
     }
 
     fn pool(&mut self, p: &str, pool: Pool) -> Option<PoolInput> {
-        let before = self.diags.iter().filter(|d| d.is_error()).count();
+        let before = self.errors;
         let prov = &pool.provisioning;
         let pp = join_key(p, "provisioning");
 
@@ -338,6 +393,7 @@ impl Checker<'_> {
             );
         }
         if let Some(h) = &pool.handoff_path {
+            self.no_tilde(&join_key(p, "handoff_path"), h);
             if h.trim().is_empty() {
                 self.error(
                     &join_key(p, "handoff_path"),
@@ -453,7 +509,8 @@ impl Checker<'_> {
 
         // Env.
         for key in prov.env.keys() {
-            if key.is_empty() || key.contains('=') || key.contains('\0') {
+            // A NUL byte is reported for every field (see `crate::unpassable`).
+            if key.is_empty() || key.contains('=') {
                 let msg = format!("`{key}` is not a valid environment variable name");
                 self.error(
                     &join_key(&join_key(&pp, "env"), key),
@@ -481,7 +538,12 @@ impl Checker<'_> {
                 Some(m) => (Some(join_key(&pp, "model.ref")), m.model_ref.clone()),
                 None => (Some(join_key(p, "model")), pool.model.clone()),
             };
-            if let Some(ref_path) = ref_path.filter(|_| !text.trim().is_empty()) {
+            if let Some(ref_path) = &ref_path {
+                self.no_tilde(ref_path, &text);
+            }
+            if let Some(ref_path) =
+                ref_path.filter(|_| !text.trim().is_empty() && !starts_with_tilde(&text))
+            {
                 match ModelRef::parse(&text) {
                     Ok(r) => model_ref = Some((text.trim().to_string(), r)),
                     Err(e) => {
@@ -489,6 +551,9 @@ impl Checker<'_> {
                         self.error(&ref_path, false, &msg, Some("e.g. `hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf` or `./models/tiny.gguf`"));
                     }
                 }
+            }
+            if let Some(dir) = prov.model.as_ref().and_then(|m| m.cache_dir.as_deref()) {
+                self.no_tilde(&join_key(&pp, "model.cache_dir"), dir);
             }
             if let Some(c) = prov.model.as_ref().and_then(|m| m.checksum.as_ref()) {
                 match parse_checksum(c) {
@@ -547,7 +612,7 @@ impl Checker<'_> {
             }
         }
 
-        let after = self.diags.iter().filter(|d| d.is_error()).count();
+        let after = self.errors;
         (after == before).then_some(PoolInput {
             flags: normalized.flags,
             cmake,
@@ -584,6 +649,9 @@ impl Checker<'_> {
                         let msg = format!("`{r}` is not a valid git ref");
                         self.error(&join_key(&sp, "ref"), false, &msg, Some("use a tag, branch or commit SHA"));
                     }
+                    if let Some(dir) = &source.build.cache_dir {
+                        self.no_tilde(&join_key(&sp, "build.cache_dir"), dir);
+                    }
                     if let Some(g) = &source.build.generator {
                         const KNOWN: &[&str] = &["Ninja", "Unix Makefiles", "Ninja Multi-Config"];
                         if !KNOWN.contains(&g.as_str()) {
@@ -598,6 +666,7 @@ impl Checker<'_> {
             },
             ProvisioningMode::Binary => match &prov.binary {
                 Some(b) if b.path.as_deref().is_some_and(|p| !p.trim().is_empty()) => {
+                    self.no_tilde(&join_key(pp, "binary.path"), b.path.as_deref().unwrap_or(""));
                     if let Some(c) = &b.checksum {
                         if let Err(e) = parse_checksum(c) {
                             self.error(&join_key(pp, "binary.checksum"), false, &format!("malformed checksum: {e}"), Some(CHECKSUM_HELP));

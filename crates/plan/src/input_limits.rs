@@ -1,0 +1,89 @@
+//! Limits on the shape of a document, checked on the parser's events before anything is built
+//! from them: how deep collections nest, and how many nodes aliases stand for. Every later
+//! step (serde_json, serde_norway, the schema walk, dropping the value) recurses once per
+//! level, and an alias is expanded wherever it is used; past these limits the document is
+//! refused rather than overflowing the stack or growing without bound.
+
+use std::collections::HashMap;
+
+use saphyr_parser::Event;
+
+use crate::diagnostic::{Diagnostic, Location};
+
+/// The deepest nesting of lists and mappings a config may have. A provision config is about 6
+/// levels deep (`pools[0].provisioning.source.build.cmake_flags[0]`).
+pub const MAX_DEPTH: usize = 64;
+
+/// The most nodes all the aliases of a document may stand for, counted as expanded (an alias
+/// of an anchor that itself holds aliases counts all of them). Ten thousand pools sharing a
+/// 30-node section through one anchor stand for 300,000.
+pub const MAX_ALIAS_NODES: u64 = 1_000_000;
+
+/// Follows the events of one document and reports the first limit it passes.
+#[derive(Default)]
+pub(crate) struct InputLimits {
+    /// The open collections: each one's anchor id (0 for none) and its size so far, in nodes.
+    open: Vec<(usize, u64)>,
+    /// The size of each anchored node, by anchor id.
+    anchors: HashMap<usize, u64>,
+    /// Nodes the aliases seen so far stand for.
+    aliased: u64,
+}
+
+impl InputLimits {
+    /// Take in the next event, which starts at `loc`; the problem, when it passes a limit.
+    pub(crate) fn on_event(&mut self, ev: &Event<'_>, loc: Location) -> Option<Diagnostic> {
+        match ev {
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if self.open.len() >= MAX_DEPTH {
+                    return Some(too_deep(loc));
+                }
+                self.open.push((*anchor, 1));
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some((anchor, size)) = self.open.pop() {
+                    self.node(anchor, size);
+                }
+            }
+            Event::Scalar(_, _, anchor, _) => self.node(*anchor, 1),
+            Event::Alias(id) => {
+                let size = self.anchors.get(id).copied().unwrap_or(1);
+                self.aliased = self.aliased.saturating_add(size);
+                if self.aliased > MAX_ALIAS_NODES {
+                    return Some(too_many_aliased(loc));
+                }
+                self.node(0, size);
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// A complete node of `size` nodes, anchored as `anchor` (0: not anchored).
+    fn node(&mut self, anchor: usize, size: u64) {
+        if anchor != 0 {
+            self.anchors.insert(anchor, size);
+        }
+        if let Some((_, parent)) = self.open.last_mut() {
+            *parent = parent.saturating_add(size);
+        }
+    }
+}
+
+pub(crate) fn too_deep(loc: Location) -> Diagnostic {
+    Diagnostic::error(
+        "",
+        format!("the document is nested more than {MAX_DEPTH} levels deep"),
+    )
+    .at(Some(loc))
+    .with_help("a provision config is a few levels deep: check the brackets and the indentation")
+}
+
+fn too_many_aliased(loc: Location) -> Diagnostic {
+    Diagnostic::error(
+        "",
+        format!("the aliases of this document stand for more than {MAX_ALIAS_NODES} nodes"),
+    )
+    .at(Some(loc))
+    .with_help("write the shared parts with fewer aliases (`*name`); provision expands at most that many nodes through aliases")
+}
