@@ -29,7 +29,7 @@ const AS_SERVER: &str = "PROVISION_TEST_AS_LLAMA_SERVER";
 
 /// How long a server takes to bind its port: far longer than an apply takes to choose ports,
 /// so the killed apply's servers are still loading when the next apply chooses.
-const BIND_DELAY_MS: u64 = 3000;
+const BIND_DELAY_MS: u64 = 2000;
 
 /// How long a test waits for something that takes well under a second on an idle machine: it
 /// only decides how long a failing test takes to say so.
