@@ -1,9 +1,10 @@
 //! `provision down [--pool ID]`: stop the replicas the state file knows (handoff removed first,
 //! then SIGTERM to each verified server and its marked group members, a grace period, SIGKILL; pid file removed) and
 //! record it, so the next apply starts them again. Works from the state file alone, under the
-//! apply lock. Idempotent. With no state file (and no lock file) there is nothing to stop, and
-//! nothing is created; a state file that is not a provision state is refused (exit 4) before
-//! the lock file beside it is touched.
+//! apply lock. Idempotent. With no state file (and no lock file) only the servers carrying this
+//! runtime dir's marker are stopped (their state and pid files were deleted), and nothing is
+//! created; a state file that is not a provision state is refused (exit 4) before the lock file
+//! beside it is touched.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -24,9 +25,26 @@ pub fn run(
     json: bool,
 ) -> ExitCode {
     let file = StateFile::new(state_path);
+    let runtime = std::fs::canonicalize(runtime_dir)
+        .or_else(|_| std::path::absolute(runtime_dir))
+        .unwrap_or_else(|_| runtime_dir.to_path_buf());
+    let roots = Roots {
+        cache: String::new(),
+        runtime: runtime.display().to_string(),
+        config_dir: String::new(),
+    };
     let exists = |p: &Path| p.symlink_metadata().is_ok();
     if !exists(&file.path) && !exists(&provision_executor::lock::lock_path(&file.path)) {
-        return print_report(&file, &DownReport::default(), json);
+        // Nothing recorded, and no apply ever locked here (so none runs now): servers whose
+        // state and pid files were deleted are still found by their marker. No file is created.
+        let wanted = |p: &str| pool.is_none_or(|want| want == p);
+        let report = provision_steps_spawn::down::stop_unrecorded(
+            &provision_executor::State::default(),
+            &roots,
+            &wanted,
+            grace,
+        );
+        return print_report(&file, &report, json);
     }
     if let Err(e) = file.load() {
         eprintln!("error: {e}\n  hint: {}", e.hint());
@@ -63,12 +81,6 @@ pub fn run(
             return ExitCode::from(exit::INVALID_CONFIG);
         }
     }
-    let runtime = std::fs::canonicalize(runtime_dir).unwrap_or_else(|_| runtime_dir.to_path_buf());
-    let roots = Roots {
-        cache: String::new(),
-        runtime: runtime.display().to_string(),
-        config_dir: String::new(),
-    };
     let report = match provision_steps_spawn::down(&file, &mut state, pool, grace, Some(&roots)) {
         Ok(r) => r,
         Err(e) => {

@@ -7,6 +7,7 @@ mod handoff_paths;
 mod inspect;
 mod progress;
 mod supervise;
+mod unrecorded;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -425,6 +426,8 @@ fn cmd_apply(
         Ok(s) => s,
         Err(e) => return state_error(&e),
     };
+    // A killed apply's servers that it never recorded: stopped before anything runs.
+    unrecorded::stop(&plan, &state);
 
     let cancel = Cancel::new();
     let interrupted = on_interrupt(&cancel);

@@ -78,21 +78,22 @@ fn unrecorded(record: &StepRecord, roots: Option<&Roots>) -> Result<Option<Serve
     }
 }
 
-/// Servers of this runtime dir (of `pool`, when given) that no record names: found by the
-/// marker in their environment, after their state and pid files were lost. `skip`: pids the
-/// records already covered.
+/// Servers of this runtime dir (of the pools `pools` accepts) that no record names: found by
+/// the marker in their environment, after their state and pid files were lost. `skip`: pids
+/// the records already covered.
 fn stop_by_marker(
     roots: &Roots,
-    pool: Option<&str>,
+    pools: &dyn Fn(&str) -> bool,
     grace: Duration,
     skip: &[u32],
     report: &mut DownReport,
 ) {
-    for (pid, marker) in identity::find_by_marker(&roots.runtime, pool) {
-        if skip.contains(&pid) {
+    for (pid, marker) in identity::find_by_marker(&roots.runtime, None) {
+        let replica = identity::replica_of(&marker);
+        if skip.contains(&pid) || !pools(identity::pool_of(replica)) {
             continue;
         }
-        let step = format!("spawn:{}", identity::replica_of(&marker));
+        let step = format!("spawn:{replica}");
         let Some(server) = ServerProcess::of_pid(pid) else {
             continue;
         };
@@ -109,6 +110,29 @@ fn stop_by_marker(
             Err(e) => report.failed.push((step, e)),
         }
     }
+}
+
+/// Stop the servers of this runtime dir that carry its marker, belong to a pool `pools`
+/// accepts, and that no record of `state` names (a server a killed apply started before it
+/// could record it, or whose state file is gone). Only marker-proven processes are touched;
+/// a server a record names (same pid and start time) is left to the steps that own it.
+/// Creates and writes no file.
+pub fn stop_unrecorded(
+    state: &State,
+    roots: &Roots,
+    pools: &dyn Fn(&str) -> bool,
+    grace: Duration,
+) -> DownReport {
+    let recorded: Vec<u32> = state
+        .steps
+        .values()
+        .filter_map(|r| ServerProcess::from_outputs(&r.outputs))
+        .filter(|s| ServerProcess::of_pid(s.pid).is_some_and(|now| now.start_time == s.start_time))
+        .map(|s| s.pid)
+        .collect();
+    let mut report = DownReport::default();
+    stop_by_marker(roots, pools, grace, &recorded, &mut report);
+    report
 }
 
 /// Remove the handoff file a handoff step recorded, only while it is still what provision
@@ -243,7 +267,8 @@ pub fn down(
         }
     }
     if let Some(roots) = roots {
-        stop_by_marker(roots, pool, grace, &recorded, &mut report);
+        let wanted = |p: &str| pool.is_none_or(|want| want == p);
+        stop_by_marker(roots, &wanted, grace, &recorded, &mut report);
     }
     Ok(report)
 }

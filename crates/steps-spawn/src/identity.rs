@@ -102,6 +102,11 @@ pub fn replica_of(marker: &str) -> &str {
     marker.split_once('/').map_or(marker, |(_, r)| r)
 }
 
+/// The pool in a replica name (`pool/rN`).
+pub fn pool_of(replica: &str) -> &str {
+    replica.rsplit_once('/').map_or(replica, |(p, _)| p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +122,7 @@ mod tests {
         assert_eq!(a, instance_id(&link.display().to_string(), "p/r0"));
         assert_ne!(a, instance_id(&dir.path().display().to_string(), "p/r0"));
         assert_eq!(replica_of(&a), "p/r0");
+        assert_eq!(pool_of(replica_of(&a)), "p");
         assert_eq!(a.len(), 16 + 1 + 4);
     }
 

@@ -3,9 +3,13 @@
 //! `/proc/*/fd` for its owner).
 //!
 //! A port handed to a replica is reserved host-wide ([`crate::port_reservation`]) from its
-//! choice until the probe sees the replica's own server listen on it (or the spawn or the probe
-//! fails): two provisions on one host never choose the same port for servers that have not
-//! bound yet.
+//! choice until its server exits: this process holds the reservation until the probe sees the
+//! replica's own server listen on it (or the spawn or the probe fails), and the server holds
+//! the copy it inherited ([`inheritable`]) for as long as it runs. So two provisions on one
+//! host never choose the same port for servers that have not bound yet, and neither does an
+//! apply that follows a killed one while the killed one's servers are still loading: a kept
+//! server's port is skipped by the auto choice, and a replica restarted on its previous port
+//! gets it back once its old server (and any helper of it) has exited.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, ToSocketAddrs};
@@ -21,10 +25,22 @@ fn reserved() -> &'static Mutex<BTreeMap<u16, Option<Reservation>>> {
     RESERVED.get_or_init(Default::default)
 }
 
-/// Hand `port` back: its server listens on it, or failed to start. (A reservation lives only
-/// from the choice of a port to its server's first probe: a previous port is reserved anew.)
+/// Hand back this process's hold on `port`: its server listens on it, or failed to start.
+/// The server's own copy of the reservation stays until it exits; a previous port is reserved
+/// anew, like any other.
 pub fn release(port: u16) {
     reserved().lock().expect("lock").remove(&port);
+}
+
+/// A copy of this process's host-wide reservation of `port` (reserved and not yet released),
+/// for the server about to start there to inherit, so the reservation lasts as long as the
+/// server does. Close-on-exec, like every descriptor here: only the child that clears the flag
+/// on this very copy keeps it across exec. `None` where no host-wide reservation is held.
+pub fn inheritable(port: u16) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    let taken = reserved().lock().expect("lock");
+    let reservation = taken.get(&port)?.as_ref()?;
+    reservation.as_fd().try_clone_to_owned().ok()
 }
 
 /// The host-wide reservation of `port`: `None` when another process holds it.
@@ -236,7 +252,9 @@ pub fn describe_holder(port: u16) -> String {
         return "by another replica of this apply, which is starting on it".into();
     }
     match port_reservation::holder(port) {
-        Some(h) => format!("by {h}, which reserved it for a server it is starting"),
+        Some(h) => format!(
+            "by {h}, which holds its reservation (a server still loading, or the provision starting one)"
+        ),
         None => {
             "(the holder is not visible: another user's process, or a server still starting)".into()
         }

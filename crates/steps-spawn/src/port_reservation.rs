@@ -1,27 +1,40 @@
-//! The host-wide reservation of a port, from the moment a provision chooses it until its server
-//! listens on it (or fails): the abstract Unix stream socket `\0provision-port-<port>` (the
+//! The host-wide reservation of a port, from the moment a provision chooses it until the
+//! server it starts there exits: the abstract Unix stream socket `\0provision-port-<port>` (the
 //! namespace of abstract names is per socket type: every provision binds a `SOCK_STREAM` one;
 //! `ss -xlp | grep provision-port` shows who holds which).
 //!
 //! Binding that name is the reservation: a second bind, by any process of any user on the host,
 //! fails with `EADDRINUSE`, so two provisions (other runtime dirs, other users) never choose the
-//! same port for servers that have not bound yet. The kernel releases the name when the socket
-//! is closed or its process dies (even by SIGKILL): no file, no lock file, nothing to clean up.
-//! Abstract names are per network namespace, exactly like the TCP ports they stand for.
+//! same port for servers that have not bound yet. The socket is held by the provision that
+//! chose the port and, from its start, by the server itself: spawn hands the server a copy of
+//! the socket (its only inherited descriptor besides stdio), so the reservation outlives the
+//! apply that made it (killed or done) for as long as the server runs: a server still loading
+//! keeps its port from other replicas and other projects. The kernel releases the name when the
+//! last copy is closed, i.e. when the server (and any helper it forked) has exited, even by
+//! SIGKILL: no file, no lock file, nothing to clean up. Abstract names are per network
+//! namespace, exactly like the TCP ports they stand for.
 //!
 //! Any process can bind such a name: one that squats on it only makes provision skip that port
 //! (or refuse a fixed one, naming the holder); it cannot make provision hand off its server.
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener};
 
 use crate::port::{socket_owner, Holder};
 
-/// The reservation of one port, held while this value lives.
+/// The reservation of one port, held while this value (or a copy of its socket, in a server
+/// that inherited it) lives.
 #[derive(Debug)]
 pub struct Reservation {
-    _socket: UnixListener,
+    socket: UnixListener,
+}
+
+impl AsFd for Reservation {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
 }
 
 /// The abstract socket name (without the leading NUL) that reserves `port`.
@@ -34,7 +47,7 @@ pub fn name(port: u16) -> String {
 pub fn try_reserve(port: u16) -> io::Result<Option<Reservation>> {
     let addr = SocketAddr::from_abstract_name(name(port).as_bytes())?;
     match UnixListener::bind_addr(&addr) {
-        Ok(socket) => Ok(Some(Reservation { _socket: socket })),
+        Ok(socket) => Ok(Some(Reservation { socket })),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(None),
         Err(e) => Err(e),
     }

@@ -287,7 +287,7 @@ pub fn stop(server: &ServerProcess, grace: Duration) -> Result<Stopped, String> 
         Ok(fd) => fd,
         Err(Mismatch::Gone(why)) => {
             // The leader is gone; helpers it left in its group, carrying its marker, still go.
-            signal_members(server, libc::SIGKILL);
+            sweep_members(server);
             return Ok(Stopped::NotRunning(why));
         }
         Err(Mismatch::NotOurs(why)) => return Ok(Stopped::NotRunning(why)),
@@ -317,8 +317,34 @@ pub fn stop(server: &ServerProcess, grace: Duration) -> Result<Stopped, String> 
         }
         Stopped::Killed { grace }
     };
-    signal_members(server, libc::SIGKILL);
+    sweep_members(server);
     Ok(outcome)
+}
+
+/// SIGKILL what is left of the server's marked group members, and wait (bounded) until they
+/// are gone: a helper forked by the server holds what the server held (the copy of its port's
+/// reservation), which a restart on the same port takes next.
+fn sweep_members(server: &ServerProcess) {
+    signal_members(server, libc::SIGKILL);
+    let deadline = Instant::now() + KILL_WAIT;
+    while !marked_members(server).is_empty() && Instant::now() < deadline {
+        thread::sleep(STOP_POLL);
+    }
+}
+
+/// The running members of the server's process group (not the leader) that carry its marker;
+/// none for a record without a marker or a server that does not lead its group.
+fn marked_members(server: &ServerProcess) -> Vec<u32> {
+    let Some(marker) = server.instance.as_deref() else {
+        return Vec::new();
+    };
+    if server.pgid != server.pid {
+        return Vec::new();
+    }
+    group_members(server.pgid)
+        .into_iter()
+        .filter(|&pid| pid != server.pid && identity::carries(pid, marker))
+        .collect()
 }
 
 /// A handle on the recorded process, opened first and then checked, so the check speaks for
@@ -349,13 +375,7 @@ fn signal_members(server: &ServerProcess, sig: i32) {
     let Some(marker) = server.instance.as_deref() else {
         return;
     };
-    if server.pgid != server.pid {
-        return;
-    }
-    for pid in group_members(server.pgid) {
-        if pid == server.pid {
-            continue;
-        }
+    for pid in marked_members(server) {
         let Ok(fd) = Pidfd::open(pid) else {
             continue;
         };

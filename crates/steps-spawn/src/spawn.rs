@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -133,9 +134,10 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         .iter()
         .map(|a| expand(cx, a, Some(port)))
         .collect();
-    let started = launch(cx, &shown, &shown, real_env, spec, &server_log).inspect_err(|_| {
-        port::release(port);
-    })?;
+    let started =
+        launch(cx, &shown, &shown, real_env, spec, &server_log, port).inspect_err(|_| {
+            port::release(port);
+        })?;
     note(
         cx,
         &format!(
@@ -220,7 +222,13 @@ fn stop_previous(
             }
         },
     };
-    for server in servers.into_iter().filter(ServerProcess::is_running) {
+    for server in servers {
+        if !server.is_running() {
+            // Exited: helpers it forked (carrying its marker, holding its port's reservation)
+            // still go. A pid that is another process now is not signalled.
+            let _ = process::stop(&server, DEFAULT_GRACE);
+            continue;
+        }
         note(
             cx,
             &format!(
@@ -329,7 +337,10 @@ fn server_env(spec: &Spawn, cx: &StepContext<'_>) -> Result<BTreeMap<String, Str
 }
 
 /// Start the process: its own session (so it outlives apply and stops as a group), stdin from
-/// /dev/null, stdout and stderr to the log (the previous run's log kept as `<log>.1`).
+/// /dev/null, stdout and stderr to the log (the previous run's log kept as `<log>.1`), and a
+/// copy of `port`'s host-wide reservation, its only other descriptor, so the port stays
+/// reserved while the server lives (loading, after this apply is done or killed).
+#[allow(clippy::too_many_arguments)]
 fn launch(
     cx: &StepContext<'_>,
     argv: &[String],
@@ -337,6 +348,7 @@ fn launch(
     env: &std::collections::BTreeMap<String, String>,
     spec: &Spawn,
     server_log: &Path,
+    port: u16,
 ) -> Result<ServerProcess, StepError> {
     if cx.cancel.is_cancelled() {
         return Err(StepError::cancelled());
@@ -385,16 +397,29 @@ fn launch(
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(log_error)?)
         .stderr(log);
-    // SAFETY: setsid(2) is async-signal-safe; nothing else runs between fork and exec.
+    // Our copy of the reservation, close-on-exec: held until the child has exec'd (or failed).
+    let reservation = port::inheritable(port);
+    let inherited = reservation.as_ref().map(AsRawFd::as_raw_fd);
+    // SAFETY: setsid(2) and fcntl(2) are async-signal-safe; nothing else runs between fork and
+    // exec. `inherited` is an fd this process keeps open until `spawn` returns.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if let Some(fd) = inherited {
+                // Only this copy, only in this child, survives exec.
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| {
+    let spawned = cmd.spawn();
+    drop(reservation);
+    let child = spawned.map_err(|e| {
         StepError::new(format!(
             "cannot start `{}`: {e}",
             Redactor::for_plan(cx.plan).redact(&shown.join(" "))

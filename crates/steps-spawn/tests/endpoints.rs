@@ -15,8 +15,8 @@ use common::{assert_gone, json_file, Pool, Rig, FAKE};
 use provision_plan::step::PortSpec;
 use provision_plan::StepSpec;
 use provision_steps_spawn as spawn;
-use provision_steps_spawn::port;
 use provision_steps_spawn::HandoffFile;
+use provision_steps_spawn::{port, port_reservation};
 use serde_json::json;
 
 /// A process this test started; killed and reaped when dropped.
@@ -318,4 +318,48 @@ fn a_server_that_cannot_bind_its_port_fails_naming_who_holds_it() {
         "its log says why"
     );
     assert!(!rig.handoff_file(0).exists());
+}
+
+#[test]
+fn a_server_holds_its_port_reservation_until_it_exits_and_no_other_server_does() {
+    let mut rig = Rig::new(&Pool {
+        replicas: 2,
+        // Loading for the whole test: neither server ever listens.
+        env: &[("FAKE_NEVER_BIND", "1")],
+        ..Pool::default()
+    });
+    auto_ports_from(&mut rig, free_port());
+    rig.run("spawn:fake/r0").unwrap();
+    rig.run("spawn:fake/r1").unwrap();
+    let (s0, s1) = (rig.server(0), rig.server(1));
+    let port_of = |r: u32| {
+        rig.outputs(&format!("spawn:fake/r{r}"))["port"]
+            .as_u64()
+            .unwrap() as u16
+    };
+    let (p0, p1) = (port_of(0), port_of(1));
+    // The apply that chose them lets go (it was killed, or its probes gave up).
+    port::release(p0);
+    port::release(p1);
+    // Still loading, not listening: each port stays reserved, by its own server.
+    for (port, server) in [(p0, &s0), (p1, &s1)] {
+        assert!(
+            !port::reserve("127.0.0.1", port),
+            "port {port} of a loading server was handed out again"
+        );
+        let holder = port_reservation::holder(port).map(|h| h.pid);
+        assert_eq!(holder, Some(server.pid), "port {port}");
+    }
+    let chosen = port::reserve_auto("127.0.0.1", p0.min(p1), None, &Default::default()).unwrap();
+    port::release(chosen);
+    assert!(chosen != p0 && chosen != p1, "the auto choice skips both");
+
+    // r0's server exits: its port is free again, although r1's server still runs (it did not
+    // inherit r0's reservation).
+    spawn::stop_server(&rig.outputs("spawn:fake/r0"), Duration::from_secs(5)).unwrap();
+    assert_gone(&s0);
+    assert!(s1.is_running());
+    assert!(port::reserve("127.0.0.1", p0), "freed with its server");
+    port::release(p0);
+    assert!(!port::reserve("127.0.0.1", p1));
 }

@@ -499,3 +499,42 @@ fn one_replica_writes_the_default_handoff_path() {
         .collect();
     assert_eq!(leftovers.len(), 1, "no temp files: {leftovers:?}");
 }
+
+#[test]
+fn a_crashed_server_leaves_no_helper_holding_its_port_and_restarts_on_the_same_fixed_port() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut rig = Rig::new(&Pool {
+        ports: Some(vec![port]),
+        // A helper in the server's group: it inherited the copy of the port's reservation.
+        env: &[("FAKE_CHILD", "1")],
+        ..Pool::default()
+    });
+    rig.up(0).unwrap();
+    let old = rig.server(0);
+    let started = Instant::now();
+    while group_members(old.pgid).len() < 2 {
+        assert!(started.elapsed() < common::PATIENCE, "no helper started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The server dies alone (a crash): its helper lives on, holding the reservation.
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &old.pid.to_string()])
+        .status();
+    while old.is_running() {
+        assert!(
+            started.elapsed() < common::PATIENCE,
+            "pid {} lives",
+            old.pid
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The restart stops what the crashed server left in its group, then takes its port again.
+    rig.run("spawn:fake/r0").unwrap();
+    assert_eq!(rig.outputs("spawn:fake/r0")["port"], port);
+    assert_gone(&old);
+    rig.run("probe:fake/r0").unwrap();
+}

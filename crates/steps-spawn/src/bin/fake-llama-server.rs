@@ -105,7 +105,7 @@ fn parse_args() -> Args {
     Args { values, switches }
 }
 
-fn main() {
+pub fn main() {
     let args = parse_args();
     if args.switches.iter().any(|s| s == "--help" || s == "-h") {
         print!("{}", help());

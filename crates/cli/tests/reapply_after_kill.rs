@@ -1,0 +1,299 @@
+//! `provision apply` of 6 replicas on auto ports, killed with SIGKILL while its servers are
+//! still loading (started, not listening yet), then applied again: the second apply exits 0,
+//! every handoff names a port that the handoff's own server listens on, and no server of the
+//! project is left that no handoff names (issue 13, finding 2). A server left by a killed apply
+//! for a replica that is no longer configured is stopped by the next apply, found by its marker.
+//!
+//! The servers are real processes started by the real `provision` binary: the fake
+//! llama-server (crates/steps-spawn/src/bin/fake-llama-server.rs), compiled into this test
+//! binary, which runs as that server when `PROVISION_TEST_AS_LLAMA_SERVER` is set (the config
+//! names this binary as the llama-server binary). Hence `harness = false`.
+
+#[path = "../../steps-spawn/src/bin/fake-llama-server.rs"]
+mod fake;
+
+use std::collections::BTreeSet;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use provision_steps_model::gguf_writer::{GgufWriter, LlamaShape};
+use provision_steps_spawn::identity;
+use provision_steps_spawn::port;
+use provision_steps_spawn::HandoffFile;
+
+/// Set in the pool's env: this binary then runs as the fake llama-server.
+const AS_SERVER: &str = "PROVISION_TEST_AS_LLAMA_SERVER";
+
+/// How long a server takes to bind its port: far longer than an apply takes to choose ports,
+/// so the killed apply's servers are still loading when the next apply chooses.
+const BIND_DELAY_MS: u64 = 2000;
+
+/// How long a test waits for something that takes well under a second on an idle machine: it
+/// only decides how long a failing test takes to say so.
+const PATIENCE: Duration = Duration::from_secs(90);
+
+fn main() -> ExitCode {
+    if std::env::var_os(AS_SERVER).is_some() {
+        fake::main();
+        return ExitCode::SUCCESS;
+    }
+    let mut args = Arguments::from_args();
+    // Each test starts up to a dozen servers: one test at a time.
+    args.test_threads = Some(1);
+    let tests = vec![
+        Trial::test(
+            "killed_while_servers_load_then_applied_again_every_handoff_is_its_own_server",
+            killed_while_servers_load_then_applied_again,
+        ),
+        Trial::test(
+            "an_unrecorded_server_of_a_replica_no_longer_configured_is_stopped_by_the_next_apply",
+            an_unrecorded_server_is_stopped_by_the_next_apply,
+        ),
+    ];
+    libtest_mimic::run(&args, tests).exit_code()
+}
+
+/// A project: a tiny GGUF model, a config whose llama-server is this binary, its runtime dir.
+struct World {
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new(replicas: u32) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        GgufWriter::llama(LlamaShape {
+            n_layer: 1,
+            n_embd: 32,
+            n_head: 2,
+            n_head_kv: 2,
+            n_ff: 64,
+            n_vocab: 100,
+            n_ctx_train: 512,
+            weight_type: 1,
+            output: true,
+        })
+        .write(&dir.path().join("model.gguf"))
+        .unwrap();
+        let world = World { dir };
+        world.configure(replicas);
+        world
+    }
+
+    fn configure(&self, replicas: u32) {
+        let config = format!(
+            "pools:
+  - id: p
+    engine: llamacpp
+    model: m
+    backend: cpu
+    devices: []
+    replicas: {replicas}
+    readiness_timeout_ms: 60000
+    provisioning:
+      mode: binary
+      binary: {{path: \"{}\"}}
+      model: {{ref: ./model.gguf}}
+      env: {{{AS_SERVER}: \"1\", FAKE_BIND_DELAY_MS: \"{BIND_DELAY_MS}\"}}
+      flags: [--threads, \"1\"]
+",
+            std::env::current_exe().unwrap().display()
+        );
+        std::fs::write(self.dir.path().join("pools.yaml"), config).unwrap();
+    }
+
+    fn runtime(&self) -> PathBuf {
+        self.dir.path().join(".runtime")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_provision"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_remove(AS_SERVER)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    fn apply(&self) -> Output {
+        self.command(&["apply", "-c", "pools.yaml", "--cache-dir", "cache"])
+            .output()
+            .unwrap()
+    }
+
+    /// The processes carrying this project's marker: its servers.
+    fn servers(&self) -> BTreeSet<u32> {
+        identity::find_by_marker(&self.runtime().display().to_string(), None)
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    /// Start an apply and SIGKILL it once `started` of its servers run (still loading: they
+    /// bind only after `BIND_DELAY_MS`).
+    fn apply_killed_after(&self, started: usize) {
+        let mut child = self
+            .command(&["apply", "-c", "pools.yaml", "--cache-dir", "cache"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let since = Instant::now();
+        while self.servers().len() < started {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the apply ended ({status}) before {started} servers started");
+            }
+            assert!(
+                since.elapsed() < PATIENCE,
+                "{started} servers never started"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // SIGKILL: no handler runs, nothing is cleaned up or recorded.
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Every handoff's URL port is listened on by the handoff's own pid, there are `replicas`
+    /// of them on distinct ports, and every server of the project is named by one.
+    fn check_handoffs(&self, replicas: usize, context: &str) {
+        let engines = self.runtime().join("engines");
+        let mut named = BTreeSet::new();
+        let mut ports = BTreeSet::new();
+        for entry in std::fs::read_dir(&engines).unwrap() {
+            let path = entry.unwrap().path();
+            let file: HandoffFile =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let port: u16 = file.url.rsplit(':').next().unwrap().parse().unwrap();
+            let holder = port::holder(port).map(|h| h.pid);
+            assert_eq!(
+                holder,
+                file.pid,
+                "{context}: {} names port {port} and pid {:?}; the port is held by {holder:?}",
+                path.display(),
+                file.pid
+            );
+            named.insert(file.pid.unwrap());
+            ports.insert(port);
+        }
+        assert_eq!(named.len(), replicas, "{context}: handoffs {named:?}");
+        assert_eq!(ports.len(), replicas, "{context}: ports {ports:?}");
+        assert_eq!(
+            self.servers(),
+            named,
+            "{context}: servers running vs servers the handoffs name"
+        );
+    }
+
+    fn down(&self) {
+        let out = self.command(&["down"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "down: {out:?}");
+        let since = Instant::now();
+        while !self.servers().is_empty() {
+            assert!(since.elapsed() < PATIENCE, "servers left after down");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Stops what a world's test left running, even when it failed.
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.command(&["down", "--grace", "0.2"]).output();
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn killed_while_servers_load_then_applied_again() -> Result<(), Failed> {
+    let world = World::new(6);
+    // Killed after the first server started, half of them, all but one, all of them: none
+    // listening yet, some recorded in the state, some not.
+    for started in [1, 3, 5, 6] {
+        world.apply_killed_after(started);
+        let out = world.apply();
+        let context = format!("apply killed after {started} servers started");
+        assert_eq!(out.status.code(), Some(0), "{context}: {}", stderr(&out));
+        world.check_handoffs(6, &context);
+        world.down();
+    }
+    Ok(())
+}
+
+/// A stand-in for a server that a killed apply started and never recorded: `sleep` leading its
+/// own session, carrying the marker of `replica` (`pool/rN`) of runtime dir `runtime`.
+fn unrecorded_server(runtime: &Path, replica: &str) -> u32 {
+    let mut cmd = Command::new("sleep");
+    cmd.arg("600")
+        .env(
+            identity::MARKER_VAR,
+            identity::instance_id(&runtime.display().to_string(), replica),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid(2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    // provision (another process) stops it; reaped by a thread so it leaves no zombie.
+    std::thread::spawn(move || {
+        let mut child = child;
+        let _ = child.wait();
+    });
+    let marker = identity::instance_id(&runtime.display().to_string(), replica);
+    assert!(identity::await_marker(pid, &marker, PATIENCE));
+    pid
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.contains(") Z ") && !s.contains(") X "))
+}
+
+fn an_unrecorded_server_is_stopped_by_the_next_apply() -> Result<(), Failed> {
+    // An apply of 6 replicas was killed before it recorded r4's server; the config now has 2.
+    let world = World::new(2);
+    std::fs::create_dir_all(world.runtime()).unwrap();
+    let runtime = std::fs::canonicalize(world.runtime()).unwrap();
+    let orphan = unrecorded_server(&runtime, "p/r4");
+    // Not this config's: another pool (a project sharing the runtime dir with its own state
+    // file), and another runtime dir.
+    let other_pool = unrecorded_server(&runtime, "q/r0");
+    let elsewhere = unrecorded_server(Path::new("/elsewhere/.runtime"), "p/r4");
+
+    let out = world.apply();
+    let err = stderr(&out);
+    let survivors = [other_pool, elsewhere].map(|pid| (pid, alive(pid)));
+    for pid in [other_pool, elsewhere] {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!("spawn:p/r4: unrecorded pid {orphan}")),
+        "the orphan is named: {err}"
+    );
+    let since = Instant::now();
+    while alive(orphan) {
+        assert!(since.elapsed() < PATIENCE, "pid {orphan} was not stopped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        survivors,
+        [(other_pool, true), (elsewhere, true)],
+        "what is not this config's is untouched"
+    );
+    world.check_handoffs(2, "after the orphan was stopped");
+    Ok(())
+}
