@@ -132,6 +132,10 @@ pub struct Pool {
     /// replicas, `-r<N>` is inserted before the extension.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff_path: Option<String>,
+    /// Handoff files readable by the group too (mode 0640 instead of 0600), for an
+    /// orchestrator that runs as another user of provision's group.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handoff_group_readable: bool,
     /// How long a replica may take to answer `/health` with 200 after spawn, in milliseconds.
     #[serde(default = "default_readiness_timeout_ms")]
     #[schemars(range(min = 1), default = "default_readiness_timeout_ms")]

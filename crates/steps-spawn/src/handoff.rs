@@ -9,7 +9,8 @@
 
 use std::path::PathBuf;
 
-use provision_executor::state::{now_rfc3339, write_atomic, Durability};
+use provision_executor::private_file::FILE_MODE;
+use provision_executor::state::{now_rfc3339, write_atomic_mode, Durability};
 use provision_executor::{Outcome, Outputs, StepContext, StepError};
 use provision_plan::redact::Redactor;
 use provision_plan::step::Handoff;
@@ -20,6 +21,9 @@ use serde_json::{json, Value};
 use crate::handoff_owner::{inspect, sha256, Found, Owner, WRITTEN_BY};
 use crate::process::ServerProcess;
 use crate::replica::{dep_str, expand, replica_name};
+
+/// The mode of a handoff file the pool's group may read (`handoff_group_readable: true`).
+pub const GROUP_READABLE_MODE: u32 = 0o640;
 
 /// Bumped when the handoff file changes incompatibly.
 pub const HANDOFF_VERSION: u32 = 1;
@@ -184,7 +188,13 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
     let digest = sha256(format!("{text}\n").as_bytes());
     // No fsync (on the path from "ready" to "handoff written"): the file describes a running
     // server, which a power loss does not leave either.
-    write_atomic(&path, text.as_bytes(), Durability::NoSync).map_err(|e| {
+    // 0600, or 0640 for an orchestrator of provision's group (`handoff_group_readable`).
+    let mode = if spec.group_readable {
+        GROUP_READABLE_MODE
+    } else {
+        FILE_MODE
+    };
+    write_atomic_mode(&path, text.as_bytes(), Durability::NoSync, mode).map_err(|e| {
         StepError::new(format!(
             "cannot write the handoff file {}: {e}",
             path.display()

@@ -27,6 +27,7 @@ pub struct Pool<'a> {
     pub flags: &'a [&'a str],
     pub timeout_ms: u64,
     pub handoff_path: Option<&'a str>,
+    pub handoff_group_readable: bool,
 }
 
 impl Default for Pool<'_> {
@@ -38,6 +39,7 @@ impl Default for Pool<'_> {
             flags: &["--threads", "1"],
             timeout_ms: 30_000,
             handoff_path: None,
+            handoff_group_readable: false,
         }
     }
 }
@@ -50,10 +52,13 @@ pub fn config(p: &Pool<'_>) -> String {
         .as_ref()
         .map(|ps| format!("      ports: {ps:?}\n"))
         .unwrap_or_default();
-    let handoff = p
+    let mut handoff = p
         .handoff_path
         .map(|h| format!("    handoff_path: {h}\n"))
         .unwrap_or_default();
+    if p.handoff_group_readable {
+        handoff.push_str("    handoff_group_readable: true\n");
+    }
     format!(
         "pools:
   - id: fake
