@@ -400,6 +400,70 @@ fn a_build_left_running_by_a_killed_apply_is_stopped_by_the_next() {
     // Whatever the second (killed) apply started goes too: the reaper.
 }
 
+/// Send `signal` to the build tools (ninja, make) working under `dir`.
+fn signal_build_tools(dir: &Path, signal: &str) -> usize {
+    let mut sent = 0;
+    for line in processes_under(dir) {
+        let Some((pid, cmdline)) = line.split_once(": ") else {
+            continue;
+        };
+        let program = cmdline.split(' ').next().unwrap_or_default();
+        let name = Path::new(program).file_name().and_then(|n| n.to_str());
+        if matches!(name, Some("ninja" | "make" | "gmake")) {
+            let _ = Command::new("kill").args(["-s", signal, pid]).status();
+            sent += 1;
+        }
+    }
+    sent
+}
+
+#[test]
+fn a_build_job_whose_build_tool_cannot_pass_a_signal_on_is_stopped_by_the_next_apply() {
+    // ninja runs each job in a process group of its own and stops its jobs when it gets
+    // SIGTERM. Here it cannot (it is stopped), so only what finds the job itself stops it.
+    let world = World::with_cmake_flags(SLOW);
+    let _reaper = Reaper(world.path());
+    let mut child = world.apply_command(&[]).spawn().unwrap();
+    wait_running(&world, "cmake-build:upstream@v1", "the build never started");
+    wait_until("the build never reached its sleep", PATIENCE, || {
+        processes_under(world.path())
+            .iter()
+            .any(|p| p.contains(SLOW_SLEEP))
+    });
+    let _ = child.kill(); // SIGKILL: provision cannot stop its build.
+    let _ = child.wait();
+    assert!(
+        signal_build_tools(world.path(), "STOP") > 0,
+        "no build tool found: {:#?}",
+        processes_under(world.path())
+    );
+    let orphans = processes_under(world.path());
+    assert!(
+        orphans.iter().any(|p| p.contains(SLOW_SLEEP)),
+        "expected the build to outlive provision: {orphans:#?}"
+    );
+
+    let mut next = world.apply_command(&[]).spawn().unwrap();
+    let still = || -> Vec<String> {
+        processes_under(world.path())
+            .into_iter()
+            .filter(|p| orphans.contains(p))
+            .collect()
+    };
+    let started = Instant::now();
+    while !still().is_empty() && started.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = still();
+    signal_build_tools(world.path(), "CONT");
+    let _ = next.kill();
+    let _ = next.wait();
+    assert!(
+        left.is_empty(),
+        "the next apply left the old build running: {left:#?}"
+    );
+}
+
 #[test]
 fn an_apply_whose_lock_file_is_removed_stops_and_writes_no_more() {
     let world = World::with_cmake_flags(SLOW);

@@ -136,7 +136,8 @@ impl StepCommand {
         }
     }
 
-    fn expression(&self) -> duct::Expression {
+    /// The command as duct runs it; `token` goes into its environment ([`crate::orphans`]).
+    fn expression(&self, token: &str) -> duct::Expression {
         let (program, args) = self
             .argv
             .split_first()
@@ -155,7 +156,7 @@ impl StepCommand {
         for (k, v) in &self.env {
             e = e.env(k, v);
         }
-        e
+        e.env(crate::orphans::TOKEN_VAR, token)
     }
 
     /// Run for a step: stdout and stderr go to the step's log, cancellation is honoured.
@@ -171,12 +172,12 @@ impl StepCommand {
     /// [`StepCommand::run`] with an explicit log file and cancel flag.
     pub fn run_logged(&self, log: &Path, cancel: &Cancel) -> Result<(), CommandError> {
         let mut file = self.open_log(log)?;
+        let running = Running::new(log)?;
         let reader = self
-            .expression()
+            .expression(&running.token)
             .stderr_to_stdout()
             .reader()
             .map_err(|source| self.spawn_error(source))?;
-        let _marker = Running::new(log, &reader.pids());
         let reader = Arc::new(reader);
         let copier = {
             let reader = Arc::clone(&reader);
@@ -199,6 +200,7 @@ impl StepCommand {
         let status = loop {
             if cancel.is_cancelled() {
                 stop_group(&reader.pids(), || matches!(reader.try_wait(), Ok(Some(_))));
+                running.stop_descendants();
                 let _ = reader.kill();
                 let _ = copier.join();
                 let _ = writeln!(file, "[provision] cancelled: killed `{}`", self.display());
@@ -223,16 +225,17 @@ impl StepCommand {
     /// [`StepCommand::read`] with an explicit log file and cancel flag.
     pub fn read_logged(&self, log: &Path, cancel: &Cancel) -> Result<String, CommandError> {
         let mut file = self.open_log(log)?;
+        let running = Running::new(log)?;
         let handle = self
-            .expression()
+            .expression(&running.token)
             .stdout_capture()
             .stderr_capture()
             .start()
             .map_err(|source| self.spawn_error(source))?;
-        let _marker = Running::new(log, &handle.pids());
         let output: Output = loop {
             if cancel.is_cancelled() {
                 stop_group(&handle.pids(), || matches!(handle.try_wait(), Ok(Some(_))));
+                running.stop_descendants();
                 let _ = handle.kill();
                 let _ = writeln!(file, "[provision] cancelled: killed `{}`", self.display());
                 return Err(CommandError::Cancelled {
@@ -295,21 +298,33 @@ impl StepCommand {
     }
 }
 
-/// While alive, the command's process group is recorded for [`crate::orphans::reap`].
-struct Running<'a>(&'a Path);
+/// The record of a running command ([`crate::orphans`]): written before the command starts,
+/// so that no moment exists at which it runs unrecorded; removed when it has finished.
+struct Running<'a> {
+    log: &'a Path,
+    /// What the command and all its descendants carry in their environment.
+    token: String,
+}
 
 impl<'a> Running<'a> {
-    fn new(log: &'a Path, pids: &[u32]) -> Self {
-        if let Some(&pid) = pids.first() {
-            crate::orphans::register(log, pid);
-        }
-        Running(log)
+    fn new(log: &'a Path) -> Result<Self, CommandError> {
+        let token = crate::orphans::register(log).map_err(|source| CommandError::Log {
+            path: crate::orphans::record_path(log),
+            source: crate::private_file::explain(source),
+        })?;
+        Ok(Running { log, token })
+    }
+
+    /// Stop what the command started outside its process group (a build tool's jobs in
+    /// groups or sessions of their own): everything still carrying its token.
+    fn stop_descendants(&self) {
+        crate::orphans::stop(std::slice::from_ref(&self.token));
     }
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        crate::orphans::unregister(self.0);
+        crate::orphans::unregister(self.log);
     }
 }
 

@@ -112,15 +112,15 @@ fn a_step_log_is_not_appended_through_a_symlink() {
 }
 
 #[test]
-fn an_orphan_marker_is_private_and_not_written_through_a_symlink() {
+fn an_orphan_record_is_private_and_not_written_through_a_symlink() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("s.log");
     let target = dir.path().join("target");
     std::fs::write(&target, "keep").unwrap();
-    std::os::unix::fs::symlink(&target, dir.path().join("s.log.pgid")).unwrap();
-    provision_executor::orphans::register(&log, std::process::id());
+    std::os::unix::fs::symlink(&target, dir.path().join("s.log.token")).unwrap();
+    provision_executor::orphans::register(&log).unwrap();
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
     let other = dir.path().join("t.log");
-    provision_executor::orphans::register(&other, std::process::id());
-    assert_eq!(mode(&dir.path().join("t.log.pgid")), 0o600);
+    provision_executor::orphans::register(&other).unwrap();
+    assert_eq!(mode(&dir.path().join("t.log.token")), 0o600);
 }
