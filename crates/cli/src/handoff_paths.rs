@@ -84,17 +84,14 @@ pub fn check(plan: &Plan, config: &Path, state: &Path, lock: &Path) -> Result<()
             continue;
         }
         let at = resolved(Path::new(&path));
-        let clash = taken
-            .get(&at)
-            .cloned()
-            .or_else(|| {
-                at.starts_with(&cache).then(|| {
-                    format!(
-                        "inside the cache directory {} (sources, builds and models)",
-                        cache.display()
-                    )
-                })
-            });
+        let clash = taken.get(&at).cloned().or_else(|| {
+            at.starts_with(&cache).then(|| {
+                format!(
+                    "inside the cache directory {} (sources, builds and models)",
+                    cache.display()
+                )
+            })
+        });
         if let Some(what) = clash {
             return Err(format!(
                 "pool `{}`: `handoff_path` resolves to {}, which is {what}; provision writes and removes the handoff file, so it must be a file of its own\n  hint: set `handoff_path` of pool `{}` to a new file, e.g. under the runtime directory",

@@ -148,8 +148,7 @@ pub fn render_text(plan: &Plan) -> String {
     let mut shown: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     // Looked up once per pool's step: `Plan::step` and `Plan::change` search the whole list,
     // which made 10,000 pools 40,000 searches of 30,000 steps.
-    let steps: HashMap<&str, &Step> =
-        plan.steps.iter().map(|s| (s.id.as_str(), s)).collect();
+    let steps: HashMap<&str, &Step> = plan.steps.iter().map(|s| (s.id.as_str(), s)).collect();
     let changes: HashMap<&str, &crate::plan::Change> = plan
         .changes
         .iter()

@@ -513,10 +513,9 @@ mod tests {
         for shape in ["u{}", "pool-{:05}", "{}x", "key_{}_name"] {
             let buckets: BTreeSet<u64> = (0..65_536)
                 .map(|i| {
-                    let key = shape.replace("{}", &i.to_string()).replace(
-                        "{:05}",
-                        &format!("{i:05}"),
-                    );
+                    let key = shape
+                        .replace("{}", &i.to_string())
+                        .replace("{:05}", &format!("{i:05}"));
                     hasher.hash_one(key.as_str()) & 0xffff
                 })
                 .collect();

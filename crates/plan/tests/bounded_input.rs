@@ -148,7 +148,9 @@ fn flow_collections_are_read_as_a_stream() {
     ] {
         let read = Rc::new(Cell::new(0usize));
         let counter = Rc::clone(&read);
-        let chars = text.chars().inspect(move |_| counter.set(counter.get() + 1));
+        let chars = text
+            .chars()
+            .inspect(move |_| counter.set(counter.get() + 1));
         let mut parser = saphyr_parser::Parser::new_from_iter(chars);
         loop {
             let (event, _) = parser.next_event().expect("an event").expect("no error");
