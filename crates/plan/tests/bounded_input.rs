@@ -169,6 +169,22 @@ fn flow_collections_are_read_as_a_stream() {
 }
 
 #[test]
+fn values_per_document_are_capped() {
+    let limit = 2_000_000;
+    // The root mapping, its key `x`, the list and its items: one past the limit.
+    let text = format!("x: [{}1]\npools: []\n", "1,".repeat(limit - 3));
+    let err = within_a_minute(move || reject(text));
+    assert_eq!(err.diagnostics.len(), 1, "{err}");
+    let d = &err.diagnostics[0];
+    assert!(
+        d.message.contains("more than 2000000 values"),
+        "{}",
+        d.message
+    );
+    assert_eq!(d.location.map(|l| l.line), Some(1), "{d:?}");
+}
+
+#[test]
 fn alias_expansion_is_capped() {
     // A billion laughs, and a large anchor aliased many times.
     let mut laughs = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
