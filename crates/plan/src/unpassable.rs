@@ -7,33 +7,78 @@ use serde_json::Value;
 use crate::document::{join_index, join_key};
 
 /// The field path of every string (value or mapping key) in `value` that holds a NUL byte,
-/// and whether it is the key that holds it. Iterative: the depth is bounded when the document
-/// is read, but this does not rely on it.
+/// and whether it is the key that holds it. Iterative, one frame per open list or mapping (the
+/// depth is bounded when the document is read, but this does not rely on it); a path is built
+/// only for a collection it enters and for what it finds, not for every item (a list of a
+/// million items once cost a million path strings here).
 pub(crate) fn nul_bytes(value: &Value) -> Vec<(String, bool)> {
     let mut found = Vec::new();
-    let mut stack: Vec<(String, &Value)> = vec![(String::new(), value)];
-    while let Some((path, v)) = stack.pop() {
-        match v {
-            Value::String(s) if s.contains('\0') => found.push((path, false)),
-            Value::Array(items) => {
-                for (i, item) in items.iter().enumerate().rev() {
-                    stack.push((join_index(&path, i), item));
+    if matches!(value, Value::String(s) if s.contains('\0')) {
+        found.push((String::new(), false));
+    }
+    let mut stack: Vec<(String, Items)> = Items::of(value)
+        .map(|items| (String::new(), items))
+        .into_iter()
+        .collect();
+    while let Some((path, items)) = stack.last_mut() {
+        let (place, child) = match items {
+            Items::List(list) => match list.next() {
+                Some((i, item)) => (Place::Index(i), item),
+                None => {
+                    stack.pop();
+                    continue;
+                }
+            },
+            Items::Map(map) => match map.next() {
+                Some((key, _)) if key.contains('\0') => {
+                    found.push((join_key(path, key), true));
+                    continue;
+                }
+                Some((key, item)) => (Place::Key(key), item),
+                None => {
+                    stack.pop();
+                    continue;
+                }
+            },
+        };
+        let child_path = |path: &str| match place {
+            Place::Index(i) => join_index(path, i),
+            Place::Key(k) => join_key(path, k),
+        };
+        match child {
+            Value::String(s) if s.contains('\0') => found.push((child_path(path), false)),
+            _ => {
+                if let Some(items) = Items::of(child) {
+                    let child_path = child_path(path);
+                    stack.push((child_path, items));
                 }
             }
-            Value::Object(map) => {
-                for (key, child) in map.iter().rev() {
-                    let child_path = join_key(&path, key);
-                    if key.contains('\0') {
-                        found.push((child_path, true));
-                    } else {
-                        stack.push((child_path, child));
-                    }
-                }
-            }
-            _ => {}
         }
     }
     found
+}
+
+/// The items of a list or mapping still to be looked at.
+enum Items<'v> {
+    List(std::iter::Enumerate<std::slice::Iter<'v, Value>>),
+    Map(serde_json::map::Iter<'v>),
+}
+
+impl<'v> Items<'v> {
+    fn of(value: &'v Value) -> Option<Items<'v>> {
+        match value {
+            Value::Array(a) => Some(Items::List(a.iter().enumerate())),
+            Value::Object(m) => Some(Items::Map(m.iter())),
+            _ => None,
+        }
+    }
+}
+
+/// Where a child sits in its parent, its path not yet written out.
+#[derive(Clone, Copy)]
+enum Place<'k> {
+    Index(usize),
+    Key(&'k str),
 }
 
 pub(crate) const NUL_MESSAGE: &str =

@@ -129,6 +129,61 @@ fn deep_nesting_fails_cleanly_without_overflowing_the_stack() {
     assert!(!err.contains("nested more than"), "{err}");
 }
 
+/// The YAML parser gives the first events of a flow collection that could be a mapping key (a
+/// JSON document, `key: [ … ]`) before it has read far past the collection's start: an
+/// implicit key is at most 1024 characters. It once read the whole collection ahead, holding
+/// ~160 bytes per token (a 16 MiB JSON config of unknown fields: 1.3 GB before its first event).
+#[test]
+fn flow_collections_are_read_as_a_stream() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    let items = "1,".repeat(200_000);
+    let fields: String = (0..50_000).map(|i| format!("\"u{i}\":1,")).collect();
+    for text in [
+        format!("[{items}1]\n"),
+        format!("{{{fields}\"x\":1}}\n"),
+        format!("pools: [{items}1]\n"),
+        format!("pools:\n  - {{{fields}x: 1}}\n"),
+    ] {
+        let read = Rc::new(Cell::new(0usize));
+        let counter = Rc::clone(&read);
+        let chars = text
+            .chars()
+            .inspect(move |_| counter.set(counter.get() + 1));
+        let mut parser = saphyr_parser::Parser::new_from_iter(chars);
+        loop {
+            let (event, _) = parser.next_event().expect("an event").expect("no error");
+            if matches!(event, saphyr_parser::Event::Scalar(..)) {
+                break;
+            }
+        }
+        let head: String = text.chars().take(12).collect();
+        assert!(
+            read.get() < 16 * 1024,
+            "`{head}…`: {} of {} characters read before the first scalar",
+            read.get(),
+            text.len()
+        );
+    }
+}
+
+#[test]
+fn values_per_document_are_capped() {
+    let limit = 2_000_000;
+    // The root mapping, its key `x`, the list and its items: one past the limit.
+    let text = format!("x: [{}1]\npools: []\n", "1,".repeat(limit - 3));
+    let err = within_a_minute(move || reject(text));
+    assert_eq!(err.diagnostics.len(), 1, "{err}");
+    let d = &err.diagnostics[0];
+    assert!(
+        d.message.contains("more than 2000000 values"),
+        "{}",
+        d.message
+    );
+    assert_eq!(d.location.map(|l| l.line), Some(1), "{d:?}");
+}
+
 #[test]
 fn alias_expansion_is_capped() {
     // A billion laughs, and a large anchor aliased many times.
