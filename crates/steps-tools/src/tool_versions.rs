@@ -110,12 +110,26 @@ impl ToolVersions {
 
 /// The first non-empty line `exe --version` prints (stdout, else stderr).
 fn version_line(exe: &Path, path: &OsStr) -> Option<String> {
-    let out = Command::new(exe)
-        .arg("--version")
-        .env("PATH", path)
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
+    let run = || {
+        Command::new(exe)
+            .arg("--version")
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .output()
+    };
+    // "Text file busy": the file is open for writing somewhere at this instant (a tool being
+    // replaced, or a descriptor a concurrent fork holds until its exec). Asked again shortly.
+    let mut out = run();
+    for _ in 0..50 {
+        match &out {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                out = run();
+            }
+            _ => break,
+        }
+    }
+    let out = out.ok()?;
     let first_line = |bytes: &[u8]| {
         String::from_utf8_lossy(bytes)
             .lines()
