@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use provision_plan::llama_flags::to_argv;
+use provision_plan::redact::redact_url;
 use provision_plan::{Backend, PoolInput, ProvisioningMode, ValidConfig};
 use provision_steps_model::ModelInfo;
 use serde::Serialize;
@@ -350,15 +351,25 @@ fn pool(
     warnings.extend(unpinned);
 
     let port = input.ports.first().copied().unwrap_or(DEFAULT_PORT);
+    // A model URL with credentials in it: the download container reads it from the Secret.
+    let url_is_secret = input
+        .model_ref
+        .as_ref()
+        .is_some_and(|(_, source)| model::url_is_secret(source));
     let placement = model::place(
         input,
         &name,
         &image,
         env.get("HF_TOKEN").cloned(),
+        url_is_secret.then(|| from_secret("MODEL_URL")),
         opts,
         config_dir,
     )?;
     warnings.extend(placement.note.clone());
+    if url_is_secret && placement.downloader.is_some() {
+        secret_keys.push("MODEL_URL".into());
+        secret_keys.sort();
+    }
 
     let mut args: Vec<String> = vec![
         "--host".into(),
@@ -447,7 +458,7 @@ fn pool(
 
     let mut annotations = BTreeMap::from([(POOL_ANNOTATION.to_string(), pool.id.clone())]);
     if let Some((text, _)) = &input.model_ref {
-        annotations.insert(MODEL_ANNOTATION.to_string(), text.clone());
+        annotations.insert(MODEL_ANNOTATION.to_string(), redact_url(text));
     }
     let selector = labels(&name);
     let max_surge = opts.max_surge as i32;
