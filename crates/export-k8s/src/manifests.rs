@@ -110,7 +110,7 @@ pub fn export(
             out.warnings.push(format!(
                 "pool `{}` is an external server ({}): provision does not run it, so nothing is exported for it",
                 input.pool.id,
-                input.pool.provisioning.external.as_ref().map_or("", |e| e.url.as_str())
+                redact_url(input.pool.provisioning.external.as_ref().map_or("", |e| e.url.as_str()))
             ));
             continue;
         }

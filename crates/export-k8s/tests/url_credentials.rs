@@ -83,3 +83,34 @@ fn a_public_model_url_stays_inline() {
     assert_eq!(env["value"], "https://models.example/m.gguf", "{env}");
     assert_eq!(export.pools[0].secret, None);
 }
+
+#[test]
+fn an_external_url_with_credentials_is_redacted_in_the_warning() {
+    let text = "pools:
+  - id: web
+    engine: llamacpp
+    model: tiny
+    backend: cpu
+    devices: []
+    provisioning:
+      mode: binary
+      binary: {path: /opt/llama-server}
+      model: {ref: /models/tiny.gguf}
+  - id: ext
+    engine: llamacpp
+    model: m
+    backend: cpu
+    devices: []
+    provisioning:
+      mode: external
+      external: {url: \"http://user:hunter2@10.0.0.9:8080/?token=SIGVALUE\"}
+";
+    let doc = Document::parse("ext.yaml", text.into()).unwrap();
+    let valid = provision_plan::validate(&doc).unwrap_or_else(|e| panic!("{e}"));
+    let export = export_with(&valid, &ExportOptions::default()).unwrap();
+    let warnings = export.warnings.join("\n");
+    assert!(warnings.contains("external server"), "{warnings}");
+    for s in SECRETS {
+        assert!(!warnings.contains(s), "`{s}` is in a warning: {warnings}");
+    }
+}
