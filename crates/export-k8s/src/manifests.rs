@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use provision_plan::llama_flags::to_argv;
-use provision_plan::redact::redact_url;
+use provision_plan::redact::{is_secret_env_value, redact_url};
 use provision_plan::{Backend, PoolInput, ProvisioningMode, ValidConfig};
 use provision_steps_model::ModelInfo;
 use serde::Serialize;
@@ -31,7 +31,7 @@ use crate::names::{
     POOL_ANNOTATION,
 };
 use crate::options::{ExportOptions, ModelVolume};
-use crate::secrets::{is_secret_env, split_flags};
+use crate::secrets::split_flags;
 
 /// The extended resource NVIDIA's device plugin announces; one per GPU.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
@@ -324,7 +324,7 @@ fn pool(
             ));
             continue;
         }
-        if is_secret_env(k, &prov.secret_env) {
+        if is_secret_env_value(k, v, &prov.secret_env) {
             env.insert(k.clone(), from_secret(k));
             secret_keys.push(k.clone());
         } else {

@@ -114,3 +114,32 @@ fn an_external_url_with_credentials_is_redacted_in_the_warning() {
         assert!(!warnings.contains(s), "`{s}` is in a warning: {warnings}");
     }
 }
+
+#[test]
+fn an_env_value_with_url_credentials_comes_from_the_secret() {
+    let text = "pools:
+  - id: web
+    engine: llamacpp
+    model: tiny
+    backend: cpu
+    devices: []
+    provisioning:
+      mode: binary
+      binary: {path: /opt/llama-server}
+      model: {ref: /models/tiny.gguf}
+      env: {MIRROR: 'https://u:hunter2@mirror.example/x', LOG_LEVEL: info}
+";
+    let doc = Document::parse("env.yaml", text.into()).unwrap();
+    let valid = provision_plan::validate(&doc).unwrap_or_else(|e| panic!("{e}"));
+    let export = export_with(&valid, &ExportOptions::default()).unwrap();
+    let all = json_values(&export)
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!all.contains("hunter2"), "{all}");
+    assert_eq!(
+        export.pools[0].secret,
+        Some(("web-secrets".into(), vec!["MIRROR".to_string()]))
+    );
+}
