@@ -13,7 +13,9 @@ use provision_executor::{
 use provision_plan::Roots;
 use serde_json::Value;
 
-use crate::handoff_owner::{remove_if_ours, remove_if_unchanged, Owner, Removal};
+use crate::handoff_owner::{
+    remove_handoffs_of, remove_if_ours, remove_if_unchanged, Owner, Removal,
+};
 use crate::identity;
 use crate::process::{self, ServerProcess, Stopped};
 
@@ -100,14 +102,45 @@ fn stop_by_marker(
         match process::stop(&server, grace) {
             // Already gone: a member swept with its leader a moment ago.
             Ok(Stopped::NotRunning(_)) => {}
-            Ok(how) => report.stopped.push(Stop {
-                step,
-                what: format!(
-                    "unrecorded pid {pid} (found by its {} marker): {how}",
-                    identity::MARKER_VAR
-                ),
-            }),
+            Ok(how) => {
+                report.stopped.push(Stop {
+                    step,
+                    what: format!(
+                        "unrecorded pid {pid} (found by its {} marker): {how}",
+                        identity::MARKER_VAR
+                    ),
+                });
+                remove_default_handoffs(roots, replica, pid, report);
+            }
             Err(e) => report.failed.push((step, e)),
+        }
+    }
+}
+
+/// The handoffs under `<runtime>/engines/` that name the unrecorded server `pid` of `replica`
+/// (`pool/rN`), which was just stopped: removed, so that none names its URL any more. A
+/// `handoff_path` elsewhere is not known without the state file, and is left.
+fn remove_default_handoffs(roots: &Roots, replica: &str, pid: u32, report: &mut DownReport) {
+    let Some(number) = replica
+        .rsplit_once("/r")
+        .and_then(|(_, n)| n.parse::<u32>().ok())
+    else {
+        return;
+    };
+    let owner = Owner {
+        runtime_dir: Some(roots.runtime.clone()),
+        pool: identity::pool_of(replica).to_string(),
+        replica: number,
+    };
+    let dir = Path::new(&roots.runtime).join("engines");
+    let step = format!("handoff:{replica}");
+    for removed in remove_handoffs_of(&dir, &owner, pid) {
+        match removed {
+            Ok(path) => report.stopped.push(Stop {
+                step: step.clone(),
+                what: format!("removed {path} (it named the stopped pid {pid})"),
+            }),
+            Err(e) => report.failed.push((step.clone(), e)),
         }
     }
 }
