@@ -3,6 +3,7 @@
 //! log or pid file. Checked where the config path, the state path and the roots are all known
 //! (the plan only knows the roots), before anything runs.
 
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 use provision_plan::{Plan, StepSpec};
@@ -46,11 +47,12 @@ fn resolved(path: &Path) -> PathBuf {
 /// The first `handoff_path` of `plan` that names a file provision does not own, as an error
 /// message naming the pool, the field and the path.
 pub fn check(plan: &Plan, config: &Path, state: &Path, lock: &Path) -> Result<(), String> {
-    let mut taken: Vec<(PathBuf, String)> = vec![
+    // A map, not a list: 10,000 pools have 30,000 such files and 10,000 handoffs to look up.
+    let mut taken: HashMap<PathBuf, String> = HashMap::from([
         (resolved(config), "the config file".into()),
         (resolved(state), "the state file".into()),
         (resolved(lock), "the lock file of the state".into()),
-    ];
+    ]);
     for s in &plan.steps {
         if let StepSpec::Spawn(sp) = &s.spec {
             let name = format!("{}/r{}", sp.pool, sp.replica);
@@ -61,7 +63,9 @@ pub fn check(plan: &Plan, config: &Path, state: &Path, lock: &Path) -> Result<()
             ] {
                 let p = plan.roots.expand(p);
                 if !p.contains("${") {
-                    taken.push((resolved(Path::new(&p)), format!("the {what} of {name}")));
+                    taken
+                        .entry(resolved(Path::new(&p)))
+                        .or_insert_with(|| format!("the {what} of {name}"));
                 }
             }
         }
@@ -76,18 +80,14 @@ pub fn check(plan: &Plan, config: &Path, state: &Path, lock: &Path) -> Result<()
             continue;
         }
         let at = resolved(Path::new(&path));
-        let clash = taken
-            .iter()
-            .find(|(p, _)| *p == at)
-            .map(|(_, what)| what.clone())
-            .or_else(|| {
-                at.starts_with(&cache).then(|| {
-                    format!(
-                        "inside the cache directory {} (sources, builds and models)",
-                        cache.display()
-                    )
-                })
-            });
+        let clash = taken.get(&at).cloned().or_else(|| {
+            at.starts_with(&cache).then(|| {
+                format!(
+                    "inside the cache directory {} (sources, builds and models)",
+                    cache.display()
+                )
+            })
+        });
         if let Some(what) = clash {
             return Err(format!(
                 "pool `{}`: `handoff_path` resolves to {}, which is {what}; provision writes and removes the handoff file, so it must be a file of its own\n  hint: set `handoff_path` of pool `{}` to a new file, e.g. under the runtime directory",

@@ -350,7 +350,10 @@ fn down_by_marker_leaves_other_runtime_dirs_and_other_pools_alone() {
         Some(&a.ws.plan.roots),
     )
     .unwrap();
-    let servers = report.stopped.iter().filter(|s| s.step.starts_with("spawn:"));
+    let servers = report
+        .stopped
+        .iter()
+        .filter(|s| s.step.starts_with("spawn:"));
     assert_eq!(servers.count(), 1, "{report:?}");
     assert_gone(&sa);
     assert!(
