@@ -17,6 +17,7 @@ use crate::handoff_owner::{
     remove_handoffs_of, remove_if_ours, remove_if_unchanged, Owner, Removal,
 };
 use crate::identity;
+use crate::pid_file;
 use crate::process::{self, ServerProcess, Stopped};
 
 /// What `down` did for one step.
@@ -52,9 +53,14 @@ pub fn stop_server(outputs: &Outputs, grace: Duration) -> Result<Stopped, String
     Ok(result)
 }
 
+/// The recorded pid file, while it still holds the recorded pid (see [`pid_file`]).
 fn cleanup(outputs: &Outputs) {
     if let Some(p) = out_str(outputs, "pid_file") {
-        let _ = std::fs::remove_file(p);
+        let pid = outputs
+            .get("pid")
+            .and_then(Value::as_u64)
+            .and_then(|p| u32::try_from(p).ok());
+        pid_file::remove_if_of(Path::new(p), pid);
     }
 }
 
@@ -215,7 +221,8 @@ pub fn undo(
             Ok(Some(server)) => {
                 let s = process::stop(&server, grace)?;
                 if let Some(p) = record.spec.get("pid_file").and_then(Value::as_str) {
-                    let _ = std::fs::remove_file(roots.map_or(p.to_string(), |r| r.expand(p)));
+                    let p = roots.map_or(p.to_string(), |r| r.expand(p));
+                    pid_file::remove_if_of(Path::new(&p), Some(server.pid));
                 }
                 Ok(Some(format!("unrecorded pid {}: {s}", server.pid)))
             }
