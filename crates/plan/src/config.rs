@@ -132,6 +132,11 @@ pub struct Pool {
     /// replicas, `-r<N>` is inserted before the extension.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff_path: Option<String>,
+    /// Write the handoff file 0640 (readable by its group, e.g. an orchestrator's) instead of
+    /// 0600. Only the file: its directory must let that group in (the runtime directory
+    /// provision creates is 0700, so point `handoff_path` at a directory of your own).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handoff_group_readable: bool,
     /// How long a replica may take to answer `/health` with 200 after spawn, in milliseconds.
     #[serde(default = "default_readiness_timeout_ms")]
     #[schemars(range(min = 1), default = "default_readiness_timeout_ms")]

@@ -672,6 +672,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     devices: pool.devices.clone(),
                     backend: pool.backend,
                     auth: requires_key(pool).then(|| "bearer".to_string()),
+                    group_readable: pool.handoff_group_readable,
                 })
             }));
         }

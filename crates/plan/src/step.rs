@@ -263,6 +263,9 @@ pub struct Handoff {
     /// the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
+    /// The file is 0640 (its group may read it), not 0600.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub group_readable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

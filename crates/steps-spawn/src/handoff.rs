@@ -9,7 +9,11 @@
 
 use std::path::PathBuf;
 
-use provision_executor::state::{now_rfc3339, write_atomic, Durability};
+use provision_executor::private_file::FILE_MODE;
+use provision_executor::state::{now_rfc3339, write_atomic_mode, Durability};
+
+/// A handoff file its group may read (`handoff_group_readable: true`).
+const GROUP_READABLE: u32 = 0o640;
 use provision_executor::{Outcome, Outputs, StepContext, StepError};
 use provision_plan::redact::Redactor;
 use provision_plan::step::Handoff;
@@ -184,7 +188,12 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
     let digest = sha256(format!("{text}\n").as_bytes());
     // No fsync (on the path from "ready" to "handoff written"): the file describes a running
     // server, which a power loss does not leave either.
-    write_atomic(&path, text.as_bytes(), Durability::NoSync).map_err(|e| {
+    let mode = if spec.group_readable {
+        GROUP_READABLE
+    } else {
+        FILE_MODE
+    };
+    write_atomic_mode(&path, text.as_bytes(), Durability::NoSync, mode).map_err(|e| {
         StepError::new(format!(
             "cannot write the handoff file {}: {e}",
             path.display()
