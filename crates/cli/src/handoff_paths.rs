@@ -47,16 +47,12 @@ fn resolved(path: &Path) -> PathBuf {
 /// The first `handoff_path` of `plan` that names a file provision does not own, as an error
 /// message naming the pool, the field and the path.
 pub fn check(plan: &Plan, config: &Path, state: &Path, lock: &Path) -> Result<(), String> {
-    // By path: a plan of 10,000 pools has 30,000 such files and 10,000 handoffs (a list
-    // searched once per handoff took 15 s).
-    let mut taken: HashMap<PathBuf, String> = HashMap::new();
-    for (p, what) in [
-        (config, "the config file"),
-        (state, "the state file"),
-        (lock, "the lock file of the state"),
-    ] {
-        taken.entry(resolved(p)).or_insert_with(|| what.into());
-    }
+    // A map, not a list: 10,000 pools have 30,000 such files and 10,000 handoffs to look up.
+    let mut taken: HashMap<PathBuf, String> = HashMap::from([
+        (resolved(config), "the config file".into()),
+        (resolved(state), "the state file".into()),
+        (resolved(lock), "the lock file of the state".into()),
+    ]);
     for s in &plan.steps {
         if let StepSpec::Spawn(sp) = &s.spec {
             let name = format!("{}/r{}", sp.pool, sp.replica);

@@ -269,6 +269,29 @@ fn a_handoff_path_on_the_config_the_state_or_the_cache_is_refused() {
 }
 
 #[test]
+fn validate_refuses_a_handoff_path_on_the_config_in_any_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::os::unix::fs::symlink("../pools.yaml", dir.path().join("sub/link.yaml")).unwrap();
+    for handoff in ["pools.yaml", "sub/../pools.yaml", "sub/link.yaml"] {
+        let config = binary_config(dir.path(), Some(handoff));
+        for format in ["text", "json"] {
+            let out = provision(dir.path(), &["validate", "-c", &config, "--format", format]);
+            assert_eq!(out.status.code(), Some(2), "{handoff}: {out:?}");
+            let shown = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+            assert!(
+                shown.contains("handoff_path") && shown.contains("the config file"),
+                "{handoff} ({format}): {shown}"
+            );
+        }
+    }
+    // A handoff file of its own is valid.
+    let config = binary_config(dir.path(), Some("handoff/a.json"));
+    let out = provision(dir.path(), &["validate", "-c", &config]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[test]
 fn the_runtime_dir_and_the_state_are_private() {
     let dir = tempfile::tempdir().unwrap();
     // down on a state with nothing to stop still writes the state back.

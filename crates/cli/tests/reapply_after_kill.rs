@@ -166,6 +166,10 @@ impl World {
         let mut ports = BTreeSet::new();
         for entry in std::fs::read_dir(&engines).unwrap() {
             let path = entry.unwrap().path();
+            // `.<name>.tmp.<pid>`: a write the SIGKILL cut short, never renamed into place.
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
             let file: HandoffFile =
                 serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             let port: u16 = file.url.rsplit(':').next().unwrap().parse().unwrap();

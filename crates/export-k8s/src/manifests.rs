@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use provision_plan::llama_flags::to_argv;
+use provision_plan::redact::{is_secret_env_value, redact_url};
 use provision_plan::{Backend, PoolInput, ProvisioningMode, ValidConfig};
 use provision_steps_model::ModelInfo;
 use serde::Serialize;
@@ -30,7 +31,7 @@ use crate::names::{
     POOL_ANNOTATION,
 };
 use crate::options::{ExportOptions, ModelVolume};
-use crate::secrets::{is_secret_env, split_flags};
+use crate::secrets::split_flags;
 
 /// The extended resource NVIDIA's device plugin announces; one per GPU.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
@@ -109,7 +110,7 @@ pub fn export(
             out.warnings.push(format!(
                 "pool `{}` is an external server ({}): provision does not run it, so nothing is exported for it",
                 input.pool.id,
-                input.pool.provisioning.external.as_ref().map_or("", |e| e.url.as_str())
+                redact_url(input.pool.provisioning.external.as_ref().map_or("", |e| e.url.as_str()))
             ));
             continue;
         }
@@ -323,7 +324,7 @@ fn pool(
             ));
             continue;
         }
-        if is_secret_env(k, &prov.secret_env) {
+        if is_secret_env_value(k, v, &prov.secret_env) {
             env.insert(k.clone(), from_secret(k));
             secret_keys.push(k.clone());
         } else {
@@ -350,15 +351,25 @@ fn pool(
     warnings.extend(unpinned);
 
     let port = input.ports.first().copied().unwrap_or(DEFAULT_PORT);
+    // A model URL with credentials in it: the download container reads it from the Secret.
+    let url_is_secret = input
+        .model_ref
+        .as_ref()
+        .is_some_and(|(_, source)| model::url_is_secret(source));
     let placement = model::place(
         input,
         &name,
         &image,
         env.get("HF_TOKEN").cloned(),
+        url_is_secret.then(|| from_secret("MODEL_URL")),
         opts,
         config_dir,
     )?;
     warnings.extend(placement.note.clone());
+    if url_is_secret && placement.downloader.is_some() {
+        secret_keys.push("MODEL_URL".into());
+        secret_keys.sort();
+    }
 
     let mut args: Vec<String> = vec![
         "--host".into(),
@@ -447,7 +458,7 @@ fn pool(
 
     let mut annotations = BTreeMap::from([(POOL_ANNOTATION.to_string(), pool.id.clone())]);
     if let Some((text, _)) = &input.model_ref {
-        annotations.insert(MODEL_ANNOTATION.to_string(), text.clone());
+        annotations.insert(MODEL_ANNOTATION.to_string(), redact_url(text));
     }
     let selector = labels(&name);
     let max_surge = opts.max_surge as i32;

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaimVolumeSource, Volume, VolumeMount,
 };
 use provision_plan::model_ref::ModelRef;
+use provision_plan::redact::{redact_url, url_secrets};
 use provision_plan::PoolInput;
 use provision_steps_model::hf::{HfEnv, HfFile};
 
@@ -119,7 +120,7 @@ pub fn download_url(source: &ModelRef) -> Option<String> {
 /// The init container's script (POSIX sh; the server image has curl and sha256sum). It
 /// reads `MODEL_URL`, `MODEL_FILE`, `MODEL_SHA256` (hex, or empty: not verified) and
 /// `HF_TOKEN` (optional) from its environment, so nothing from the config is interpolated into
-/// shell code. A file already there is kept when its recorded digest matches the configured one
+/// shell code. It prints the URL without userinfo and query (which may hold credentials). A file already there is kept when its recorded digest matches the configured one
 /// (a claim keeps it across restarts); a download goes to a per-pod temporary name, is verified,
 /// and only then renamed into place, so a replica never sees a partial or unverified model.
 pub const DOWNLOAD_SCRIPT: &str = r#"set -eu
@@ -129,13 +130,14 @@ if [ -f "$dest" ] && { [ -z "$MODEL_SHA256" ] || [ "$(cat "$dest.sha256" 2>/dev/
   exit 0
 fi
 part="$dest.part.${HOSTNAME:-$$}"
+shown="$(printf '%s\n' "$MODEL_URL" | sed -e 's|^\([^:/?#]*://\)[^/?#]*@|\1|' -e 's|[?#].*||')"
 if [ -n "${HF_TOKEN:-}" ]; then set -- -H "Authorization: Bearer $HF_TOKEN"; else set --; fi
-echo "downloading $MODEL_URL"
+echo "downloading $shown"
 curl -fsSL --retry 5 --retry-delay 5 -o "$part" "$@" "$MODEL_URL"
 actual="$(sha256sum "$part" | cut -d' ' -f1)"
 if [ -n "$MODEL_SHA256" ] && [ "$actual" != "$MODEL_SHA256" ]; then
   rm -f "$part"
-  echo "checksum mismatch for $MODEL_URL: expected sha256:$MODEL_SHA256, got sha256:$actual" >&2
+  echo "checksum mismatch for $shown: expected sha256:$MODEL_SHA256, got sha256:$actual" >&2
   exit 1
 fi
 mv "$part" "$dest"
@@ -143,12 +145,20 @@ printf '%s\n' "$actual" > "$dest.sha256"
 echo "model ready: $dest (sha256:$actual)"
 "#;
 
-/// How the model gets into the pods of a pool.
+/// Whether a model ref is a URL holding credentials (userinfo, signed query parameters): then
+/// the cluster reads it as `MODEL_URL` from the pool's Secret, never from the manifest.
+pub fn url_is_secret(source: &ModelRef) -> bool {
+    matches!(source, ModelRef::Url { url } if !url_secrets(url).is_empty())
+}
+
+/// How the model gets into the pods of a pool; `url_from_secret` is `MODEL_URL` from the
+/// pool's Secret when the URL holds credentials.
 pub fn place(
     input: &PoolInput,
     name: &str,
     image: &str,
     hf_token: Option<EnvVar>,
+    url_from_secret: Option<EnvVar>,
     opts: &ExportOptions,
     config_dir: &Path,
 ) -> Result<Placement, ExportError> {
@@ -157,6 +167,7 @@ pub fn place(
         .model_ref
         .as_ref()
         .expect("pools with a model ref only");
+    let text = &redact_url(text);
     let file = source.file_name().to_string();
     let url = download_url(source);
     let downloader = |url: &str| Container {
@@ -175,7 +186,9 @@ pub fn place(
                         .and_then(|c| c.strip_prefix("sha256:"))
                         .unwrap_or(""),
                 ),
-                env("MODEL_URL", url),
+                url_from_secret
+                    .clone()
+                    .unwrap_or_else(|| env("MODEL_URL", url)),
             ]
             .into_iter()
             .chain(hf_token.clone())

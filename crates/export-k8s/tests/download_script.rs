@@ -34,7 +34,7 @@ fn server() -> (String, Arc<Mutex<Vec<String>>>) {
                 }
                 request.push_str(&line);
             }
-            let found = request.starts_with("GET /m.gguf ");
+            let found = request.starts_with("GET /m.gguf ") || request.starts_with("GET /m.gguf?");
             log.lock().unwrap().push(request);
             let (status, body): (&str, &[u8]) = if found {
                 ("200 OK", BODY)
@@ -192,4 +192,26 @@ fn the_init_container_downloads_verifies_and_keeps_a_verified_model() {
     let o = run(script, empty.path(), &url, "", None);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(std::fs::read(empty.path().join("m.gguf")).unwrap(), BODY);
+}
+
+#[test]
+fn the_init_container_prints_the_url_without_its_credentials() {
+    let c = downloader();
+    let script = c["command"][2].as_str().unwrap();
+    let (base, seen) = server();
+    let host = base.strip_prefix("http://").unwrap();
+    let url = format!("http://user:hunter2@{host}/m.gguf?X-Amz-Signature=SIGVALUE");
+    let dir = tempfile::tempdir().unwrap();
+    // A checksum mismatch: both the download and the mismatch are reported.
+    let o = run(script, dir.path(), &url, &"f".repeat(64), None);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert_eq!(seen.lock().unwrap().len(), 1, "{}", text(&o));
+    assert!(seen.lock().unwrap()[0].contains("X-Amz-Signature=SIGVALUE"));
+    let out = text(&o);
+    assert!(out.contains("checksum mismatch"), "{out}");
+    assert!(
+        !out.contains("hunter2") && !out.contains("SIGVALUE"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("{base}/m.gguf")), "{out}");
 }

@@ -132,8 +132,9 @@ pub struct Pool {
     /// replicas, `-r<N>` is inserted before the extension.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff_path: Option<String>,
-    /// Handoff files readable by the group too (mode 0640 instead of 0600), for an
-    /// orchestrator that runs as another user of provision's group.
+    /// Write the handoff file 0640 (readable by its group, e.g. an orchestrator's) instead of
+    /// 0600. Only the file: its directory must let that group in (the runtime directory
+    /// provision creates is 0700, so point `handoff_path` at a directory of your own).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub handoff_group_readable: bool,
     /// How long a replica may take to answer `/health` with 200 after spawn, in milliseconds.

@@ -15,7 +15,7 @@ use crate::listen::{bind_host, connect_host, requires_key};
 use crate::llama_flags::{split_secret_flags, to_argv, to_redacted_argv, Flag};
 use crate::model_ref::ModelRef;
 use crate::plan::{arrange, topological_positions, Plan, PoolSummary, Roots, PLAN_VERSION};
-use crate::redact::{is_secret_env, REDACTED};
+use crate::redact::{is_secret_env_value, REDACTED};
 use crate::step::*;
 use crate::validate::{PoolInput, ValidConfig};
 
@@ -751,7 +751,7 @@ fn server_env(
     let shown = env
         .iter()
         .map(|(k, v)| {
-            let secret = is_secret_env(k, &secret_names);
+            let secret = is_secret_env_value(k, v, &secret_names);
             (k.clone(), if secret { REDACTED.into() } else { v.clone() })
         })
         .collect();

@@ -5,7 +5,8 @@
 //!   signed or secret query parameters (`X-Amz-Signature=`, `X-Amz-Credential=`, `sig=`,
 //!   `token=`, `key=`, … any name [`is_secret_name`] matches, or containing `SIGNATURE`).
 //! - Env values are secret when the name contains `TOKEN`, `KEY`, `SECRET`, `PASS`, `AUTH` or
-//!   `CREDENTIAL` (any case), or when the pool lists it in `provisioning.secret_env`.
+//!   `CREDENTIAL` (any case), when the pool lists it in `provisioning.secret_env`, or when the
+//!   value holds URL credentials.
 //! - A [`Redactor`] also replaces the literal secret values a plan carries (secret env values,
 //!   which include `--api-key` and `--hf-token`), wherever they appear in free text.
 //!
@@ -35,6 +36,13 @@ pub fn is_secret_name(name: &str) -> bool {
 /// in `provisioning.secret_env`.
 pub fn is_secret_env(name: &str, declared: &[String]) -> bool {
     declared.iter().any(|d| d == name) || is_secret_name(name)
+}
+
+/// Whether env variable `name` with `value` holds a secret: by its name (see
+/// [`is_secret_env`]), or because its value holds URL credentials (userinfo, a signed query),
+/// whatever the variable is called.
+pub fn is_secret_env_value(name: &str, value: &str, declared: &[String]) -> bool {
+    is_secret_env(name, declared) || redact_text(value) != value
 }
 
 /// Whether a URL query parameter carries a credential (signed URLs: S3, GCS, Azure SAS).
@@ -162,6 +170,8 @@ fn plan_secrets(plan: &Plan) -> Vec<String> {
                 for (k, v) in &sp.secret_env {
                     if sp.env.get(k).is_some_and(|shown| shown == REDACTED) {
                         out.push(v.clone());
+                        // A URL's credentials may be quoted on their own.
+                        out.extend(url_secrets(v));
                     }
                 }
             }

@@ -39,7 +39,12 @@ impl SecretRef {
 }
 
 fn read_key_file(path: &str) -> Result<String, String> {
-    let file = std::fs::File::open(path)
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: opening a FIFO does not wait for a writer (it is refused just below).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
         .map_err(|e| format!("cannot read the API key file {path}: {e}"))?;
     let meta = file
         .metadata()

@@ -263,7 +263,7 @@ pub struct Handoff {
     /// the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
-    /// The file is readable by the group (0640) instead of the owner only (0600).
+    /// The file is 0640 (its group may read it), not 0600.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub group_readable: bool,
 }

@@ -421,3 +421,23 @@ fn corpus_is_rejected() {
     }
     assert!(n >= 8, "fixtures/adversarial has {n} configs");
 }
+
+#[test]
+fn an_api_key_file_that_is_a_fifo_or_a_device_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("key");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for path in [fifo.display().to_string(), "/dev/zero".to_string()] {
+        let key = provision_plan::secret_ref::SecretRef::File(path.clone());
+        let err = within_a_minute(move || key.resolve(|p| p.to_string()))
+            .expect_err("a FIFO or a device is no key file");
+        assert!(
+            err.contains("not a regular file") && err.contains(&path),
+            "{err}"
+        );
+    }
+}

@@ -134,3 +134,22 @@ fn the_real_values_stay_for_apply_and_the_redactor_knows_them() {
     let line = format!("{API_KEY} {HF_TOKEN} {DB_PASS} {PASSWORD} {SIGNATURE} {EXTERNAL_PW}");
     assert_eq!(r.redact(&line), ["<redacted>"; 6].join(" "));
 }
+
+#[test]
+fn an_env_value_holding_url_credentials_is_secret_whatever_its_name() {
+    const MIRROR_PW: &str = "mirror-pw-0008";
+    let plan = plan_of(&config("").replace(
+        "LOG_LEVEL: info",
+        &format!("LOG_LEVEL: info, MIRROR: 'https://u:{MIRROR_PW}@mirror.example/x'"),
+    ));
+    assert!(!plan.to_json().contains(MIRROR_PW), "{}", plan.to_json());
+    assert!(!provision_plan::render_text(&plan).contains(MIRROR_PW));
+    let sp = spawn(&plan);
+    assert_eq!(sp.env["MIRROR"], "<redacted>");
+    assert_eq!(sp.env["LOG_LEVEL"], "info");
+    assert!(sp.secret_env["MIRROR"].contains(MIRROR_PW));
+    let redactor = provision_plan::redact::Redactor::for_plan(&plan);
+    assert!(!redactor
+        .redact(&format!("the server said {MIRROR_PW}"))
+        .contains(MIRROR_PW));
+}

@@ -13,8 +13,11 @@ use provision_executor::{
 use provision_plan::Roots;
 use serde_json::Value;
 
-use crate::handoff_owner::{remove_if_ours, remove_if_unchanged, Owner, Removal};
+use crate::handoff_owner::{
+    remove_handoffs_of, remove_if_ours, remove_if_unchanged, Owner, Removal,
+};
 use crate::identity;
+use crate::pid_file;
 use crate::process::{self, ServerProcess, Stopped};
 
 /// What `down` did for one step.
@@ -50,9 +53,14 @@ pub fn stop_server(outputs: &Outputs, grace: Duration) -> Result<Stopped, String
     Ok(result)
 }
 
+/// The recorded pid file, while it still holds the recorded pid (see [`pid_file`]).
 fn cleanup(outputs: &Outputs) {
     if let Some(p) = out_str(outputs, "pid_file") {
-        let _ = std::fs::remove_file(p);
+        let pid = outputs
+            .get("pid")
+            .and_then(Value::as_u64)
+            .and_then(|p| u32::try_from(p).ok());
+        pid_file::remove_if_of(Path::new(p), pid);
     }
 }
 
@@ -100,14 +108,45 @@ fn stop_by_marker(
         match process::stop(&server, grace) {
             // Already gone: a member swept with its leader a moment ago.
             Ok(Stopped::NotRunning(_)) => {}
-            Ok(how) => report.stopped.push(Stop {
-                step,
-                what: format!(
-                    "unrecorded pid {pid} (found by its {} marker): {how}",
-                    identity::MARKER_VAR
-                ),
-            }),
+            Ok(how) => {
+                report.stopped.push(Stop {
+                    step,
+                    what: format!(
+                        "unrecorded pid {pid} (found by its {} marker): {how}",
+                        identity::MARKER_VAR
+                    ),
+                });
+                remove_default_handoffs(roots, replica, pid, report);
+            }
             Err(e) => report.failed.push((step, e)),
+        }
+    }
+}
+
+/// The handoffs under `<runtime>/engines/` that name the unrecorded server `pid` of `replica`
+/// (`pool/rN`), which was just stopped: removed, so that none names its URL any more. A
+/// `handoff_path` elsewhere is not known without the state file, and is left.
+fn remove_default_handoffs(roots: &Roots, replica: &str, pid: u32, report: &mut DownReport) {
+    let Some(number) = replica
+        .rsplit_once("/r")
+        .and_then(|(_, n)| n.parse::<u32>().ok())
+    else {
+        return;
+    };
+    let owner = Owner {
+        runtime_dir: Some(roots.runtime.clone()),
+        pool: identity::pool_of(replica).to_string(),
+        replica: number,
+    };
+    let dir = Path::new(&roots.runtime).join("engines");
+    let step = format!("handoff:{replica}");
+    for removed in remove_handoffs_of(&dir, &owner, pid) {
+        match removed {
+            Ok(path) => report.stopped.push(Stop {
+                step: step.clone(),
+                what: format!("removed {path} (it named the stopped pid {pid})"),
+            }),
+            Err(e) => report.failed.push((step.clone(), e)),
         }
     }
 }
@@ -182,7 +221,8 @@ pub fn undo(
             Ok(Some(server)) => {
                 let s = process::stop(&server, grace)?;
                 if let Some(p) = record.spec.get("pid_file").and_then(Value::as_str) {
-                    let _ = std::fs::remove_file(roots.map_or(p.to_string(), |r| r.expand(p)));
+                    let p = roots.map_or(p.to_string(), |r| r.expand(p));
+                    pid_file::remove_if_of(Path::new(&p), Some(server.pid));
                 }
                 Ok(Some(format!("unrecorded pid {}: {s}", server.pid)))
             }

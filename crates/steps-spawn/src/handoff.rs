@@ -22,8 +22,8 @@ use crate::handoff_owner::{inspect, sha256, Found, Owner, WRITTEN_BY};
 use crate::process::ServerProcess;
 use crate::replica::{dep_str, expand, replica_name};
 
-/// The mode of a handoff file the pool's group may read (`handoff_group_readable: true`).
-pub const GROUP_READABLE_MODE: u32 = 0o640;
+/// A handoff file its group may read (`handoff_group_readable: true`).
+const GROUP_READABLE: u32 = 0o640;
 
 /// Bumped when the handoff file changes incompatibly.
 pub const HANDOFF_VERSION: u32 = 1;
@@ -188,9 +188,8 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
     let digest = sha256(format!("{text}\n").as_bytes());
     // No fsync (on the path from "ready" to "handoff written"): the file describes a running
     // server, which a power loss does not leave either.
-    // 0600, or 0640 for an orchestrator of provision's group (`handoff_group_readable`).
     let mode = if spec.group_readable {
-        GROUP_READABLE_MODE
+        GROUP_READABLE
     } else {
         FILE_MODE
     };

@@ -152,6 +152,43 @@ pub fn remove_if_ours(path: &Path, owner: &Owner) -> Result<Removal, String> {
     }
 }
 
+/// How many entries of a handoff directory are looked at when a server is stopped by its marker.
+const MAX_SCAN: usize = 10_000;
+
+/// Remove the handoff files directly in `dir` that `owner` wrote for the server `pid` (their
+/// `pid` field names it): the handoffs of a server found by its marker after its state file was
+/// lost, so that none keeps naming a stopped server's URL. A link, a file of someone else's, or
+/// a handoff of another pid, replica or runtime directory is left alone. At most the first
+/// 10,000 entries are looked at. Returns each removed path, or why it could not be removed.
+pub fn remove_handoffs_of(dir: &Path, owner: &Owner, pid: u32) -> Vec<Result<String, String>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.take(MAX_SCAN).flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let Ok(Some(bytes)) = content(&path) else {
+            continue;
+        };
+        let names_pid = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("pid").and_then(Value::as_u64))
+            == Some(u64::from(pid));
+        if !names_pid || judge(&bytes, owner).is_err() {
+            continue;
+        }
+        match remove(&path) {
+            Ok(Removal::Removed) => out.push(Ok(path.display().to_string())),
+            Ok(_) => {}
+            Err(e) => out.push(Err(e)),
+        }
+    }
+    out
+}
+
 /// Remove the file at `path` if its content still has the digest recorded when provision wrote
 /// it.
 pub fn remove_if_unchanged(path: &Path, digest: &str) -> Result<Removal, String> {

@@ -19,6 +19,7 @@ pub mod handoff_owner;
 pub mod http;
 pub mod identity;
 pub mod listener_owner;
+pub mod pid_file;
 pub mod port;
 pub mod port_reservation;
 pub mod probe;

@@ -38,24 +38,6 @@ fn a_handoff_is_marked_private_and_its_digest_recorded() {
 }
 
 #[test]
-fn a_pool_may_make_its_handoff_group_readable() {
-    let mut rig = Rig::new(&Pool {
-        handoff_group_readable: true,
-        ..Pool::default()
-    });
-    rig.up(0).unwrap();
-    let h = rig.handoff_file(0);
-    let mode = std::fs::metadata(&h).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o640, "{}: {mode:o}", h.display());
-    assert_eq!(json_file(&h)["written_by"], "provision");
-    // The server log and the step log stay private.
-    for private in [rig.server_log(0), rig.ws.log.clone()] {
-        let mode = std::fs::metadata(&private).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "{}: {mode:o}", private.display());
-    }
-}
-
-#[test]
 fn a_file_provision_did_not_write_at_the_handoff_path_is_kept() {
     let mut rig = Rig::new(&Pool {
         handoff_path: Some("cfg.yaml"),
@@ -111,4 +93,22 @@ fn the_step_log_is_not_appended_through_a_symlink() {
     std::os::unix::fs::symlink(&target, &rig.ws.log).unwrap();
     let _ = rig.up(0);
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+}
+
+#[test]
+fn a_handoff_is_group_readable_only_when_the_config_says_so() {
+    let mut rig = Rig::new(&Pool {
+        group_readable: true,
+        ..Default::default()
+    });
+    rig.up(0).unwrap();
+    let h = rig.handoff_file(0);
+    let mode = std::fs::metadata(&h).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640, "{}: {mode:o}", h.display());
+    assert_eq!(json_file(&h)["written_by"], "provision");
+    // Its server log and the step log stay private.
+    for private in [rig.server_log(0), rig.ws.log.clone()] {
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}: {mode:o}", private.display());
+    }
 }

@@ -350,10 +350,57 @@ fn down_by_marker_leaves_other_runtime_dirs_and_other_pools_alone() {
         Some(&a.ws.plan.roots),
     )
     .unwrap();
-    assert_eq!(report.stopped.len(), 1, "{report:?}");
+    let servers = report
+        .stopped
+        .iter()
+        .filter(|s| s.step.starts_with("spawn:"));
+    assert_eq!(servers.count(), 1, "{report:?}");
     assert_gone(&sa);
     assert!(
         sb.is_running(),
         "the other runtime dir's server is untouched"
     );
+}
+
+#[test]
+fn down_by_marker_removes_the_handoff_of_the_server_it_stopped_and_no_other() {
+    let mut rig = Rig::new(&Pool::default());
+    rig.up(0).unwrap();
+    let server = rig.server(0);
+    let handoff = rig.handoff_file(0);
+    assert!(handoff.is_file());
+    // Beside it: a handoff of this replica naming another pid, and a file of someone else's.
+    let engines = handoff.parent().unwrap().to_path_buf();
+    let text = std::fs::read_to_string(&handoff).unwrap();
+    let mut other: serde_json::Value = serde_json::from_str(&text).unwrap();
+    other["pid"] = json!(server.pid + 1);
+    let other_pid = engines.join("copy-other-pid.json");
+    std::fs::write(&other_pid, other.to_string()).unwrap();
+    let foreign = engines.join("notes.json");
+    std::fs::write(&foreign, text.replace("\"provision\"", "\"someone\"")).unwrap();
+    // The state and pid file are gone: down finds the server by its marker only.
+    std::fs::remove_file(&rig.file.path).unwrap();
+    std::fs::remove_file(rig.runtime().join("run/fake-r0.pid")).unwrap();
+    rig.state = State::default();
+    let report = spawn::down(
+        &rig.file,
+        &mut State::default(),
+        None,
+        Duration::from_millis(300),
+        Some(&rig.ws.plan.roots),
+    )
+    .unwrap();
+    assert_gone(&server);
+    assert!(
+        !handoff.exists(),
+        "a handoff naming a stopped server is left behind: {report:?}"
+    );
+    assert!(
+        report
+            .stopped
+            .iter()
+            .any(|s| s.step == "handoff:fake/r0" && s.what.contains("removed")),
+        "{report:?}"
+    );
+    assert!(other_pid.is_file() && foreign.is_file(), "{report:?}");
 }

@@ -27,7 +27,8 @@ pub struct Pool<'a> {
     pub flags: &'a [&'a str],
     pub timeout_ms: u64,
     pub handoff_path: Option<&'a str>,
-    pub handoff_group_readable: bool,
+    /// `handoff_group_readable: true`.
+    pub group_readable: bool,
 }
 
 impl Default for Pool<'_> {
@@ -39,7 +40,7 @@ impl Default for Pool<'_> {
             flags: &["--threads", "1"],
             timeout_ms: 30_000,
             handoff_path: None,
-            handoff_group_readable: false,
+            group_readable: false,
         }
     }
 }
@@ -55,10 +56,12 @@ pub fn config(p: &Pool<'_>) -> String {
     let mut handoff = p
         .handoff_path
         .map(|h| format!("    handoff_path: {h}\n"))
-        .unwrap_or_default();
-    if p.handoff_group_readable {
-        handoff.push_str("    handoff_group_readable: true\n");
-    }
+        .unwrap_or_default()
+        + if p.group_readable {
+            "    handoff_group_readable: true\n"
+        } else {
+            ""
+        };
     format!(
         "pools:
   - id: fake
