@@ -53,7 +53,7 @@ pub fn config(p: &Pool<'_>) -> String {
         .as_ref()
         .map(|ps| format!("      ports: {ps:?}\n"))
         .unwrap_or_default();
-    let mut handoff = p
+    let handoff = p
         .handoff_path
         .map(|h| format!("    handoff_path: {h}\n"))
         .unwrap_or_default()
