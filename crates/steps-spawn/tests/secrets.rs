@@ -8,8 +8,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use common::{Pool, Rig};
-use provision_executor::{State, StateFile};
-use provision_steps_testkit::Workspace;
 
 const API_KEY: &str = "sk-argv-must-not-see-4711";
 const HF_TOKEN: &str = "hf_argv_must_not_see_0815";
@@ -89,17 +87,7 @@ fn url_credentials_never_reach_state_logs_or_handoffs() {
     );
     let config =
         common::config(&secret_pool()).replace("model: tiny", &format!("model: '{model_id}'"));
-    let ws = Workspace::new(&config);
-    let model = ws.dir.path().join("config/models/tiny.gguf");
-    std::fs::create_dir_all(model.parent().unwrap()).unwrap();
-    std::fs::write(&model, b"GGUF fake model").unwrap();
-    let file = StateFile::new(ws.dir.path().join("runtime/state.json"));
-    let mut rig = Rig {
-        ws,
-        file,
-        state: State::default(),
-        model,
-    };
+    let mut rig = Rig::with_config(&config);
     rig.up(0).unwrap();
     let written = rig.everything_written();
     assert!(written.contains("X-Amz-Signature=<redacted>"), "{written}");
@@ -130,22 +118,13 @@ fn listening_rig(host: &str, api_key: &str) -> Rig {
         "    provisioning:\n",
         &format!("    listen: {{host: {host}}}\n    api_key: {api_key}\n    provisioning:\n"),
     );
-    let ws = Workspace::new(&config);
-    let model = ws.dir.path().join("config/models/tiny.gguf");
-    std::fs::create_dir_all(model.parent().unwrap()).unwrap();
-    std::fs::write(&model, b"GGUF fake model").unwrap();
+    let rig = Rig::with_config(&config);
     std::fs::write(
-        ws.dir.path().join("config/key.txt"),
+        rig.ws.dir.path().join("config/key.txt"),
         format!("{FILE_KEY}\n"),
     )
     .unwrap();
-    let file = StateFile::new(ws.dir.path().join("runtime/state.json"));
-    Rig {
-        ws,
-        file,
-        state: State::default(),
-        model,
-    }
+    rig
 }
 
 #[test]

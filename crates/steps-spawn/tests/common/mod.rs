@@ -90,11 +90,51 @@ pub struct Rig {
     pub file: StateFile,
     pub state: State,
     pub model: PathBuf,
+    /// Held for the rig's life (dropped last, after its servers are stopped).
+    _ports: PortsTurn,
+}
+
+/// Every rig's automatic ports come from the same base (8080), and a replica restarted on its
+/// previous port races with any other test of this binary choosing a port in the window
+/// between the old server's exit and the new choice (the preference is best effort, as for a
+/// real host shared by two applies). The tests of one binary take turns with the ports, so a
+/// test that checks "the same port again" is not decided by the scheduler. Re-entrant within
+/// a thread: a test with two rigs takes one turn.
+struct PortsTurn(Option<std::sync::MutexGuard<'static, ()>>);
+
+static PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+thread_local! {
+    static TURNS_HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl PortsTurn {
+    fn take() -> PortsTurn {
+        let held = TURNS_HELD.with(|c| c.get());
+        TURNS_HELD.with(|c| c.set(held + 1));
+        if held > 0 {
+            return PortsTurn(None);
+        }
+        // A test that failed while holding it poisoned it: the ports are free all the same.
+        PortsTurn(Some(PORTS.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+}
+
+impl Drop for PortsTurn {
+    fn drop(&mut self) {
+        TURNS_HELD.with(|c| c.set(c.get().saturating_sub(1)));
+    }
 }
 
 impl Rig {
     pub fn new(p: &Pool<'_>) -> Rig {
-        let ws = Workspace::new(&config(p));
+        Rig::with_config(&config(p))
+    }
+
+    /// A rig over a config text of its own (a [`config`] edited by the test).
+    pub fn with_config(config: &str) -> Rig {
+        let turn = PortsTurn::take();
+        let ws = Workspace::new(config);
         let model = ws.dir.path().join("config/models/tiny.gguf");
         std::fs::create_dir_all(model.parent().unwrap()).unwrap();
         std::fs::write(&model, b"GGUF fake model").unwrap();
@@ -104,6 +144,7 @@ impl Rig {
             file,
             state: State::default(),
             model,
+            _ports: turn,
         }
     }
 
