@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use provision_executor::{LockError, StateFile};
+use provision_executor::StateFile;
 use provision_plan::Roots;
 use provision_steps_spawn::DownReport;
 
@@ -52,13 +52,11 @@ pub fn run(
     }
     let lock = match provision_executor::acquire(&file.path, false) {
         Ok(l) => l,
-        Err(e @ LockError::Held { .. }) => {
-            eprintln!("error: {e}\n  hint: stop that apply or supervisor first (Ctrl-C stops a supervisor and its replicas)");
-            return ExitCode::from(exit::LOCKED);
-        }
         Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(exit::FAILURE);
+            return crate::lock_error(
+                &e,
+                "stop that apply or supervisor first (Ctrl-C stops a supervisor and its replicas)",
+            )
         }
     };
     let mut state = match file.load() {

@@ -271,6 +271,8 @@ impl Target {
     /// it, and the runtime directory exists, 0700 when created here.
     fn prepare_runtime(&self, file: &StateFile) -> Result<(), ExitCode> {
         file.load().map_err(|e| state_error(&e))?;
+        provision_executor::lock::check_lock_file(&file.path)
+            .map_err(|e| lock_error(&e, &e.hint()))?;
         provision_executor::private_file::create_dir_all(&self.runtime_dir).map_err(|e| {
             eprintln!(
                 "error: cannot create the runtime directory {}: {e}\n  hint: check the path and its permissions, or pass another --runtime-dir",
@@ -334,6 +336,22 @@ fn state_error(err: &StateError) -> ExitCode {
         } => exit::FAILURE,
         StateError::LockLost(_) => exit::LOCKED,
         _ => exit::STATE_UNREADABLE,
+    })
+}
+
+/// Report a lock that could not be taken; the exit code says why: another holder or a lost
+/// lock file (5), a lock file that is not provision's (4, like any state that cannot be used),
+/// anything else (1). `held_hint`: what to do about another holder.
+pub(crate) fn lock_error(err: &LockError, held_hint: &str) -> ExitCode {
+    let hint = match err {
+        LockError::Held { .. } => held_hint.to_string(),
+        _ => err.hint(),
+    };
+    eprintln!("error: {err}\n  hint: {hint}");
+    ExitCode::from(match err {
+        LockError::Held { .. } | LockError::Lost { .. } => exit::LOCKED,
+        LockError::NotOurs { .. } => exit::STATE_UNREADABLE,
+        LockError::Io { .. } => exit::FAILURE,
     })
 }
 
@@ -475,17 +493,8 @@ fn take_apply_lock(
     file: &StateFile,
     wait: bool,
 ) -> Result<provision_executor::ApplyLock, ExitCode> {
-    let lock = match provision_executor::acquire(&file.path, wait) {
-        Ok(l) => l,
-        Err(e @ LockError::Held { .. }) => {
-            eprintln!("error: {e}\n  hint: wait for it to finish, or pass --wait");
-            return Err(ExitCode::from(exit::LOCKED));
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Err(ExitCode::from(exit::FAILURE));
-        }
-    };
+    let lock = provision_executor::acquire(&file.path, wait)
+        .map_err(|e| lock_error(&e, "wait for it to finish, or pass --wait"))?;
     if let Some(dead) = &lock.took_over {
         eprintln!("note: took over the lock left by an apply that is gone ({dead})");
     }

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
-use provision_executor::{ApplyOptions, Cancel, Dispatch, LockError, StateFile};
+use provision_executor::{ApplyOptions, Cancel, Dispatch, StateFile};
 use provision_plan::{Plan, StepSpec};
 use provision_steps_spawn::{ReplicaKey, SuperviseEvent, SuperviseOptions};
 
@@ -40,14 +40,7 @@ pub fn run(
 ) -> ExitCode {
     let lock = match provision_executor::acquire(&file.path, false) {
         Ok(l) => l,
-        Err(e @ LockError::Held { .. }) => {
-            eprintln!("error: {e}\n  hint: stop that apply or supervisor first");
-            return ExitCode::from(exit::LOCKED);
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(exit::FAILURE);
-        }
+        Err(e) => return crate::lock_error(&e, "stop that apply or supervisor first"),
     };
     let cancel = Cancel::new();
     let handler_cancel = cancel.clone();

@@ -175,7 +175,7 @@ fn a_state_that_is_not_a_provision_state_harms_neither_it_nor_its_lock_neighbour
     std::fs::remove_file(dir.path().join("Cargo")).unwrap();
     let config = binary_config(dir.path(), None);
     let out = provision(dir.path(), &["apply", "-c", &config, "--state", "Cargo"]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert!(
         stderr(&out).contains("not a provision lock"),
         "{}",
@@ -186,6 +186,36 @@ fn a_state_that_is_not_a_provision_state_harms_neither_it_nor_its_lock_neighbour
         "version = 3\n"
     );
     assert!(!dir.path().join("Cargo").exists());
+}
+
+/// A `<state>.lock` that is not provision's (not empty, no holder record): apply, supervise and
+/// down exit 4 naming it and saying what to do, and create nothing (not even the runtime dir).
+#[test]
+fn a_foreign_lock_file_exits_4_naming_it_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = binary_config(dir.path(), None);
+    std::fs::write(dir.path().join("Cargo.lock"), "version = 3\n").unwrap();
+    let before = files_under(dir.path());
+    for args in [
+        &["apply", "-c", &config, "--state", "Cargo"][..],
+        &["supervise", "-c", &config, "--state", "Cargo"],
+        &["down", "--state", "Cargo"],
+    ] {
+        let out = provision(dir.path(), args);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {out:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("Cargo.lock") && err.contains("not a provision lock"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("hint: "), "{args:?}: {err}");
+        assert_eq!(files_under(dir.path()), before, "{args:?}");
+        assert!(!dir.path().join(".runtime").exists(), "{args:?}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("Cargo.lock")).unwrap(),
+            "version = 3\n"
+        );
+    }
 }
 
 #[test]

@@ -63,6 +63,48 @@ pub enum LockError {
     },
 }
 
+impl LockError {
+    /// What to do about it.
+    pub fn hint(&self) -> String {
+        match self {
+            LockError::Held { .. } => "wait for it to finish (apply --wait), or stop it first".into(),
+            LockError::Lost { .. } => "do not remove lock files of a running apply; check that no other provision runs on this state, then run this command again".into(),
+            LockError::NotOurs { path, .. } => format!(
+                "provision never truncates a file it did not write: pass another --state (its lock file is the state path plus `.lock`), or, if {} is a leftover nobody needs, move it aside",
+                path.display()
+            ),
+            LockError::Io { .. } => "check the path and its permissions, or pass another --state".into(),
+        }
+    }
+}
+
+/// Before anything is created for `state`: a lock file already at its lock path must be
+/// provision's (empty, or a holder record), else [`LockError::NotOurs`]. A lock file held by a
+/// running provision is left to [`acquire`] to report (its record may be half-written); a
+/// missing one is fine. Reads only; creates nothing.
+pub fn check_lock_file(state: &Path) -> Result<(), LockError> {
+    let path = lock_path(state);
+    let mut file = match crate::private_file::open_read(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(LockError::Io { path, source: e })
+        }
+        Err(e) => {
+            return Err(LockError::NotOurs {
+                path,
+                why: e.to_string(),
+            })
+        }
+    };
+    match file.try_lock() {
+        // Nobody writes it while we hold it: its content is what its last holder left.
+        Ok(()) => check_ours(&mut file).map_err(|why| LockError::NotOurs { path, why }),
+        Err(TryLockError::WouldBlock) => Ok(()),
+        Err(TryLockError::Error(e)) => Err(LockError::Io { path, source: e }),
+    }
+}
+
 /// The held lock; released when dropped.
 #[derive(Debug)]
 pub struct ApplyLock {
