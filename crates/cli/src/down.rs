@@ -25,6 +25,8 @@ pub fn run(
     json: bool,
 ) -> ExitCode {
     let file = StateFile::new(state_path);
+    // Only this state file's servers carry the markers looked for.
+    provision_steps_spawn::identity::use_state_file(state_path);
     let runtime = std::fs::canonicalize(runtime_dir)
         .or_else(|_| std::path::absolute(runtime_dir))
         .unwrap_or_else(|_| runtime_dir.to_path_buf());
@@ -50,15 +52,14 @@ pub fn run(
         eprintln!("error: {e}\n  hint: {}", e.hint());
         return ExitCode::from(exit::STATE_UNREADABLE);
     }
-    let lock = match provision_executor::acquire(&file.path, false) {
-        Ok(l) => l,
-        Err(e) => {
-            return crate::lock_error(
+    let lock =
+        match provision_executor::acquire(&file.path, false) {
+            Ok(l) => l,
+            Err(e) => return crate::lock_error(
                 &e,
                 "stop that apply or supervisor first (Ctrl-C stops a supervisor and its replicas)",
-            )
-        }
-    };
+            ),
+        };
     let mut state = match file.load() {
         Ok(s) => s,
         Err(e) => {

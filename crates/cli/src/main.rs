@@ -282,12 +282,15 @@ impl Target {
         })
     }
 
+    /// The state file; the servers' markers tell this state file's apart from those of others
+    /// sharing the runtime dir.
     fn state_file(&self) -> StateFile {
-        StateFile::new(
-            self.state
-                .clone()
-                .unwrap_or_else(|| self.runtime_dir.join("state.json")),
-        )
+        let path = self
+            .state
+            .clone()
+            .unwrap_or_else(|| self.runtime_dir.join("state.json"));
+        provision_steps_spawn::identity::use_state_file(&path);
+        StateFile::new(path)
     }
 
     /// Load, validate and plan: the same code for `plan`, `apply` and `status`.

@@ -52,6 +52,10 @@ fn main() -> ExitCode {
             "an_unrecorded_server_of_a_replica_no_longer_configured_is_stopped_by_the_next_apply",
             an_unrecorded_server_is_stopped_by_the_next_apply,
         ),
+        Trial::test(
+            "two_configs_sharing_a_runtime_dir_with_their_own_state_files_touch_only_their_own_servers",
+            two_state_files_in_one_runtime_dir,
+        ),
     ];
     libtest_mimic::run(&args, tests).exit_code()
 }
@@ -299,5 +303,95 @@ fn an_unrecorded_server_is_stopped_by_the_next_apply() -> Result<(), Failed> {
         "what is not this config's is untouched"
     );
     world.check_handoffs(2, "after the orphan was stopped");
+    Ok(())
+}
+
+/// The server recorded in a state file (`spawn:p/r0`).
+fn recorded_pid(world: &World, state: &str) -> u32 {
+    let text = std::fs::read_to_string(world.dir.path().join(state)).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let pid = &state["steps"]["spawn:p/r0"]["outputs"]["pid"];
+    u32::try_from(pid.as_u64().expect("a recorded pid")).unwrap()
+}
+
+/// Kills what a test left running, even when it failed.
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if alive(*pid) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
+}
+
+fn two_state_files_in_one_runtime_dir() -> Result<(), Failed> {
+    // Two projects, one runtime dir, each with its own state file, the same pool name (their
+    // handoffs go to their own config dirs).
+    let world = World::new(1);
+    for project in ["a", "b"] {
+        std::fs::create_dir_all(world.dir.path().join(project)).unwrap();
+        let config = std::fs::read_to_string(world.dir.path().join("pools.yaml"))
+            .unwrap()
+            .replace(&format!("\"{BIND_DELAY_MS}\""), "\"0\"")
+            .replace(
+                "    provisioning:",
+                "    handoff_path: ${config_dir}/handoff.json\n    provisioning:",
+            )
+            .replace("./model.gguf", "../model.gguf");
+        std::fs::write(world.dir.path().join(project).join("pools.yaml"), config).unwrap();
+    }
+    let run = |args: &[&str]| {
+        let out = world.command(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        out
+    };
+    let apply = |p: &str| {
+        let (config, state) = (format!("{p}/pools.yaml"), format!("{p}.json"));
+        run(&[
+            "apply",
+            "-c",
+            &config,
+            "--state",
+            &state,
+            "--cache-dir",
+            "cache",
+        ]);
+        recorded_pid(&world, &state)
+    };
+    let a = apply("a");
+    let mut cleanup = KillOnDrop(vec![a]);
+    let b = apply("b");
+    cleanup.0.push(b);
+    assert_ne!(a, b);
+    assert!(
+        alive(a),
+        "b's apply stopped a's server (pid {a}) as if it were b's orphan"
+    );
+
+    let out = run(&["down", "--state", "a.json"]);
+    let since = Instant::now();
+    while alive(a) {
+        assert!(
+            since.elapsed() < PATIENCE,
+            "down of a left a's pid {a} running"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        alive(b),
+        "down of a stopped b's server (pid {b}): {}",
+        stderr(&out)
+    );
+    assert!(world.dir.path().join("b/handoff.json").exists());
+
+    run(&["down", "--state", "b.json"]);
+    let since = Instant::now();
+    while alive(b) {
+        assert!(since.elapsed() < PATIENCE, "down of b left pid {b} running");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     Ok(())
 }

@@ -78,9 +78,17 @@ fn unrecorded(record: &StepRecord, roots: Option<&Roots>) -> Result<Option<Serve
             .and_then(Value::as_str)
             .map(|s| roots.expand(s))
     };
+    let replica = match (
+        pool_of(record),
+        record.spec.get("replica").and_then(Value::as_u64),
+    ) {
+        (Some(pool), Some(n)) => format!("{pool}/r{n}"),
+        _ => return Ok(None),
+    };
+    let marker = identity::instance_id(&roots.runtime, &replica);
     match (field("pid_file"), field("log")) {
         (Some(pid_file), Some(log)) => {
-            process::find_by_pid_file(Path::new(&pid_file), Path::new(&log))
+            process::find_by_pid_file(Path::new(&pid_file), Path::new(&log), &marker)
         }
         _ => Ok(None),
     }

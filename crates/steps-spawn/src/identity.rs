@@ -1,11 +1,15 @@
 //! The marker provision puts in the environment of every server it starts:
 //! `PROVISION_INSTANCE=<runtime id>/<pool>/r<N>`, where the runtime id is derived from the
-//! resolved runtime directory. Read back from `/proc/<pid>/environ` (readable only by the
-//! process's owner and root), it proves a process is a replica provision started for this
-//! runtime dir (together with pid, start time and boot), lets a stop sweep only the group
-//! members that carry it, and finds servers whose state and pid files are gone.
+//! resolved runtime directory and the resolved state file (two projects sharing a runtime dir
+//! with their own `--state` have different ids). Read back from `/proc/<pid>/environ` (readable
+//! only by the process's owner and root), it proves a process is a replica provision started
+//! for this runtime dir and state file (together with pid, start time and boot), lets a stop
+//! sweep only the group members that carry it, and finds servers whose state and pid files are
+//! gone.
 
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use sha2::{Digest, Sha256};
 
@@ -15,13 +19,51 @@ pub const MARKER_VAR: &str = "PROVISION_INSTANCE";
 /// The largest `environ` read: a server's environment is small; a larger one is not ours.
 const ENVIRON_CAP: u64 = 1 << 20;
 
-/// The id of a runtime dir: 16 hex digits of the sha256 of its resolved path (so
-/// `./.runtime` and its absolute or symlinked spelling agree).
+/// The state file this process works on, when the command said (see [`use_state_file`]).
+static STATE_FILE: RwLock<Option<PathBuf>> = RwLock::new(None);
+
+/// Say which state file this process's commands work on (`apply`, `down`, `supervise` do, once,
+/// before any marker is made or looked for): every runtime id from then on includes it. Unset,
+/// the default `<runtime>/state.json` is meant.
+pub fn use_state_file(state: &Path) {
+    *STATE_FILE.write().unwrap_or_else(|e| e.into_inner()) = Some(state.to_path_buf());
+}
+
+/// `path` resolved: its directory's links and `..` resolved, or as given when that fails.
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match (std::fs::canonicalize(dir), path.file_name()) {
+        (Ok(d), Some(name)) => d.join(name),
+        _ => std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+    }
+}
+
+/// The id of a runtime dir (and the state file set by [`use_state_file`]): see
+/// [`runtime_id_with`].
 pub fn runtime_id(runtime: &str) -> String {
-    let resolved = std::fs::canonicalize(runtime)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| runtime.to_string());
-    let digest = Sha256::digest(resolved.as_bytes());
+    let state = STATE_FILE.read().unwrap_or_else(|e| e.into_inner()).clone();
+    runtime_id_with(runtime, state.as_deref())
+}
+
+/// 16 hex digits of the sha256 of the resolved runtime dir (so `./.runtime` and its absolute or
+/// symlinked spelling agree), and of the resolved `state` file unless that is the default
+/// `<runtime>/state.json` (so servers started before the state counted keep their id).
+pub fn runtime_id_with(runtime: &str, state: Option<&Path>) -> String {
+    let runtime = resolved(Path::new(runtime));
+    let mut text = runtime.display().to_string();
+    if let Some(state) = state.map(resolved) {
+        if state != runtime.join("state.json") {
+            text.push_str("\nstate=");
+            text.push_str(&state.display().to_string());
+        }
+    }
+    let digest = Sha256::digest(text.as_bytes());
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -124,6 +166,28 @@ mod tests {
         assert_eq!(replica_of(&a), "p/r0");
         assert_eq!(pool_of(replica_of(&a)), "p");
         assert_eq!(a.len(), 16 + 1 + 4);
+    }
+
+    #[test]
+    fn each_state_file_of_a_runtime_dir_has_its_own_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = dir.path().join("rt");
+        std::fs::create_dir(&rt).unwrap();
+        let runtime = rt.display().to_string();
+        let plain = runtime_id_with(&runtime, None);
+        // The default state file is the runtime dir's id as before, in any spelling.
+        assert_eq!(
+            plain,
+            runtime_id_with(&runtime, Some(&rt.join("state.json")))
+        );
+        assert_eq!(
+            plain,
+            runtime_id_with(&runtime, Some(&dir.path().join("rt/../rt/state.json")))
+        );
+        let a = runtime_id_with(&runtime, Some(&dir.path().join("a.json")));
+        let b = runtime_id_with(&runtime, Some(&dir.path().join("b.json")));
+        assert!(a != b && a != plain && b != plain);
+        assert_eq!(a, runtime_id_with(&runtime, Some(&rt.join("../a.json"))));
     }
 
     #[test]

@@ -401,9 +401,16 @@ fn wait_gone(server: &ServerProcess, limit: Duration) -> bool {
 }
 
 /// A server left behind without a record (an apply killed between start and record): the pid
-/// in `pid_file`, when that process writes its output to `log` (or its rotated `log.1`).
-/// `Err` is a warning: the pid file names pid 0, 1 or a negative pid, and is ignored.
-pub fn find_by_pid_file(pid_file: &Path, log: &Path) -> Result<Option<ServerProcess>, String> {
+/// in `pid_file`, when that process writes its output to `log` (or its rotated `log.1`) and
+/// carries no marker but `marker` (the replica's: a process with another marker is another
+/// state file's server sharing the runtime dir, its pid file and log; one with none was started
+/// before markers existed). `Err` is a warning: the pid file names pid 0, 1 or a negative pid,
+/// and is ignored.
+pub fn find_by_pid_file(
+    pid_file: &Path,
+    log: &Path,
+    marker: &str,
+) -> Result<Option<ServerProcess>, String> {
     use std::io::Read;
     let mut text = String::new();
     let read = std::fs::File::open(pid_file).and_then(|f| f.take(64).read_to_string(&mut text));
@@ -426,7 +433,9 @@ pub fn find_by_pid_file(pid_file: &Path, log: &Path) -> Result<Option<ServerProc
     let same =
         |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.dev() == out.dev() && m.ino() == out.ino());
     if same(log) || same(&rotated(log)) {
-        Ok(ServerProcess::of_pid(pid).filter(|p| ProcStat::read(p.pid).is_some_and(|s| s.alive())))
+        Ok(ServerProcess::of_pid(pid)
+            .filter(|p| ProcStat::read(p.pid).is_some_and(|s| s.alive()))
+            .filter(|p| p.instance.as_deref().is_none_or(|m| m == marker)))
     } else {
         Ok(None)
     }

@@ -213,7 +213,11 @@ fn stop_previous(
     let recorded = cx.previous.as_ref().and_then(ServerProcess::from_outputs);
     let servers = match recorded {
         Some(s) => vec![s],
-        None => match process::find_by_pid_file(pid_file, server_log) {
+        None => match process::find_by_pid_file(
+            pid_file,
+            server_log,
+            &identity::instance_id(&cx.plan.roots.runtime, name),
+        ) {
             Ok(Some(s)) => vec![s],
             Ok(None) => by_marker(&cx.plan.roots.runtime, name),
             Err(warning) => {

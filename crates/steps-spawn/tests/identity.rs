@@ -255,7 +255,7 @@ fn a_pid_file_naming_pid_1_is_ignored_with_a_warning() {
     std::fs::write(&log, "").unwrap();
     for bad in ["1", "0", "-1"] {
         std::fs::write(&pid_file, bad).unwrap();
-        let found = process::find_by_pid_file(&pid_file, &log);
+        let found = process::find_by_pid_file(&pid_file, &log, "x/p/r0");
         let warning = found.expect_err(bad);
         assert!(
             warning.contains(&pid_file.display().to_string()) && warning.contains("ignored"),
