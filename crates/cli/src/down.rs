@@ -60,12 +60,12 @@ pub fn run(
                 "stop that apply or supervisor first (Ctrl-C stops a supervisor and its replicas)",
             ),
         };
+    // Every write checks that the lock file is still the one held: one removed or replaced
+    // (another provision may hold the state now) stops the writes, exit 5.
+    let file = file.held_by(&lock);
     let mut state = match file.load() {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}\n  hint: {}", e.hint());
-            return ExitCode::from(exit::STATE_UNREADABLE);
-        }
+        Err(e) => return crate::state_error(&e),
     };
     if let Some(p) = pool {
         let known = state.steps.values().any(|r| {
@@ -82,10 +82,7 @@ pub fn run(
     }
     let report = match provision_steps_spawn::down(&file, &mut state, pool, grace, Some(&roots)) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}\n  hint: {}", e.hint());
-            return ExitCode::from(exit::FAILURE);
-        }
+        Err(e) => return crate::state_error(&e),
     };
     drop(lock);
     print_report(&file, &report, json)

@@ -331,7 +331,7 @@ fn report(err: &ConfigError, format: Format) -> ExitCode {
     ExitCode::from(exit::INVALID_CONFIG)
 }
 
-fn state_error(err: &StateError) -> ExitCode {
+pub(crate) fn state_error(err: &StateError) -> ExitCode {
     eprintln!("error: {err}\n  hint: {}", err.hint());
     ExitCode::from(match err {
         StateError::Io {

@@ -334,3 +334,57 @@ fn down_finds_a_server_by_its_marker_when_state_and_pid_file_are_gone() {
         .args(["-s", "KILL", "--", &format!("-{}", other.pgid)])
         .status();
 }
+
+/// A `down` whose lock file is removed while it waits for a server to stop writes the state no
+/// more (another provision may hold the state now) and exits 5, naming the lock file.
+#[test]
+fn a_down_whose_lock_file_is_removed_writes_no_more_and_exits_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join(".runtime");
+    std::fs::create_dir_all(runtime.join("run")).unwrap();
+    // It ignores SIGTERM: down waits out its grace until the test kills it.
+    let server = start_server(true, "0123456789abcdef/a/r0");
+    let mut state = State::default();
+    state.steps.insert(
+        "spawn:a/r0".into(),
+        record(
+            "spawn",
+            "a",
+            server_outputs(&server, &runtime.join("run/a-r0.pid")),
+        ),
+    );
+    let file = StateFile::new(runtime.join("state.json"));
+    file.save(&state).unwrap();
+    let before = std::fs::read(&file.path).unwrap();
+    let lock = runtime.join("state.json.lock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(["down", "--grace", "600"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once down holds the lock (its pid is in the lock file), the file goes.
+    let holder = format!("\"pid\":{}", child.id());
+    let started = Instant::now();
+    while !std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&holder)) {
+        assert!(started.elapsed() < PATIENCE, "down never took the lock");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::remove_file(&lock).unwrap();
+    for pid in group_members(server.pgid) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("state.json.lock") && err.contains("removed or replaced"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&file.path).unwrap(),
+        before,
+        "nothing was written after the lock was lost"
+    );
+}
