@@ -99,6 +99,9 @@ pub fn supervise(
                 break;
             }
             let name = replica_name(&w.key.0, w.key.1);
+            // The lock file removed or replaced: another provision may hold the state now.
+            // Nothing more is touched (no handoff removed, no restart, no stop), nothing written.
+            file.check_held()?;
             let state = file.load()?;
             let spawn = state.steps.get(&format!("spawn:{name}"));
             let alive = match spawn {

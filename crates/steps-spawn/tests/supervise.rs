@@ -169,3 +169,45 @@ fn a_crash_loop_backs_off_exponentially_up_to_the_cap() {
         assert_gone(p);
     }
 }
+
+#[test]
+fn a_supervisor_whose_lock_file_is_removed_stops_touching_anything() {
+    let mut rig = Rig::new(&Pool::default());
+    rig.up(0).unwrap();
+    let server = rig.server(0);
+    let handoff = rig.handoff_file(0);
+    let lock = provision_executor::acquire(&rig.file.path, false).unwrap();
+    let file = rig.file.clone().held_by(&lock);
+    let before = std::fs::read(&file.path).unwrap();
+    // Another provision may hold the state from now on.
+    std::fs::remove_file(&lock.path).unwrap();
+    let cancel = Cancel::new();
+    // Only for a supervisor that does not notice: it is stopped after a while, and fails.
+    let stopper = {
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(2));
+            cancel.cancel();
+        })
+    };
+    let result = supervise(
+        &file,
+        &[("fake".into(), 0)],
+        &opts(50),
+        &cancel,
+        &mut |_| Err("not expected".into()),
+        &mut |_| {},
+    );
+    cancel.cancel();
+    stopper.join().unwrap();
+    assert!(
+        matches!(result, Err(provision_executor::StateError::LockLost(_))),
+        "{result:?}"
+    );
+    assert!(
+        server.is_running(),
+        "the server is left to the state's new holder"
+    );
+    assert!(handoff.exists(), "its handoff too");
+    assert_eq!(std::fs::read(&file.path).unwrap(), before, "no write");
+}
