@@ -1,17 +1,32 @@
 //! `provision supervise`: apply, then stay in the foreground watching the replicas. A replica
-//! whose server exits loses its handoff at once and is restarted (its spawn, probe and handoff
-//! run again through the executor, everything else is kept) after an exponential backoff;
-//! SIGINT/SIGTERM stop every replica cleanly. Holds the apply lock the whole time.
+//! whose server exits (or no longer owns the listener on its port) loses its handoff at once and
+//! is restarted (its spawn, probe and handoff run again through the executor, everything else is
+//! kept) after an exponential backoff; SIGINT/SIGTERM stop every replica cleanly and exit 130.
+//! The signal handler is set up before anything else, so a signal at any moment of the run is
+//! an interruption (state written, servers stopped), never the default death (143). Holds the
+//! apply lock the whole time, and writes the state only while its lock file is the one it holds.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use provision_executor::{ApplyOptions, Cancel, Dispatch, StateFile};
 use provision_plan::{Plan, StepSpec};
-use provision_steps_spawn::{ReplicaKey, SuperviseEvent, SuperviseOptions};
+use provision_steps_spawn::{DownReport, ReplicaKey, SuperviseEvent, SuperviseOptions};
 
 use crate::exit;
 use crate::progress::{self, Verbosity};
+
+/// Ctrl-C or SIGTERM cancels the returned token: every replica is then stopped and supervise
+/// exits 130. Call it first thing.
+pub fn on_interrupt() -> Cancel {
+    let cancel = Cancel::new();
+    let handler_cancel = cancel.clone();
+    let _ = ctrlc::set_handler(move || {
+        eprintln!("supervise: stopping every replica");
+        handler_cancel.cancel();
+    });
+    cancel
+}
 
 /// The plan restricted to one replica's handoff and everything it depends on.
 fn replica_plan(plan: &Plan, key: &ReplicaKey) -> Plan {
@@ -29,7 +44,35 @@ fn replica_plan(plan: &Plan, key: &ReplicaKey) -> Plan {
     sub
 }
 
-/// Apply `plan`, then supervise its replicas until SIGINT/SIGTERM.
+/// Apply `plan` (or a part of it) to the state in `file`: the failed steps, or the exit code of
+/// an error (an unreadable state 4, a lost lock file 5).
+fn apply(
+    plan: &Plan,
+    dispatch: &dyn Dispatch,
+    file: &StateFile,
+    sink: &dyn provision_executor::EventSink,
+    cancel: &Cancel,
+) -> Result<Vec<(String, String)>, ExitCode> {
+    let mut state = file.load().map_err(|e| crate::state_error(&e))?;
+    let report = provision_executor::apply(
+        plan,
+        dispatch,
+        file,
+        &mut state,
+        &ApplyOptions::default(),
+        sink,
+        cancel,
+    )
+    .map_err(|e| crate::state_error(&e))?;
+    Ok(report
+        .failures()
+        .into_iter()
+        .map(|(id, e)| (id.to_string(), e.message.clone()))
+        .collect())
+}
+
+/// Apply `plan`, then supervise its replicas until SIGINT/SIGTERM (`cancel`, from
+/// [`on_interrupt`]).
 pub fn run(
     plan: &Plan,
     dispatch: &dyn Dispatch,
@@ -37,58 +80,30 @@ pub fn run(
     opts: &SuperviseOptions,
     json: bool,
     verbosity: Verbosity,
+    cancel: &Cancel,
 ) -> ExitCode {
+    if cancel.is_cancelled() {
+        eprintln!("supervise: interrupted before it started anything");
+        return ExitCode::from(exit::INTERRUPTED);
+    }
     let lock = match provision_executor::acquire(&file.path, false) {
         Ok(l) => l,
         Err(e) => return crate::lock_error(&e, "stop that apply or supervisor first"),
     };
-    let cancel = Cancel::new();
-    let handler_cancel = cancel.clone();
-    let _ = ctrlc::set_handler(move || {
-        eprintln!("supervise: stopping every replica");
-        handler_cancel.cancel();
-    });
+    // Every write checks that the lock file is still the one held.
+    let file = &file.clone().held_by(&lock);
     let sink = progress::sink(json, verbosity);
-    let apply_opts = ApplyOptions::default();
-    let apply = |plan: &Plan| -> Result<Vec<(String, String)>, ExitCode> {
-        let mut state = file.load().map_err(|e| {
-            eprintln!("error: {e}\n  hint: {}", e.hint());
-            ExitCode::from(exit::STATE_UNREADABLE)
-        })?;
-        let report = provision_executor::apply(
-            plan,
-            dispatch,
-            file,
-            &mut state,
-            &apply_opts,
-            sink.as_ref(),
-            &cancel,
-        )
-        .map_err(|e| {
-            eprintln!("error: {e}\n  hint: {}", e.hint());
-            ExitCode::from(exit::FAILURE)
-        })?;
-        Ok(report
-            .failures()
-            .into_iter()
-            .map(|(id, e)| (id.to_string(), e.message.clone()))
-            .collect())
-    };
 
     // First, make it so.
-    let failures = match apply(plan) {
+    let failures = match apply(plan, dispatch, file, sink.as_ref(), cancel) {
         Ok(f) => f,
         Err(code) => return code,
     };
-    let replica_kinds = |id: &str| {
-        id.starts_with("spawn:") || id.starts_with("probe:") || id.starts_with("handoff:")
-    };
-    for (id, err) in &failures {
-        eprintln!("error: step {id} failed: {err}");
-    }
-    if failures.iter().any(|(id, _)| !replica_kinds(id)) {
-        eprintln!("supervise: a build or check step failed; fix it and run again");
-        return ExitCode::from(exit::STEP_FAILED);
+    // Interrupted during the first apply: straight to stopping every replica.
+    if !cancel.is_cancelled() {
+        if let Err(code) = check_first_apply(&failures) {
+            return code;
+        }
     }
     let replicas: Vec<ReplicaKey> = plan
         .steps
@@ -100,18 +115,26 @@ pub fn run(
         .collect();
     if replicas.is_empty() {
         eprintln!("supervise: no replicas provision runs (external servers only)");
-        return ExitCode::from(exit::OK);
+        return finish(&DownReport::default(), cancel);
     }
-    eprintln!(
-        "supervise: watching {} {} (Ctrl-C stops them all)",
-        replicas.len(),
-        if replicas.len() == 1 {
-            "replica"
-        } else {
-            "replicas"
-        }
-    );
-    let mut restart = |key: &ReplicaKey| match apply(&replica_plan(plan, key)) {
+    if !cancel.is_cancelled() {
+        eprintln!(
+            "supervise: watching {} {} (Ctrl-C stops them all)",
+            replicas.len(),
+            if replicas.len() == 1 {
+                "replica"
+            } else {
+                "replicas"
+            }
+        );
+    }
+    let mut restart = |key: &ReplicaKey| match apply(
+        &replica_plan(plan, key),
+        dispatch,
+        file,
+        sink.as_ref(),
+        cancel,
+    ) {
         Ok(f) if f.is_empty() => Ok(()),
         Ok(f) => Err(f
             .into_iter()
@@ -120,54 +143,80 @@ pub fn run(
             .join("; ")),
         Err(_) => Err("the state file could not be used".into()),
     };
-    let mut events = |e: SuperviseEvent| {
-        let line = match e {
-            SuperviseEvent::Down { replica, why } => format!("{replica} is down: {why}"),
-            SuperviseEvent::Restarting { replica, attempt } => {
-                format!("{replica}: restarting (attempt {attempt})")
-            }
-            SuperviseEvent::Up { replica } => format!("{replica} is up again"),
-            SuperviseEvent::RestartFailed {
-                replica,
-                error,
-                retry_in,
-            } => format!(
-                "{replica}: restart failed: {error}; next try in {} ms",
-                retry_in.as_millis()
-            ),
-            SuperviseEvent::Stopping => "stopping every replica".into(),
-        };
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({"event": "supervise", "message": line})
-            );
-        } else {
-            eprintln!("supervise: {line}");
-        }
-    };
+    let mut events = |e: SuperviseEvent| print_event(e, json);
     let report = match provision_steps_spawn::supervise(
         file,
         &replicas,
         opts,
-        &cancel,
+        cancel,
         &mut restart,
         &mut events,
     ) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}\n  hint: {}", e.hint());
-            return ExitCode::from(exit::FAILURE);
-        }
+        Err(e) => return crate::state_error(&e),
     };
     drop(lock);
+    finish(&report, cancel)
+}
+
+/// The failures of the first apply, reported; a build or check step failing ends supervise
+/// (exit 3), a replica's does not (it is restarted).
+fn check_first_apply(failures: &[(String, String)]) -> Result<(), ExitCode> {
+    let replica_kinds = |id: &str| {
+        id.starts_with("spawn:") || id.starts_with("probe:") || id.starts_with("handoff:")
+    };
+    for (id, err) in failures {
+        eprintln!("error: step {id} failed: {err}");
+    }
+    if failures.iter().any(|(id, _)| !replica_kinds(id)) {
+        eprintln!("supervise: a build or check step failed; fix it and run again");
+        return Err(ExitCode::from(exit::STEP_FAILED));
+    }
+    Ok(())
+}
+
+fn print_event(e: SuperviseEvent, json: bool) {
+    let line = match e {
+        SuperviseEvent::Down { replica, why } => format!("{replica} is down: {why}"),
+        SuperviseEvent::Restarting { replica, attempt } => {
+            format!("{replica}: restarting (attempt {attempt})")
+        }
+        SuperviseEvent::Up { replica } => format!("{replica} is up again"),
+        SuperviseEvent::RestartFailed {
+            replica,
+            error,
+            retry_in,
+        } => format!(
+            "{replica}: restart failed: {error}; next try in {} ms",
+            retry_in.as_millis()
+        ),
+        SuperviseEvent::Stopping => "stopping every replica".into(),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "supervise", "message": line})
+        );
+    } else {
+        eprintln!("supervise: {line}");
+    }
+}
+
+/// What the final stop did, and the exit code: 130 when a signal ended supervise (it wins over
+/// a replica that could not be stopped, as for apply), else 1 when one could not be, else 0.
+fn finish(report: &DownReport, cancel: &Cancel) -> ExitCode {
     for s in &report.stopped {
         eprintln!("{}: {}", s.step, s.what);
     }
     for (s, e) in &report.failed {
         eprintln!("error: {s}: {e}");
     }
-    if report.failed.is_empty() {
+    if cancel.is_cancelled() {
+        eprintln!(
+            "supervise was interrupted: every replica it could stop was stopped, the state written"
+        );
+        ExitCode::from(exit::INTERRUPTED)
+    } else if report.failed.is_empty() {
         ExitCode::from(exit::OK)
     } else {
         ExitCode::from(exit::FAILURE)

@@ -1,0 +1,169 @@
+//! `provision supervise` interrupted by SIGTERM or SIGINT at any moment after it started (its
+//! signal handler is the first thing it sets up): while it plans, while its first apply runs,
+//! while it watches. Every time it exits 130, the state file it wrote is a readable provision
+//! state, and no server of the project is left running.
+//!
+//! The servers are the fake llama-server compiled into this test binary (see
+//! reapply_after_kill.rs), hence `harness = false`.
+
+#[path = "../../steps-spawn/src/bin/fake-llama-server.rs"]
+mod fake;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use provision_executor::StateFile;
+use provision_steps_model::gguf_writer::{GgufWriter, LlamaShape};
+use provision_steps_spawn::identity;
+
+/// Set in the pool's env: this binary then runs as the fake llama-server.
+const AS_SERVER: &str = "PROVISION_TEST_AS_LLAMA_SERVER";
+
+/// How long a test waits for something that takes well under a second on an idle machine.
+const PATIENCE: Duration = Duration::from_secs(90);
+
+fn main() -> ExitCode {
+    if std::env::var_os(AS_SERVER).is_some() {
+        fake::main();
+        return ExitCode::SUCCESS;
+    }
+    let mut args = Arguments::from_args();
+    args.test_threads = Some(1);
+    let tests = vec![Trial::test(
+        "supervise_interrupted_at_any_moment_exits_130_with_state_written_and_nothing_left",
+        interrupted_at_any_moment,
+    )];
+    libtest_mimic::run(&args, tests).exit_code()
+}
+
+/// When the signal is sent.
+#[derive(Debug, Clone, Copy)]
+enum Moment {
+    /// As soon as its handler is installed (`SigCgt` in `/proc/<pid>/status`).
+    Started,
+    /// Once the first apply wrote the state (its servers are loading).
+    StateWritten,
+    /// Once it watches the replicas.
+    Watching,
+}
+
+fn project(dir: &Path) {
+    GgufWriter::llama(LlamaShape {
+        n_layer: 1,
+        n_embd: 32,
+        n_head: 2,
+        n_head_kv: 2,
+        n_ff: 64,
+        n_vocab: 100,
+        n_ctx_train: 512,
+        weight_type: 1,
+        output: true,
+    })
+    .write(&dir.join("model.gguf"))
+    .unwrap();
+    let config = format!(
+        "pools:
+  - id: p
+    engine: llamacpp
+    model: m
+    backend: cpu
+    devices: []
+    replicas: 2
+    readiness_timeout_ms: 60000
+    provisioning:
+      mode: binary
+      binary: {{path: \"{}\"}}
+      model: {{ref: ./model.gguf}}
+      env: {{{AS_SERVER}: \"1\", FAKE_LOAD_MS: \"300\"}}
+      flags: [--threads, \"1\"]
+",
+        std::env::current_exe().unwrap().display()
+    );
+    std::fs::write(dir.join("pools.yaml"), config).unwrap();
+}
+
+/// Whether process `pid` catches signal `sig` (its handler is installed).
+fn catches(pid: u32, sig: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
+}
+
+fn wait_for(child: &mut Child, what: &str, mut done: impl FnMut() -> bool) {
+    let since = Instant::now();
+    while !done() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("supervise ended ({status}) before {what}");
+        }
+        assert!(since.elapsed() < PATIENCE, "never: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn servers(runtime: &Path) -> Vec<u32> {
+    identity::find_by_marker(&runtime.display().to_string(), None)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+fn run_once(dir: &Path, moment: Moment, sig: i32) {
+    let runtime: PathBuf = dir.join(".runtime");
+    // Each run starts from nothing (the last one stopped its servers).
+    let _ = std::fs::remove_dir_all(&runtime);
+    let log = dir.join(format!("supervise-{moment:?}-{sig}.log"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(["supervise", "-c", "pools.yaml", "--cache-dir", "cache"])
+        .current_dir(dir)
+        .env_remove(AS_SERVER)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let state = runtime.join("state.json");
+    // Before its handler is installed (the first thing it does, but the loader and the runtime
+    // come first) the kernel's default action applies: not provision's to change.
+    wait_for(&mut child, "its handler", || catches(pid, sig));
+    match moment {
+        Moment::Started => {}
+        Moment::StateWritten => wait_for(&mut child, "a state", || state.exists()),
+        Moment::Watching => wait_for(&mut child, "watching", || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t.contains("supervise: watching"))
+        }),
+    }
+    // SAFETY: kill(2) on the child this test started and has not reaped.
+    unsafe { libc::kill(pid as i32, sig) };
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(&log).unwrap();
+    let context = format!("signal {sig} when {moment:?}");
+    assert_eq!(status.code(), Some(130), "{context}: {err}");
+    if state.exists() {
+        StateFile::new(&state)
+            .load()
+            .unwrap_or_else(|e| panic!("{context}: {e}\n{err}"));
+    }
+    let left = servers(&runtime);
+    assert!(left.is_empty(), "{context}: left running {left:?}\n{err}");
+}
+
+fn interrupted_at_any_moment() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    for moment in [Moment::Started, Moment::StateWritten, Moment::Watching] {
+        for sig in [libc::SIGTERM, libc::SIGINT] {
+            run_once(dir.path(), moment, sig);
+        }
+    }
+    // A few more at the very start: the moment most likely to find something half set up.
+    for _ in 0..3 {
+        run_once(dir.path(), Moment::Started, libc::SIGTERM);
+    }
+    Ok(())
+}
