@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use provision_executor::{Cancel, StateError, StateFile, StepStatus};
+use provision_executor::{Cancel, State, StateError, StateFile, StepStatus};
 
 use crate::down::{down, DownReport};
 use crate::process::ServerProcess;
@@ -103,25 +103,20 @@ pub fn supervise(
             // Nothing more is touched (no handoff removed, no restart, no stop), nothing written.
             file.check_held()?;
             let state = file.load()?;
-            let spawn = state.steps.get(&format!("spawn:{name}"));
-            let alive = match spawn {
-                Some(r) if r.status == StepStatus::Passed => {
-                    match ServerProcess::from_outputs(&r.outputs) {
-                        Some(s) => s.check(),
-                        None => Err("no process recorded".into()),
-                    }
-                }
-                Some(r) => Err(format!("its last spawn {}", status_text(r.status))),
-                None => Err("never started".into()),
-            };
+            let alive = health(&state, &name);
             match (&alive, w.next_try) {
                 (Ok(()), None) if w.up_since.is_some_and(|t| t.elapsed() >= opts.reset_after) => {
                     w.failures = 0;
                 }
-                (Err(why), None) => {
+                (Err(Unhealthy { why, serverless }), None) => {
                     // Just noticed: nobody may be sent to it any more.
                     if let Some(r) = state.steps.get(&format!("handoff:{name}")) {
                         let _ = crate::down::take_handoff_away(r);
+                    }
+                    // Alive but not serving its port: stopped, so that the restart starts a
+                    // new server rather than keeping this one.
+                    if let Some(server) = serverless {
+                        let _ = crate::process::stop(server, opts.grace);
                     }
                     if w.up_since.is_some_and(|t| t.elapsed() >= opts.reset_after) {
                         w.failures = 0;
@@ -176,6 +171,40 @@ pub fn supervise(
         report.failed.extend(r.failed);
     }
     Ok(report)
+}
+
+/// Why a replica is not healthy.
+struct Unhealthy {
+    why: String,
+    /// Its server, still running (proven provision's), whose port another process holds or
+    /// nobody listens on.
+    serverless: Option<ServerProcess>,
+}
+
+/// Is replica `name` healthy: its spawn passed, its server still runs, and the listener on its
+/// URL's port is that server's (never another process that took the port)?
+fn health(state: &State, name: &str) -> Result<(), Unhealthy> {
+    let down = |why: String| Unhealthy {
+        why,
+        serverless: None,
+    };
+    let record = match state.steps.get(&format!("spawn:{name}")) {
+        Some(r) if r.status == StepStatus::Passed => r,
+        Some(r) => return Err(down(format!("its last spawn {}", status_text(r.status)))),
+        None => return Err(down("never started".into())),
+    };
+    let server = ServerProcess::from_outputs(&record.outputs)
+        .ok_or_else(|| down("no process recorded".into()))?;
+    server.check().map_err(down)?;
+    let url = record
+        .outputs
+        .get("url")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| down("no URL recorded".into()))?;
+    crate::listener_owner::verify(server.pid, url).map_err(|e| Unhealthy {
+        why: format!("{e}; its server was stopped"),
+        serverless: Some(server),
+    })
 }
 
 fn status_text(s: StepStatus) -> &'static str {

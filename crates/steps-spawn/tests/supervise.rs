@@ -211,3 +211,97 @@ fn a_supervisor_whose_lock_file_is_removed_stops_touching_anything() {
     assert!(handoff.exists(), "its handoff too");
     assert_eq!(std::fs::read(&file.path).unwrap(), before, "no write");
 }
+
+#[test]
+fn a_replica_whose_port_another_process_took_is_restarted_and_never_handed_that_listener() {
+    let mut rig = Rig::new(&Pool {
+        // Ready, handed off, then its listener goes and someone else takes the port.
+        env: &[("FAKE_CLOSE_LISTENER_AFTER_READY_MS", "300")],
+        ..Pool::default()
+    });
+    rig.up(0).unwrap();
+    let first = rig.server(0);
+    let port = rig.outputs("spawn:fake/r0")["port"].as_u64().unwrap() as u16;
+    let handoff = rig.handoff_file(0);
+    assert!(handoff.exists());
+    // The foreign listener: taken as soon as the server let the port go.
+    let started = std::time::Instant::now();
+    let foreign = loop {
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            break l;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server never let port {port} go"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let file = rig.file.clone();
+    let cancel = Cancel::new();
+    // Only for a supervisor that never notices: stopped after a while, and the test fails.
+    let stopper = {
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            let since = std::time::Instant::now();
+            while !cancel.is_cancelled() && since.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            cancel.cancel();
+        })
+    };
+    let mut seen = Vec::new();
+    let mut handoff_gone_when_down = None;
+    let mut handed_off_port = None;
+    {
+        let cancel2 = cancel.clone();
+        let mut restart = |k: &(String, u32)| {
+            rig.reload();
+            let r = rig.up(k.1).map_err(|e| e.message);
+            handed_off_port = std::fs::read_to_string(&handoff)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["url"].as_str().map(str::to_string));
+            r
+        };
+        let mut events = |e: SuperviseEvent| {
+            if matches!(e, SuperviseEvent::Down { .. }) {
+                handoff_gone_when_down = Some(!handoff.exists());
+            }
+            if matches!(e, SuperviseEvent::Up { .. }) {
+                cancel2.cancel();
+            }
+            seen.push(e);
+        };
+        supervise(
+            &file,
+            &[("fake".into(), 0)],
+            &opts(50),
+            &cancel,
+            &mut restart,
+            &mut events,
+        )
+        .unwrap();
+    }
+    stopper.join().unwrap();
+    drop(foreign);
+    let Some(SuperviseEvent::Down { why, .. }) = seen.first() else {
+        panic!("the replica was kept with another process on its port: {seen:?}");
+    };
+    assert!(why.contains(&format!("port {port}")), "{why}");
+    assert_eq!(
+        handoff_gone_when_down,
+        Some(true),
+        "its handoff went at once"
+    );
+    assert!(
+        matches!(seen.get(2), Some(SuperviseEvent::Up { .. })),
+        "{seen:?}"
+    );
+    // The server that lost its port was stopped; the new one serves elsewhere.
+    assert_gone(&first);
+    let url = handed_off_port.expect("the restart wrote a handoff");
+    assert!(
+        !url.ends_with(&format!(":{port}")),
+        "{url} is the foreign listener's"
+    );
+}

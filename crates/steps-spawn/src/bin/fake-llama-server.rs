@@ -16,6 +16,8 @@
 //!   `FAKE_CRASH_ONCE_FILE=PATH` only when PATH does not exist (it is created first)
 //! - `FAKE_IGNORE_SIGTERM=1`: ignore SIGTERM (only SIGKILL stops it)
 //! - `FAKE_NO_PROPS=1`: `/props` answers 404 (the version comes from elsewhere)
+//! - `FAKE_CLOSE_LISTENER_AFTER_READY_MS=N`: N ms after becoming ready, close the listening
+//!   socket and live on (its port is free for another process to take)
 //! - `LLAMA_API_KEY=KEY` (as llama-server): the key, when `--api-key` is not given
 //! - `FAKE_CHILD=1`: start a helper process (`sleep 600`) in the server's process group: a
 //!   stop must take it too
@@ -28,6 +30,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// `FAKE_CLOSE_LISTENER_AFTER_READY_MS`: the accept loop stops at its next connection.
+static CLOSE_LISTENER: AtomicBool = AtomicBool::new(false);
 
 /// Flags taking a value, and switches, as the help lists them (every spelling).
 const VALUED: &[&[&str]] = &[
@@ -173,6 +178,9 @@ pub fn main() {
         let ready = Arc::clone(&ready);
         thread::spawn(move || {
             for conn in listener.incoming().flatten() {
+                if CLOSE_LISTENER.load(Ordering::SeqCst) {
+                    break; // the listener is dropped: the port is free
+                }
                 let ready = ready.load(Ordering::SeqCst);
                 let key = key.clone();
                 thread::spawn(move || {
@@ -207,6 +215,12 @@ pub fn main() {
     println!("main: ready at unix_ms={unix_ms}");
     let _ = std::io::stdout().flush();
 
+    if let Some(ms) = env_ms("FAKE_CLOSE_LISTENER_AFTER_READY_MS") {
+        thread::sleep(Duration::from_millis(ms));
+        CLOSE_LISTENER.store(true, Ordering::SeqCst);
+        // Wake the accept loop, which then drops the listener.
+        let _ = TcpStream::connect(format!("{host}:{port}"));
+    }
     if let Some(ms) = env_ms("FAKE_CRASH_AFTER_READY_MS") {
         let once = std::env::var("FAKE_CRASH_ONCE_FILE").ok();
         let crash = match &once {
