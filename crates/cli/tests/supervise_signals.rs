@@ -1,7 +1,8 @@
 //! `provision supervise` interrupted by SIGTERM or SIGINT at any moment after it started (its
 //! signal handler is the first thing it sets up): while it plans, while its first apply runs,
 //! while it watches. Every time it exits 130, the state file it wrote is a readable provision
-//! state, and no server of the project is left running.
+//! state, and no server of the project is left running. A supervisor whose lock file is
+//! removed writes no more and exits 5.
 //!
 //! The servers are the fake llama-server compiled into this test binary (see
 //! reapply_after_kill.rs), hence `harness = false`.
@@ -31,10 +32,16 @@ fn main() -> ExitCode {
     }
     let mut args = Arguments::from_args();
     args.test_threads = Some(1);
-    let tests = vec![Trial::test(
-        "supervise_interrupted_at_any_moment_exits_130_with_state_written_and_nothing_left",
-        interrupted_at_any_moment,
-    )];
+    let tests = vec![
+        Trial::test(
+            "supervise_interrupted_at_any_moment_exits_130_with_state_written_and_nothing_left",
+            interrupted_at_any_moment,
+        ),
+        Trial::test(
+            "a_supervisor_whose_lock_file_is_removed_writes_no_more_and_exits_5",
+            lock_file_removed,
+        ),
+    ];
     libtest_mimic::run(&args, tests).exit_code()
 }
 
@@ -165,5 +172,59 @@ fn interrupted_at_any_moment() -> Result<(), Failed> {
     for _ in 0..3 {
         run_once(dir.path(), Moment::Started, libc::SIGTERM);
     }
+    Ok(())
+}
+
+fn lock_file_removed() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    let runtime = dir.path().join(".runtime");
+    let log = dir.path().join("supervise.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(["supervise", "-c", "pools.yaml", "--cache-dir", "cache"])
+        .current_dir(dir.path())
+        .env_remove(AS_SERVER)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for(&mut child, "watching", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("supervise: watching"))
+    });
+    let state = runtime.join("state.json");
+    let before = std::fs::read(&state).unwrap();
+    std::fs::remove_file(runtime.join("state.json.lock")).unwrap();
+    let since = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if since.elapsed() > PATIENCE {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Its servers are left to whoever holds the state now: here, nobody.
+    let left = servers(&runtime);
+    for pid in &left {
+        // SAFETY: kill(2) on a server this test's supervisor started.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(5),
+        "supervise ran on without its lock file: {err}"
+    );
+    assert!(err.contains("removed or replaced"), "{err}");
+    assert_eq!(
+        std::fs::read(&state).unwrap(),
+        before,
+        "no write after the loss"
+    );
+    assert_eq!(left.len(), 2, "its servers were not touched: {err}");
     Ok(())
 }
