@@ -173,6 +173,69 @@ fn wait_running(world: &World, step: &str, what: &str) {
     });
 }
 
+/// Start an apply of a slow-build world and wait until its build runs its `sleep`.
+fn apply_in_slow_build(world: &World) -> std::process::Child {
+    let child = world.apply_command(&[]).spawn().unwrap();
+    wait_running(world, "cmake-build:upstream@v1", "the build never started");
+    wait_until("the build never reached its sleep", PATIENCE, || {
+        processes_under(world.path())
+            .iter()
+            .any(|p| p.contains(SLOW_SLEEP))
+    });
+    child
+}
+
+/// What still works under the world after its apply was SIGKILLed mid-build: its build, which
+/// must have outlived it.
+fn outliving_build(world: &World) -> Vec<String> {
+    let orphans = processes_under(world.path());
+    assert!(
+        orphans.iter().any(|p| p.contains(SLOW_SLEEP)),
+        "expected the build to outlive provision: {orphans:#?}"
+    );
+    orphans
+}
+
+/// Start the next apply and wait (bounded) until none of `orphans` is left: the apply, still
+/// running, and the orphans left after the wait.
+fn next_apply_stops(world: &World, orphans: &[String]) -> (std::process::Child, Vec<String>) {
+    let next = world.apply_command(&[]).spawn().unwrap();
+    let still = || -> Vec<String> {
+        processes_under(world.path())
+            .into_iter()
+            .filter(|p| orphans.contains(p))
+            .collect()
+    };
+    let started = Instant::now();
+    while !still().is_empty() && started.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (next, still())
+}
+
+/// Wait for an apply to end: its status and its stderr.
+fn finished(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, err)
+}
+
+/// Nothing works under the world any more (a SIGKILLed process may take a moment to go).
+fn assert_nothing_left(world: &World) {
+    let started = Instant::now();
+    while !processes_under(world.path()).is_empty() && started.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stray = processes_under(world.path());
+    assert!(stray.is_empty(), "left running: {stray:#?}");
+}
+
 /// A small deterministic generator, so a failing run can be replayed from its seed.
 struct Lcg(u64);
 
@@ -308,27 +371,13 @@ fn a_second_apply_skips_and_plan_says_so() {
 fn sigterm_stops_running_steps_writes_state_and_exits_130() {
     let world = World::with_cmake_flags(SLOW);
     let _reaper = Reaper(world.path());
-    let mut child = world.apply_command(&[]).spawn().unwrap();
-    // Wait until the (slow) build is running its `sleep`.
-    wait_running(&world, "cmake-build:upstream@v1", "the build never started");
-    wait_until("the build never reached its sleep", PATIENCE, || {
-        processes_under(world.path())
-            .iter()
-            .any(|p| p.contains(SLOW_SLEEP))
-    });
+    let child = apply_in_slow_build(&world);
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     // It stops long before the build would have ended (600 s).
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = finished(child);
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("cancelled cmake-build:upstream@v1"), "{err}");
     assert_eq!(
@@ -336,12 +385,7 @@ fn sigterm_stops_running_steps_writes_state_and_exits_130() {
         StepStatus::Cancelled
     );
     // The build's `sleep 600` went with it (a SIGKILLed process may take a moment to go).
-    let started = Instant::now();
-    while !processes_under(world.path()).is_empty() && started.elapsed() < PATIENCE {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let stray = processes_under(world.path());
-    assert!(stray.is_empty(), "left running: {stray:#?}");
+    assert_nothing_left(&world);
     // The next apply picks the build up again and says why.
     let mut next = world.apply_command(&["-v"]).spawn().unwrap();
     wait_running(
@@ -363,34 +407,13 @@ fn sigterm_stops_running_steps_writes_state_and_exits_130() {
 fn a_build_left_running_by_a_killed_apply_is_stopped_by_the_next() {
     let world = World::with_cmake_flags(SLOW);
     let _reaper = Reaper(world.path());
-    let mut child = world.apply_command(&[]).spawn().unwrap();
-    wait_running(&world, "cmake-build:upstream@v1", "the build never started");
-    wait_until("the build never reached its sleep", PATIENCE, || {
-        processes_under(world.path())
-            .iter()
-            .any(|p| p.contains(SLOW_SLEEP))
-    });
+    let mut child = apply_in_slow_build(&world);
     let _ = child.kill(); // SIGKILL: provision cannot stop its build.
     let _ = child.wait();
-    let orphans = processes_under(world.path());
-    assert!(
-        orphans.iter().any(|p| p.contains(SLOW_SLEEP)),
-        "expected the build to outlive provision: {orphans:#?}"
-    );
+    let orphans = outliving_build(&world);
 
     // The next apply stops them: within the bound, long before the `sleep 600` would end.
-    let mut next = world.apply_command(&[]).spawn().unwrap();
-    let still = || -> Vec<String> {
-        processes_under(world.path())
-            .into_iter()
-            .filter(|p| orphans.contains(p))
-            .collect()
-    };
-    let started = Instant::now();
-    while !still().is_empty() && started.elapsed() < PATIENCE {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let left = still();
+    let (mut next, left) = next_apply_stops(&world, &orphans);
     let _ = next.kill();
     let _ = next.wait();
     assert!(
@@ -423,13 +446,7 @@ fn a_build_job_whose_build_tool_cannot_pass_a_signal_on_is_stopped_by_the_next_a
     // SIGTERM. Here it cannot (it is stopped), so only what finds the job itself stops it.
     let world = World::with_cmake_flags(SLOW);
     let _reaper = Reaper(world.path());
-    let mut child = world.apply_command(&[]).spawn().unwrap();
-    wait_running(&world, "cmake-build:upstream@v1", "the build never started");
-    wait_until("the build never reached its sleep", PATIENCE, || {
-        processes_under(world.path())
-            .iter()
-            .any(|p| p.contains(SLOW_SLEEP))
-    });
+    let mut child = apply_in_slow_build(&world);
     let _ = child.kill(); // SIGKILL: provision cannot stop its build.
     let _ = child.wait();
     assert!(
@@ -437,24 +454,9 @@ fn a_build_job_whose_build_tool_cannot_pass_a_signal_on_is_stopped_by_the_next_a
         "no build tool found: {:#?}",
         processes_under(world.path())
     );
-    let orphans = processes_under(world.path());
-    assert!(
-        orphans.iter().any(|p| p.contains(SLOW_SLEEP)),
-        "expected the build to outlive provision: {orphans:#?}"
-    );
+    let orphans = outliving_build(&world);
 
-    let mut next = world.apply_command(&[]).spawn().unwrap();
-    let still = || -> Vec<String> {
-        processes_under(world.path())
-            .into_iter()
-            .filter(|p| orphans.contains(p))
-            .collect()
-    };
-    let started = Instant::now();
-    while !still().is_empty() && started.elapsed() < PATIENCE {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let left = still();
+    let (mut next, left) = next_apply_stops(&world, &orphans);
     signal_build_tools(world.path(), "CONT");
     let _ = next.kill();
     let _ = next.wait();
@@ -468,30 +470,15 @@ fn a_build_job_whose_build_tool_cannot_pass_a_signal_on_is_stopped_by_the_next_a
 fn an_apply_whose_lock_file_is_removed_stops_and_writes_no_more() {
     let world = World::with_cmake_flags(SLOW);
     let _reaper = Reaper(world.path());
-    let mut child = world.apply_command(&[]).spawn().unwrap();
-    wait_running(&world, "cmake-build:upstream@v1", "the build never started");
+    let mut child = apply_in_slow_build(&world);
     let lock = world.path().join(".runtime/state.json.lock");
     let before = std::fs::read(world.path().join(".runtime/state.json")).unwrap();
     std::fs::remove_file(&lock).unwrap();
     // It stops long before its build would end (600 s), without a signal.
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "the apply ran on without its lock file"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    wait_until("the apply ran on without its lock file", PATIENCE, || {
+        child.try_wait().unwrap().is_some()
+    });
+    let (status, err) = finished(child);
     assert_eq!(status.code(), Some(5), "{err}");
     assert!(err.contains(".runtime/state.json.lock"), "{err}");
     assert!(err.contains("removed or replaced"), "{err}");
@@ -501,10 +488,5 @@ fn an_apply_whose_lock_file_is_removed_stops_and_writes_no_more() {
         "nothing was written after the lock was lost"
     );
     // Its build was stopped with it.
-    let started = Instant::now();
-    while !processes_under(world.path()).is_empty() && started.elapsed() < PATIENCE {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let stray = processes_under(world.path());
-    assert!(stray.is_empty(), "left running: {stray:#?}");
+    assert_nothing_left(&world);
 }

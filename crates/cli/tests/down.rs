@@ -357,7 +357,7 @@ fn a_down_whose_lock_file_is_removed_writes_no_more_and_exits_5() {
     file.save(&state).unwrap();
     let before = std::fs::read(&file.path).unwrap();
     let lock = runtime.join("state.json.lock");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_provision"))
+    let child = Command::new(env!("CARGO_BIN_EXE_provision"))
         .args(["down", "--grace", "600"])
         .current_dir(dir.path())
         .stdout(Stdio::null())
