@@ -44,8 +44,8 @@ const EXIT_CODES: &str = "Exit codes:
   1    unexpected failure (I/O error, internal error)
   2    invalid config or command line; nothing was changed
   3    apply: a step failed (its dependents did not run; the rest finished)
-  4    the state file is unreadable or from a newer provision
-  5    another apply holds the lock on the state file
+  4    the state file is unreadable or from a newer provision, or its .lock is not provision's
+  5    another apply holds the lock on the state file, or the lock file was removed under this one
   130  apply or supervise was interrupted (Ctrl-C, SIGTERM); state was written
 plan --detailed-exitcode: 0 nothing would run, 2 something would run, 1 error";
 
