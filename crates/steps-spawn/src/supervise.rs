@@ -1,7 +1,9 @@
-//! Supervision: watch the replicas recorded in the state file; when one's server exits, remove
-//! its handoff at once and restart it (through the caller, who runs its steps) after an
-//! exponential backoff that resets once it has stayed healthy for a while. On cancellation
-//! (SIGINT, SIGTERM) every supervised replica is stopped.
+//! Supervision: watch the replicas recorded in the state file; when one's server exits, or runs
+//! on while the listener on its URL's port is not its own (another process took the port, or
+//! nobody listens), remove its handoff at once (and stop that server) and restart it (through
+//! the caller, who runs its steps) after an exponential backoff that resets once it has stayed
+//! healthy for a while. On cancellation (SIGINT, SIGTERM) every supervised replica is stopped.
+//! Once the state's lock file is removed or replaced, nothing more is touched or written.
 
 use std::collections::BTreeSet;
 use std::thread;
