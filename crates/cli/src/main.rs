@@ -46,7 +46,7 @@ const EXIT_CODES: &str = "Exit codes:
   3    apply: a step failed (its dependents did not run; the rest finished)
   4    the state file is unreadable or from a newer provision, or its .lock is not provision's
   5    another apply holds the lock on the state file, or the lock file was removed under this one
-  130  apply or supervise was interrupted (Ctrl-C, SIGTERM); state was written
+  130  apply, or supervise during its first apply, was interrupted (Ctrl-C, SIGTERM); state was written
 plan --detailed-exitcode: 0 nothing would run, 2 something would run, 1 error";
 
 #[derive(Parser)]
@@ -844,7 +844,7 @@ fn main() -> ExitCode {
             json,
             verbose,
         } => {
-            // First: a signal from here on stops supervise cleanly (exit 130), never kills it.
+            // First: a signal from here on stops supervise cleanly (exit 130 or 0), never kills it.
             let cancel = supervise::on_interrupt();
             let format = if json { Format::Json } else { Format::Text };
             match target

@@ -1,7 +1,8 @@
 //! `provision supervise`: apply, then stay in the foreground watching the replicas. A replica
 //! whose server exits (or no longer owns the listener on its port) loses its handoff at once and
 //! is restarted (its spawn, probe and handoff run again through the executor, everything else is
-//! kept) after an exponential backoff; SIGINT/SIGTERM stop every replica cleanly and exit 130.
+//! kept) after an exponential backoff; SIGINT/SIGTERM stop every replica cleanly: exit 0 while
+//! watching (its normal end), 130 when the signal interrupted the first apply.
 //! The signal handler is set up before anything else, so a signal at any moment of the run is
 //! an interruption (state written, servers stopped), never the default death (143). Holds the
 //! apply lock the whole time, and writes the state only while its lock file is the one it holds.
@@ -115,9 +116,12 @@ pub fn run(
         .collect();
     if replicas.is_empty() {
         eprintln!("supervise: no replicas provision runs (external servers only)");
-        return finish(&DownReport::default(), cancel);
+        return finish(&DownReport::default(), cancel.is_cancelled());
     }
-    if !cancel.is_cancelled() {
+    // A signal from here on is supervise's normal end (exit 0); before, it interrupted the
+    // first apply (exit 130).
+    let interrupted_first_apply = cancel.is_cancelled();
+    if !interrupted_first_apply {
         eprintln!(
             "supervise: watching {} {} (Ctrl-C stops them all)",
             replicas.len(),
@@ -156,7 +160,7 @@ pub fn run(
         Err(e) => return crate::state_error(&e),
     };
     drop(lock);
-    finish(&report, cancel)
+    finish(&report, interrupted_first_apply)
 }
 
 /// The failures of the first apply, reported; a build or check step failing ends supervise
@@ -202,18 +206,19 @@ fn print_event(e: SuperviseEvent, json: bool) {
     }
 }
 
-/// What the final stop did, and the exit code: 130 when a signal ended supervise (it wins over
-/// a replica that could not be stopped, as for apply), else 1 when one could not be, else 0.
-fn finish(report: &DownReport, cancel: &Cancel) -> ExitCode {
+/// What the final stop did, and the exit code: 130 when a signal interrupted the first apply
+/// (it wins over a replica that could not be stopped, as for apply), else 1 when one could not
+/// be stopped, else 0 (a signal while watching is how supervise is meant to end).
+fn finish(report: &DownReport, interrupted: bool) -> ExitCode {
     for s in &report.stopped {
         eprintln!("{}: {}", s.step, s.what);
     }
     for (s, e) in &report.failed {
         eprintln!("error: {s}: {e}");
     }
-    if cancel.is_cancelled() {
+    if interrupted {
         eprintln!(
-            "supervise was interrupted: every replica it could stop was stopped, the state written"
+            "supervise was interrupted during its first apply: every replica it could stop was stopped, the state written"
         );
         ExitCode::from(exit::INTERRUPTED)
     } else if report.failed.is_empty() {
