@@ -428,6 +428,9 @@ fn cmd_apply(
     quiet: bool,
 ) -> ExitCode {
     init_tracing(if quiet { 0 } else { verbose });
+    // First: a signal from here on is an interruption (exit 130), never the default death.
+    let cancel = Cancel::new();
+    let interrupted = on_interrupt(&cancel);
     let format = if json { Format::Json } else { Format::Text };
     let (_, plan) = match target.plan(format) {
         Ok(p) => p,
@@ -441,6 +444,10 @@ fn cmd_apply(
         Ok(l) => l,
         Err(code) => return code,
     };
+    if cancel.is_cancelled() {
+        eprintln!("apply was interrupted before it changed anything");
+        return ExitCode::from(exit::INTERRUPTED);
+    }
     // Every write checks that the lock file is still the one held.
     let file = file.held_by(&lock);
     let mut state = match file.load() {
@@ -449,9 +456,6 @@ fn cmd_apply(
     };
     // A killed apply's servers that it never recorded: stopped before anything runs.
     unrecorded::stop(&plan, &state);
-
-    let cancel = Cancel::new();
-    let interrupted = on_interrupt(&cancel);
 
     let verbosity = if quiet {
         Verbosity::Quiet

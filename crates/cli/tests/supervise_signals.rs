@@ -42,6 +42,10 @@ fn main() -> ExitCode {
             "a_supervisor_whose_lock_file_is_removed_writes_no_more_and_exits_5",
             lock_file_removed,
         ),
+        Trial::test(
+            "an_apply_signalled_before_it_holds_the_lock_exits_130_and_starts_nothing",
+            apply_signalled_while_waiting,
+        ),
     ];
     libtest_mimic::run(&args, tests).exit_code()
 }
@@ -232,5 +236,56 @@ fn lock_file_removed() -> Result<(), Failed> {
         "no write after the loss"
     );
     assert_eq!(left.len(), 2, "its servers were not touched: {err}");
+    Ok(())
+}
+
+/// `apply --wait` blocked on a lock this test holds gets SIGTERM (its handler is the first thing
+/// it sets up, before the plan and the lock): once the lock is free it starts nothing and exits
+/// 130, not the default death (143).
+fn apply_signalled_while_waiting() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    let runtime = dir.path().join(".runtime");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let held = provision_executor::acquire(&runtime.join("state.json"), false).unwrap();
+    let log = dir.path().join("apply.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args([
+            "apply",
+            "-c",
+            "pools.yaml",
+            "--cache-dir",
+            "cache",
+            "--wait",
+        ])
+        .current_dir(dir.path())
+        .env_remove(AS_SERVER)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Blocked in flock(2) on the held lock file.
+    wait_for(&mut child, "blocked on the lock", || {
+        std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.contains("flock"))
+            || std::fs::read_to_string(format!("/proc/{pid}/stack"))
+                .is_ok_and(|w| w.contains("flock"))
+            || std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+                .is_ok_and(|w| w.split_whitespace().next() == Some("73"))
+    });
+    // SAFETY: kill(2) on the child this test started and has not reaped.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(100));
+    drop(held);
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(servers(&runtime).is_empty(), "it started a server: {err}");
+    assert!(
+        !runtime.join("state.json").exists(),
+        "it wrote a state: {err}"
+    );
     Ok(())
 }
