@@ -42,6 +42,8 @@ const VALUED: &[&[&str]] = &[
     &["--api-key"],
     &["-hft", "--hf-token"],
     &["-a", "--alias"],
+    &["-ub", "--ubatch-size"],
+    &["-fa", "--flash-attn"],
 ];
 const SWITCHES: &[&[&str]] = &[
     &["-h", "--help", "--usage"],
