@@ -95,10 +95,9 @@ impl World {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let path = std::env::join_paths(
-            std::iter::once(self.dir.path().join("bin"))
-                .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-        )
+        let path = std::env::join_paths(std::iter::once(self.dir.path().join("bin")).chain(
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+        ))
         .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_provision"));
         cmd.args(args)
@@ -114,7 +113,14 @@ impl World {
     /// Apply with `--json`: the exit status and the events.
     fn apply(&self) -> (Output, Vec<Value>) {
         let out = self
-            .command(&["apply", "-c", "pools.yaml", "--cache-dir", "cache", "--json"])
+            .command(&[
+                "apply",
+                "-c",
+                "pools.yaml",
+                "--cache-dir",
+                "cache",
+                "--json",
+            ])
             .output()
             .unwrap();
         let events = String::from_utf8_lossy(&out.stdout)
@@ -161,7 +167,10 @@ fn memory_flags_refit() -> Result<(), Failed> {
     let (out, events) = world.apply();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "re-apply: {err}\n{events:?}");
-    assert!(started(&events, "spawn:gpu/r0"), "the server restarts: {events:?}");
+    assert!(
+        started(&events, "spawn:gpu/r0"),
+        "the server restarts: {events:?}"
+    );
     assert!(
         started(&events, "vram-fit:gpu"),
         "the fit is checked again for the new flags: {events:?}"

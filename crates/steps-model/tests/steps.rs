@@ -221,10 +221,9 @@ fn pool_unavailable_names_the_largest_ctx_that_fits() {
     let model = ModelInfo::open(&path).unwrap();
     let ws = Workspace::new(&config("", "--flash-attn, \"on\""));
     let mut spec = fit_spec(&ws);
-    spec.ctx = Some(32_768);
+    spec.memory.ctx = Some(32_768);
     let free = [(0u32, 12_288 * MIB)];
-    let argv: Vec<String> = ["--flash-attn", "on"].map(String::from).to_vec();
-    let err = check(&spec, &model, &argv, &free).unwrap_err();
+    let err = check(&spec, &model, &free).unwrap_err();
     assert!(
         err.message.starts_with("POOL_UNAVAILABLE:"),
         "{}",
@@ -241,7 +240,7 @@ fn pool_unavailable_names_the_largest_ctx_that_fits() {
         largest > 0 && largest < 32_768 && largest.is_multiple_of(256),
         "{largest}"
     );
-    let input = provision_steps_model::vram_fit::fit_input(&spec, &model, &argv).unwrap();
+    let input = provision_steps_model::vram_fit::fit_input(&spec, &model).unwrap();
     assert!(input.flash_attn);
     let at = |ctx| {
         estimate(
@@ -259,8 +258,8 @@ fn pool_unavailable_names_the_largest_ctx_that_fits() {
     // Two such cards, split 1:1, fit.
     let mut two = spec.clone();
     two.devices = vec![0, 1];
-    two.tensor_split = Some(vec![1.0, 1.0]);
-    let (_, est) = check(&two, &model, &argv, &[(0, 12_288 * MIB), (1, 12_288 * MIB)]).unwrap();
+    two.memory.tensor_split = Some(vec![1.0, 1.0]);
+    let (_, est) = check(&two, &model, &[(0, 12_288 * MIB), (1, 12_288 * MIB)]).unwrap();
     assert_eq!(est.devices[0].layers + est.devices[1].layers, 32);
 }
 
