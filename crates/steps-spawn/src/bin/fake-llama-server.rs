@@ -36,14 +36,14 @@ const VALUED: &[&[&str]] = &[
     &["-m", "--model"],
     &["-t", "--threads"],
     &["-c", "--ctx-size"],
+    &["-ub", "--ubatch-size"],
+    &["-fa", "--flash-attn"],
     &["-ngl", "--gpu-layers", "--n-gpu-layers"],
     &["-np", "--parallel"],
     &["-ts", "--tensor-split"],
     &["--api-key"],
     &["-hft", "--hf-token"],
     &["-a", "--alias"],
-    &["-ub", "--ubatch-size"],
-    &["-fa", "--flash-attn"],
 ];
 const SWITCHES: &[&[&str]] = &[
     &["-h", "--help", "--usage"],
