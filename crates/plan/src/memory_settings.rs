@@ -186,6 +186,14 @@ fn cache_type(flags: &[Flag], name: &str) -> String {
         .unwrap_or_else(|| DEFAULT_CACHE_TYPE.into())
 }
 
+/// Where in the raw flag list the (last) flag `canonical` was given, under any spelling.
+pub fn raw_index(raw: &[String], canonical: &str) -> Option<usize> {
+    raw.iter().rposition(|t| {
+        let name = t.split_once('=').map_or(t.as_str(), |(n, _)| n);
+        crate::llama_flags::canonical_name(name) == canonical
+    })
+}
+
 impl MemorySettings {
     /// The settings a server started with `flags` (normalised, pool fields applied) runs with.
     pub fn from_flags(flags: &[Flag]) -> Result<MemorySettings, BadFlag> {
@@ -301,5 +309,16 @@ mod tests {
             settings(&["--tensor-split", "3,x"]).unwrap_err().flag,
             "--tensor-split"
         );
+    }
+
+    #[test]
+    fn raw_index_finds_any_spelling() {
+        let raw: Vec<String> = ["-sm", "row", "--threads", "2", "--split-mode=none", "-fa"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(raw_index(&raw, "--split-mode"), Some(4));
+        assert_eq!(raw_index(&raw[..2], "--split-mode"), Some(0));
+        assert_eq!(raw_index(&raw, "-fa"), Some(5));
+        assert_eq!(raw_index(&raw, "--batch-size"), None);
     }
 }
