@@ -53,7 +53,7 @@ fn plan_prints_text_and_json() {
     let (out, _) = provision(&["plan", "--config", &config, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0));
     let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(plan["plan_version"], 1);
+    assert_eq!(plan["plan_version"], 2);
     assert_eq!(plan["roots"]["cache"], "/cache");
     let kinds: Vec<&str> = plan["steps"]
         .as_array()

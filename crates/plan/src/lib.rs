@@ -11,6 +11,7 @@ mod excerpt;
 pub mod input_limits;
 pub mod listen;
 pub mod llama_flags;
+pub mod memory_settings;
 pub mod model_ref;
 pub mod plan;
 pub mod planner;

@@ -213,6 +213,11 @@ fn lookup(name: &str) -> Option<&'static FlagSpec> {
         .find(|s| s.canonical == name || s.aliases.contains(&name))
 }
 
+/// The canonical spelling of a flag name (`-sm` → `--split-mode`); an unknown flag as written.
+pub fn canonical_name(name: &str) -> &str {
+    lookup(name).map_or(name, |s| s.canonical)
+}
+
 fn is_flag(token: &str) -> bool {
     token.starts_with('-') && token.len() > 1 && token.parse::<f64>().is_err()
 }

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::Backend;
 use crate::step::Step;
 
-/// Bumped whenever the plan JSON changes incompatibly.
-pub const PLAN_VERSION: u32 = 1;
+/// Bumped whenever the plan JSON changes incompatibly (2: vram-fit carries typed memory
+/// settings; `parallel` a number, `n_gpu_layers` `all` or `{"count": N}`).
+pub const PLAN_VERSION: u32 = 2;
 
 /// What the `${cache}`, `${runtime}` and `${config_dir}` placeholders stand for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -13,6 +13,7 @@ use crate::config::{Backend, Pool, ProvisioningMode, SecretRef};
 use crate::diagnostic::{did_you_mean, ConfigError, Diagnostic};
 use crate::listen::{bind_host, connect_host, requires_key};
 use crate::llama_flags::{split_secret_flags, to_argv, to_redacted_argv, Flag};
+use crate::memory_settings::MemorySettings;
 use crate::model_ref::ModelRef;
 use crate::plan::{arrange, topological_positions, Plan, PoolSummary, Roots, PLAN_VERSION};
 use crate::redact::{is_secret_env_value, REDACTED};
@@ -529,15 +530,9 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
         });
 
         // Fit.
-        let flag = |name: &str| {
-            input
-                .flags
-                .iter()
-                .find(|f| f.name == name)
-                .and_then(|f| f.value.clone())
-        };
         let fit = match (&model, pool.backend, &gpu_check) {
             (Some((model_id, _)), Backend::Cuda, Some(gpu)) => {
+                let memory = memory_settings(valid, input)?;
                 let gpu = track(b.add(pid, gpu.clone(), vec![], || {
                     StepSpec::GpuCheck(GpuCheck {
                         devices: gpu_devices.iter().copied().collect(),
@@ -558,12 +553,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                         StepSpec::VramFit(VramFit {
                             pool: pid.into(),
                             devices: pool.devices.clone(),
-                            ctx: flag("--ctx-size").and_then(|c| c.parse().ok()),
-                            parallel: flag("--parallel").unwrap_or_else(|| "1".into()),
-                            n_gpu_layers: flag("--n-gpu-layers").unwrap_or_default(),
-                            tensor_split: pool.tensor_split.clone(),
-                            cache_type_k: flag("--cache-type-k"),
-                            cache_type_v: flag("--cache-type-v"),
+                            memory,
                         })
                     },
                 )))
@@ -722,6 +712,27 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
         pools,
         steps,
         changes: None,
+    })
+}
+
+/// The memory-relevant settings of a pool's server, from its normalised flags: the vram-fit
+/// step's inputs. A value the estimate cannot read is a config error at the flag.
+fn memory_settings(valid: &ValidConfig, input: &PoolInput) -> Result<MemorySettings, ConfigError> {
+    MemorySettings::from_flags(&input.flags).map_err(|bad| {
+        let at = valid
+            .pools
+            .iter()
+            .position(|p| p.pool.id == input.pool.id)
+            .unwrap_or_default();
+        ConfigError::new(
+            &valid.file,
+            None,
+            vec![Diagnostic::error(
+                format!("pools[{at}].provisioning.flags"),
+                format!("pool `{}`: {}", input.pool.id, bad.message),
+            )
+            .with_help(bad.help)],
+        )
     })
 }
 

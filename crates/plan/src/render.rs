@@ -70,8 +70,8 @@ fn detail(plan: &Plan, step: &Step) -> Vec<String> {
         }
         StepSpec::VramFit(v) => vec![format!(
             "weights + KV cache (ctx {}, parallel {}) + activations must fit devices {:?}, else POOL_UNAVAILABLE",
-            v.ctx.map_or("from model".to_string(), |c| c.to_string()),
-            v.parallel,
+            v.memory.ctx.map_or("from model".to_string(), |c| c.to_string()),
+            v.memory.parallel,
             v.devices
         )],
         StepSpec::Spawn(s) => {

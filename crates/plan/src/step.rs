@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Backend, SecretRef};
+use crate::memory_settings::MemorySettings;
 use crate::model_ref::ModelRef;
 
 /// One node of the plan DAG.
@@ -169,22 +170,15 @@ pub struct ModelResolve {
 }
 
 /// Check, before anything is spawned, that weights, KV cache and activations fit in VRAM.
+/// Everything the estimate depends on is here (the planner resolves it from the pool's
+/// flags), so a change to any of it checks the fit again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct VramFit {
     pub pool: String,
     pub devices: Vec<u32>,
-    /// Context size, when set (else the model's training context).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ctx: Option<u32>,
-    /// `--parallel` (sequences sharing the KV cache).
-    pub parallel: String,
-    pub n_gpu_layers: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tensor_split: Option<Vec<f64>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_type_k: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_type_v: Option<String>,
+    /// The server's memory-relevant settings.
+    #[serde(flatten)]
+    pub memory: MemorySettings,
 }
 
 /// The port of a replica.

@@ -14,6 +14,7 @@ use crate::diagnostic::{
 };
 use crate::document::{join_index, join_key, parent_path, Document};
 use crate::llama_flags::{self, Flag, FlagContext};
+use crate::memory_settings::{raw_index, MemorySettings};
 use crate::model_ref::{parse_checksum, ModelRef};
 use crate::schema_check::SchemaChecker;
 use crate::unpassable::{nul_bytes, starts_with_tilde, NUL_HELP, NUL_MESSAGE, TILDE_HELP};
@@ -588,6 +589,16 @@ impl Checker<'_> {
                 let mut d = Diagnostic::warning(&path, &note.message);
                 d.help = note.help.clone();
                 self.push(d, false);
+            }
+        }
+
+        // The memory settings the vram-fit step estimates with must be readable (checked
+        // once the pool is otherwise valid: a bad `tensor_split` is reported at the field).
+        if self.errors == before && prov.mode != ProvisioningMode::External {
+            if let Err(bad) = MemorySettings::from_flags(&normalized.flags) {
+                let path = raw_index(&prov.flags, &bad.flag)
+                    .map_or(flags_path.clone(), |i| join_index(&flags_path, i));
+                self.error(&path, false, &bad.message, Some(&bad.help));
             }
         }
 

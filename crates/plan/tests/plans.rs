@@ -70,7 +70,7 @@ fn fixture_plans_satisfy_the_plan_schema() {
         // The check is not vacuous: a wrong type is caught.
         let broken = plan
             .to_json()
-            .replacen("\"plan_version\": 1", "\"plan_version\": \"one\"", 1);
+            .replacen("\"plan_version\": 2", "\"plan_version\": \"two\"", 1);
         let doc = Document::parse("plan.json", broken).unwrap();
         let problems = provision_plan::schema_check::SchemaChecker::new(&schema, &doc).check();
         assert_eq!(problems.len(), 1, "{problems:?}");

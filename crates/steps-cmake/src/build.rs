@@ -4,10 +4,8 @@
 use provision_executor::command::StepCommand;
 use provision_executor::{Outcome, StepContext, StepError};
 use provision_plan::step::CmakeBuild;
-use provision_plan::StepSpec;
 use serde_json::Value;
 
-use crate::configure::flags_value;
 use crate::digest::sha256_file;
 
 /// Build `spec.target` with the plan's command (`--parallel ${jobs}`). Outputs `binary`,
@@ -92,18 +90,8 @@ fn build_ref(cx: &StepContext<'_>) -> Value {
         .map_or(Value::Null, Value::String)
 }
 
-/// The configure's `flags` output, else the defines of the configure step in the plan.
+/// The configure's `flags` output (the normalised definitions): the build reads no other
+/// step's spec, only what its dependency passed on.
 fn flags(cx: &StepContext<'_>) -> Value {
-    if let Some(flags) = cx.dep_output("flags") {
-        return flags.clone();
-    }
-    cx.step
-        .deps
-        .iter()
-        .filter_map(|id| cx.plan.step(id))
-        .find_map(|s| match &s.spec {
-            StepSpec::CmakeConfigure(c) => Some(flags_value(c)),
-            _ => None,
-        })
-        .unwrap_or(Value::Null)
+    cx.dep_output("flags").cloned().unwrap_or(Value::Null)
 }

@@ -71,7 +71,7 @@ impl Where {
         Where {
             cache_dir: cx.path(&spec.cache_dir),
             digests: digest_cache(cx),
-            base_dir: PathBuf::from(&cx.plan.roots.config_dir),
+            base_dir: cx.path("${config_dir}"),
         }
     }
 }

@@ -4,8 +4,9 @@
 //! free and the largest context that would fit.
 //!
 //! Inputs: the model-resolve output `path` and the gpu-check output `gpus` (an array of
-//! `{index, memory_free_mib, …}`); `--flash-attn` and `--ubatch-size` are read from the pool's
-//! spawn argv in the plan.
+//! `{index, memory_free_mib, …}`); everything else from its spec: the pool's memory-relevant
+//! settings (ctx, parallel, batch sizes, flash attention, KV cache types, layers, split), which
+//! the planner resolved from the pool's flags, so a change to any of them runs the fit again.
 //!
 //! Outputs: `estimate` (per device: layers, weights, kv_cache, compute, margin, need, free — in
 //! bytes), `ctx`, `fits` (true) and `extra_flags`: the flags the spawn step must add so that
@@ -16,7 +17,8 @@
 //! older builds reject unknown flags.
 
 use provision_executor::{Outcome, StepContext, StepError};
-use provision_plan::step::{StepSpec, VramFit};
+use provision_plan::memory_settings::{FlashAttn, GpuLayers as PlanGpuLayers, SplitMode};
+use provision_plan::step::VramFit;
 use serde_json::{json, Value};
 
 use crate::estimate::{
@@ -42,7 +44,8 @@ pub fn residency_flags(help: &str) -> Vec<String> {
     }
 }
 
-/// `--parallel` as llama-server reads it: `-1`/`auto` is 4 slots sharing one context.
+/// `--parallel` as llama-server reads it (for callers that hold raw flags; the vram-fit step
+/// reads its spec): `-1`/`auto` is 4 slots sharing one context.
 pub fn parse_parallel(s: &str) -> Result<u64, String> {
     match s.trim() {
         "" | "auto" | "-1" => Ok(4),
@@ -54,7 +57,8 @@ pub fn parse_parallel(s: &str) -> Result<u64, String> {
     }
 }
 
-/// `--flash-attn` and `--ubatch-size` from an argv: `(flash_attn, n_ubatch)`. Flash attention
+/// `--flash-attn` and `--ubatch-size` from an argv (for callers that hold raw flags; the
+/// vram-fit step reads its spec): `(flash_attn, n_ubatch)`. Flash attention
 /// counts as on only when asked for (`-fa`, `-fa on`, `--flash-attn on`); `auto`, llama.cpp's
 /// default, may turn it off, so the estimate assumes the larger buffers.
 pub fn attention_flags(argv: &[String]) -> (bool, u64) {
@@ -91,29 +95,50 @@ pub fn attention_flags(argv: &[String]) -> (bool, u64) {
     (fa, ubatch)
 }
 
-/// The estimator's input for a vram-fit spec and the pool's spawn argv.
-pub fn fit_input(
-    spec: &VramFit,
-    model: &ModelInfo,
-    spawn_argv: &[String],
-) -> Result<FitInput, String> {
-    let ctx = match spec.ctx {
+/// The estimator's input for a pool's memory settings: everything comes from the spec (the
+/// planner resolved it from the pool's flags), nothing from the plan or other steps.
+pub fn fit_input(spec: &VramFit, model: &ModelInfo) -> Result<FitInput, String> {
+    let m = &spec.memory;
+    let ctx = match m.ctx {
         Some(c) if c > 0 => u64::from(c),
         _ => model.context_length.filter(|&c| c > 0).ok_or(
             "the pool sets no ctx and the model has no context_length: set `ctx` on the pool",
         )?,
     };
-    let (flash_attn, n_ubatch) = attention_flags(spawn_argv);
+    let tensor_split = match m.split_mode {
+        // Everything on the main GPU (its index among the pool's devices).
+        SplitMode::None => {
+            let main = m.main_gpu as usize;
+            if main >= spec.devices.len() {
+                return Err(format!(
+                    "--main-gpu {main} names no device of the pool (it has {}): give an index below {}",
+                    spec.devices.len(),
+                    spec.devices.len()
+                ));
+            }
+            Some(
+                (0..spec.devices.len())
+                    .map(|i| if i == main { 1.0 } else { 0.0 })
+                    .collect(),
+            )
+        }
+        // Rows are split by the same ratios as layers; the estimate places whole layers.
+        SplitMode::Layer | SplitMode::Row => m.tensor_split.clone(),
+    };
     Ok(FitInput {
         ctx,
-        parallel: parse_parallel(&spec.parallel)?,
+        parallel: u64::from(m.parallel.max(1)),
         per_slot_ctx: false,
-        gpu_layers: GpuLayers::parse(&spec.n_gpu_layers)?,
-        tensor_split: spec.tensor_split.clone(),
-        kv_bytes_k: kv_type_bytes(spec.cache_type_k.as_deref())?,
-        kv_bytes_v: kv_type_bytes(spec.cache_type_v.as_deref())?,
-        flash_attn,
-        n_ubatch,
+        gpu_layers: match m.n_gpu_layers {
+            PlanGpuLayers::All => GpuLayers::All,
+            PlanGpuLayers::Count(n) => GpuLayers::Count(u64::from(n)),
+        },
+        tensor_split,
+        kv_bytes_k: kv_type_bytes(Some(&m.cache_type_k))?,
+        kv_bytes_v: kv_type_bytes(Some(&m.cache_type_v))?,
+        // `auto` may turn it off: the estimate assumes the larger buffers.
+        flash_attn: m.flash_attn == FlashAttn::On,
+        n_ubatch: u64::from(m.effective_ubatch()),
     })
 }
 
@@ -171,10 +196,9 @@ pub fn unavailable(pool: &str, est: &Estimate, largest: Option<u64>) -> StepErro
 pub fn check(
     spec: &VramFit,
     model: &ModelInfo,
-    spawn_argv: &[String],
     free: &[(u32, u64)],
 ) -> Result<(FitInput, Estimate), StepError> {
-    let input = fit_input(spec, model, spawn_argv)
+    let input = fit_input(spec, model)
         .map_err(|e| StepError::new(format!("vram-fit for pool `{}`: {e}", spec.pool)))?;
     let est = estimate(model, &input, free);
     if !est.fits() {
@@ -182,18 +206,6 @@ pub fn check(
         return Err(unavailable(&spec.pool, &est, largest));
     }
     Ok((input, est))
-}
-
-/// The argv of the pool's first spawn step in the plan (for `--flash-attn`, `--ubatch-size`).
-fn spawn_argv(cx: &StepContext<'_>, pool: &str) -> Vec<String> {
-    cx.plan
-        .steps
-        .iter()
-        .find_map(|s| match &s.spec {
-            StepSpec::Spawn(sp) if sp.pool == pool => Some(sp.argv.clone()),
-            _ => None,
-        })
-        .unwrap_or_default()
 }
 
 /// Run vram-fit.
@@ -209,8 +221,7 @@ pub fn run(spec: &VramFit, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let free = free_memory(&spec.devices, gpus).map_err(StepError::new)?;
     let model = ModelInfo::open(std::path::Path::new(&path))
         .map_err(|e| StepError::new(format!("cannot read the model header of {path}: {e}")))?;
-    let argv = spawn_argv(cx, &spec.pool);
-    let (input, est) = check(spec, &model, &argv, &free)?;
+    let (input, est) = check(spec, &model, &free)?;
     let mut summary = format!(
         "pool `{}` fits at ctx {} ({} layers offloaded):",
         spec.pool, est.ctx, est.gpu_layers_offloaded

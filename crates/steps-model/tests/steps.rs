@@ -221,10 +221,9 @@ fn pool_unavailable_names_the_largest_ctx_that_fits() {
     let model = ModelInfo::open(&path).unwrap();
     let ws = Workspace::new(&config("", "--flash-attn, \"on\""));
     let mut spec = fit_spec(&ws);
-    spec.ctx = Some(32_768);
+    spec.memory.ctx = Some(32_768);
     let free = [(0u32, 12_288 * MIB)];
-    let argv: Vec<String> = ["--flash-attn", "on"].map(String::from).to_vec();
-    let err = check(&spec, &model, &argv, &free).unwrap_err();
+    let err = check(&spec, &model, &free).unwrap_err();
     assert!(
         err.message.starts_with("POOL_UNAVAILABLE:"),
         "{}",
@@ -241,7 +240,7 @@ fn pool_unavailable_names_the_largest_ctx_that_fits() {
         largest > 0 && largest < 32_768 && largest.is_multiple_of(256),
         "{largest}"
     );
-    let input = provision_steps_model::vram_fit::fit_input(&spec, &model, &argv).unwrap();
+    let input = provision_steps_model::vram_fit::fit_input(&spec, &model).unwrap();
     assert!(input.flash_attn);
     let at = |ctx| {
         estimate(
@@ -259,8 +258,8 @@ fn pool_unavailable_names_the_largest_ctx_that_fits() {
     // Two such cards, split 1:1, fit.
     let mut two = spec.clone();
     two.devices = vec![0, 1];
-    two.tensor_split = Some(vec![1.0, 1.0]);
-    let (_, est) = check(&two, &model, &argv, &[(0, 12_288 * MIB), (1, 12_288 * MIB)]).unwrap();
+    two.memory.tensor_split = Some(vec![1.0, 1.0]);
+    let (_, est) = check(&two, &model, &[(0, 12_288 * MIB), (1, 12_288 * MIB)]).unwrap();
     assert_eq!(est.devices[0].layers + est.devices[1].layers, 32);
 }
 
@@ -270,4 +269,39 @@ fn residency_flags_follow_the_binary_help() {
     assert_eq!(residency_flags(new_help), vec!["--fit", "off"]);
     let old_help = "-ngl,  --gpu-layers, --n-gpu-layers N  max. number of layers to store in VRAM\n--fit-target N\n";
     assert!(residency_flags(old_help).is_empty());
+}
+
+#[test]
+fn the_fit_reads_split_mode_and_batch_sizes_from_its_spec() {
+    use provision_plan::memory_settings::{FlashAttn, SplitMode};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.gguf");
+    GgufWriter::llama(shape()).write(&path).unwrap();
+    let model = ModelInfo::open(&path).unwrap();
+    let ws = Workspace::new(&config("", ""));
+    let mut spec = fit_spec(&ws);
+    spec.devices = vec![0, 1];
+    let free = [(0, 24_576 * MIB), (1, 24_576 * MIB)];
+    // split-mode none: every layer on the main GPU (index 1 of the pool's devices).
+    spec.memory.split_mode = SplitMode::None;
+    spec.memory.main_gpu = 1;
+    let (_, est) = check(&spec, &model, &free).unwrap();
+    assert_eq!((est.devices[0].layers, est.devices[1].layers), (0, 32));
+    spec.memory.main_gpu = 2;
+    let err = check(&spec, &model, &free).unwrap_err();
+    assert!(err.message.contains("--main-gpu 2"), "{}", err.message);
+    // llama.cpp runs micro-batches of at most --batch-size tokens; flash attention as given.
+    spec.memory.split_mode = SplitMode::Layer;
+    spec.memory.ubatch_size = 4096;
+    spec.memory.batch_size = 1024;
+    spec.memory.flash_attn = FlashAttn::On;
+    let input = provision_steps_model::vram_fit::fit_input(&spec, &model).unwrap();
+    assert_eq!(input.n_ubatch, 1024);
+    assert!(input.flash_attn);
+    spec.memory.flash_attn = FlashAttn::Auto;
+    let input = provision_steps_model::vram_fit::fit_input(&spec, &model).unwrap();
+    assert!(
+        !input.flash_attn,
+        "auto may turn it off: the larger buffers"
+    );
 }

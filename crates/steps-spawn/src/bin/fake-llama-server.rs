@@ -41,6 +41,8 @@ const VALUED: &[&[&str]] = &[
     &["-m", "--model"],
     &["-t", "--threads"],
     &["-c", "--ctx-size"],
+    &["-ub", "--ubatch-size"],
+    &["-fa", "--flash-attn"],
     &["-ngl", "--gpu-layers", "--n-gpu-layers"],
     &["-np", "--parallel"],
     &["-ts", "--tensor-split"],
