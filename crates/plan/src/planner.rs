@@ -677,6 +677,15 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     pinned_cert: tls.as_ref().map(|t| t.cert_file.clone()),
                 })
             }));
+            // Handed off at `listen.advertise` when set (probed at the bound address).
+            let handoff_url = match (&advertise, external) {
+                (Some(advertised), false) => url.replacen(
+                    &format!("://{}:", connect_host(&host)),
+                    &format!("://{advertised}:"),
+                    1,
+                ),
+                _ => url.clone(),
+            };
             track(b.add(pid, format!("handoff:{replica}"), vec![probe], || {
                 StepSpec::Handoff(Handoff {
                     pool: pid.into(),
@@ -684,7 +693,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     path: handoff_path(pool, r, total_replicas),
                     engine: pool.engine.as_str().into(),
                     provisioning_mode: prov.mode.as_str().into(),
-                    url: redact_url(&url),
+                    url: redact_url(&handoff_url),
                     model: HandoffModel {
                         id: redact_url(&pool.model),
                         path: model.as_ref().map(|m| m.1.clone()).unwrap_or_default(),

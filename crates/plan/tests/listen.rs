@@ -204,7 +204,8 @@ fn advertise_names_the_handoff_host_and_probes_still_dial_the_bind() {
         match &s.spec {
             StepSpec::Probe(p) => assert_eq!(p.url, "http://127.0.0.1:9001"),
             StepSpec::Handoff(h) => {
-                assert_eq!(h.advertise.as_deref(), Some("gpu1.example.com"))
+                assert_eq!(h.advertise.as_deref(), Some("gpu1.example.com"));
+                assert_eq!(h.url, "http://gpu1.example.com:9001");
             }
             _ => {}
         }
