@@ -50,6 +50,22 @@ pub fn spawn_facts(spec: &Spawn, cx: &StepContext<'_>) -> Result<Facts, StepErro
         };
         facts.insert("api_key".into(), digest);
     }
+    // A certificate renewed in place (same paths) restarts the server, which reads it only
+    // when it starts; the key's digest, never the key.
+    if let Some(tls) = &spec.tls {
+        let read = |p: &str| std::fs::read(cx.expand(p)).ok();
+        let digest = match (read(&tls.cert_file), read(&tls.key_file)) {
+            (Some(cert), Some(key)) => {
+                let mut h = Sha256::new();
+                h.update(format!("provision-tls-v1\0{}\0", cx.step.id));
+                h.update(Sha256::digest(&cert));
+                h.update(Sha256::digest(&key));
+                h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+            }
+            _ => "unreadable".to_string(),
+        };
+        facts.insert("tls_files".into(), digest);
+    }
     Ok(facts)
 }
 

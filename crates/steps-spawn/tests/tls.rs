@@ -212,3 +212,22 @@ fn the_handoff_names_the_advertised_host_and_the_probe_dials_the_bound_one() {
     let handoff = json_file(&rig.handoff_file(0));
     assert_eq!(handoff["url"], format!("https://gpu1.example.com:{port}"));
 }
+
+#[test]
+fn a_certificate_renewed_in_place_changes_the_spawn_facts() {
+    let (rig, cert, key) = tls_rig(&tls_config(&Pool::default(), ""));
+    let provision_plan::StepSpec::Spawn(spec) = &rig.step("spawn:fake/r0").spec else {
+        unreachable!()
+    };
+    let facts = || provision_steps_spawn::spawn_facts(spec, &rig.cx("spawn:fake/r0")).unwrap();
+    let before = facts();
+    assert_eq!(before, facts());
+    let fact = before["tls_files"].clone();
+    let key_text = std::fs::read_to_string(&key).unwrap();
+    assert!(!fact.contains(key_text.trim()), "the key itself is a fact");
+    let renewed = rig.ws.dir.path().join("renewed");
+    let (new_cert, new_key) = certificate(&renewed, "web", "gpu1.example.com");
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    assert_ne!(before, facts());
+}
