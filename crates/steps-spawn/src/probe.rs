@@ -161,12 +161,7 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let key = api_key(cx.plan, &spec.pool, spec.replica);
     let shown_url = Redactor::for_plan(cx.plan).redact(&url);
     let health = format!("{url}{}", spec.health_path);
-    let http = client(spec, cx).map_err(|e| {
-        StepError::new(format!("{name}: {e}")).hint(format!(
-            "point `listen.tls.cert_file` of pool {} at the PEM certificate the server presents",
-            spec.pool
-        ))
-    })?;
+    let http = client(spec, cx).map_err(|e| cert_unreadable(spec, &name, e))?;
 
     let started = Instant::now();
     let timeout = Duration::from_millis(spec.timeout_ms);
@@ -291,6 +286,13 @@ fn client(spec: &Probe, cx: &StepContext<'_>) -> Result<Http, String> {
         }
         _ => Ok(Http::new(REQUEST_TIMEOUT, spec.external)),
     }
+}
+
+fn cert_unreadable(spec: &Probe, name: &str, why: String) -> StepError {
+    StepError::new(format!("{name}: {why}")).hint(format!(
+        "point `listen.tls.cert_file` of pool {} at the PEM certificate the server presents",
+        spec.pool
+    ))
 }
 
 /// Whoever answered on the replica's port presented a certificate other than the pool's: not

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::binary_digest::{binary_digest, digest_cache};
-use crate::flags::known_flags;
+use crate::flags::{known_flags, KnownFlags};
 use crate::identity;
 use crate::key_files::check_private;
 use crate::port;
@@ -131,34 +131,7 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
             .tail(e.tail)
             .hint("check that the binary runs on this machine (shared libraries, CPU features)")
     })?;
-    if spec.tls.is_some() && !known.0.contains(provision_plan::tls::KEY_FLAG) {
-        return Err(StepError::new(format!(
-            "{} ({digest}) was built without TLS support: its --help lists no {}, so it cannot serve the pool's `listen.tls`; nothing was started",
-            binary.display(),
-            provision_plan::tls::KEY_FLAG
-        ))
-        .hint(format!(
-            "install OpenSSL's headers (apt install libssl-dev pkg-config; dnf install openssl-devel; pacman -S openssl) and rebuild llama.cpp (LLAMA_OPENSSL=ON is the default; mode source: `provision apply --force` rebuilds), or remove `listen.tls` from pool {}",
-            spec.pool
-        )));
-    }
-    let unknown = known.unknown(&shown);
-    if !unknown.is_empty() {
-        let list: Vec<String> = unknown.iter().map(|u| u.to_string()).collect();
-        return Err(StepError::new(format!(
-            "{} {} not accepted by {} ({}): {}",
-            if unknown.len() == 1 { "flag" } else { "flags" },
-            list.join(", "),
-            binary.display(),
-            digest,
-            "the server would exit while loading"
-        ))
-        .hint(format!(
-            "fix `flags` of pool {} (llama.cpp renames flags between versions); `{} --help` lists what this build accepts",
-            spec.pool,
-            binary.display()
-        )));
-    }
+    check_flags(spec, &known, &shown, &binary, &digest)?;
 
     let port = choose_port(spec, cx, &name)?;
     let shown: Vec<String> = spec
@@ -224,6 +197,45 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         outputs,
         artifacts: Vec::new(),
     })
+}
+
+/// The binary accepts every flag of the argv, and serves TLS when the pool asks for it.
+fn check_flags(
+    spec: &Spawn,
+    known: &KnownFlags,
+    shown: &[String],
+    binary: &Path,
+    digest: &str,
+) -> Result<(), StepError> {
+    if spec.tls.is_some() && !known.0.contains(provision_plan::tls::KEY_FLAG) {
+        return Err(StepError::new(format!(
+            "{} ({digest}) was built without TLS support: its --help lists no {}, so it cannot serve the pool's `listen.tls`; nothing was started",
+            binary.display(),
+            provision_plan::tls::KEY_FLAG
+        ))
+        .hint(format!(
+            "install OpenSSL's headers (apt install libssl-dev pkg-config; dnf install openssl-devel; pacman -S openssl) and rebuild llama.cpp (LLAMA_OPENSSL=ON is the default; mode source: `provision apply --force` rebuilds), or remove `listen.tls` from pool {}",
+            spec.pool
+        )));
+    }
+    let unknown = known.unknown(shown);
+    if !unknown.is_empty() {
+        let list: Vec<String> = unknown.iter().map(|u| u.to_string()).collect();
+        return Err(StepError::new(format!(
+            "{} {} not accepted by {} ({}): {}",
+            if unknown.len() == 1 { "flag" } else { "flags" },
+            list.join(", "),
+            binary.display(),
+            digest,
+            "the server would exit while loading"
+        ))
+        .hint(format!(
+            "fix `flags` of pool {} (llama.cpp renames flags between versions); `{} --help` lists what this build accepts",
+            spec.pool,
+            binary.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The pool's key files (`api_key: {file}`, `listen.tls.key_file`) are private, and its TLS
