@@ -231,3 +231,23 @@ fn a_certificate_renewed_in_place_changes_the_spawn_facts() {
     std::fs::copy(&new_key, &key).unwrap();
     assert_ne!(before, facts());
 }
+
+#[test]
+fn tls_support_is_read_from_help_as_a_real_build_prints_it() {
+    use provision_steps_spawn::flags::parse_help;
+    // llama.cpp built with OpenSSL (tests/data: a real build's --help).
+    let real = parse_help(include_str!("data/llama-server-help.txt"));
+    assert!(real.0.contains(provision_plan::tls::KEY_FLAG));
+    assert!(real.0.contains(provision_plan::tls::CERT_FLAG));
+    // The fake: the same lines, gone in a "build without OpenSSL".
+    let help = |no_tls: bool| {
+        let mut cmd = std::process::Command::new(common::FAKE);
+        cmd.arg("--help");
+        if no_tls {
+            cmd.env("FAKE_NO_TLS", "1");
+        }
+        parse_help(&String::from_utf8(cmd.output().unwrap().stdout).unwrap())
+    };
+    assert!(help(false).0.contains("--ssl-key-file"));
+    assert!(!help(true).0.contains("--ssl-key-file"));
+}
