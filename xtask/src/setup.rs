@@ -1,5 +1,6 @@
 //! What the tests and the end-to-end run need on a fresh machine, installed when missing:
-//! Debian packages (cmake, ninja, ccache) and a Python venv with the pinned `gguf` writer.
+//! Debian packages (cmake, ninja, ccache, OpenSSL's headers) and a Python venv with the pinned
+//! `gguf` writer.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,7 +64,10 @@ pub fn apt_install(missing: &[&str]) -> Result<()> {
     run(&mut install)
 }
 
-/// The build-step tests' tools, and python3 with venv (the kubernetes-validate test).
+/// Where libssl-dev puts OpenSSL's main header.
+const OPENSSL_HEADER: &str = "/usr/include/openssl/ssl.h";
+
+/// The build-step tests' tools, OpenSSL's headers (for a llama-server with TLS), and python3 with venv (the kubernetes-validate test).
 pub fn ensure_build_tools() -> Result<()> {
     ensure_apt(&[
         ("git", "git"),
@@ -71,7 +75,13 @@ pub fn ensure_build_tools() -> Result<()> {
         ("ninja", "ninja-build"),
         ("ccache", "ccache"),
         ("c++", "g++"),
+        ("pkg-config", "pkg-config"),
     ])?;
+    // llama-server serves TLS (`--ssl-cert-file`, `listen.tls`) only when built against
+    // OpenSSL: LLAMA_OPENSSL is on by default but silently off without the headers.
+    if !Path::new(OPENSSL_HEADER).exists() {
+        apt_install(&["libssl-dev"])?;
+    }
     let venv_ok = Command::new("python3")
         .args(["-c", "import venv, ensurepip"])
         .status()

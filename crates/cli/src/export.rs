@@ -153,6 +153,14 @@ fn kubernetes(args: KubernetesArgs) -> ExitCode {
             );
         }
     }
+    for pool in &export.pools {
+        if let Some(secret) = &pool.tls_secret {
+            eprintln!(
+                "note: pool `{}` serves TLS with the certificate and key of the TLS Secret `{secret}`; create it first: kubectl create secret tls {secret} --cert=CERT_FILE --key=KEY_FILE",
+                pool.pool
+            );
+        }
+    }
     let Some(dir) = args.out else {
         print!("{}", provision_export_k8s::render(&export, format));
         return ExitCode::from(crate::exit::OK);

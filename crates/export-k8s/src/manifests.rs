@@ -31,7 +31,7 @@ use crate::names::{
     POOL_ANNOTATION,
 };
 use crate::options::{ExportOptions, ModelVolume};
-use crate::secrets::split_flags;
+use crate::secrets::{self, split_flags};
 
 /// The extended resource NVIDIA's device plugin announces; one per GPU.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
@@ -71,6 +71,9 @@ pub struct PoolManifests {
     pub resources: Vec<Resource>,
     /// The Secret the pool reads and the keys it needs in it (created by the user).
     pub secret: Option<(String, Vec<String>)>,
+    /// The `kubernetes.io/tls` Secret with the pool's certificate and key (`listen.tls`;
+    /// created by the user: `kubectl create secret tls NAME --cert=… --key=…`).
+    pub tls_secret: Option<String>,
 }
 
 /// What an export produced: the manifests of each exported pool, and remarks for stderr.
@@ -254,10 +257,11 @@ fn pvc(
     }
 }
 
-fn http_get() -> Option<HTTPGetAction> {
+fn http_get(tls: bool) -> Option<HTTPGetAction> {
     Some(HTTPGetAction {
         path: Some("/health".into()),
         port: IntOrString::String(PORT_NAME.into()),
+        scheme: tls.then(|| "HTTPS".into()),
         ..Default::default()
     })
 }
@@ -265,13 +269,14 @@ fn http_get() -> Option<HTTPGetAction> {
 /// Startup: `/health` answers 200 once the model is loaded; allowed the pool's
 /// `readiness_timeout_ms`. Readiness: out of the Service while not healthy. Liveness: restarted
 /// after a minute without an answer.
-fn probes(readiness_timeout_ms: u64) -> (Probe, Probe, Probe) {
+/// Over HTTPS when the pool serves `listen.tls` (the kubelet does not verify the certificate).
+fn probes(readiness_timeout_ms: u64, tls: bool) -> (Probe, Probe, Probe) {
     let period_ms = STARTUP_PERIOD_S as u64 * 1000;
     let startup_failures = readiness_timeout_ms
         .div_ceil(period_ms)
         .clamp(1, i32::MAX as u64) as i32;
     let probe = |period: i32, failures: i32| Probe {
-        http_get: http_get(),
+        http_get: http_get(tls),
         period_seconds: Some(period),
         timeout_seconds: Some(5),
         failure_threshold: Some(failures),
@@ -379,6 +384,11 @@ fn pool(
         "--model".into(),
         placement.path.clone(),
     ];
+    // `listen.tls`: the certificate and key from the pool's TLS Secret.
+    let tls_secret = provision_plan::tls::files(pool).map(|_| format!("{name}-tls"));
+    if tls_secret.is_some() {
+        args.extend(secrets::tls_args());
+    }
     args.extend(to_argv(&arg_flags));
 
     // Resources.
@@ -419,7 +429,18 @@ fn pool(
         }
     }
 
-    let (startup, readiness, liveness) = probes(pool.readiness_timeout_ms);
+    let (startup, readiness, liveness) = probes(pool.readiness_timeout_ms, tls_secret.is_some());
+    let mut mounts = vec![VolumeMount {
+        name: model::VOLUME.into(),
+        mount_path: model::MOUNT.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    let mut volumes = vec![placement.volume];
+    if let Some(secret) = &tls_secret {
+        mounts.push(secrets::tls_mount());
+        volumes.push(secrets::tls_volume(secret));
+    }
     let container = Container {
         name: CONTAINER.into(),
         image: Some(image),
@@ -439,12 +460,7 @@ fn pool(
         startup_probe: Some(startup),
         readiness_probe: Some(readiness),
         liveness_probe: Some(liveness),
-        volume_mounts: Some(vec![VolumeMount {
-            name: model::VOLUME.into(),
-            mount_path: model::MOUNT.into(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(mounts),
         ..Default::default()
     };
     let tolerations = (pool.backend == Backend::Cuda).then(|| {
@@ -486,7 +502,7 @@ fn pool(
                 spec: Some(PodSpec {
                     containers: vec![container],
                     init_containers: placement.downloader.map(|c| vec![c]),
-                    volumes: Some(vec![placement.volume]),
+                    volumes: Some(volumes),
                     tolerations,
                     // No `<SERVICE>_PORT`-style variables in the server's environment.
                     enable_service_links: Some(false),
@@ -523,6 +539,7 @@ fn pool(
                 Resource::Deployment(Box::new(deployment)),
             ],
             secret: (!secret_keys.is_empty()).then_some((secret_name, secret_keys)),
+            tls_secret,
         },
     })
 }

@@ -4,8 +4,49 @@
 //! (`*TOKEN*`, `*KEY*`, `*SECRET*`, `*PASS*`, `*AUTH*`, `*CREDENTIAL*`, or listed in the pool's
 //! `secret_env` — the same rule, `provision_plan::redact`, that redacts them everywhere).
 //! The Secret itself is not written: `kubectl apply` of an empty one would wipe the real one.
+//! A pool serving `listen.tls` mounts its certificate and key from a TLS Secret the same way.
 
+use k8s_openapi::api::core::v1::{SecretVolumeSource, Volume, VolumeMount};
 use provision_plan::llama_flags::Flag;
+
+/// The volume holding a pool's TLS Secret (`listen.tls`): a `kubernetes.io/tls` Secret, whose
+/// `tls.crt` and `tls.key` llama-server reads from [`TLS_MOUNT`].
+pub const TLS_VOLUME: &str = "tls";
+/// Where the TLS Secret is mounted in the server's container.
+pub const TLS_MOUNT: &str = "/etc/llama-server/tls";
+
+/// The TLS Secret's volume: only its owner may read the files (0400).
+pub fn tls_volume(secret: &str) -> Volume {
+    Volume {
+        name: TLS_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            default_mode: Some(0o400),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The TLS Secret mounted read-only.
+pub fn tls_mount() -> VolumeMount {
+    VolumeMount {
+        name: TLS_VOLUME.into(),
+        mount_path: TLS_MOUNT.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
+/// llama-server's TLS flags, naming the mounted Secret's files.
+pub fn tls_args() -> Vec<String> {
+    vec![
+        provision_plan::tls::CERT_FLAG.into(),
+        format!("{TLS_MOUNT}/tls.crt"),
+        provision_plan::tls::KEY_FLAG.into(),
+        format!("{TLS_MOUNT}/tls.key"),
+    ]
+}
 
 /// The environment variable that carries a secret flag's value, if llama-server has one.
 pub use provision_plan::llama_flags::secret_flag_env as flag_env;

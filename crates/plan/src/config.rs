@@ -157,7 +157,36 @@ pub struct Pool {
 pub struct Listen {
     /// An IP address: `127.0.0.1` (default), `0.0.0.0` (every interface), or one of this
     /// host's addresses.
+    #[serde(default = "default_listen_host")]
+    #[schemars(default = "default_listen_host")]
     pub host: String,
+    /// The host name or IP address written into the handoff URLs, for an orchestrator on
+    /// another host (default: the bound address; 127.0.0.1 for a wildcard bind). Probes still
+    /// dial the bound address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// Serve HTTPS with this certificate and key (passed to llama-server as
+    /// `--ssl-cert-file` / `--ssl-key-file`; the binary must be built with OpenSSL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenTls>,
+}
+
+fn default_listen_host() -> String {
+    "127.0.0.1".into()
+}
+
+/// The certificate and private key a pool's replicas serve HTTPS with. Both are required.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenTls {
+    /// PEM certificate (chain), leaf first; relative to the config file. Provision's probes
+    /// trust exactly this leaf certificate (pinned), whatever host name it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    /// PEM private key of the certificate; relative to the config file. Must not be readable
+    /// or writable by group or others (`chmod 600`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
 }
 
 /// A secret given by reference: read at apply time, never stored.

@@ -21,6 +21,7 @@ pub mod schema_check;
 pub mod secret_ref;
 mod span_index;
 pub mod step;
+pub mod tls;
 mod unpassable;
 pub mod validate;
 mod yaml_value;

@@ -31,6 +31,46 @@ pub fn connect_host(host: &str) -> String {
     }
 }
 
+/// The host written into the pool's handoff URLs: `listen.advertise` (`[v6]` in brackets)
+/// when set, else the address provision dials ([`connect_host`] of the bind address).
+pub fn handoff_host(pool: &Pool) -> String {
+    match pool.listen.as_ref().and_then(|l| l.advertise.as_deref()) {
+        Some(a) => match a.trim().parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+            _ => a.trim().to_string(),
+        },
+        None => connect_host(&bind_host(pool)),
+    }
+}
+
+/// A host name as DNS allows it (RFC 1123: dot-separated labels of letters, digits and `-`,
+/// none starting or ending with `-`, at most 63 characters each and 253 in all).
+fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// The problem of `listen.advertise`, if any.
+fn check_advertise(advertise: &str) -> Option<String> {
+    let a = advertise.trim();
+    match a.parse::<IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => Some(format!(
+            "`{a}` is a wildcard address: nobody can connect to it"
+        )),
+        Ok(_) => None,
+        Err(_) if is_host_name(a) && !a.chars().all(|c| c.is_ascii_digit() || c == '.') => None,
+        Err(_) => Some(format!("`{a}` is neither a host name nor an IP address")),
+    }
+}
+
 /// Whether the pool's servers require an API key (`api_key`, or `--api-key` in `flags`).
 pub fn requires_key(pool: &Pool) -> bool {
     pool.api_key.is_some()
@@ -73,6 +113,19 @@ pub fn check(doc: &Document, path: &str, pool: &Pool) -> Vec<Diagnostic> {
             ),
             Ok(_) => {}
         }
+    }
+    if let Some(problem) = pool
+        .listen
+        .as_ref()
+        .and_then(|l| l.advertise.as_deref())
+        .filter(|_| !external)
+        .and_then(check_advertise)
+    {
+        error(
+            "listen.advertise",
+            problem,
+            "write the host name or IP address other hosts reach this one by (e.g. gpu1.example.com or 10.0.0.5), without scheme or port",
+        );
     }
     if let Some(key) = &pool.api_key {
         let (what, value) = match key {
@@ -121,5 +174,25 @@ mod tests {
         assert_eq!(connect_host("10.1.2.3"), "10.1.2.3");
         assert_eq!(connect_host("fe80::1"), "[fe80::1]");
         assert_eq!(connect_host("127.0.0.1"), "127.0.0.1");
+    }
+
+    #[test]
+    fn advertised_hosts() {
+        for ok in ["gpu1.example.com", "gpu1", "10.0.0.5", "fe80::1", "a-b.c."] {
+            assert_eq!(check_advertise(ok), None, "{ok}");
+        }
+        for bad in [
+            "0.0.0.0",
+            "::",
+            "http://gpu1",
+            "gpu1:8080",
+            "-gpu",
+            "gpu_1.example",
+            "",
+            "10.0.0.300",
+            "a..b",
+        ] {
+            assert!(check_advertise(bad).is_some(), "{bad}");
+        }
     }
 }

@@ -161,6 +161,10 @@ const OWNED: &[(&[&str], &str)] = &[
         &["-mu", "--model-url"],
         "use an `https://` model ref instead",
     ),
+    (
+        &["--ssl-cert-file", "--ssl-key-file"],
+        "set the pool's `listen: {tls: {cert_file: PATH, key_file: PATH}}` instead (provision then probes over https, trusting that certificate)",
+    ),
 ];
 
 /// One normalised flag.

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Backend, Pool, ProvisioningMode, SecretRef};
 use crate::diagnostic::{did_you_mean, ConfigError, Diagnostic};
-use crate::listen::{bind_host, connect_host, requires_key};
+use crate::listen::{bind_host, connect_host, handoff_host, requires_key};
 use crate::llama_flags::{split_secret_flags, to_argv, to_redacted_argv, Flag};
 use crate::memory_settings::MemorySettings;
 use crate::model_ref::ModelRef;
@@ -571,6 +571,16 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
         let redacted_flags = to_redacted_argv(flags);
         let (arg_flags, env, shown_env) = server_env(pool, flags);
         let host = bind_host(pool);
+        let tls = crate::tls::files(pool).map(|(cert, key)| TlsFiles {
+            cert_file: config_path(cert),
+            key_file: config_path(key),
+        });
+        let scheme = crate::tls::scheme(pool);
+        let advertise = pool
+            .listen
+            .as_ref()
+            .and_then(|l| l.advertise.as_ref())
+            .map(|_| handoff_host(pool));
         let api_key = pool.api_key.as_ref().map(|k| match k {
             SecretRef::File(path) => SecretRef::File(config_path(path)),
             env => env.clone(),
@@ -605,6 +615,15 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     "--model".into(),
                     model_path,
                 ];
+                let tls_args = tls.iter().flat_map(|t| {
+                    [
+                        crate::tls::CERT_FLAG.to_string(),
+                        t.cert_file.clone(),
+                        crate::tls::KEY_FLAG.to_string(),
+                        t.key_file.clone(),
+                    ]
+                });
+                let head: Vec<String> = head.into_iter().chain(tls_args).collect();
                 let argv: Vec<String> = head.into_iter().chain(to_argv(&arg_flags)).collect();
                 let deps = binary_step.into_iter().chain(fit);
                 let spawn = track(b.add(pid, format!("spawn:{replica}"), deps, || {
@@ -621,11 +640,12 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                         devices: pool.devices.clone(),
                         log: format!("${{runtime}}/logs/{pid}-r{r}.log"),
                         pid_file: format!("${{runtime}}/run/{pid}-r{r}.pid"),
+                        tls: tls.clone(),
                         secret_env: env.clone(),
                     })
                 }));
                 (
-                    format!("http://{}:{port_text}", connect_host(&host)),
+                    format!("{scheme}://{}:{port_text}", connect_host(&host)),
                     vec![spawn],
                     false,
                 )
@@ -644,8 +664,18 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     metrics: flags.iter().any(|f| f.name == "--metrics"),
                     timeout_ms: pool.readiness_timeout_ms,
                     external,
+                    pinned_cert: tls.as_ref().map(|t| t.cert_file.clone()),
                 })
             }));
+            // Handed off at `listen.advertise` when set (probed at the bound address).
+            let handoff_url = match (&advertise, external) {
+                (Some(advertised), false) => url.replacen(
+                    &format!("://{}:", connect_host(&host)),
+                    &format!("://{advertised}:"),
+                    1,
+                ),
+                _ => url.clone(),
+            };
             track(b.add(pid, format!("handoff:{replica}"), vec![probe], || {
                 StepSpec::Handoff(Handoff {
                     pool: pid.into(),
@@ -653,7 +683,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     path: handoff_path(pool, r, total_replicas),
                     engine: pool.engine.as_str().into(),
                     provisioning_mode: prov.mode.as_str().into(),
-                    url: redact_url(&url),
+                    url: redact_url(&handoff_url),
                     model: HandoffModel {
                         id: redact_url(&pool.model),
                         path: model.as_ref().map(|m| m.1.clone()).unwrap_or_default(),
@@ -662,6 +692,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     devices: pool.devices.clone(),
                     backend: pool.backend,
                     auth: requires_key(pool).then(|| "bearer".to_string()),
+                    advertise: advertise.clone(),
                     group_readable: pool.handoff_group_readable,
                 })
             }));

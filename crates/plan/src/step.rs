@@ -211,6 +211,10 @@ pub struct Spawn {
     pub devices: Vec<u32>,
     pub log: String,
     pub pid_file: String,
+    /// The certificate and key the server serves HTTPS with (`listen.tls`), also in `argv`;
+    /// the binary must support them, and the key file must be private (0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
     /// The environment with the secret values (`LLAMA_API_KEY` for `--api-key`, `HF_TOKEN`
     /// for `--hf-token`, secret env entries); never serialised, so a plan read back from JSON
     /// has none and its spawn refuses to start a server with `<redacted>` as a value. The argv
@@ -219,6 +223,13 @@ pub struct Spawn {
     #[serde(skip)]
     #[schemars(skip)]
     pub secret_env: BTreeMap<String, String>,
+}
+
+/// A server's certificate and private key files (resolved paths).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TlsFiles {
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 /// Wait until a replica answers `/health` with 200.
@@ -233,6 +244,10 @@ pub struct Probe {
     pub timeout_ms: u64,
     /// A server provision does not own (mode `external`).
     pub external: bool,
+    /// `url` is https and the server must present exactly the leaf certificate of this PEM
+    /// file (pinned: the host name is not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_cert: Option<String>,
     /// The URL with its credentials, when `url` shows them redacted; never serialised.
     #[serde(skip)]
     #[schemars(skip)]
@@ -257,6 +272,9 @@ pub struct Handoff {
     /// the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
+    /// The host written into the handoff URL instead of the one probed (`listen.advertise`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
     /// The file is 0640 (its group may read it), not 0600.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub group_readable: bool,

@@ -140,6 +140,7 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
             checker
                 .diags
                 .extend(crate::listen::check(doc, &path, &pool));
+            checker.diags.extend(crate::tls::check(doc, &path, &pool));
             let clean = !structural_errors.iter().any(|d| is_under(&d.path, &path));
             if let Some(input) = checker.pool(&path, pool) {
                 if clean {

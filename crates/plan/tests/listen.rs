@@ -113,3 +113,111 @@ fn both_a_reference_and_an_inline_key_are_refused() {
     ));
     assert!(err.contains("both `api_key` and `--api-key`"), "{err}");
 }
+
+#[test]
+fn tls_needs_both_files_and_they_pass_through() {
+    let err = errors_of(&config("    listen: {tls: {cert_file: web.crt}}\n"));
+    assert!(
+        err.contains("pools[0].listen.tls.key_file")
+            && err.contains("needs both `cert_file` and `key_file`: `key_file` is missing"),
+        "{err}"
+    );
+    let err = errors_of(&config(
+        "    listen: {tls: {cert_file: \" \", key_file: web.key}}\n",
+    ));
+    assert!(err.contains("`listen.tls.cert_file` is empty"), "{err}");
+
+    let yaml = config("    listen: {tls: {cert_file: tls/web.crt, key_file: /etc/web.key}}\n");
+    assert_eq!(errors_of(&yaml), "");
+    let plan = plan_of(&yaml);
+    let mut seen = 0;
+    for s in &plan.steps {
+        match &s.spec {
+            StepSpec::Spawn(sp) => {
+                seen += 1;
+                let argv = sp.argv.join(" ");
+                assert!(
+                    argv.contains(
+                        "--ssl-cert-file ${config_dir}/tls/web.crt --ssl-key-file /etc/web.key"
+                    ),
+                    "{argv}"
+                );
+                let tls = sp.tls.as_ref().expect("spawn knows its TLS files");
+                assert_eq!(tls.key_file, "/etc/web.key");
+            }
+            StepSpec::Probe(p) => {
+                seen += 1;
+                assert_eq!(p.url, "https://127.0.0.1:9001");
+                assert_eq!(p.pinned_cert.as_deref(), Some("${config_dir}/tls/web.crt"));
+            }
+            StepSpec::Handoff(h) => {
+                seen += 1;
+                assert_eq!(h.url, "https://127.0.0.1:9001");
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seen, 3);
+}
+
+#[test]
+fn tls_files_are_in_the_spawn_spec_so_changing_them_restarts() {
+    let spec = |cert: &str| {
+        let plan = plan_of(&config(&format!(
+            "    listen: {{tls: {{cert_file: {cert}, key_file: web.key}}}}\n"
+        )));
+        plan.steps
+            .iter()
+            .find(|s| s.id.starts_with("spawn:"))
+            .map(|s| serde_json::to_string(&s.spec).unwrap())
+            .unwrap()
+    };
+    assert_ne!(spec("a.crt"), spec("b.crt"));
+}
+
+#[test]
+fn ssl_flags_belong_to_listen_tls() {
+    for flags in [
+        "[--ssl-key-file, /k.pem]",
+        "[--ssl-cert-file=/c.pem]",
+        "[\"--ssl-key-file=/k.pem\"]",
+    ] {
+        let err = errors_of(&config("").replace(
+            "ports: [9001]",
+            &format!("ports: [9001]\n      flags: {flags}"),
+        ));
+        assert!(
+            err.contains("is set by provision and may not be given in `flags`")
+                && err.contains("listen: {tls: {cert_file: PATH, key_file: PATH}}"),
+            "{flags}: {err}"
+        );
+    }
+}
+
+#[test]
+fn advertise_names_the_handoff_host_and_probes_still_dial_the_bind() {
+    let yaml =
+        config("    listen: {host: 0.0.0.0, advertise: gpu1.example.com}\n    api_key: {env: K}\n");
+    assert_eq!(errors_of(&yaml), "");
+    let plan = plan_of(&yaml);
+    for s in &plan.steps {
+        match &s.spec {
+            StepSpec::Probe(p) => assert_eq!(p.url, "http://127.0.0.1:9001"),
+            StepSpec::Handoff(h) => {
+                assert_eq!(h.advertise.as_deref(), Some("gpu1.example.com"));
+                assert_eq!(h.url, "http://gpu1.example.com:9001");
+            }
+            _ => {}
+        }
+    }
+    let err = errors_of(&config(
+        "    listen: {host: 0.0.0.0, advertise: \"http://gpu1:80\"}\n    api_key: {env: K}\n",
+    ));
+    assert!(
+        err.contains("pools[0].listen.advertise")
+            && err.contains("is neither a host name nor an IP address"),
+        "{err}"
+    );
+    let err = errors_of(&config("    listen: {advertise: 0.0.0.0}\n"));
+    assert!(err.contains("is a wildcard address"), "{err}");
+}

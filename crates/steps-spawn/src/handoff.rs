@@ -150,6 +150,11 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
                 .hint("stop the process holding the port, or change `provisioning.ports`; or rerun apply: the probe stops a server whose port another process holds, and the apply after starts it on a free port"));
         }
     }
+    // Probed at the bound address; handed off at the advertised one (`listen.advertise`).
+    let url = match (&spec.advertise, external) {
+        (Some(host), false) => with_host(&url, host),
+        _ => url,
+    };
     let model_path = match expand(cx, &spec.model.path, port) {
         p if p.contains("${model_path}") => dep_str(cx, "model_path").unwrap_or(p),
         p => p,
@@ -213,7 +218,40 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
     })
 }
 
+/// `url` (`scheme://host:port`) with `host` in place of its host.
+fn with_host(url: &str, host: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    // The port follows the last `:` unless that is inside `[v6]`.
+    let port = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => &authority[i..],
+        _ => "",
+    };
+    format!("{scheme}://{host}{port}{path}")
+}
+
 /// Read a handoff file.
 pub fn read(path: &std::path::Path) -> Option<HandoffFile> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_host;
+
+    #[test]
+    fn the_advertised_host_replaces_the_probed_one() {
+        assert_eq!(
+            with_host("https://127.0.0.1:8080", "gpu1.example.com"),
+            "https://gpu1.example.com:8080"
+        );
+        assert_eq!(
+            with_host("http://[::1]:9000", "[fe80::1]"),
+            "http://[fe80::1]:9000"
+        );
+        assert_eq!(with_host("http://[::1]", "h"), "http://h");
+        assert_eq!(with_host("http://10.0.0.1:80/v1", "h"), "http://h:80/v1");
+    }
 }

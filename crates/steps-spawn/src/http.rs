@@ -1,5 +1,7 @@
 //! A small blocking HTTP client for probes (ureq: no async runtime to build; rustls for https
-//! external servers). Replicas on the loopback never go through a proxy.
+//! external servers). Replicas on the loopback never go through a proxy; a replica serving
+//! `listen.tls` is asked over https trusting exactly its configured certificate
+//! ([`crate::pinned_tls`]).
 
 use std::time::Duration;
 
@@ -21,6 +23,8 @@ pub enum NoReply {
     /// Nothing listens yet.
     Refused,
     Timeout,
+    /// The server presented a certificate other than the pinned one.
+    NotPinned,
     Other(String),
 }
 
@@ -29,6 +33,10 @@ impl std::fmt::Display for NoReply {
         match self {
             NoReply::Refused => write!(f, "connection refused"),
             NoReply::Timeout => write!(f, "no answer (timed out)"),
+            NoReply::NotPinned => write!(
+                f,
+                "the TLS certificate presented is not the pool's `listen.tls.cert_file`"
+            ),
             NoReply::Other(e) => write!(f, "{e}"),
         }
     }
@@ -51,6 +59,24 @@ impl Http {
         }
         Http {
             agent: config.build().into(),
+        }
+    }
+
+    /// A client for one replica serving TLS: https trusting exactly `leaf`, no proxy.
+    pub fn pinned(timeout: Duration, leaf: rustls_pki_types::CertificateDer<'static>) -> Http {
+        use ureq::unversioned::resolver::DefaultResolver;
+        use ureq::unversioned::transport::{Connector, TcpConnector};
+        let config = Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .user_agent("provision")
+            .proxy(None)
+            .build();
+        let connector =
+            ().chain(TcpConnector::default())
+                .chain(crate::pinned_tls::PinnedTls::new(leaf));
+        Http {
+            agent: Agent::with_parts(config, connector, DefaultResolver::default()),
         }
     }
 
@@ -77,6 +103,9 @@ impl Http {
 }
 
 fn classify(e: ureq::Error) -> NoReply {
+    if crate::pinned_tls::is_not_pinned(&e) {
+        return NoReply::NotPinned;
+    }
     match e {
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             NoReply::Refused

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use crate::http::{reason, Http, NoReply};
 use crate::listener_owner;
+use crate::pinned_tls;
 use crate::port;
 use crate::process::{self, ServerProcess};
 use crate::replica::{
@@ -88,7 +89,7 @@ fn check_recorded(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
     if let Some(server) = &server {
         server.check()?;
     }
-    let http = Http::new(REQUEST_TIMEOUT, spec.external);
+    let http = client(spec, cx)?;
     let health = format!("{url}{}", spec.health_path);
     match http.get(&health, None) {
         Ok(r) if r.status == 200 => {}
@@ -160,7 +161,7 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let key = api_key(cx.plan, &spec.pool, spec.replica);
     let shown_url = Redactor::for_plan(cx.plan).redact(&url);
     let health = format!("{url}{}", spec.health_path);
-    let http = Http::new(REQUEST_TIMEOUT, spec.external);
+    let http = client(spec, cx).map_err(|e| cert_unreadable(spec, &name, e))?;
 
     let started = Instant::now();
     let timeout = Duration::from_millis(spec.timeout_ms);
@@ -180,6 +181,15 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
             Ok(r) if r.status == 200 => break,
             Ok(r) => last = format!("{} {}", r.status, reason(&r.body)),
             Err(NoReply::Refused) => last = "connection refused".into(),
+            Err(NoReply::NotPinned) => {
+                return Err(fail_not_pinned(
+                    cx,
+                    &name,
+                    &shown_url,
+                    server.as_ref(),
+                    log.as_deref(),
+                ))
+            }
             Err(e) => last = e.to_string(),
         }
         if started.elapsed() >= timeout {
@@ -264,6 +274,49 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         outputs,
         artifacts: Vec::new(),
     })
+}
+
+/// The client for the probe's requests: https trusting exactly the pool's certificate when the
+/// replica serves `listen.tls`.
+fn client(spec: &Probe, cx: &StepContext<'_>) -> Result<Http, String> {
+    match &spec.pinned_cert {
+        Some(cert) if !spec.external => {
+            let leaf = pinned_tls::read_leaf(Path::new(&cx.expand(cert)))?;
+            Ok(Http::pinned(REQUEST_TIMEOUT, leaf))
+        }
+        _ => Ok(Http::new(REQUEST_TIMEOUT, spec.external)),
+    }
+}
+
+fn cert_unreadable(spec: &Probe, name: &str, why: String) -> StepError {
+    StepError::new(format!("{name}: {why}")).hint(format!(
+        "point `listen.tls.cert_file` of pool {} at the PEM certificate the server presents",
+        spec.pool
+    ))
+}
+
+/// Whoever answered on the replica's port presented a certificate other than the pool's: not
+/// provably the server provision started. It is stopped (nobody could trust it) and not
+/// handed off.
+fn fail_not_pinned(
+    cx: &StepContext<'_>,
+    name: &str,
+    url: &str,
+    server: Option<&ServerProcess>,
+    log: Option<&Path>,
+) -> StepError {
+    let stopped = server.map(|s| process::stop(s, DEFAULT_GRACE));
+    let mut err = StepError::new(format!(
+        "{url} presented a TLS certificate other than the pool's `listen.tls.cert_file`: it is not provably the server of {name}; it is not handed off"
+    ))
+    .hint(match stopped {
+        Some(Err(e)) => format!("stopping the server failed: {e}"),
+        _ => "the server was stopped: check that `cert_file` is the certificate of `key_file` (its first PEM block is the one trusted), and that no other program holds the port; then apply again".to_string(),
+    });
+    if let Some(log) = log {
+        err = err.tail(server_log_tail(cx, log));
+    }
+    err
 }
 
 /// Releases a port's reservation when dropped.

@@ -13,13 +13,15 @@ use std::process::{Command, Stdio};
 use provision_executor::state::{now_rfc3339, write_atomic, Durability};
 use provision_executor::{Facts, Outcome, Outputs, StepContext, StepError};
 use provision_plan::redact::{Redactor, REDACTED};
+use provision_plan::secret_ref::SecretRef;
 use provision_plan::step::{PortSpec, Spawn};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::binary_digest::{binary_digest, digest_cache};
-use crate::flags::known_flags;
+use crate::flags::{known_flags, KnownFlags};
 use crate::identity;
+use crate::key_files::check_private;
 use crate::port;
 use crate::process::{self, rotated, ServerProcess};
 use crate::replica::{
@@ -48,6 +50,22 @@ pub fn spawn_facts(spec: &Spawn, cx: &StepContext<'_>) -> Result<Facts, StepErro
         };
         facts.insert("api_key".into(), digest);
     }
+    // A certificate renewed in place (same paths) restarts the server, which reads it only
+    // when it starts; the key's digest, never the key.
+    if let Some(tls) = &spec.tls {
+        let read = |p: &str| std::fs::read(cx.expand(p)).ok();
+        let digest = match (read(&tls.cert_file), read(&tls.key_file)) {
+            (Some(cert), Some(key)) => {
+                let mut h = Sha256::new();
+                h.update(format!("provision-tls-v1\0{}\0", cx.step.id));
+                h.update(Sha256::digest(&cert));
+                h.update(Sha256::digest(&key));
+                h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+            }
+            _ => "unreadable".to_string(),
+        };
+        facts.insert("tls_files".into(), digest);
+    }
     Ok(facts)
 }
 
@@ -63,6 +81,9 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let name = replica_name(&spec.pool, spec.replica);
     let server_log = cx.path(&spec.log);
     let pid_file = cx.path(&spec.pid_file);
+    // Before anything changes: a key file others may read is not used, a certificate that
+    // cannot be read could never be probed.
+    check_key_files(spec, cx)?;
 
     // The replica is about to change: nobody may be sent to it meanwhile.
     let handoff = handoff_path(cx, &spec.pool, spec.replica);
@@ -110,23 +131,7 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
             .tail(e.tail)
             .hint("check that the binary runs on this machine (shared libraries, CPU features)")
     })?;
-    let unknown = known.unknown(&shown);
-    if !unknown.is_empty() {
-        let list: Vec<String> = unknown.iter().map(|u| u.to_string()).collect();
-        return Err(StepError::new(format!(
-            "{} {} not accepted by {} ({}): {}",
-            if unknown.len() == 1 { "flag" } else { "flags" },
-            list.join(", "),
-            binary.display(),
-            digest,
-            "the server would exit while loading"
-        ))
-        .hint(format!(
-            "fix `flags` of pool {} (llama.cpp renames flags between versions); `{} --help` lists what this build accepts",
-            spec.pool,
-            binary.display()
-        )));
-    }
+    check_flags(spec, &known, &shown, &binary, &digest)?;
 
     let port = choose_port(spec, cx, &name)?;
     let shown: Vec<String> = spec
@@ -166,7 +171,8 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     started.to_outputs(&mut outputs);
     outputs.insert("port".into(), json!(port));
     outputs.insert("host".into(), json!(spec.host));
-    outputs.insert("url".into(), json!(format!("http://{host}:{port}")));
+    let scheme = if spec.tls.is_some() { "https" } else { "http" };
+    outputs.insert("url".into(), json!(format!("{scheme}://{host}:{port}")));
     outputs.insert("log".into(), json!(server_log.display().to_string()));
     outputs.insert("pid_file".into(), json!(pid_file.display().to_string()));
     outputs.insert("binary".into(), json!(binary.display().to_string()));
@@ -191,6 +197,67 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         outputs,
         artifacts: Vec::new(),
     })
+}
+
+/// The binary accepts every flag of the argv, and serves TLS when the pool asks for it.
+fn check_flags(
+    spec: &Spawn,
+    known: &KnownFlags,
+    shown: &[String],
+    binary: &Path,
+    digest: &str,
+) -> Result<(), StepError> {
+    if spec.tls.is_some() && !known.0.contains(provision_plan::tls::KEY_FLAG) {
+        return Err(StepError::new(format!(
+            "{} ({digest}) was built without TLS support: its --help lists no {}, so it cannot serve the pool's `listen.tls`; nothing was started",
+            binary.display(),
+            provision_plan::tls::KEY_FLAG
+        ))
+        .hint(format!(
+            "install OpenSSL's headers (apt install libssl-dev pkg-config; dnf install openssl-devel; pacman -S openssl) and rebuild llama.cpp (LLAMA_OPENSSL=ON is the default; mode source: `provision apply --force` rebuilds), or remove `listen.tls` from pool {}",
+            spec.pool
+        )));
+    }
+    let unknown = known.unknown(shown);
+    if !unknown.is_empty() {
+        let list: Vec<String> = unknown.iter().map(|u| u.to_string()).collect();
+        return Err(StepError::new(format!(
+            "{} {} not accepted by {} ({}): {}",
+            if unknown.len() == 1 { "flag" } else { "flags" },
+            list.join(", "),
+            binary.display(),
+            digest,
+            "the server would exit while loading"
+        ))
+        .hint(format!(
+            "fix `flags` of pool {} (llama.cpp renames flags between versions); `{} --help` lists what this build accepts",
+            spec.pool,
+            binary.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The pool's key files (`api_key: {file}`, `listen.tls.key_file`) are private, and its TLS
+/// certificate holds a certificate.
+fn check_key_files(spec: &Spawn, cx: &StepContext<'_>) -> Result<(), StepError> {
+    let on = |e: StepError| {
+        let message = format!("{}: {}", replica_name(&spec.pool, spec.replica), e.message);
+        StepError { message, ..e }
+    };
+    if let Some(SecretRef::File(path)) = &spec.api_key {
+        check_private("API key file", Path::new(&cx.expand(path))).map_err(on)?;
+    }
+    if let Some(tls) = &spec.tls {
+        check_private("TLS private key file", Path::new(&cx.expand(&tls.key_file))).map_err(on)?;
+        crate::pinned_tls::read_leaf(Path::new(&cx.expand(&tls.cert_file))).map_err(|e| {
+            on(StepError::new(e).hint(format!(
+                "point `listen.tls.cert_file` of pool {} at the PEM certificate the server presents",
+                spec.pool
+            )))
+        })?;
+    }
+    Ok(())
 }
 
 /// The value after `flag` in an argv.

@@ -119,11 +119,11 @@ fn listening_rig(host: &str, api_key: &str) -> Rig {
         &format!("    listen: {{host: {host}}}\n    api_key: {api_key}\n    provisioning:\n"),
     );
     let rig = Rig::with_config(&config);
-    std::fs::write(
-        rig.ws.dir.path().join("config/key.txt"),
-        format!("{FILE_KEY}\n"),
-    )
-    .unwrap();
+    let key = rig.ws.dir.path().join("config/key.txt");
+    std::fs::write(&key, format!("{FILE_KEY}\n")).unwrap();
+    // A key file must be its owner's alone (tests/tls.rs: a looser one is refused).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     rig
 }
 

@@ -21,10 +21,18 @@
 //! - `LLAMA_API_KEY=KEY` (as llama-server): the key, when `--api-key` is not given
 //! - `FAKE_CHILD=1`: start a helper process (`sleep 600`) in the server's process group: a
 //!   stop must take it too
+//!
+//! TLS, as llama-server built with OpenSSL: `--ssl-cert-file PATH --ssl-key-file PATH` (or
+//! `LLAMA_ARG_SSL_CERT_FILE` / `LLAMA_ARG_SSL_KEY_FILE`) serve https only, with that PEM
+//! certificate chain and key.
+//! - `FAKE_NO_TLS=1`: a build without OpenSSL: `--help` lists no `--ssl-*` flag and they are
+//!   invalid arguments
+//! - `FAKE_SSL_CERT_FILE=PATH`, `FAKE_SSL_KEY_FILE=PATH`: present this certificate and key
+//!   instead of the configured ones (a server that is not who the config says)
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::exit;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -49,7 +57,24 @@ const VALUED: &[&[&str]] = &[
     &["--api-key"],
     &["-hft", "--hf-token"],
     &["-a", "--alias"],
+    &["--ssl-key-file"],
+    &["--ssl-cert-file"],
 ];
+
+/// Flags a build without OpenSSL does not have.
+const TLS_FLAGS: &[&str] = &["--ssl-key-file", "--ssl-cert-file"];
+
+/// Whether this "build" has TLS.
+fn with_tls() -> bool {
+    !env_on("FAKE_NO_TLS")
+}
+
+/// The spellings of the valued flags this build accepts.
+fn valued() -> impl Iterator<Item = &'static &'static [&'static str]> {
+    VALUED
+        .iter()
+        .filter(|s| with_tls() || !s.iter().any(|f| TLS_FLAGS.contains(f)))
+}
 const SWITCHES: &[&[&str]] = &[
     &["-h", "--help", "--usage"],
     &["--version"],
@@ -64,7 +89,7 @@ const BUILD_INFO: &str = "b1-46fdb7a";
 
 fn help() -> String {
     let mut out = String::from("----- common params -----\n\n");
-    for spellings in VALUED {
+    for spellings in valued() {
         out.push_str(&format!(
             "{:<40}{}\n",
             format!("{} N", spellings.join(", ")),
@@ -95,7 +120,7 @@ fn parse_args() -> Args {
     let mut switches = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        if let Some(spellings) = VALUED.iter().find(|s| s.contains(&arg.as_str())) {
+        if let Some(spellings) = valued().find(|s| s.contains(&arg.as_str())) {
             let Some(v) = it.next() else {
                 eprintln!("error: expected value for argument {arg}");
                 exit(1);
@@ -154,6 +179,7 @@ pub fn main() {
         .cloned()
         .unwrap_or("127.0.0.1".into());
     let port = args.values.get("--port").cloned().unwrap_or("8080".into());
+    let tls = tls_config(&args);
     let listener = match TcpListener::bind(format!("{host}:{port}")) {
         Ok(l) => l,
         Err(_) => {
@@ -185,8 +211,21 @@ pub fn main() {
                 }
                 let ready = ready.load(Ordering::SeqCst);
                 let key = key.clone();
+                let tls = tls.clone();
                 thread::spawn(move || {
-                    let _ = serve(conn, ready, metrics, key.as_deref());
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                    let _ = match tls {
+                        Some(config) => match rustls::ServerConnection::new(config) {
+                            Ok(tls) => serve(
+                                rustls::StreamOwned::new(tls, conn),
+                                ready,
+                                metrics,
+                                key.as_deref(),
+                            ),
+                            Err(_) => Ok(()),
+                        },
+                        None => serve(conn, ready, metrics, key.as_deref()),
+                    };
                 });
             }
         });
@@ -243,14 +282,65 @@ pub fn main() {
     }
 }
 
+/// The TLS server config when TLS is asked for (flags, else llama-server's env variables); a
+/// certificate or key that cannot be loaded ends the server as llama-server does.
+fn tls_config(args: &Args) -> Option<Arc<rustls::ServerConfig>> {
+    let pick = |fake: &str, flag: &str, var: &str| {
+        std::env::var(fake)
+            .ok()
+            .or_else(|| args.values.get(flag).cloned())
+            .or_else(|| std::env::var(var).ok().filter(|_| with_tls()))
+    };
+    let cert = pick(
+        "FAKE_SSL_CERT_FILE",
+        "--ssl-cert-file",
+        "LLAMA_ARG_SSL_CERT_FILE",
+    );
+    let key = pick(
+        "FAKE_SSL_KEY_FILE",
+        "--ssl-key-file",
+        "LLAMA_ARG_SSL_KEY_FILE",
+    );
+    let (cert, key) = match (cert, key) {
+        (None, None) => return None,
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            eprintln!("main: both --ssl-cert-file and --ssl-key-file are needed");
+            exit(1);
+        }
+    };
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Result<Vec<CertificateDer<'static>>, _> =
+        CertificateDer::pem_file_iter(&cert).and_then(|i| i.collect());
+    let key = PrivateKeyDer::from_pem_file(&key);
+    let config = match (certs, key) {
+        (Ok(certs), Ok(key)) => rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key)),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("main: cannot load the SSL certificate or key: {e}");
+            exit(1);
+        }
+    };
+    match config {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            eprintln!("main: bad SSL certificate or key: {e}");
+            exit(1);
+        }
+    }
+}
+
 fn serve(
-    mut conn: TcpStream,
+    mut conn: impl Read + Write,
     ready: bool,
     metrics: bool,
     key: Option<&str>,
 ) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut reader = BufReader::new(&mut conn);
     let mut request = String::new();
     reader.read_line(&mut request)?;
     let mut parts = request.split_whitespace();
@@ -273,6 +363,7 @@ fn serve(
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
+    drop(reader);
     let authorised = match key {
         None => true,
         Some(k) => auth.as_deref() == Some(&format!("Bearer {k}")),
@@ -330,5 +421,7 @@ fn serve(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
         text.len()
     )?;
-    conn.flush()
+    conn.flush()?;
+    drop(conn);
+    Ok(())
 }
