@@ -124,6 +124,10 @@ fn full_specs() -> Vec<StepSpec> {
             log: s("${runtime}/logs/a.log"),
             pid_file: s("${runtime}/a.pid"),
             secret_env: BTreeMap::from([(s("HF_TOKEN"), s("hf_secret"))]),
+            tls: Some(TlsFiles {
+                cert_file: s("/etc/tls/a.crt"),
+                key_file: s("/etc/tls/a.key"),
+            }),
         }),
         StepSpec::Probe(Probe {
             pool: s("a"),
@@ -134,6 +138,7 @@ fn full_specs() -> Vec<StepSpec> {
             timeout_ms: 1000,
             external: false,
             secret_url: s("http://127.0.0.1:8080"),
+            pinned_cert: Some(s("/etc/tls/a.crt")),
         }),
         StepSpec::Handoff(Handoff {
             pool: s("a"),
@@ -151,6 +156,7 @@ fn full_specs() -> Vec<StepSpec> {
             backend: Backend::Cuda,
             auth: Some(s("bearer")),
             group_readable: true,
+            advertise: Some(s("gpu1.example.com")),
         }),
     ]
 }
@@ -270,6 +276,7 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
             log: _,
             pid_file: _,
             secret_env: _,
+            tls: _,
         }) => vec![
             "pool",
             "replica",
@@ -284,6 +291,9 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
             "log",
             "pid_file",
             "secret_env",
+            "tls",
+            "cert_file",
+            "key_file",
         ],
         StepSpec::Probe(Probe {
             pool: _,
@@ -294,6 +304,7 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
             timeout_ms: _,
             external: _,
             secret_url: _,
+            pinned_cert: _,
         }) => vec![
             "pool",
             "replica",
@@ -303,6 +314,7 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
             "timeout_ms",
             "external",
             "secret_url",
+            "pinned_cert",
         ],
         StepSpec::Handoff(Handoff {
             pool: _,
@@ -317,6 +329,7 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
             backend: _,
             auth: _,
             group_readable: _,
+            advertise: _,
         }) => vec![
             "pool",
             "replica",
@@ -331,6 +344,7 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
             "backend",
             "auth",
             "group_readable",
+            "advertise",
         ],
     }
 }
