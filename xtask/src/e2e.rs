@@ -1,7 +1,8 @@
 //! `cargo xtask e2e`: the main job, for real. Real llama.cpp source (from PyPI's
 //! llama-cpp-python sdist) → CMake → `llama-server` → a tiny GGUF → two replicas → handoffs →
 //! completions → warm re-apply → one flag changed → a server killed and restored → down → bad
-//! inputs, each checked, with a timing table at the end.
+//! inputs → a replica serving HTTPS behind an API key, each checked, with a timing table at the
+//! end.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -14,6 +15,8 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
 use crate::setup;
+
+mod tls;
 
 const CONFIG: &str = "fixtures/e2e/tiny-cpu.yaml";
 const POOL: &str = "tiny";
@@ -290,7 +293,7 @@ pub fn run(root: &Path) -> Result<()> {
         eprintln!("   {what:<34} {:>8.2}s", d.as_secs_f64());
     }
     eprintln!("   {:<34} {:>8.2}s", "total", total.elapsed().as_secs_f64());
-    eprintln!("e2e: 9 passed, 0 failed");
+    eprintln!("e2e: 10 passed, 0 failed");
     Ok(())
 }
 
@@ -468,6 +471,9 @@ fn scenario(e: &mut E2e) -> Result<()> {
         })?,
         &["bogus"],
     )?;
+
+    eprintln!("== 9. HTTPS and an API key: a pinned client gets a completion, nothing else does");
+    e.timed("TLS pool up, checked, down", |e| tls::stage(e))?;
     Ok(())
 }
 

@@ -86,19 +86,35 @@ impl Http {
         if let Some(key) = bearer {
             req = req.header("Authorization", &format!("Bearer {key}"));
         }
-        match req.call() {
-            Ok(mut resp) => {
-                let status = resp.status().as_u16();
-                let body = resp
-                    .body_mut()
-                    .with_config()
-                    .limit(BODY_LIMIT)
-                    .read_to_string()
-                    .unwrap_or_default();
-                Ok(Reply { status, body })
-            }
-            Err(e) => Err(classify(e)),
+        reply(req.call())
+    }
+
+    /// POST the JSON `body` to `url`, with `Authorization: Bearer <key>` when a key is given.
+    pub fn post_json(&self, url: &str, bearer: Option<&str>, body: &str) -> Result<Reply, NoReply> {
+        let mut req = self
+            .agent
+            .post(url)
+            .header("Content-Type", "application/json");
+        if let Some(key) = bearer {
+            req = req.header("Authorization", &format!("Bearer {key}"));
         }
+        reply(req.send(body))
+    }
+}
+
+fn reply(answer: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Reply, NoReply> {
+    match answer {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let body = resp
+                .body_mut()
+                .with_config()
+                .limit(BODY_LIMIT)
+                .read_to_string()
+                .unwrap_or_default();
+            Ok(Reply { status, body })
+        }
+        Err(e) => Err(classify(e)),
     }
 }
 
