@@ -56,6 +56,10 @@ fn main() -> ExitCode {
             "two_configs_sharing_a_runtime_dir_with_their_own_state_files_touch_only_their_own_servers",
             two_state_files_in_one_runtime_dir,
         ),
+        Trial::test(
+            "a_second_state_file_never_takes_over_the_first_ones_handoff_in_a_shared_runtime_dir",
+            shared_default_handoff,
+        ),
     ];
     libtest_mimic::run(&args, tests).exit_code()
 }
@@ -287,6 +291,12 @@ fn an_unrecorded_server_is_stopped_by_the_next_apply() -> Result<(), Failed> {
     for pid in [other_pool, elsewhere] {
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
+    // SIGKILL is delivered asynchronously: gone before the servers are counted below.
+    let since = Instant::now();
+    while alive(other_pool) || alive(elsewhere) {
+        assert!(since.elapsed() < PATIENCE, "the stand-ins outlived SIGKILL");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(
         err.contains(&format!("spawn:p/r4: unrecorded pid {orphan}")),
@@ -393,5 +403,83 @@ fn two_state_files_in_one_runtime_dir() -> Result<(), Failed> {
         assert!(since.elapsed() < PATIENCE, "down of b left pid {b} running");
         std::thread::sleep(Duration::from_millis(10));
     }
+    Ok(())
+}
+
+/// Two state files, one runtime dir, the same pool name and the default handoff path (one file
+/// for both): the second apply fails before starting a server (exit 3), and the first one's
+/// handoff still names the first one's server.
+fn shared_default_handoff() -> Result<(), Failed> {
+    let world = World::new(1);
+    for project in ["a", "b"] {
+        std::fs::create_dir_all(world.dir.path().join(project)).unwrap();
+        let config = std::fs::read_to_string(world.dir.path().join("pools.yaml"))
+            .unwrap()
+            .replace(&format!("\"{BIND_DELAY_MS}\""), "\"0\"")
+            .replace("./model.gguf", "../model.gguf");
+        std::fs::write(world.dir.path().join(project).join("pools.yaml"), config).unwrap();
+    }
+    let apply = |p: &str| {
+        let (config, state) = (format!("{p}/pools.yaml"), format!("{p}.json"));
+        let args = [
+            "apply",
+            "-c",
+            &config,
+            "--state",
+            &state,
+            "--cache-dir",
+            "cache",
+        ];
+        world.command(&args).output().unwrap()
+    };
+    let out = apply("a");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let a = recorded_pid(&world, "a.json");
+    let mut cleanup = KillOnDrop(vec![a]);
+    let engines = world.runtime().join("engines");
+    let handoff = std::fs::read_dir(&engines)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .next()
+        .expect("a's handoff");
+    let before = std::fs::read(&handoff).unwrap();
+
+    // Every marked process of this user (b's runtime id is not the one this test process
+    // would derive: its state file is not the default).
+    let marked = || -> BTreeSet<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| identity::marker_of(pid).is_some())
+            .collect()
+    };
+    let servers_before = marked();
+    let out = apply("b");
+    let err = stderr(&out);
+    let started: Vec<u32> = marked().difference(&servers_before).copied().collect();
+    cleanup.0.extend(&started);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("another provision state sharing this runtime directory"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&handoff).unwrap(),
+        before,
+        "b replaced a's handoff"
+    );
+    assert!(alive(a), "b stopped a's server");
+    assert!(
+        started.is_empty(),
+        "b started a server it could never hand off: {started:?}"
+    );
+    let out = world
+        .command(&["down", "--state", "a.json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!handoff.exists(), "down of a left its handoff");
     Ok(())
 }

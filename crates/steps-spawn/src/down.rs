@@ -143,6 +143,7 @@ fn remove_default_handoffs(roots: &Roots, replica: &str, pid: u32, report: &mut 
     };
     let owner = Owner {
         runtime_dir: Some(roots.runtime.clone()),
+        runtime_id: Some(identity::runtime_id(&roots.runtime)),
         pool: identity::pool_of(replica).to_string(),
         replica: number,
     };
@@ -198,6 +199,7 @@ pub fn take_handoff_away(record: &StepRecord) -> Result<Option<String>, String> 
             path,
             &Owner {
                 runtime_dir: None,
+                runtime_id: None,
                 pool: pool_of(record).unwrap_or_default().to_string(),
                 replica: record
                     .spec

@@ -40,6 +40,11 @@ pub struct HandoffFile {
     /// The runtime directory (absolute) of the provision that wrote this file.
     #[serde(default)]
     pub runtime_dir: String,
+    /// 16 hex digits naming the runtime directory and state file of the provision that wrote
+    /// it (the id in its servers' `PROVISION_INSTANCE` marker): another state file sharing the
+    /// runtime directory never replaces or removes this file.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub runtime_id: String,
     /// `llamacpp`.
     pub engine: String,
     /// `b<build>-<commit>` as the server reports it (`/props` `build_info`), else from
@@ -163,6 +168,7 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
         handoff_version: HANDOFF_VERSION,
         written_by: WRITTEN_BY.into(),
         runtime_dir: cx.plan.roots.runtime.clone(),
+        runtime_id: crate::identity::runtime_id(&cx.plan.roots.runtime),
         engine: spec.engine.clone(),
         engine_version: version,
         provisioning_mode: spec.provisioning_mode.clone(),

@@ -1,6 +1,6 @@
 //! Whose file is at a handoff path. provision replaces or removes only its own handoff files:
-//! a file marked `"written_by": "provision"` by the same runtime directory for the same pool
-//! and replica (or, for `down`, one whose content still has the digest recorded when it was
+//! a file marked `"written_by": "provision"` by the same runtime directory and state file (its
+//! runtime id, see [`crate::identity::runtime_id`]) for the same pool and replica (or, for `down`, one whose content still has the digest recorded when it was
 //! written). Anything else there (a config, a symlink, another project's handoff, a file edited
 //! since) is left alone, and the caller says so.
 
@@ -23,6 +23,9 @@ const MAX_READ: u64 = 1 << 20;
 pub struct Owner {
     /// The runtime directory of the provision that writes it (absolute); `None`: any.
     pub runtime_dir: Option<String>,
+    /// Its runtime id (runtime directory and state file); `None`: any. A file without one
+    /// (written before it was recorded) is judged by the runtime directory alone.
+    pub runtime_id: Option<String>,
     pub pool: String,
     pub replica: u32,
 }
@@ -31,6 +34,7 @@ impl Owner {
     pub fn of(cx: &StepContext<'_>, pool: &str, replica: u32) -> Owner {
         Owner {
             runtime_dir: Some(cx.plan.roots.runtime.clone()),
+            runtime_id: Some(crate::identity::runtime_id(&cx.plan.roots.runtime)),
             pool: pool.to_string(),
             replica,
         }
@@ -108,6 +112,14 @@ fn judge(bytes: &[u8], owner: &Owner) -> Result<(), String> {
         if dir != mine {
             return Err(format!(
                 "it is the handoff of another provision, whose runtime directory is {dir}"
+            ));
+        }
+    }
+    if let (Some(mine), Some(id)) = (&owner.runtime_id, field("runtime_id")) {
+        if id != mine {
+            return Err(format!(
+                "it is the handoff of another provision state sharing this runtime directory \
+                 (runtime id {id}, this one {mine})"
             ));
         }
     }
@@ -209,6 +221,7 @@ mod tests {
     fn owner() -> Owner {
         Owner {
             runtime_dir: Some("/rt".into()),
+            runtime_id: Some("00aa".into()),
             pool: "p".into(),
             replica: 0,
         }
@@ -219,6 +232,8 @@ mod tests {
         let ours =
             r#"{"written_by":"provision","runtime_dir":"/rt","pool_id":"p","replica_id":"r0"}"#;
         assert_eq!(judge(ours.as_bytes(), &owner()), Ok(()));
+        let same_state = r#"{"written_by":"provision","runtime_dir":"/rt","runtime_id":"00aa","pool_id":"p","replica_id":"r0"}"#;
+        assert_eq!(judge(same_state.as_bytes(), &owner()), Ok(()));
         let legacy = r#"{"handoff_version":1,"engine":"llamacpp","url":"u","pool_id":"p","replica_id":"r0","written_at":"t"}"#;
         assert_eq!(judge(legacy.as_bytes(), &owner()), Ok(()));
         for (text, why) in [
@@ -231,6 +246,10 @@ mod tests {
             (
                 r#"{"written_by":"provision","runtime_dir":"/rt","pool_id":"p","replica_id":"r1"}"#,
                 "p/r1",
+            ),
+            (
+                r#"{"written_by":"provision","runtime_dir":"/rt","runtime_id":"11bb","pool_id":"p","replica_id":"r0"}"#,
+                "another provision state sharing this runtime directory (runtime id 11bb",
             ),
         ] {
             let err = judge(text.as_bytes(), &owner()).unwrap_err();

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::binary_digest::{binary_digest, digest_cache};
 use crate::flags::{known_flags, KnownFlags};
+use crate::handoff_owner::{inspect, Found};
 use crate::identity;
 use crate::key_files::check_private;
 use crate::port;
@@ -86,17 +87,7 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     check_key_files(spec, cx)?;
 
     // The replica is about to change: nobody may be sent to it meanwhile.
-    let handoff = handoff_path(cx, &spec.pool, spec.replica);
-    if let Some(h) = &handoff {
-        if remove_handoff(h, &replica::Owner::of(cx, &spec.pool, spec.replica)).map_err(|e| {
-            StepError::new(format!(
-                "cannot remove the handoff file {}: {e}",
-                h.display()
-            ))
-        })? {
-            note(cx, &format!("removed the handoff file {}", h.display()));
-        }
-    }
+    let handoff = withdraw_handoff(spec, cx, &name)?;
     stop_previous(cx, &name, &server_log, &pid_file)?;
 
     let binary = PathBuf::from(expand(cx, &spec.binary, None));
@@ -197,6 +188,41 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         outputs,
         artifacts: Vec::new(),
     })
+}
+
+/// Remove the replica's handoff file before its server changes (nobody may be sent to it
+/// meanwhile); returns its path. A file there that the handoff step could never replace (not
+/// provision's, or another state's) fails the step before a server starts for nothing.
+fn withdraw_handoff(
+    spec: &Spawn,
+    cx: &StepContext<'_>,
+    name: &str,
+) -> Result<Option<PathBuf>, StepError> {
+    let handoff = handoff_path(cx, &spec.pool, spec.replica);
+    if let Some(h) = &handoff {
+        let owner = replica::Owner::of(cx, &spec.pool, spec.replica);
+        // A file the handoff step could never replace: fail before a server starts for nothing.
+        if let Found::NotOurs(why) = inspect(h, &owner) {
+            return Err(StepError::new(format!(
+                "{name}: {} is not a provision handoff of this replica: {why}; provision does not replace it, so no server is started",
+                h.display()
+            ))
+            .hint(format!(
+                "set `handoff_path` of pool {} to a file of provision's own, or move {} away if it is not needed",
+                spec.pool,
+                h.display()
+            )));
+        }
+        if remove_handoff(h, &owner).map_err(|e| {
+            StepError::new(format!(
+                "cannot remove the handoff file {}: {e}",
+                h.display()
+            ))
+        })? {
+            note(cx, &format!("removed the handoff file {}", h.display()));
+        }
+    }
+    Ok(handoff)
 }
 
 /// The binary accepts every flag of the argv, and serves TLS when the pool asks for it.

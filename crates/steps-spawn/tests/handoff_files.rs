@@ -46,10 +46,21 @@ fn a_file_provision_did_not_write_at_the_handoff_path_is_kept() {
     let victim = rig.ws.dir.path().join("config/cfg.yaml");
     std::fs::create_dir_all(victim.parent().unwrap()).unwrap();
     std::fs::write(&victim, "pools: []\n").unwrap();
+    // The spawn step refuses before starting a server the handoff step could never hand off.
+    let err = rig.run("spawn:fake/r0").unwrap_err();
+    assert!(
+        err.message.contains(&victim.display().to_string())
+            && err.message.contains("not a provision handoff")
+            && err.message.contains("no server is started"),
+        "{err:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "pools: []\n");
+
+    // The file appears between spawn and handoff: the handoff step refuses too.
+    std::fs::remove_file(&victim).unwrap();
     rig.run("spawn:fake/r0").unwrap();
-    assert!(victim.exists(), "spawn removed a file it did not write");
     rig.run("probe:fake/r0").unwrap();
-    assert!(victim.exists(), "probe removed a file it did not write");
+    std::fs::write(&victim, "pools: []\n").unwrap();
     let err = rig.run("handoff:fake/r0").unwrap_err();
     assert!(
         err.message.contains(&victim.display().to_string())
@@ -61,9 +72,7 @@ fn a_file_provision_did_not_write_at_the_handoff_path_is_kept() {
     // Another project's handoff (another runtime dir) at the same path: kept too.
     let theirs = r#"{"written_by": "provision", "runtime_dir": "/elsewhere/.runtime", "pool_id": "fake", "replica_id": "r0"}"#;
     std::fs::write(&victim, theirs).unwrap();
-    rig.run("spawn:fake/r0").unwrap();
-    rig.run("probe:fake/r0").unwrap();
-    let err = rig.run("handoff:fake/r0").unwrap_err();
+    let err = rig.run("spawn:fake/r0").unwrap_err();
     assert!(err.message.contains("/elsewhere/.runtime"), "{err:?}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), theirs);
 }
