@@ -3,33 +3,59 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Args;
 use provision_executor::{ApplyOptions, Cancel, StateFile, StepResult};
 
-use crate::args::{Format, Target};
+use crate::args::{Format, Loudness, Output, Target};
 use crate::dispatch::StepDispatch;
 use crate::exit;
-use crate::progress::{self, Verbosity};
+use crate::progress;
 use crate::report::{lock_error, state_error};
 use crate::unrecorded;
 
-#[allow(clippy::too_many_arguments)]
-pub fn cmd_apply(
+#[derive(Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
     target: Target,
+    /// Steps running at once [default: the number of cores, at least 4].
+    #[arg(long, value_name = "N")]
     jobs: Option<usize>,
+    /// Stop everything at the first failed step.
+    #[arg(long)]
     fail_fast: bool,
+    /// Rerun every step, fresh or not.
+    #[arg(long)]
     force: bool,
+    /// Wait for another apply holding the lock instead of failing.
+    #[arg(long)]
     wait: bool,
+    /// Ask the repository again for a tag resolved before (tags are otherwise immutable).
+    #[arg(long)]
     refresh_refs: bool,
-    json: bool,
-    verbose: u8,
-    quiet: bool,
-) -> ExitCode {
-    init_tracing(if quiet { 0 } else { verbose });
+    // `--format json`: one JSON event per line on stdout.
+    #[command(flatten)]
+    output: Output,
+    #[command(flatten)]
+    loudness: Loudness,
+}
+
+pub fn run(args: ApplyArgs) -> ExitCode {
+    let ApplyArgs {
+        target,
+        jobs,
+        fail_fast,
+        force,
+        wait,
+        refresh_refs,
+        output,
+        loudness,
+    } = args;
+    let (json, quiet) = (output.json(), loudness.quiet());
+    loudness.init_tracing();
     // First: a signal from here on is an interruption (exit 130), never the default death.
     let cancel = Cancel::new();
     let interrupted = on_interrupt(&cancel);
-    let format = if json { Format::Json } else { Format::Text };
-    let (_, plan) = match target.plan(format) {
+    let (_, plan) = match target.plan(output.format(), quiet) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -54,14 +80,7 @@ pub fn cmd_apply(
     // A killed apply's servers that it never recorded: stopped before anything runs.
     unrecorded::stop(&plan, &state);
 
-    let verbosity = if quiet {
-        Verbosity::Quiet
-    } else if verbose > 0 {
-        Verbosity::Verbose
-    } else {
-        Verbosity::Normal
-    };
-    let sink = progress::sink(json, verbosity);
+    let sink = progress::sink(json, loudness.verbosity());
 
     if let Err(code) = retire_removed(&target, &plan, &file, &mut state, sink.as_ref()) {
         return code;
@@ -142,7 +161,7 @@ fn retire_removed(
                 pool: None,
                 ..target.clone()
             };
-            let (_, p) = all.plan(Format::Json)?;
+            let (_, p) = all.plan(Format::Json, true)?;
             p.steps.iter().map(|s| s.id.clone()).collect()
         }
     };
@@ -191,23 +210,4 @@ fn apply_summary(
         return ExitCode::from(exit::STEP_FAILED);
     }
     ExitCode::from(exit::OK)
-}
-
-/// Diagnostics on stderr through `tracing`: warnings by default, `-v` info, `-vv` debug;
-/// `RUST_LOG` wins when set.
-fn init_tracing(verbose: u8) {
-    let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("provision={level},provision_executor={level}"))
-    });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_timer(tracing_subscriber::fmt::time::uptime())
-        .try_init();
 }

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::Args;
 use provision_executor::Cancel;
 use provision_plan::model_ref::ModelRef;
 use provision_steps_model::digest::DigestCache;
@@ -12,12 +13,48 @@ use provision_steps_model::estimate::{estimate, human, FitInput, GpuLayers};
 use provision_steps_model::{resolve, ModelEnv, ModelInfo, Where};
 use serde_json::json;
 
-/// Run `inspect`. `cache_dir` is the provision cache root (models go to `<cache>/models`).
-pub fn run(
+use crate::args::{CacheDir, Loudness, Output};
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// A path, `file:PATH`, `hf:ORG/REPO/FILE.gguf[@REV]`, `https://…` or a cached name.
+    model_ref: String,
+    /// Context size for the estimate [default: the model's training context].
+    #[arg(long, value_name = "N")]
+    ctx: Option<u64>,
+    /// `--parallel` slots (they share the context in llama-server).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    parallel: u64,
+    // Downloaded models go to `<cache>/models`.
+    #[command(flatten)]
+    cache: CacheDir,
+    #[command(flatten)]
+    output: Output,
+    #[command(flatten)]
+    loudness: Loudness,
+}
+
+/// `provision inspect`.
+pub fn run(args: InspectArgs) -> ExitCode {
+    args.loudness.init_tracing();
+    inspect(
+        &args.model_ref,
+        args.ctx,
+        args.parallel,
+        args.output.json(),
+        args.loudness.quiet(),
+        &args.cache.dir(),
+    )
+}
+
+/// Run `inspect`. `cache_dir` is the provision cache root (models go to `<cache>/models`);
+/// `quiet`: no download progress on stderr.
+fn inspect(
     model_ref: &str,
     ctx: Option<u64>,
     parallel: u64,
     json: bool,
+    quiet: bool,
     cache_dir: &Path,
 ) -> ExitCode {
     let source = match ModelRef::parse(model_ref) {
@@ -39,7 +76,7 @@ pub fn run(
         &ModelEnv::from_env(),
         &Cancel::new(),
         &mut |line| {
-            if !json {
+            if !json && !quiet {
                 eprintln!("{line}");
             }
         },

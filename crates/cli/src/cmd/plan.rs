@@ -2,14 +2,40 @@
 
 use std::process::ExitCode;
 
+use clap::Args;
 use provision_executor::Preview;
 
-use crate::args::{Format, Target};
+use crate::args::{Format, Loudness, Output, Target};
 use crate::dispatch::StepDispatch;
 use crate::exit;
 use crate::report::state_error;
 
-pub fn cmd_plan(target: Target, format: Format, detailed: bool, refresh_refs: bool) -> ExitCode {
+#[derive(Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Exit 0 when nothing would run, 2 when something would, 1 on error.
+    #[arg(long)]
+    detailed_exitcode: bool,
+    /// Ask the repository again for a tag resolved before (tags are otherwise immutable).
+    #[arg(long)]
+    refresh_refs: bool,
+    #[command(flatten)]
+    output: Output,
+    #[command(flatten)]
+    loudness: Loudness,
+}
+
+pub fn run(args: PlanArgs) -> ExitCode {
+    let PlanArgs {
+        target,
+        detailed_exitcode: detailed,
+        refresh_refs,
+        output,
+        loudness,
+    } = args;
+    loudness.init_tracing();
+    let format = output.format();
     let error_code = |code: ExitCode| {
         if detailed {
             ExitCode::from(exit::FAILURE)
@@ -17,7 +43,7 @@ pub fn cmd_plan(target: Target, format: Format, detailed: bool, refresh_refs: bo
             code
         }
     };
-    let (_, mut plan) = match target.plan(format) {
+    let (_, mut plan) = match target.plan(format, loudness.quiet()) {
         Ok(p) => p,
         Err(code) => return error_code(code),
     };

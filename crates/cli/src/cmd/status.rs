@@ -2,16 +2,33 @@
 
 use std::process::ExitCode;
 
+use clap::Args;
 use provision_executor::{Preview, StepStatus};
 
-use crate::args::{Format, Target};
+use crate::args::{Loudness, Output, Target};
 use crate::dispatch::StepDispatch;
 use crate::exit;
 use crate::report::state_error;
 
-pub fn cmd_status(target: Target, json: bool) -> ExitCode {
-    let format = if json { Format::Json } else { Format::Text };
-    let (_, plan) = match target.plan(format) {
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    output: Output,
+    #[command(flatten)]
+    loudness: Loudness,
+}
+
+pub fn run(args: StatusArgs) -> ExitCode {
+    let StatusArgs {
+        target,
+        output,
+        loudness,
+    } = args;
+    loudness.init_tracing();
+    let json = output.json();
+    let (_, plan) = match target.plan(output.format(), loudness.quiet()) {
         Ok(p) => p,
         Err(code) => return code,
     };

@@ -3,19 +3,61 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Args;
 use provision_plan::{PlanOptions, ValidConfig};
 
-use crate::args::{Format, Target};
+use crate::args::{CacheDir, Format, Loudness, Output, RuntimeDirs, Target};
 use crate::exit;
 use crate::handoff_paths;
 use crate::report::report;
 
-pub fn cmd_validate(config: PathBuf, format: Format) -> anyhow::Result<ExitCode> {
+#[derive(Args)]
+pub struct ValidateArgs {
+    /// The pool config (YAML or JSON, told apart by content).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    // The handoff files are checked against these, as `plan` and `apply` do.
+    #[command(flatten)]
+    cache: CacheDir,
+    #[command(flatten)]
+    dirs: RuntimeDirs,
+    #[command(flatten)]
+    output: Output,
+    #[command(flatten)]
+    loudness: Loudness,
+}
+
+pub fn run(args: ValidateArgs) -> ExitCode {
+    args.loudness.init_tracing();
+    match validate(args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let ValidateArgs {
+        config,
+        cache,
+        dirs,
+        output,
+        loudness,
+    } = args;
+    let format = output.format();
     let valid = match provision_plan::load(&config) {
         Ok(v) => v,
         Err(e) => return Ok(report(&e, format)),
     };
-    if let Some(clash) = handoff_clash(&valid, config) {
+    let target = Target {
+        config,
+        pool: None,
+        cache,
+        dirs,
+    };
+    if let Some(clash) = handoff_clash(&valid, &target) {
         let err = provision_plan::ConfigError::new(
             valid.file.clone(),
             None,
@@ -30,7 +72,7 @@ pub fn cmd_validate(config: PathBuf, format: Format) -> anyhow::Result<ExitCode>
             println!("{}", serde_json::to_string_pretty(&body)?);
         }
         Format::Text => {
-            if !valid.warnings.is_empty() {
+            if !valid.warnings.is_empty() && !loudness.quiet() {
                 eprintln!("{}", valid.render_warnings());
             }
             println!(
@@ -49,17 +91,11 @@ pub fn cmd_validate(config: PathBuf, format: Format) -> anyhow::Result<ExitCode>
     Ok(ExitCode::from(exit::OK))
 }
 
-/// A `handoff_path` that names the config, or (with the default `--runtime-dir`,
-/// `--state` and cache) the state, its lock, a server's own files or the cache: what `plan`
-/// and `apply` refuse, said by `validate` too. A plan that cannot be made is `plan`'s to report.
-fn handoff_clash(valid: &ValidConfig, config: PathBuf) -> Option<String> {
-    let target = Target {
-        config,
-        pool: None,
-        cache_dir: None,
-        runtime_dir: PathBuf::from(".runtime"),
-        state: None,
-    };
+/// A `handoff_path` that names the config, or (with the `--runtime-dir`, `--state` and
+/// `--cache-dir` given, or their defaults) the state, its lock, a server's own files or the
+/// cache: what `plan` and `apply` refuse, said by `validate` too. A plan that cannot be made
+/// is `plan`'s to report.
+fn handoff_clash(valid: &ValidConfig, target: &Target) -> Option<String> {
     let opts = PlanOptions {
         roots: target.roots(),
         pool: None,
