@@ -9,8 +9,8 @@ use clap::Args;
 use provision_executor::Cancel;
 use provision_plan::model_ref::ModelRef;
 use provision_steps_model::digest::DigestCache;
-use provision_steps_model::estimate::{estimate, human, FitInput, GpuLayers};
-use provision_steps_model::{resolve, ModelEnv, ModelInfo, Where};
+use provision_steps_model::estimate::{estimate, human, DeviceNeed, FitInput, GpuLayers};
+use provision_steps_model::{resolve, ModelEnv, ModelInfo, Resolved, Where};
 use serde_json::json;
 
 use crate::args::{CacheDir, Loudness, Output};
@@ -113,30 +113,41 @@ fn inspect(
     let est = estimate(&info, &input, &[(0, u64::MAX / 4)]);
     let d = &est.devices[0];
     if json {
-        let body = json!({
-            "path": resolved.path.display().to_string(),
-            "size": resolved.size,
-            "digest": resolved.digest,
-            "model": info,
-            "estimate": {
-                "ctx": ctx,
-                "parallel": input.parallel,
-                "kv_cache_type": "f16",
-                "flash_attn": false,
-                "weights": d.weights,
-                "kv_cache": d.kv_cache,
-                "compute": d.compute,
-                "margin": d.margin,
-                "vram_total": d.need,
-                "host_weights": info.input_bytes,
-            },
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&body).expect("serialisable")
-        );
-        return ExitCode::SUCCESS;
+        print_json(&resolved, &info, d, ctx, input.parallel);
+    } else {
+        print_text(&resolved, &info, d, ctx, input.parallel);
     }
+    ExitCode::SUCCESS
+}
+
+/// The metadata and the estimate as one JSON object on stdout.
+fn print_json(resolved: &Resolved, info: &ModelInfo, d: &DeviceNeed, ctx: u64, parallel: u64) {
+    let body = json!({
+        "path": resolved.path.display().to_string(),
+        "size": resolved.size,
+        "digest": resolved.digest,
+        "model": info,
+        "estimate": {
+            "ctx": ctx,
+            "parallel": parallel,
+            "kv_cache_type": "f16",
+            "flash_attn": false,
+            "weights": d.weights,
+            "kv_cache": d.kv_cache,
+            "compute": d.compute,
+            "margin": d.margin,
+            "vram_total": d.need,
+            "host_weights": info.input_bytes,
+        },
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&body).expect("serialisable")
+    );
+}
+
+/// The metadata and the estimate, one line each, on stdout.
+fn print_text(resolved: &Resolved, info: &ModelInfo, d: &DeviceNeed, ctx: u64, parallel: u64) {
     println!("{}", resolved.path.display());
     println!(
         "  size          {} ({} bytes)",
@@ -173,7 +184,7 @@ fn inspect(
     );
     println!(
         "memory at ctx {ctx}, parallel {} (f16 KV cache, no flash attention, every layer on the GPU):",
-        input.parallel
+        parallel
     );
     println!("  weights       {}", human(d.weights));
     println!("  KV cache      {}", human(d.kv_cache));
@@ -184,5 +195,4 @@ fn inspect(
         "  host memory   {} (token embeddings)",
         human(info.input_bytes)
     );
-    ExitCode::SUCCESS
 }
