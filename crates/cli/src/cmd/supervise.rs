@@ -47,7 +47,7 @@ pub struct SuperviseArgs {
 /// `provision supervise`: plan, prepare the runtime dir, then [`supervise`].
 pub fn run(args: SuperviseArgs) -> ExitCode {
     // First: a signal from here on stops supervise cleanly (exit 130 or 0), never kills it.
-    let cancel = on_interrupt();
+    let cancel = on_interrupt(args.loudness.quiet());
     let SuperviseArgs {
         target,
         backoff_base,
@@ -82,12 +82,14 @@ pub fn run(args: SuperviseArgs) -> ExitCode {
 }
 
 /// Ctrl-C or SIGTERM cancels the returned token: every replica is then stopped and supervise
-/// exits 130. Call it first thing.
-pub fn on_interrupt() -> Cancel {
+/// exits 130. Call it first thing. `quiet`: without saying so on stderr.
+pub fn on_interrupt(quiet: bool) -> Cancel {
     let cancel = Cancel::new();
     let handler_cancel = cancel.clone();
     let _ = ctrlc::set_handler(move || {
-        eprintln!("supervise: stopping every replica");
+        if !quiet {
+            eprintln!("supervise: stopping every replica");
+        }
         handler_cancel.cancel();
     });
     cancel
