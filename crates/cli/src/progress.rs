@@ -1,5 +1,5 @@
 //! Showing apply's events: an indicatif display on a TTY, plain timestamped lines elsewhere,
-//! or one JSON object per line with `--json`.
+//! or one JSON object per line with `--format json`.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};

@@ -1,7 +1,9 @@
 //! The README says exactly what the binary does: every `provision` command line in its code
 //! blocks uses flags that `provision <command> --help` lists, the usage lines of each command
-//! together list every flag it has, its exit-code table is the one `--help` prints, and every
-//! `cargo xtask` task it names exists.
+//! together list every flag it has, the command reference has no line that names no command
+//! (a `common: …` line would show options to commands that reject them), every flag the prose
+//! gives a command (a `provision down -q` span, a flag in `down`'s bullet) is one it takes, its
+//! exit-code table is the one `--help` prints, and every `cargo xtask` task it names exists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -167,6 +169,168 @@ fn every_command_line_in_the_readme_matches_its_help() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The command reference: the first code block after `## Commands`, one line per command
+/// (continuation lines joined).
+fn reference_lines(text: &str) -> Vec<String> {
+    let start = text.find("## Commands").expect("a Commands section");
+    let rest = &text[start..];
+    let open = rest.find("```").expect("a code block in Commands");
+    let body = &rest[open..];
+    let close = body[3..].find("```").expect("a closed code block") + 6;
+    code_lines(&body[..close])
+}
+
+/// Every line of the command reference is a `provision <command>` line: a line that names no
+/// command (`common: --cache-dir --state`) would show options that no command is checked for.
+fn reference_problems(text: &str) -> Vec<String> {
+    reference_lines(text)
+        .iter()
+        .filter(|l| !l.is_empty())
+        .filter(|line| {
+            let rest = line.strip_prefix("provision ").unwrap_or_default();
+            !COMMANDS.iter().any(|c| {
+                rest.strip_prefix(*c)
+                    .is_some_and(|r| r.is_empty() || r.starts_with(' '))
+            })
+        })
+        .map(|line| {
+            format!("README: the command reference line `{line}` names no command; give each command its own line with the options it takes")
+        })
+        .collect()
+}
+
+/// Whether `provision <cmd>` takes `flag`: `--help` lists it, or (a hidden alias such as
+/// `--json`) the binary parses it.
+fn accepts(cmd: &str, flag: &str, listed: &BTreeMap<String, Option<String>>) -> bool {
+    if listed.contains_key(flag) || listed.values().flatten().any(|s| s == flag) {
+        return true;
+    }
+    Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(cmd.split(' '))
+        .args([flag, "--help"])
+        .output()
+        .expect("provision runs")
+        .status
+        .success()
+}
+
+/// The inline code spans (`…`) of a text outside its code blocks.
+fn inline_spans(text: &str) -> Vec<String> {
+    let mut prose = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            inside = !inside;
+        } else if !inside {
+            prose.push_str(line);
+            prose.push('\n');
+        }
+    }
+    prose
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|s| s.replace('\n', " "))
+        .collect()
+}
+
+/// The commands section's bullets (`- \`down\` stops …`), by the command they describe.
+fn command_bullets(text: &str) -> Vec<(&'static str, String)> {
+    let start = text.find("## Commands").expect("a Commands section");
+    let mut out: Vec<(&'static str, String)> = Vec::new();
+    let mut current: Option<usize> = None;
+    for line in text[start..].lines().skip(1) {
+        if line.starts_with('#') {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("- `") {
+            current = COMMANDS
+                .iter()
+                .find(|c| rest.strip_prefix(**c).is_some_and(|r| r.starts_with('`')))
+                .map(|c| {
+                    out.push((c, String::new()));
+                    out.len() - 1
+                });
+        } else if !line.starts_with("  ") {
+            current = None;
+        }
+        if let Some(i) = current {
+            out[i].1.push_str(line);
+            out[i].1.push('\n');
+        }
+    }
+    out
+}
+
+/// Flags shown in prose: in a `provision <command> …` code span anywhere, or in a code span
+/// of a command's bullet in the Commands section. Each must be one that command takes.
+fn prose_problems(text: &str) -> Vec<String> {
+    let mut shown: Vec<(&'static str, String)> = Vec::new();
+    for span in inline_spans(text) {
+        if let Some(rest) = span.strip_prefix("provision ") {
+            if let Some(cmd) = COMMANDS.iter().find(|c| {
+                rest.strip_prefix(**c)
+                    .is_some_and(|r| r.is_empty() || r.starts_with(' '))
+            }) {
+                shown.push((cmd, rest[cmd.len()..].to_string()));
+            }
+        }
+    }
+    for (cmd, bullet) in command_bullets(text) {
+        for span in inline_spans(&bullet) {
+            if span.starts_with('-') {
+                shown.push((cmd, span));
+            }
+        }
+    }
+    let mut helps: BTreeMap<&str, BTreeMap<String, Option<String>>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (cmd, span) in shown {
+        let listed = helps.entry(cmd).or_insert_with(|| help_options(cmd));
+        let (long, short) = flags(&span);
+        for f in long.iter().chain(&short) {
+            if !accepts(cmd, f, listed) {
+                problems.push(format!(
+                    "README: `{span}` is said of `provision {cmd}`, which does not take {f}"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn the_command_reference_has_one_line_per_command() {
+    let problems = reference_problems(&readme());
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn every_flag_the_prose_gives_a_command_is_one_it_takes() {
+    let problems = prose_problems(&readme());
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_checker_sees_options_no_command_is_checked_for_and_prose_flags() {
+    let text = "## Commands\n\n```\nprovision down      [--config FILE] [-q]\n                    [--grace SECS]\ncommon: --cache-dir --runtime-dir --state\n```\n\n- `down` stops replicas; `--bogus` is shown, `-q` and `--json`\n  are taken. `provision down --cache-dir DIR`\n- `--format` is no command.\n\nSee `provision inspect --jobs N`.\n";
+    let reference = reference_problems(text);
+    assert_eq!(reference.len(), 1, "{reference:?}");
+    assert!(
+        reference[0].contains("common: --cache-dir"),
+        "{reference:?}"
+    );
+    let prose = prose_problems(text).join("\n");
+    for expected in [
+        "does not take --bogus",
+        "`provision down`, which does not take --cache-dir",
+        "`provision inspect`, which does not take --jobs",
+    ] {
+        assert!(prose.contains(expected), "{expected}: {prose}");
+    }
+    assert_eq!(prose.lines().count(), 3, "{prose}");
 }
 
 /// `| 3 | … |` rows of the README's exit-code table.

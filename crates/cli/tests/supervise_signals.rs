@@ -46,6 +46,10 @@ fn main() -> ExitCode {
             "an_apply_signalled_before_it_holds_the_lock_exits_130_and_starts_nothing",
             apply_signalled_while_waiting,
         ),
+        Trial::test(
+            "a_quiet_supervisor_prints_nothing_but_errors_from_start_to_stop",
+            quiet_supervisor,
+        ),
     ];
     libtest_mimic::run(&args, tests).exit_code()
 }
@@ -287,5 +291,65 @@ fn apply_signalled_while_waiting() -> Result<(), Failed> {
         !runtime.join("state.json").exists(),
         "it wrote a state: {err}"
     );
+    Ok(())
+}
+
+/// `supervise -q` brings its replicas up, restarts one whose server was killed, and stops
+/// them on SIGTERM (exit 0) without a line on stderr: no progress, no "watching", no "down",
+/// no "restarting", no "stopping", no stopped replicas.
+fn quiet_supervisor() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    let runtime = dir.path().join(".runtime");
+    let log = dir.path().join("supervise.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args([
+            "supervise",
+            "-q",
+            "-c",
+            "pools.yaml",
+            "--cache-dir",
+            "cache",
+        ])
+        .current_dir(dir.path())
+        .env_remove(AS_SERVER)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let state = StateFile::new(runtime.join("state.json"));
+    // The pid of replica `r`'s server once its handoff is written.
+    let up = |r: u32| -> Option<u64> {
+        let s = state.load().ok()?;
+        let handoff = s.steps.get(&format!("handoff:p/r{r}"))?;
+        if handoff.status != provision_executor::StepStatus::Passed {
+            return None;
+        }
+        s.steps
+            .get(&format!("spawn:p/r{r}"))?
+            .outputs
+            .get("pid")?
+            .as_u64()
+    };
+    wait_for(&mut child, "both replicas handed off", || {
+        up(0).is_some() && up(1).is_some()
+    });
+    let first = up(0).unwrap();
+    // SAFETY: kill(2) on a server this test's supervisor started (its pid, from the state).
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    // Only a watching supervisor restarts a replica: once r0 has a new server, it watches.
+    wait_for(&mut child, "r0 restarted", || {
+        up(0).is_some_and(|p| p != first)
+    });
+    // SAFETY: kill(2) on the child this test started and has not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(&log).unwrap();
+    let left = servers(&runtime);
+    assert!(left.is_empty(), "left running {left:?}\n{err}");
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert_eq!(err, "", "supervise -q wrote to stderr");
     Ok(())
 }

@@ -9,21 +9,87 @@
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use clap::Args;
 use provision_executor::{ApplyOptions, Cancel, Dispatch, StateFile};
 use provision_plan::{Plan, StepSpec};
 use provision_steps_spawn::{DownReport, ReplicaKey, SuperviseEvent, SuperviseOptions};
 
+use crate::args::{parse_seconds, Loudness, Output, Target};
+use crate::dispatch::StepDispatch;
 use crate::exit;
 use crate::progress::{self, Verbosity};
 
+#[derive(Args)]
+pub struct SuperviseArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Seconds before the first restart; doubled after each failure in a row.
+    #[arg(long, value_name = "SECS", default_value = "1.0", value_parser = parse_seconds)]
+    backoff_base: Duration,
+    /// The longest pause between two restarts, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "60.0", value_parser = parse_seconds)]
+    backoff_cap: Duration,
+    /// A replica healthy this many seconds has its failures forgotten.
+    #[arg(long, value_name = "SECS", default_value = "60.0", value_parser = parse_seconds)]
+    reset_after: Duration,
+    /// Seconds between SIGTERM and SIGKILL when stopping.
+    #[arg(long, value_name = "SECS", default_value = "5.0", value_parser = parse_seconds)]
+    grace: Duration,
+    // `--format json`: one JSON event per line on stdout.
+    #[command(flatten)]
+    output: Output,
+    #[command(flatten)]
+    loudness: Loudness,
+}
+
+/// `provision supervise`: plan, prepare the runtime dir, then [`supervise`].
+pub fn run(args: SuperviseArgs) -> ExitCode {
+    // First: a signal from here on stops supervise cleanly (exit 130 or 0), never kills it.
+    let cancel = on_interrupt(args.loudness.quiet());
+    let SuperviseArgs {
+        target,
+        backoff_base,
+        backoff_cap,
+        reset_after,
+        grace,
+        output,
+        loudness,
+    } = args;
+    loudness.init_tracing();
+    match target
+        .plan(output.format(), loudness.quiet())
+        .and_then(|p| target.prepare_runtime(&target.state_file()).map(|()| p))
+    {
+        Err(code) => code,
+        Ok((_, plan)) => supervise(
+            &plan,
+            &StepDispatch::new(),
+            &target.state_file(),
+            &SuperviseOptions {
+                backoff_base,
+                backoff_cap,
+                reset_after,
+                grace,
+                ..Default::default()
+            },
+            output.json(),
+            loudness.verbosity(),
+            &cancel,
+        ),
+    }
+}
+
 /// Ctrl-C or SIGTERM cancels the returned token: every replica is then stopped and supervise
-/// exits 130. Call it first thing.
-pub fn on_interrupt() -> Cancel {
+/// exits 130. Call it first thing. `quiet`: without saying so on stderr.
+pub fn on_interrupt(quiet: bool) -> Cancel {
     let cancel = Cancel::new();
     let handler_cancel = cancel.clone();
     let _ = ctrlc::set_handler(move || {
-        eprintln!("supervise: stopping every replica");
+        if !quiet {
+            eprintln!("supervise: stopping every replica");
+        }
         handler_cancel.cancel();
     });
     cancel
@@ -74,7 +140,7 @@ fn apply(
 
 /// Apply `plan`, then supervise its replicas until SIGINT/SIGTERM (`cancel`, from
 /// [`on_interrupt`]).
-pub fn run(
+pub fn supervise(
     plan: &Plan,
     dispatch: &dyn Dispatch,
     file: &StateFile,
@@ -116,12 +182,13 @@ pub fn run(
         .collect();
     if replicas.is_empty() {
         eprintln!("supervise: no replicas provision runs (external servers only)");
-        return finish(&DownReport::default(), cancel.is_cancelled());
+        return finish(&DownReport::default(), cancel.is_cancelled(), false);
     }
     // A signal from here on is supervise's normal end (exit 0); before, it interrupted the
     // first apply (exit 130).
     let interrupted_first_apply = cancel.is_cancelled();
-    if !interrupted_first_apply {
+    let quiet = verbosity == Verbosity::Quiet;
+    if !interrupted_first_apply && !quiet {
         eprintln!(
             "supervise: watching {} {} (Ctrl-C stops them all)",
             replicas.len(),
@@ -147,7 +214,12 @@ pub fn run(
             .join("; ")),
         Err(_) => Err("the state file could not be used".into()),
     };
-    let mut events = |e: SuperviseEvent| print_event(e, json);
+    let mut events = |e: SuperviseEvent| {
+        // Quiet: only a failed restart, an error.
+        if json || !quiet || matches!(e, SuperviseEvent::RestartFailed { .. }) {
+            print_event(e, json)
+        }
+    };
     let report = match provision_steps_spawn::supervise(
         file,
         &replicas,
@@ -160,7 +232,7 @@ pub fn run(
         Err(e) => return crate::state_error(&e),
     };
     drop(lock);
-    finish(&report, interrupted_first_apply)
+    finish(&report, interrupted_first_apply, quiet)
 }
 
 /// The failures of the first apply, reported; a build or check step failing ends supervise
@@ -209,8 +281,8 @@ fn print_event(e: SuperviseEvent, json: bool) {
 /// What the final stop did, and the exit code: 130 when a signal interrupted the first apply
 /// (it wins over a replica that could not be stopped, as for apply), else 1 when one could not
 /// be stopped, else 0 (a signal while watching is how supervise is meant to end).
-fn finish(report: &DownReport, interrupted: bool) -> ExitCode {
-    for s in &report.stopped {
+fn finish(report: &DownReport, interrupted: bool, quiet: bool) -> ExitCode {
+    for s in report.stopped.iter().filter(|_| !quiet) {
         eprintln!("{}: {}", s.step, s.what);
     }
     for (s, e) in &report.failed {

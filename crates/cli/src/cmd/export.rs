@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand, ValueEnum};
 use provision_export_k8s::{ExportError, ExportOptions, LocalModels, ModelVolume, OutputFormat};
 
+use crate::args::{CacheDir, Loudness};
+
 #[derive(Subcommand)]
 pub enum Export {
     /// Kubernetes manifests: per pool a Deployment (replicas, GPUs, probes, the model volume)
@@ -25,9 +27,13 @@ pub struct KubernetesArgs {
     /// Write one file per pool (`<name>.yaml` or `.json`) into DIR instead of stdout.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Multi-document YAML, or one JSON `List`.
+    /// Multi-document YAML, or one JSON `List` (`--json` is accepted as the older spelling
+    /// of `--format json`).
     #[arg(long, value_enum, default_value_t = Format::Yaml)]
     format: Format,
+    /// The older spelling of `--format json`.
+    #[arg(long, hide = true, conflicts_with = "format")]
+    json: bool,
     /// `metadata.namespace` of every object [default: none: kubectl's namespace].
     #[arg(long, value_name = "NS")]
     namespace: Option<String>,
@@ -58,10 +64,11 @@ pub struct KubernetesArgs {
     /// The Secret holding secret flags and env values [default: <pool>-secrets].
     #[arg(long, value_name = "NAME")]
     secret: Option<String>,
-    /// Where `apply` caches models, to read their headers for memory requests
-    /// [default: as for `plan`].
-    #[arg(long, value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
+    // Where `apply` caches models, to read their headers for memory requests.
+    #[command(flatten)]
+    cache: CacheDir,
+    #[command(flatten)]
+    loudness: Loudness,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,11 +91,13 @@ pub fn run(cmd: Export) -> ExitCode {
 }
 
 fn kubernetes(args: KubernetesArgs) -> ExitCode {
+    args.loudness.init_tracing();
+    let quiet = args.loudness.quiet();
     let valid = match provision_plan::load(&args.config) {
         Ok(v) => v,
         Err(e) => return crate::report(&e, crate::Format::Text),
     };
-    if !valid.warnings.is_empty() {
+    if !valid.warnings.is_empty() && !quiet {
         eprintln!("{}", valid.render_warnings());
     }
     let config_dir = args
@@ -99,13 +108,11 @@ fn kubernetes(args: KubernetesArgs) -> ExitCode {
     let config_dir = std::fs::canonicalize(config_dir).unwrap_or_else(|_| config_dir.to_path_buf());
     let models = LocalModels {
         config_dir: config_dir.clone(),
-        cache_dir: args
-            .cache_dir
-            .clone()
-            .unwrap_or_else(crate::default_cache_dir),
+        cache_dir: args.cache.dir(),
         hf_hub_cache: provision_steps_model::hf::HfEnv::from_env().hub_cache,
     };
     let format = match args.format {
+        _ if args.json => OutputFormat::Json,
         Format::Yaml => OutputFormat::Yaml,
         Format::Json => OutputFormat::Json,
     };
@@ -136,10 +143,10 @@ fn kubernetes(args: KubernetesArgs) -> ExitCode {
             return ExitCode::from(crate::exit::INVALID_CONFIG);
         }
     };
-    for w in &export.warnings {
+    for w in export.warnings.iter().filter(|_| !quiet) {
         eprintln!("warning: {w}");
     }
-    for pool in &export.pools {
+    for pool in export.pools.iter().filter(|_| !quiet) {
         if let Some((secret, keys)) = &pool.secret {
             let literals: Vec<String> = keys
                 .iter()
@@ -165,7 +172,7 @@ fn kubernetes(args: KubernetesArgs) -> ExitCode {
         print!("{}", provision_export_k8s::render(&export, format));
         return ExitCode::from(crate::exit::OK);
     };
-    match write_files(&dir, &export, format) {
+    match write_files(&dir, &export, format, quiet) {
         Ok(()) => ExitCode::from(crate::exit::OK),
         Err(e) => {
             eprintln!("error: {e}");
@@ -179,6 +186,7 @@ fn write_files(
     dir: &Path,
     export: &provision_export_k8s::Export,
     format: OutputFormat,
+    quiet: bool,
 ) -> std::io::Result<()> {
     let context = |what: &str, path: &Path, e: std::io::Error| {
         std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
@@ -190,7 +198,9 @@ fn write_files(
         std::fs::write(&tmp, provision_export_k8s::render_pool(pool, format))
             .map_err(|e| context("writing", &tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| context("renaming to", &path, e))?;
-        eprintln!("wrote {}", path.display());
+        if !quiet {
+            eprintln!("wrote {}", path.display());
+        }
     }
     Ok(())
 }

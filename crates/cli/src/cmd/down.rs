@@ -6,23 +6,65 @@
 //! created; a state file that is not a provision state is refused (exit 4) before the lock file
 //! beside it is touched.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Args;
 use provision_executor::StateFile;
 use provision_plan::Roots;
 use provision_steps_spawn::DownReport;
 
+use crate::args::{parse_seconds, Loudness, Output, RuntimeDirs};
 use crate::exit;
 
-/// Stop replicas recorded in `state_path` (only `pool`'s when given).
-pub fn run(
+#[derive(Args)]
+pub struct DownArgs {
+    /// The pool config. Optional: down works from the state file; when given, it is
+    /// validated first, like for the other commands.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Only this pool.
+    #[arg(long, value_name = "ID")]
+    pool: Option<String>,
+    #[command(flatten)]
+    dirs: RuntimeDirs,
+    /// Seconds between SIGTERM and SIGKILL.
+    #[arg(long, value_name = "SECS", default_value = "5.0", value_parser = parse_seconds)]
+    grace: Duration,
+    #[command(flatten)]
+    output: Output,
+    #[command(flatten)]
+    loudness: Loudness,
+}
+
+/// `provision down`: the config (when given) validated first, then the replicas stopped.
+pub fn run(args: DownArgs) -> ExitCode {
+    args.loudness.init_tracing();
+    if let Some(config) = &args.config {
+        if let Err(e) = provision_plan::load(config) {
+            return crate::report(&e, args.output.format());
+        }
+    }
+    stop(
+        &args.dirs.state_path(),
+        &args.dirs.runtime_dir,
+        args.pool.as_deref(),
+        args.grace,
+        args.output.json(),
+        args.loudness.quiet(),
+    )
+}
+
+/// Stop replicas recorded in `state_path` (only `pool`'s when given); `quiet`: only errors
+/// on stderr.
+fn stop(
     state_path: &Path,
     runtime_dir: &Path,
     pool: Option<&str>,
     grace: Duration,
     json: bool,
+    quiet: bool,
 ) -> ExitCode {
     let file = StateFile::new(state_path);
     // Only this state file's servers carry the markers looked for.
@@ -46,7 +88,7 @@ pub fn run(
             &wanted,
             grace,
         );
-        return print_report(&file, &report, json);
+        return print_report(&file, &report, json, quiet);
     }
     if let Err(e) = file.load() {
         eprintln!("error: {e}\n  hint: {}", e.hint());
@@ -85,11 +127,12 @@ pub fn run(
         Err(e) => return crate::state_error(&e),
     };
     drop(lock);
-    print_report(&file, &report, json)
+    print_report(&file, &report, json, quiet)
 }
 
-/// What `down` did, on stdout (`--json`) or stderr; exit 1 when a step could not be undone.
-fn print_report(file: &StateFile, report: &DownReport, json: bool) -> ExitCode {
+/// What `down` did, on stdout (`--format json`) or stderr (only the failures when `quiet`);
+/// exit 1 when a step could not be undone.
+fn print_report(file: &StateFile, report: &DownReport, json: bool, quiet: bool) -> ExitCode {
     if json {
         let body = serde_json::json!({
             "state": file.path.display().to_string(),
@@ -101,13 +144,15 @@ fn print_report(file: &StateFile, report: &DownReport, json: bool) -> ExitCode {
             serde_json::to_string_pretty(&body).expect("serialisable")
         );
     } else {
-        for s in &report.stopped {
+        for s in report.stopped.iter().filter(|_| !quiet) {
             eprintln!("{}: {}", s.step, s.what);
         }
         for (s, e) in &report.failed {
             eprintln!("error: {s}: {e}");
         }
-        if report.stopped.is_empty() && report.failed.is_empty() {
+        if quiet {
+            // Only the errors above.
+        } else if report.stopped.is_empty() && report.failed.is_empty() {
             eprintln!("down: nothing was running");
         } else {
             let servers = report

@@ -5,19 +5,56 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::Args;
 use provision_executor::Cancel;
 use provision_plan::model_ref::ModelRef;
 use provision_steps_model::digest::DigestCache;
-use provision_steps_model::estimate::{estimate, human, FitInput, GpuLayers};
-use provision_steps_model::{resolve, ModelEnv, ModelInfo, Where};
+use provision_steps_model::estimate::{estimate, human, DeviceNeed, FitInput, GpuLayers};
+use provision_steps_model::{resolve, ModelEnv, ModelInfo, Resolved, Where};
 use serde_json::json;
 
-/// Run `inspect`. `cache_dir` is the provision cache root (models go to `<cache>/models`).
-pub fn run(
+use crate::args::{CacheDir, Loudness, Output};
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// A path, `file:PATH`, `hf:ORG/REPO/FILE.gguf[@REV]`, `https://…` or a cached name.
+    model_ref: String,
+    /// Context size for the estimate [default: the model's training context].
+    #[arg(long, value_name = "N")]
+    ctx: Option<u64>,
+    /// `--parallel` slots (they share the context in llama-server).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    parallel: u64,
+    // Downloaded models go to `<cache>/models`.
+    #[command(flatten)]
+    cache: CacheDir,
+    #[command(flatten)]
+    output: Output,
+    #[command(flatten)]
+    loudness: Loudness,
+}
+
+/// `provision inspect`.
+pub fn run(args: InspectArgs) -> ExitCode {
+    args.loudness.init_tracing();
+    inspect(
+        &args.model_ref,
+        args.ctx,
+        args.parallel,
+        args.output.json(),
+        args.loudness.quiet(),
+        &args.cache.dir(),
+    )
+}
+
+/// Run `inspect`. `cache_dir` is the provision cache root (models go to `<cache>/models`);
+/// `quiet`: no download progress on stderr.
+fn inspect(
     model_ref: &str,
     ctx: Option<u64>,
     parallel: u64,
     json: bool,
+    quiet: bool,
     cache_dir: &Path,
 ) -> ExitCode {
     let source = match ModelRef::parse(model_ref) {
@@ -39,7 +76,7 @@ pub fn run(
         &ModelEnv::from_env(),
         &Cancel::new(),
         &mut |line| {
-            if !json {
+            if !json && !quiet {
                 eprintln!("{line}");
             }
         },
@@ -76,30 +113,41 @@ pub fn run(
     let est = estimate(&info, &input, &[(0, u64::MAX / 4)]);
     let d = &est.devices[0];
     if json {
-        let body = json!({
-            "path": resolved.path.display().to_string(),
-            "size": resolved.size,
-            "digest": resolved.digest,
-            "model": info,
-            "estimate": {
-                "ctx": ctx,
-                "parallel": input.parallel,
-                "kv_cache_type": "f16",
-                "flash_attn": false,
-                "weights": d.weights,
-                "kv_cache": d.kv_cache,
-                "compute": d.compute,
-                "margin": d.margin,
-                "vram_total": d.need,
-                "host_weights": info.input_bytes,
-            },
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&body).expect("serialisable")
-        );
-        return ExitCode::SUCCESS;
+        print_json(&resolved, &info, d, ctx, input.parallel);
+    } else {
+        print_text(&resolved, &info, d, ctx, input.parallel);
     }
+    ExitCode::SUCCESS
+}
+
+/// The metadata and the estimate as one JSON object on stdout.
+fn print_json(resolved: &Resolved, info: &ModelInfo, d: &DeviceNeed, ctx: u64, parallel: u64) {
+    let body = json!({
+        "path": resolved.path.display().to_string(),
+        "size": resolved.size,
+        "digest": resolved.digest,
+        "model": info,
+        "estimate": {
+            "ctx": ctx,
+            "parallel": parallel,
+            "kv_cache_type": "f16",
+            "flash_attn": false,
+            "weights": d.weights,
+            "kv_cache": d.kv_cache,
+            "compute": d.compute,
+            "margin": d.margin,
+            "vram_total": d.need,
+            "host_weights": info.input_bytes,
+        },
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&body).expect("serialisable")
+    );
+}
+
+/// The metadata and the estimate, one line each, on stdout.
+fn print_text(resolved: &Resolved, info: &ModelInfo, d: &DeviceNeed, ctx: u64, parallel: u64) {
     println!("{}", resolved.path.display());
     println!(
         "  size          {} ({} bytes)",
@@ -136,7 +184,7 @@ pub fn run(
     );
     println!(
         "memory at ctx {ctx}, parallel {} (f16 KV cache, no flash attention, every layer on the GPU):",
-        input.parallel
+        parallel
     );
     println!("  weights       {}", human(d.weights));
     println!("  KV cache      {}", human(d.kv_cache));
@@ -147,5 +195,4 @@ pub fn run(
         "  host memory   {} (token embeddings)",
         human(info.input_bytes)
     );
-    ExitCode::SUCCESS
 }
