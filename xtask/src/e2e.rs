@@ -319,7 +319,7 @@ fn scenario(e: &mut E2e) -> Result<()> {
 
     eprintln!("== 2. apply (clone, configure, build llama-server, model, 2 replicas)");
     let out = e.timed("apply (cold or cached build)", |e| {
-        e.run("apply", &config, rt, &["--json"])
+        e.run("apply", &config, rt, &["--format", "json"])
     })?;
     ensure!(out.status.success(), "apply failed: {}", text(&out));
     let state: Value = serde_json::from_str(&std::fs::read_to_string(
@@ -359,7 +359,7 @@ fn scenario(e: &mut E2e) -> Result<()> {
 
     eprintln!("== 4. apply again: nothing rebuilt, nothing restarted");
     let out = e.timed("warm re-apply", |e| {
-        e.run("apply", &config, rt, &["--json"])
+        e.run("apply", &config, rt, &["--format", "json"])
     })?;
     ensure!(out.status.success(), "warm apply failed: {}", text(&out));
     let started = E2e::started(&out);
@@ -370,7 +370,7 @@ fn scenario(e: &mut E2e) -> Result<()> {
     let changed = e.variant("tiny-cpu-threads.yaml", |t| {
         t.replace("[--threads, \"1\",", "[--threads, \"2\",")
     })?;
-    let out = e.run("apply", &changed, rt, &["--json"])?;
+    let out = e.run("apply", &changed, rt, &["--format", "json"])?;
     ensure!(
         out.status.success(),
         "apply with a changed flag failed: {}",
@@ -388,7 +388,7 @@ fn scenario(e: &mut E2e) -> Result<()> {
         "   reran: {}",
         started.iter().cloned().collect::<Vec<_>>().join(", ")
     );
-    let out = e.run("apply", &config, rt, &["--json"])?;
+    let out = e.run("apply", &config, rt, &["--format", "json"])?;
     ensure!(
         out.status.success(),
         "apply back to the original flags failed: {}",
@@ -402,13 +402,13 @@ fn scenario(e: &mut E2e) -> Result<()> {
         .args(["-9", &victim.to_string()])
         .status()?;
     std::thread::sleep(Duration::from_millis(200));
-    let out = e.run("status", &config, rt, &["--json"])?;
+    let out = e.run("status", &config, rt, &["--format", "json"])?;
     let status: Value = serde_json::from_slice(&out.stdout).with_context(|| text(&out))?;
     let r0 = &status["pools"][0]["replicas"][0];
     ensure!(r0["state"] != "up", "status still says r0 is up: {r0}");
     eprintln!("   status: r0 {}", r0["state"]);
     let out = e.timed("restore one replica", |e| {
-        e.run("apply", &config, rt, &["--json"])
+        e.run("apply", &config, rt, &["--format", "json"])
     })?;
     ensure!(
         out.status.success(),

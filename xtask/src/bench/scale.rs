@@ -77,7 +77,7 @@ pub fn measure(p: &Provision, shapes: &mut [Shape], runs: usize) -> Result<()> {
     }
     for _ in 0..runs {
         for s in shapes.iter_mut() {
-            let (d, out) = p.timed_apply(&s.config, &s.runtime, &["--json"])?;
+            let (d, out) = p.timed_apply(&s.config, &s.runtime, &["--format", "json"])?;
             let handoffs = events(&out, "finished")
                 .iter()
                 .filter(|id| id.starts_with("handoff:"))
@@ -176,7 +176,7 @@ pub fn count_builds(
         forced: None,
     };
     if force {
-        let (_, out) = p.timed_apply(config, runtime, &["--json", "--force"])?;
+        let (_, out) = p.timed_apply(config, runtime, &["--format", "json", "--force"])?;
         let started = events(&out, "started");
         let n = |k: &str| started.iter().filter(|s| s.starts_with(k)).count();
         c.forced = Some((n("cmake-configure:"), n("cmake-build:")));

@@ -88,7 +88,7 @@ pub fn measure(
     // Settle: servers up (figure 1 leaves them so; alone, this apply starts them), then the
     // next apply must already do nothing.
     p.timed_apply(config, runtime, &[])?;
-    let (_, out) = p.timed_apply(config, runtime, &["--json"])?;
+    let (_, out) = p.timed_apply(config, runtime, &["--format", "json"])?;
     let ran = events(&out, "started");
     ensure!(ran.is_empty(), "a warm apply ran {ran:?}");
 
@@ -99,7 +99,7 @@ pub fn measure(
         .collect();
     // Interleaved, so a change in machine load hits both alike.
     for _ in 0..runs {
-        let (d, out) = p.timed_apply(config, runtime, &["--json"])?;
+        let (d, out) = p.timed_apply(config, runtime, &["--format", "json"])?;
         let ran = events(&out, "started");
         ensure!(ran.is_empty(), "a warm apply ran {ran:?}");
         w.apply_ms.push(d.as_secs_f64() * 1e3);
@@ -116,7 +116,7 @@ pub fn measure(
         w.naive_ms.push(total);
     }
     // The naive commands touched provision's build tree: it must still be fresh.
-    let (_, out) = p.timed_apply(config, runtime, &["--json"])?;
+    let (_, out) = p.timed_apply(config, runtime, &["--format", "json"])?;
     let ran = events(&out, "started");
     ensure!(ran.is_empty(), "after the naive re-run, apply ran {ran:?}");
 
