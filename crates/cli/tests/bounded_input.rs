@@ -210,6 +210,8 @@ fn aliases_of_a_list(n: usize) -> String {
 }
 
 /// `provision <args>`'s exit code and peak resident memory (KiB), from `wait4`.
+// The child is reaped by `wait4`, which `Child` does not know of.
+#[allow(clippy::zombie_processes)]
 fn peak_rss(args: &[&str]) -> (Option<i32>, i64) {
     let child = Command::new(env!("CARGO_BIN_EXE_provision"))
         .args(args)
