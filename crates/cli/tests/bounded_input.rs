@@ -165,12 +165,8 @@ fn generated_bombs_are_refused_within_bounds() {
     // message, bounded output under the memory limit), not how far past it an input can go;
     // the release timings of far larger inputs are figure 8 of `cargo xtask bench`.
     let flags = vec!["\"--threads\", \"2\""; 5_000].join(", ");
-    // 101 aliases of a 10,000-item list: 1,010,101 nodes.
-    let mut wide = String::from("base: &b [");
-    wide.push_str(&vec!["x"; 10_000].join(", "));
-    wide.push_str("]\nrefs:\n");
-    wide.push_str(&"  - *b\n".repeat(101));
-    wide.push_str("pools: []\n");
+    // 25 aliases of a 10,000-item list: 250,025 nodes.
+    let wide = aliases_of_a_list(25);
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "flags.yaml",
@@ -201,6 +197,66 @@ fn generated_bombs_are_refused_within_bounds() {
         paths.push((path, expect));
     }
     assert_refused(&paths);
+}
+
+/// `n` aliases of an anchored list of 10,000 items (10,001 nodes each), then `pools: []`.
+fn aliases_of_a_list(n: usize) -> String {
+    let mut text = String::from("base: &b [");
+    text.push_str(&vec!["x"; 10_000].join(", "));
+    text.push_str("]\nrefs:\n");
+    text.push_str(&"  - *b\n".repeat(n));
+    text.push_str("pools: []\n");
+    text
+}
+
+/// `provision <args>`'s exit code and peak resident memory (KiB), from `wait4`.
+// The child is reaped by `wait4`, which `Child` does not know of.
+#[allow(clippy::zombie_processes)]
+fn peak_rss(args: &[&str]) -> (Option<i32>, i64) {
+    let child = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(args)
+        .env("PROVISION_CACHE_DIR", "/nonexistent/cache")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, once; `status` and `usage` outlive the call.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4");
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, usage.ru_maxrss)
+}
+
+/// The most aliases a document may hold, each a copy built in full (twice over through a merge
+/// key), stay under the 100 MiB a 1 MiB config may take, with a fifth to spare: the alias cap
+/// is what bounds them (at the earlier cap of 1,000,000 nodes: 92 and ~190 MiB).
+#[test]
+fn aliases_up_to_the_cap_stay_in_bounded_memory() {
+    let cap = provision_plan::input_limits::MAX_ALIAS_NODES as usize;
+    let dir = tempfile::tempdir().unwrap();
+    // Just under the cap: plain aliases of a list, and merge keys of a 5,000-key mapping.
+    let lists = aliases_of_a_list(cap / 10_001);
+    let section: String = (0..5_000).map(|j| format!("  k{j}: v{j}\n")).collect();
+    let merges: String = (0..cap / 10_001)
+        .map(|i| format!("  - {{<<: *b, id: p{i}}}\n"))
+        .collect();
+    let merged = format!("base: &b\n{section}pools:\n{merges}");
+    for (name, text) in [("lists.yaml", lists), ("merged.yaml", merged)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let config = path.display().to_string();
+        let (code, kib) = peak_rss(&["validate", "--config", &config]);
+        assert_eq!(
+            code,
+            Some(2),
+            "{name}: the schema refuses it, after reading it all"
+        );
+        assert!(kib < 80 * 1024, "{name}: {kib} KiB at the peak");
+    }
 }
 
 #[test]

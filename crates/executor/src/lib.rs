@@ -12,6 +12,7 @@ pub mod file_identity;
 pub mod fingerprint;
 pub mod lock;
 mod lock_holders;
+mod lock_released;
 pub mod orphans;
 pub mod pidfd;
 pub mod private_file;

@@ -163,10 +163,10 @@ fn read_holder(file: &mut File) -> Option<Holder> {
     serde_json::from_str(&text).ok()
 }
 
-/// Whether the (locked) file is provision's: empty, or one holder record.
+/// Whether the (locked) file is provision's: empty, released, or one holder record.
 fn check_ours(file: &mut File) -> Result<(), String> {
     let len = file.metadata().map_err(|e| e.to_string())?.len();
-    if len == 0 {
+    if len == 0 || crate::lock_released::is_marker(file) {
         return Ok(());
     }
     if len > MAX_HOLDER || read_holder(file).is_none() {
@@ -243,7 +243,12 @@ pub fn acquire(state: &Path, wait: bool) -> Result<ApplyLock, LockError> {
     crate::private_file::create_parent(&path).map_err(io)?;
     let mut file = lock_named(&path, wait)?;
     // An apply that still holds the lock through a file removed from under it: it runs on.
-    while let Some(pid) = crate::lock_holders::removed_holder(&path) {
+    // (A lock file released cleanly and untouched since vouches that there is none.)
+    let vouched = crate::lock_released::vouched(&file);
+    while let Some(pid) = (!vouched)
+        .then(|| crate::lock_holders::removed_holder(&path))
+        .flatten()
+    {
         if !wait {
             let holder = Holder {
                 pid,
@@ -262,8 +267,8 @@ pub fn acquire(state: &Path, wait: bool) -> Result<ApplyLock, LockError> {
     if let Err(why) = check_ours(&mut file) {
         return Err(LockError::NotOurs { path, why });
     }
-    // A holder still written in the file died without cleaning up.
-    let took_over = read_holder(&mut file);
+    // A holder still written in the file died without cleaning up (pid 0: released cleanly).
+    let took_over = read_holder(&mut file).filter(|h| h.pid != 0);
     let me = Holder {
         pid: std::process::id(),
         host: hostname(),
@@ -298,8 +303,7 @@ impl ApplyLock {
 impl Drop for ApplyLock {
     fn drop(&mut self) {
         // Clear the holder before the kernel releases the lock with the file.
-        let _ = self.file.set_len(0);
-        let _ = self.file.sync_all();
+        crate::lock_released::mark(&self.file);
     }
 }
 

@@ -244,14 +244,16 @@ fn parse_yaml_value(text: &str) -> Result<Value, Diagnostic> {
     })?;
     yaml.apply_merge()
         .map_err(|e| Diagnostic::error("", format!("invalid YAML merge key: {e}")))?;
-    yaml_to_json(&yaml, "")
+    // Taken apart as it is converted: each part's strings move and its nodes are freed, so the
+    // document is not held twice at its peak (an alias or merge key repeats its nodes in both).
+    yaml_to_json(yaml, "")
 }
 
-fn yaml_to_json(v: &serde_norway::Value, path: &str) -> Result<Value, Diagnostic> {
+fn yaml_to_json(v: serde_norway::Value, path: &str) -> Result<Value, Diagnostic> {
     use serde_norway::Value as Y;
     Ok(match v {
         Y::Null => Value::Null,
-        Y::Bool(b) => Value::Bool(*b),
+        Y::Bool(b) => Value::Bool(b),
         Y::Number(n) => {
             if let Some(u) = n.as_u64() {
                 Value::from(u)
@@ -266,10 +268,10 @@ fn yaml_to_json(v: &serde_norway::Value, path: &str) -> Result<Value, Diagnostic
                     })?
             }
         }
-        Y::String(s) => Value::String(s.clone()),
+        Y::String(s) => Value::String(s),
         Y::Sequence(items) => Value::Array(
             items
-                .iter()
+                .into_iter()
                 .enumerate()
                 .map(|(i, item)| yaml_to_json(item, &join_index(path, i)))
                 .collect::<Result<_, _>>()?,
@@ -278,7 +280,7 @@ fn yaml_to_json(v: &serde_norway::Value, path: &str) -> Result<Value, Diagnostic
             let mut out = serde_json::Map::new();
             for (k, val) in map {
                 let key = match k {
-                    Y::String(s) => s.clone(),
+                    Y::String(s) => s,
                     Y::Number(n) => n.to_string(),
                     Y::Bool(b) => b.to_string(),
                     _ => {

@@ -16,8 +16,11 @@ pub const MAX_DEPTH: usize = 64;
 
 /// The most nodes all the aliases of a document may stand for, counted as expanded (an alias
 /// of an anchor that itself holds aliases counts all of them). Ten thousand pools sharing a
-/// 30-node section through one anchor stand for 300,000.
-pub const MAX_ALIAS_NODES: u64 = 1_000_000;
+/// 25-node section through one anchor (`<<: *defaults`) stand for 250,000. Each expanded node
+/// is built in full, and through a merge key twice over (serde_norway's value, then JSON):
+/// ~80 MiB of peak RSS for 290,000 of them, 190 MiB for 970,000 at the earlier cap of 1,000,000
+/// (BENCHMARKS.md, "Issue 13 regressions traced").
+pub const MAX_ALIAS_NODES: u64 = 250_000;
 
 /// The most values (scalars, lists, mappings and aliases, each key and each item counted) a
 /// document may hold. A config of 10,000 pools, the most there may be, is about 300,000 (30
