@@ -200,7 +200,9 @@ fn lock_named(path: &Path, wait: bool) -> Result<File, LockError> {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                if !wait {
+                if wait {
+                    file.lock().map_err(io)?;
+                } else if !inherited_briefly(&mut file) {
                     let holder = read_holder(&mut file);
                     return Err(LockError::Held {
                         path: path.to_path_buf(),
@@ -208,7 +210,6 @@ fn lock_named(path: &Path, wait: bool) -> Result<File, LockError> {
                         removed: false,
                     });
                 }
-                file.lock().map_err(io)?;
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
@@ -221,6 +222,35 @@ fn lock_named(path: &Path, wait: bool) -> Result<File, LockError> {
     Err(io(std::io::Error::other(format!(
         "it was replaced {ATTEMPTS} times while provision tried to lock it"
     ))))
+}
+
+/// How long a lock whose recorded holder is gone may stay held by a process it forked.
+const INHERITED_FOR: Duration = Duration::from_secs(2);
+
+/// The lock is held, but the holder its file names is gone (killed) or none (released): a
+/// process it forked still has the descriptor between its fork and its exec (the descriptor
+/// is close-on-exec), for a moment. `true` once this process took the lock within
+/// [`INHERITED_FOR`]; `false` for a live holder (or one of another host), or a lock kept
+/// longer.
+fn inherited_briefly(file: &mut File) -> bool {
+    let gone = match read_holder(file) {
+        Some(h) if h.pid == 0 => true,
+        Some(h) => h.host == hostname() && !Path::new(&format!("/proc/{}", h.pid)).exists(),
+        None => true,
+    };
+    if !gone {
+        return false;
+    }
+    let since = std::time::Instant::now();
+    while since.elapsed() < INHERITED_FOR {
+        std::thread::sleep(Duration::from_millis(10));
+        match file.try_lock() {
+            Ok(()) => return true,
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(_)) => return false,
+        }
+    }
+    false
 }
 
 fn guard_of(path: &Path, file: &File) -> std::io::Result<LockGuard> {

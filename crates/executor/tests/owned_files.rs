@@ -124,3 +124,50 @@ fn an_orphan_record_is_private_and_not_written_through_a_symlink() {
     provision_executor::orphans::register(&other).unwrap();
     assert_eq!(mode(&dir.path().join("t.log.token")), 0o600);
 }
+
+/// A lock whose recorded holder is gone (killed) can still be held for a moment by a process
+/// it forked, between that fork and its exec (the descriptor is close-on-exec): the next apply
+/// waits that moment out instead of refusing with "another apply holds the lock".
+#[test]
+fn a_lock_held_for_a_moment_after_its_holder_died_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let lock = lock_path(&state);
+    // A holder that is gone: a pid that just exited.
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let record = format!(
+        "{{\"pid\":{pid},\"host\":\"{}\",\"started_at\":\"t\"}}",
+        host.trim()
+    );
+    std::fs::write(&lock, record).unwrap();
+    // Its inherited descriptor: another open file description, released 300 ms later.
+    let inherited = std::fs::File::open(&lock).unwrap();
+    inherited.lock().unwrap();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(inherited);
+    });
+    let taken = acquire(&state, false);
+    releaser.join().unwrap();
+    let taken = taken.expect("the lock is taken once the inherited descriptor is gone");
+    assert!(taken.took_over.as_ref().is_some_and(|h| h.pid == pid));
+
+    // A live holder is refused at once, as before.
+    drop(taken);
+    let live = std::fs::File::open(&lock).unwrap();
+    live.lock().unwrap();
+    std::fs::write(
+        &lock,
+        format!(
+            "{{\"pid\":{},\"host\":\"{}\",\"started_at\":\"t\"}}",
+            std::process::id(),
+            host.trim()
+        ),
+    )
+    .unwrap();
+    let err = acquire(&state, false).unwrap_err();
+    assert!(matches!(err, LockError::Held { .. }), "{err}");
+}
