@@ -122,7 +122,9 @@ impl StepKind {
 
     /// The output that fills `${placeholder}`, and whether this step makes the value.
     pub fn provided(self, placeholder: &str) -> Option<&'static Provides> {
-        self.provides().iter().find(|p| p.placeholder == placeholder)
+        self.provides()
+            .iter()
+            .find(|p| p.placeholder == placeholder)
     }
 }
 
@@ -221,7 +223,10 @@ mod tests {
     fn model_path_is_made_by_model_resolve_and_passed_on_by_fit_spawn_and_probe() {
         let table: Vec<(&str, &str, bool)> = StepKind::ALL
             .into_iter()
-            .filter_map(|k| k.provided("model_path").map(|p| (k.as_str(), p.output, p.origin)))
+            .filter_map(|k| {
+                k.provided("model_path")
+                    .map(|p| (k.as_str(), p.output, p.origin))
+            })
             .collect();
         assert_eq!(
             table,
