@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use provision_executor::{
     ApplyOptions, Cancel, LockError, Preview, StateError, StateFile, StepResult, StepStatus,
 };
-use provision_plan::{ConfigError, Plan, PlanOptions, Roots, ValidConfig};
+use provision_plan::{ConfigError, Plan, PlanOptions, Roots, StepId, ValidConfig};
 
 use crate::dispatch::StepDispatch;
 use crate::progress::Verbosity;
@@ -614,18 +614,22 @@ fn cmd_status(target: Target, json: bool) -> ExitCode {
     for pool in &plan.pools {
         let mut replicas = Vec::new();
         for r in 0..pool.replicas {
-            let spawn = state.steps.get(&format!("spawn:{}/r{r}", pool.id));
-            let handoff = state.steps.get(&format!("handoff:{}/r{r}", pool.id));
-            let replica_steps: Vec<&str> = ["spawn", "probe", "handoff"]
-                .iter()
-                .map(|k| format!("{k}:{}/r{r}", pool.id))
-                .filter_map(|id| {
-                    changes
-                        .iter()
-                        .find(|(s, _)| *s == id)
-                        .map(|(s, _)| s.as_str())
-                })
-                .collect();
+            let spawn = state.steps.get(&StepId::spawn(&pool.id, r).to_string());
+            let handoff = state.steps.get(&StepId::handoff(&pool.id, r).to_string());
+            let replica_steps: Vec<&str> = [
+                StepId::spawn(&pool.id, r),
+                StepId::probe(&pool.id, r),
+                StepId::handoff(&pool.id, r),
+            ]
+            .iter()
+            .map(StepId::to_string)
+            .filter_map(|id| {
+                changes
+                    .iter()
+                    .find(|(s, _)| *s == id)
+                    .map(|(s, _)| s.as_str())
+            })
+            .collect();
             let drift: Vec<String> = changes
                 .iter()
                 .filter(|(s, _)| replica_steps.contains(&s.as_str()))
