@@ -21,6 +21,11 @@ impl ReplicaId {
         }
     }
 
+    /// What the name of every replica of `pool` starts with (`pool/r`).
+    pub fn prefix_of_pool(pool: &str) -> String {
+        format!("{pool}/r")
+    }
+
     /// `pool/rN` taken apart; `None` unless `N` is a number written without leading zeros.
     pub fn parse(s: &str) -> Option<Self> {
         let (pool, n) = s.rsplit_once("/r")?;
@@ -111,7 +116,13 @@ impl StepId {
     pub fn replica(&self) -> Option<&ReplicaId> {
         match self {
             StepId::Spawn(r) | StepId::Probe(r) | StepId::Handoff(r) => Some(r),
-            _ => None,
+            StepId::PreflightTools
+            | StepId::GpuCheck
+            | StepId::GitClone(_)
+            | StepId::CmakeConfigure(_)
+            | StepId::CmakeBuild(_)
+            | StepId::ModelResolve(_)
+            | StepId::VramFit(_) => None,
         }
     }
 
@@ -233,6 +244,8 @@ mod tests {
         let id = StepId::parse("spawn:pool-a/r7").unwrap();
         assert_eq!(id.replica(), Some(&ReplicaId::new("pool-a", 7)));
         assert_eq!(ReplicaId::new("pool-a", 7).to_string(), "pool-a/r7");
+        assert!("pool-a/r7".starts_with(&ReplicaId::prefix_of_pool("pool-a")));
+        assert!(!"pool-ab/r7".starts_with(&ReplicaId::prefix_of_pool("pool-a")));
         assert_eq!(StepId::GpuCheck.replica(), None);
         assert_eq!(
             StepId::of_replica(StepKind::Probe, ReplicaId::new("x", 1)),
