@@ -182,6 +182,21 @@ impl From<StepId> for String {
     }
 }
 
+/// Serialised as its string, as in plans and state files.
+impl serde::Serialize for StepId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StepId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        StepId::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a step id")))
+    }
+}
+
 impl PartialEq<StepId> for str {
     fn eq(&self, id: &StepId) -> bool {
         StepId::parse(self).as_ref() == Some(id)
@@ -236,6 +251,9 @@ mod tests {
             assert_eq!(StepId::parse(text), Some(id.clone()), "{text}");
             assert_eq!(StepId::kind_of(text), Some(id.kind()));
             assert!(*text == id);
+            let json = serde_json::to_string(&id).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<StepId>(&json).unwrap(), id);
         }
     }
 
@@ -280,6 +298,11 @@ mod tests {
             assert_eq!(StepId::parse(bad), None, "{bad:?}");
         }
         assert_eq!(StepId::kind_of("unknown:x"), None);
+        let err = serde_json::from_str::<StepId>("\"spawn:p\"").unwrap_err();
+        assert!(
+            err.to_string().contains("`spawn:p` is not a step id"),
+            "{err}"
+        );
         assert_eq!(StepId::kind_of("gpu-check"), Some(StepKind::GpuCheck));
     }
 }
