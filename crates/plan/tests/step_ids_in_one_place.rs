@@ -80,3 +80,31 @@ fn step_ids_are_built_and_parsed_only_by_step_id() {
         found.join("\n")
     );
 }
+
+/// The executor knows no step kind: it asks the kind's traits (crates/plan/src/step_traits.rs)
+/// and matches no `StepSpec` variant and no kind name.
+#[test]
+fn the_executor_matches_no_step_kind() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../executor/src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    files.sort();
+    assert!(files.len() > 5, "found the executor: {files:?}");
+    let mut banned: Vec<String> = vec!["StepSpec::".into()];
+    banned.extend(StepKind::ALL.iter().map(|k| format!("\"{}\"", k.as_str())));
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("readable source");
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (n, line) in code.lines().enumerate() {
+            if banned.iter().any(|b| line.contains(b.as_str())) {
+                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the executor must ask StepKind/StepSpec traits, not match kinds:\n{}",
+        found.join("\n")
+    );
+}
