@@ -197,18 +197,6 @@ impl<'de> serde::Deserialize<'de> for StepId {
     }
 }
 
-impl PartialEq<StepId> for str {
-    fn eq(&self, id: &StepId) -> bool {
-        StepId::parse(self).as_ref() == Some(id)
-    }
-}
-
-impl PartialEq<StepId> for String {
-    fn eq(&self, id: &StepId) -> bool {
-        self.as_str() == id
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,7 +238,6 @@ mod tests {
             assert_eq!(String::from(id.clone()), text);
             assert_eq!(StepId::parse(text), Some(id.clone()), "{text}");
             assert_eq!(StepId::kind_of(text), Some(id.kind()));
-            assert!(*text == id);
             let json = serde_json::to_string(&id).unwrap();
             assert_eq!(json, format!("\"{text}\""));
             assert_eq!(serde_json::from_str::<StepId>(&json).unwrap(), id);
