@@ -93,7 +93,7 @@ pub fn check(plan: &Plan, config: &Path, state: &Path, lock: &Path) -> Result<()
     ]);
     for s in &plan.steps {
         if let StepSpec::Spawn(sp) = &s.spec {
-            let name = format!("{}/r{}", sp.pool, sp.replica);
+            let name = provision_plan::ReplicaId::new(&sp.pool, sp.replica).to_string();
             for (p, what) in [
                 (&sp.binary, "llama-server binary"),
                 (&sp.log, "server log"),

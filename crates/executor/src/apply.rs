@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use provision_plan::{Plan, Step, StepSpec};
+use provision_plan::{Plan, Step};
 
 use crate::dirty_reason::{compare, Current, DirtyReason};
 use crate::dispatch::{Cancel, Dispatch, Facts, Outcome, Outputs, StepContext, StepError};
@@ -99,9 +99,10 @@ impl ApplyReport {
     }
 }
 
-/// Steps that use every core by themselves: never two at once.
+/// Steps that use every core by themselves: never two at once (the kind decides:
+/// [`provision_plan::StepKind::is_heavy`]).
 pub fn is_heavy(step: &Step) -> bool {
-    matches!(step.spec, StepSpec::CmakeBuild(_))
+    step.spec.step_kind().is_heavy()
 }
 
 /// Steps whose state records need no fsync: the liveness steps (gpu-check, spawn, probe), which
@@ -110,8 +111,9 @@ pub fn is_heavy(step: &Step) -> bool {
 /// that undoes the last writes of their records also stops the servers they describe, so the
 /// next apply redoes them either way. Records of every other step (tools, clone, configure,
 /// build, model, vram fit) are fsynced: there a stale fingerprint would skip needed work.
+/// The kind decides: [`provision_plan::StepKind::is_volatile`].
 pub fn is_volatile(step: &Step) -> bool {
-    step.is_liveness() || matches!(step.spec, StepSpec::Handoff(_))
+    step.spec.step_kind().is_volatile()
 }
 
 /// What one scheduler pass changed and has not yet written: the state records touched, and the

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use provision_plan::{Plan, Step};
+use provision_plan::{Plan, Step, StepId};
 use serde_json::Value;
 
 /// Outputs of a step, by name (`commit`, `binary`, `engine_digest`, `path`, `digest`, `pid`,
@@ -53,8 +53,8 @@ pub struct StepContext<'a> {
 }
 
 impl StepContext<'_> {
-    /// Expand the plan's placeholders: the roots, `${jobs}`, and `${model_path}` from a
-    /// model-resolve dependency's `path` output.
+    /// Expand the plan's placeholders: the roots, `${jobs}`, and `${model_path}` from the
+    /// dependency whose kind provides it.
     pub fn expand(&self, s: &str) -> String {
         let mut out = self
             .plan
@@ -62,22 +62,26 @@ impl StepContext<'_> {
             .expand(s)
             .replace("${jobs}", &self.jobs.to_string());
         if out.contains("${model_path}") {
-            // A model-resolve dependency's `path`, or a `model_path` passed on (vram-fit).
-            let path = self
-                .deps
-                .iter()
-                .filter(|(id, _)| id.starts_with("model-resolve:"))
-                .find_map(|(_, o)| o.get("path").and_then(Value::as_str))
-                .or_else(|| {
-                    self.deps
-                        .values()
-                        .find_map(|o| o.get("model_path").and_then(Value::as_str))
-                });
-            if let Some(path) = path {
+            if let Some(path) = self.provided("model_path") {
                 out = out.replace("${model_path}", path);
             }
         }
         out
+    }
+
+    /// The value a dependency's outputs give `${placeholder}` (the kinds say which output:
+    /// [`provision_plan::StepKind::provides`]): a dependency that makes it (model-resolve's `path`) before one
+    /// that passes it on (a `model_path` output).
+    fn provided(&self, placeholder: &str) -> Option<&str> {
+        let value = |origin: bool| {
+            self.deps.iter().find_map(|(id, outputs)| {
+                let p = StepId::kind_of(id)?.provided(placeholder)?;
+                (p.origin == origin)
+                    .then(|| outputs.get(p.output).and_then(Value::as_str))
+                    .flatten()
+            })
+        };
+        value(true).or_else(|| value(false))
     }
 
     /// Expand a path placeholder string into a path.
@@ -179,5 +183,70 @@ pub trait Dispatch: Sync {
     /// replica): undo what it left in the world (stop its server, remove its handoff file).
     fn retire(&self, _id: &str, _record: &crate::state::StepRecord) -> Result<(), StepError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provision_plan::step::{GpuCheck, StepSpec};
+    use provision_plan::{Roots, PLAN_VERSION};
+    use serde_json::json;
+
+    fn expand_with(deps: &[(&str, &str, &str)]) -> String {
+        let step = Step {
+            id: "gpu-check".into(),
+            deps: vec![],
+            pools: vec![],
+            spec: StepSpec::GpuCheck(GpuCheck {
+                devices: vec![],
+                argv: vec![],
+            }),
+        };
+        let plan = Plan {
+            plan_version: PLAN_VERSION,
+            roots: Roots {
+                cache: "/c".into(),
+                runtime: "/r".into(),
+                config_dir: "/d".into(),
+            },
+            pools: vec![],
+            steps: vec![],
+            changes: None,
+        };
+        let cx = StepContext {
+            plan: &plan,
+            step: &step,
+            deps: deps
+                .iter()
+                .map(|(id, k, v)| (id.to_string(), Outputs::from([(k.to_string(), json!(v))])))
+                .collect(),
+            previous: None,
+            log: PathBuf::new(),
+            jobs: 3,
+            cancel: Cancel::new(),
+        };
+        cx.expand("${cache}/m ${model_path} -j${jobs}")
+    }
+
+    #[test]
+    fn model_path_comes_from_the_kind_that_provides_it() {
+        // The model-resolve step makes it: preferred to one passed on, whatever the id order.
+        let deps = [
+            ("model-resolve:m.gguf", "path", "/made.gguf"),
+            ("cmake-build:x", "model_path", "/not-a-provider.gguf"),
+            ("spawn:a/r0", "model_path", "/passed.gguf"),
+        ];
+        assert_eq!(expand_with(&deps), "/c/m /made.gguf -j3");
+        assert_eq!(expand_with(&deps[1..]), "/c/m /passed.gguf -j3");
+        // A `path` output of another kind is not the model; nothing provides it: left as is.
+        assert_eq!(
+            expand_with(&[("cmake-build:x", "path", "/bin")]),
+            "/c/m ${model_path} -j3"
+        );
+        assert_eq!(
+            expand_with(&[("vram-fit:a", "model_path", "/fit.gguf")]),
+            "/c/m /fit.gguf -j3"
+        );
     }
 }

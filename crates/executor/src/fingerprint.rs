@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use provision_plan::{Step, StepSpec};
+use provision_plan::Step;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -34,17 +34,10 @@ pub fn spec_value(step: &Step) -> Value {
 /// A digest of the step's secrets (never stored themselves), so a changed `--api-key`
 /// restarts the server without the key appearing anywhere.
 pub fn secret_digest(step: &Step) -> Option<String> {
-    match &step.spec {
-        StepSpec::Spawn(s) if s.env != s.secret_env => {
-            let v = json!({"domain": "provision-secret-v1", "id": step.id, "env": s.secret_env});
-            Some(sha256_hex(canonical(&v).as_bytes()))
-        }
-        StepSpec::GitClone(g) if g.repo != g.repo_url => {
-            let v = json!({"domain": "provision-secret-v1", "id": step.id, "url": g.repo_url});
-            Some(sha256_hex(canonical(&v).as_bytes()))
-        }
-        _ => None,
-    }
+    let (field, secrets) = step.spec.secret_input()?;
+    let mut v = json!({"domain": "provision-secret-v1", "id": step.id});
+    v[field] = secrets;
+    Some(sha256_hex(canonical(&v).as_bytes()))
 }
 
 /// What a finished dependency contributes to its dependents' fingerprints: its own

@@ -4,12 +4,15 @@
 
 use std::collections::BTreeSet;
 
+use provision_plan::step_traits::retire_rank_of;
+
 use crate::dispatch::{Dispatch, StepError};
 use crate::events::{Event, EventSink};
 use crate::state::{State, StateError, StateFile};
 
 /// Retire every recorded step whose id is not in `known` (the ids of the whole config's plan,
-/// not of a `--pool` selection). Endpoints go first: handoffs, then probes, then servers.
+/// not of a `--pool` selection), in the kinds' retire order: endpoints first (handoffs, then
+/// probes), then servers.
 pub fn retire_removed(
     known: &BTreeSet<String>,
     dispatch: &dyn Dispatch,
@@ -17,19 +20,13 @@ pub fn retire_removed(
     state: &mut State,
     events: &dyn EventSink,
 ) -> Result<Vec<(String, StepError)>, StateError> {
-    let rank = |kind: &str| match kind {
-        "handoff" => 0,
-        "probe" => 1,
-        "spawn" => 2,
-        _ => 3,
-    };
     let mut gone: Vec<(String, String)> = state
         .steps
         .iter()
         .filter(|(id, _)| !known.contains(*id))
         .map(|(id, r)| (id.clone(), r.kind.clone()))
         .collect();
-    gone.sort_by_key(|(id, kind)| (rank(kind), id.clone()));
+    gone.sort_by_key(|(id, kind)| (retire_rank_of(kind), id.clone()));
     let mut failures = Vec::new();
     for (id, kind) in gone {
         let record = state.steps[&id].clone();

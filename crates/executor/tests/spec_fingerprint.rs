@@ -524,3 +524,36 @@ fn changing_any_leaf_of_any_spec_changes_its_fingerprint() {
         }
     }
 }
+
+/// The secrets' digest is the one state files already hold (issue 14 item 3 moved the choice of
+/// secrets into `StepSpec::secret_input`): `{"domain", "id", "env" | "url"}` hashed, for the
+/// kinds that have one; no digest for the others, nor when nothing is redacted.
+#[test]
+fn the_secret_digest_is_unchanged_per_kind() {
+    use provision_executor::fingerprint::{canonical, sha256_hex};
+    use serde_json::json;
+    let digest = |v: Value| Some(sha256_hex(canonical(&v).as_bytes()));
+    for spec in full_specs() {
+        let st = step(spec.clone());
+        let expected = match &spec {
+            StepSpec::Spawn(sp) => {
+                digest(json!({"domain": "provision-secret-v1", "id": st.id, "env": sp.secret_env}))
+            }
+            StepSpec::GitClone(g) => {
+                digest(json!({"domain": "provision-secret-v1", "id": st.id, "url": g.repo_url}))
+            }
+            _ => None,
+        };
+        assert_eq!(secret_digest(&st), expected, "{}", st.id);
+    }
+    for spec in full_specs() {
+        let mut spec = spec;
+        match &mut spec {
+            StepSpec::Spawn(sp) => sp.secret_env = sp.env.clone(),
+            StepSpec::GitClone(g) => g.repo_url = g.repo.clone(),
+            _ => {}
+        }
+        let st = step(spec);
+        assert_eq!(secret_digest(&st), None, "{}: nothing redacted", st.id);
+    }
+}

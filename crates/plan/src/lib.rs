@@ -21,6 +21,9 @@ pub mod schema_check;
 pub mod secret_ref;
 mod span_index;
 pub mod step;
+pub mod step_id;
+pub mod step_kind;
+pub mod step_traits;
 pub mod tls;
 mod unpassable;
 pub mod validate;
@@ -33,6 +36,8 @@ pub use plan::{Plan, PoolSummary, Roots, PLAN_VERSION};
 pub use planner::{plan, PlanOptions};
 pub use render::render_text;
 pub use step::{Step, StepSpec};
+pub use step_id::{ReplicaId, StepId};
+pub use step_kind::StepKind;
 pub use validate::{load, validate, PoolInput, ValidConfig};
 
 /// The JSON Schema of the plan, as written to `schemas/plan.schema.json`.

@@ -18,6 +18,7 @@ use crate::model_ref::ModelRef;
 use crate::plan::{arrange, topological_positions, Plan, PoolSummary, Roots, PLAN_VERSION};
 use crate::redact::{is_secret_env_value, REDACTED};
 use crate::step::*;
+use crate::step_id::StepId;
 use crate::validate::{PoolInput, ValidConfig};
 
 /// The host replicas bind to unless the pool's `listen.host` says otherwise.
@@ -134,7 +135,8 @@ impl Namer {
     }
 }
 
-/// Content keys of a pool's shared nodes.
+/// Content keys of a pool's shared nodes, with the base of their ids' names (`llama.cpp@b4567`,
+/// `model.gguf`): [`StepId`] adds the kind.
 struct Keys {
     clone: Option<(String, String)>,
     build: Option<(String, String)>,
@@ -172,7 +174,7 @@ fn keys(input: &PoolInput) -> Keys {
     let clone = source.map(|s| {
         let name = repo_name(&s.repo);
         (
-            format!("git-clone:{name}@{}", s.git_ref.trim()),
+            format!("{name}@{}", s.git_ref.trim()),
             format!("{}\n{}\n{}", s.repo, s.git_ref.trim(), source_root(input)),
         )
     });
@@ -188,7 +190,7 @@ fn keys(input: &PoolInput) -> Keys {
         let cache_dir = prov.model.as_ref().and_then(|m| m.cache_dir.clone());
         let key =
             serde_json::json!({"ref": text, "checksum": input.checksum, "cache_dir": cache_dir});
-        (format!("model-resolve:{}", r.file_name()), key.to_string())
+        (r.file_name().to_string(), key.to_string())
     });
     Keys {
         clone,
@@ -371,8 +373,8 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
             gpu_devices.extend(&input.pool.devices);
         }
     }
-    let preflight = (!tools.is_empty()).then(|| "preflight-tools".to_string());
-    let gpu_check = (!gpu_devices.is_empty()).then(|| "gpu-check".to_string());
+    let preflight = (!tools.is_empty()).then(|| String::from(StepId::PreflightTools));
+    let gpu_check = (!gpu_devices.is_empty()).then(|| String::from(StepId::GpuCheck));
 
     for input in &selected {
         let pool = &input.pool;
@@ -409,7 +411,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     },
                 ));
                 let (clone_base, clone_key) = k.clone.as_ref().expect("source pool");
-                let clone_id = clones.id(clone_base, clone_key);
+                let clone_name = clones.id(clone_base, clone_key);
                 let root = source_root(input);
                 let name = repo_name(&source.repo);
                 let git_ref = source.git_ref.trim().to_string();
@@ -419,22 +421,25 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                 } else {
                     src_dir
                 };
-                let with_submodules = submodules.get(&clone_id).copied().unwrap_or(false);
-                let clone = track(b.add(pid, clone_id, vec![pre], || {
-                    StepSpec::GitClone(git_clone(
-                        &repo_location(&source.repo),
-                        &git_ref,
-                        with_submodules,
-                        &src_dir,
-                    ))
-                }));
+                let with_submodules = submodules.get(&clone_name).copied().unwrap_or(false);
+                let clone =
+                    track(
+                        b.add(pid, StepId::GitClone(clone_name).into(), vec![pre], || {
+                            StepSpec::GitClone(git_clone(
+                                &repo_location(&source.repo),
+                                &git_ref,
+                                with_submodules,
+                                &src_dir,
+                            ))
+                        }),
+                    );
 
                 let (build_base, build_key) = k.build.as_ref().expect("source pool");
                 let build_name = builds.id(build_base, build_key);
                 let build_dir = format!("{root}/build/{name}-{}", short_hash(build_key));
                 let configure = track(b.add(
                     pid,
-                    format!("cmake-configure:{build_name}"),
+                    StepId::CmakeConfigure(build_name.clone()).into(),
                     vec![clone, pre],
                     || {
                         let mut argv: Vec<String> = vec![
@@ -462,7 +467,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                 let binary = format!("{build_dir}/bin/{SERVER_TARGET}");
                 let build = track(b.add(
                     pid,
-                    format!("cmake-build:{build_name}"),
+                    StepId::CmakeBuild(build_name).into(),
                     vec![configure],
                     || {
                         StepSpec::CmakeBuild(CmakeBuild {
@@ -516,16 +521,21 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                 ModelRef::Cached { name } => format!("{cache_dir}/{name}"),
                 ModelRef::Hf { .. } | ModelRef::Url { .. } => "${model_path}".into(),
             };
-            let id = track(b.add(pid, models.id(base, key), vec![], || {
-                StepSpec::ModelResolve(ModelResolve {
-                    model_ref: redact_url(text),
-                    source: shown_source(source),
-                    checksum: input.checksum.clone(),
-                    path: path.clone(),
-                    cache_dir,
-                    secret_source: (shown_source(source) != *source).then(|| source.clone()),
-                })
-            }));
+            let id = track(b.add(
+                pid,
+                StepId::ModelResolve(models.id(base, key)).into(),
+                vec![],
+                || {
+                    StepSpec::ModelResolve(ModelResolve {
+                        model_ref: redact_url(text),
+                        source: shown_source(source),
+                        checksum: input.checksum.clone(),
+                        path: path.clone(),
+                        cache_dir,
+                        secret_source: (shown_source(source) != *source).then(|| source.clone()),
+                    })
+                },
+            ));
             (id, path)
         });
 
@@ -547,7 +557,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                 }));
                 Some(track(b.add(
                     pid,
-                    format!("vram-fit:{pid}"),
+                    StepId::vram_fit(pid).into(),
                     vec![*model_id, gpu],
                     || {
                         StepSpec::VramFit(VramFit {
@@ -586,7 +596,6 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
             env => env.clone(),
         });
         for r in 0..pool.replicas {
-            let replica = format!("{pid}/r{r}");
             let (url, probe_deps, external) = if prov.mode == ProvisioningMode::External {
                 let url = prov
                     .external
@@ -626,7 +635,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                 let head: Vec<String> = head.into_iter().chain(tls_args).collect();
                 let argv: Vec<String> = head.into_iter().chain(to_argv(&arg_flags)).collect();
                 let deps = binary_step.into_iter().chain(fit);
-                let spawn = track(b.add(pid, format!("spawn:{replica}"), deps, || {
+                let spawn = track(b.add(pid, StepId::spawn(pid, r).into(), deps, || {
                     StepSpec::Spawn(Spawn {
                         pool: pid.into(),
                         replica: r,
@@ -650,7 +659,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     false,
                 )
             };
-            let probe = track(b.add(pid, format!("probe:{replica}"), probe_deps, || {
+            let probe = track(b.add(pid, StepId::probe(pid, r).into(), probe_deps, || {
                 StepSpec::Probe(Probe {
                     pool: pid.into(),
                     replica: r,
@@ -676,7 +685,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                 ),
                 _ => url.clone(),
             };
-            track(b.add(pid, format!("handoff:{replica}"), vec![probe], || {
+            track(b.add(pid, StepId::handoff(pid, r).into(), vec![probe], || {
                 StepSpec::Handoff(Handoff {
                     pool: pid.into(),
                     replica: r,

@@ -34,10 +34,7 @@ impl Step {
 
     /// Liveness steps check the world every apply; a state file alone never makes them fresh.
     pub fn is_liveness(&self) -> bool {
-        matches!(
-            self.spec,
-            StepSpec::GpuCheck(_) | StepSpec::Spawn(_) | StepSpec::Probe(_)
-        )
+        self.spec.step_kind().is_liveness()
     }
 }
 
@@ -57,19 +54,9 @@ pub enum StepSpec {
 }
 
 impl StepSpec {
+    /// The kind's name (`spawn`), as in the plan JSON's `kind`.
     pub fn kind(&self) -> &'static str {
-        match self {
-            StepSpec::PreflightTools(_) => "preflight-tools",
-            StepSpec::GpuCheck(_) => "gpu-check",
-            StepSpec::GitClone(_) => "git-clone",
-            StepSpec::CmakeConfigure(_) => "cmake-configure",
-            StepSpec::CmakeBuild(_) => "cmake-build",
-            StepSpec::ModelResolve(_) => "model-resolve",
-            StepSpec::VramFit(_) => "vram-fit",
-            StepSpec::Spawn(_) => "spawn",
-            StepSpec::Probe(_) => "probe",
-            StepSpec::Handoff(_) => "handoff",
-        }
+        self.step_kind().as_str()
     }
 }
 

@@ -161,3 +161,21 @@ fn pool_selection_plans_one_pool_and_rejects_unknown_ids() {
         "{shown}"
     );
 }
+
+/// Every id the planner writes is a [`StepId`](provision_plan::StepId) of its step's kind that
+/// reads back to the same string, and so is every dependency (issue 14 item 3).
+#[test]
+fn every_planned_id_parses_as_its_kind_and_round_trips() {
+    use provision_plan::StepId;
+    insta::glob!("../../../fixtures/configs", "*.*", |path| {
+        let (_, plan) = plan_fixture(path);
+        for step in &plan.steps {
+            let id = StepId::parse(&step.id).unwrap_or_else(|| panic!("{} parses", step.id));
+            assert_eq!(id.kind(), step.spec.step_kind(), "{}", step.id);
+            assert_eq!(id.to_string(), step.id);
+            for dep in &step.deps {
+                assert!(StepId::parse(dep).is_some(), "{dep}");
+            }
+        }
+    });
+}

@@ -524,6 +524,12 @@ fn check_structure(pools: &[GenPool], plan: &Plan) -> Result<(), TestCaseError> 
     let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
     let unique: BTreeSet<&str> = ids.iter().copied().collect();
     prop_assert_eq!(unique.len(), ids.len(), "duplicate step ids: {:?}", ids);
+    // Every id is a StepId of its step's kind, and reads back to the same string.
+    for step in &plan.steps {
+        let id = provision_plan::StepId::parse(&step.id);
+        prop_assert_eq!(id.as_ref().map(|i| i.kind()), Some(step.spec.step_kind()));
+        prop_assert_eq!(id.map(|i| i.to_string()), Some(step.id.clone()));
+    }
 
     // Every dep exists and comes earlier.
     let mut seen: BTreeSet<&str> = BTreeSet::new();

@@ -10,7 +10,8 @@ use provision_executor::state::now_rfc3339;
 use provision_executor::{
     Outputs, State, StateError, StateFile, StepError, StepRecord, StepStatus,
 };
-use provision_plan::Roots;
+use provision_plan::step_traits::retire_rank_of;
+use provision_plan::{ReplicaId, Roots, StepId, StepKind};
 use serde_json::Value;
 
 use crate::handoff_owner::{
@@ -82,7 +83,10 @@ fn unrecorded(record: &StepRecord, roots: Option<&Roots>) -> Result<Option<Serve
         pool_of(record),
         record.spec.get("replica").and_then(Value::as_u64),
     ) {
-        (Some(pool), Some(n)) => format!("{pool}/r{n}"),
+        (Some(pool), Some(n)) => match u32::try_from(n) {
+            Ok(n) => ReplicaId::new(pool, n).to_string(),
+            Err(_) => return Ok(None),
+        },
         _ => return Ok(None),
     };
     let marker = identity::instance_id(&roots.runtime, &replica);
@@ -105,11 +109,14 @@ fn stop_by_marker(
     report: &mut DownReport,
 ) {
     for (pid, marker) in identity::find_by_marker(&roots.runtime, None) {
-        let replica = identity::replica_of(&marker);
-        if skip.contains(&pid) || !pools(identity::pool_of(replica)) {
+        // A marker provision did not write (`<runtime id>/<pool>/r<N>`) names no server of its.
+        let Some(replica) = ReplicaId::parse(identity::replica_of(&marker)) else {
+            continue;
+        };
+        if skip.contains(&pid) || !pools(&replica.pool) {
             continue;
         }
-        let step = format!("spawn:{replica}");
+        let step = StepId::Spawn(replica.clone()).to_string();
         let Some(server) = ServerProcess::of_pid(pid) else {
             continue;
         };
@@ -124,7 +131,7 @@ fn stop_by_marker(
                         identity::MARKER_VAR
                     ),
                 });
-                remove_default_handoffs(roots, replica, pid, report);
+                remove_default_handoffs(roots, &replica, pid, report);
             }
             Err(e) => report.failed.push((step, e)),
         }
@@ -134,21 +141,15 @@ fn stop_by_marker(
 /// The handoffs under `<runtime>/engines/` that name the unrecorded server `pid` of `replica`
 /// (`pool/rN`), which was just stopped: removed, so that none names its URL any more. A
 /// `handoff_path` elsewhere is not known without the state file, and is left.
-fn remove_default_handoffs(roots: &Roots, replica: &str, pid: u32, report: &mut DownReport) {
-    let Some(number) = replica
-        .rsplit_once("/r")
-        .and_then(|(_, n)| n.parse::<u32>().ok())
-    else {
-        return;
-    };
+fn remove_default_handoffs(roots: &Roots, replica: &ReplicaId, pid: u32, report: &mut DownReport) {
     let owner = Owner {
         runtime_dir: Some(roots.runtime.clone()),
         runtime_id: Some(identity::runtime_id(&roots.runtime)),
-        pool: identity::pool_of(replica).to_string(),
-        replica: number,
+        pool: replica.pool.clone(),
+        replica: replica.replica,
     };
     let dir = Path::new(&roots.runtime).join("engines");
-    let step = format!("handoff:{replica}");
+    let step = StepId::Handoff(replica.clone()).to_string();
     for removed in remove_handoffs_of(&dir, &owner, pid) {
         match removed {
             Ok(path) => report.stopped.push(Stop {
@@ -225,21 +226,23 @@ pub fn undo(
     grace: Duration,
     roots: Option<&Roots>,
 ) -> Result<Option<String>, String> {
-    match record.kind.as_str() {
-        "handoff" => take_handoff_away(record),
-        "spawn" if !record.outputs.contains_key("pid") => match unrecorded(record, roots) {
-            Ok(Some(server)) => {
-                let s = process::stop(&server, grace)?;
-                if let Some(p) = record.spec.get("pid_file").and_then(Value::as_str) {
-                    let p = roots.map_or(p.to_string(), |r| r.expand(p));
-                    pid_file::remove_if_of(Path::new(&p), Some(server.pid));
+    match StepKind::parse(&record.kind) {
+        Some(StepKind::Handoff) => take_handoff_away(record),
+        Some(StepKind::Spawn) if !record.outputs.contains_key("pid") => {
+            match unrecorded(record, roots) {
+                Ok(Some(server)) => {
+                    let s = process::stop(&server, grace)?;
+                    if let Some(p) = record.spec.get("pid_file").and_then(Value::as_str) {
+                        let p = roots.map_or(p.to_string(), |r| r.expand(p));
+                        pid_file::remove_if_of(Path::new(&p), Some(server.pid));
+                    }
+                    Ok(Some(format!("unrecorded pid {}: {s}", server.pid)))
                 }
-                Ok(Some(format!("unrecorded pid {}: {s}", server.pid)))
+                Ok(None) => Ok(None),
+                Err(warning) => Ok(Some(format!("warning: {warning}"))),
             }
-            Ok(None) => Ok(None),
-            Err(warning) => Ok(Some(format!("warning: {warning}"))),
-        },
-        "spawn" => stop_server(&record.outputs, grace).map(|s| {
+        }
+        Some(StepKind::Spawn) => stop_server(&record.outputs, grace).map(|s| {
             let pid = record
                 .outputs
                 .get("pid")
@@ -279,18 +282,13 @@ pub fn down(
     grace: Duration,
     roots: Option<&Roots>,
 ) -> Result<DownReport, StateError> {
-    let rank = |kind: &str| match kind {
-        "handoff" => 0,
-        "probe" => 1,
-        _ => 2,
-    };
     let mut ids: Vec<(u8, String)> = state
         .steps
         .iter()
-        .filter(|(_, r)| matches!(r.kind.as_str(), "handoff" | "probe" | "spawn"))
+        .filter(|(_, r)| StepKind::parse(&r.kind).is_some_and(StepKind::is_replica))
         .filter(|(_, r)| pool.is_none() || pool_of(r) == pool)
         .filter(|(_, r)| r.status != StepStatus::Cancelled || !r.outputs.is_empty())
-        .map(|(id, r)| (rank(&r.kind), id.clone()))
+        .map(|(id, r)| (retire_rank_of(&r.kind), id.clone()))
         .collect();
     ids.sort();
     let mut report = DownReport::default();

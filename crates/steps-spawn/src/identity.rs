@@ -112,7 +112,11 @@ pub fn await_marker(pid: u32, marker: &str, limit: std::time::Duration) -> bool 
 /// (and to `pool`, when given): `(pid, marker)`, group leaders first.
 pub fn find_by_marker(runtime: &str, pool: Option<&str>) -> Vec<(u32, String)> {
     let prefix = match pool {
-        Some(p) => format!("{}/{p}/r", runtime_id(runtime)),
+        Some(p) => format!(
+            "{}/{}",
+            runtime_id(runtime),
+            provision_plan::ReplicaId::prefix_of_pool(p)
+        ),
         None => format!("{}/", runtime_id(runtime)),
     };
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -144,11 +148,6 @@ pub fn replica_of(marker: &str) -> &str {
     marker.split_once('/').map_or(marker, |(_, r)| r)
 }
 
-/// The pool in a replica name (`pool/rN`).
-pub fn pool_of(replica: &str) -> &str {
-    replica.rsplit_once('/').map_or(replica, |(p, _)| p)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,7 +163,10 @@ mod tests {
         assert_eq!(a, instance_id(&link.display().to_string(), "p/r0"));
         assert_ne!(a, instance_id(&dir.path().display().to_string(), "p/r0"));
         assert_eq!(replica_of(&a), "p/r0");
-        assert_eq!(pool_of(replica_of(&a)), "p");
+        assert_eq!(
+            provision_plan::ReplicaId::parse(replica_of(&a)),
+            Some(provision_plan::ReplicaId::new("p", 0))
+        );
         assert_eq!(a.len(), 16 + 1 + 4);
     }
 

@@ -25,7 +25,7 @@ pub const TAIL_LINES: usize = 40;
 
 /// `pool/rN`.
 pub fn replica_name(pool: &str, replica: u32) -> String {
-    format!("{pool}/r{replica}")
+    provision_plan::ReplicaId::new(pool, replica).to_string()
 }
 
 /// Expand the plan's placeholders, `${model_path}` from whichever dependency carries it (the

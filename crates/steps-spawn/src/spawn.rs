@@ -416,8 +416,8 @@ fn server_env(spec: &Spawn, cx: &StepContext<'_>) -> Result<BTreeMap<String, Str
         .map(|(k, shown)| match spec.secret_env.get(k) {
             Some(real) => Ok((k.clone(), real.clone())),
             None if shown == REDACTED => Err(StepError::new(format!(
-                "the value of env `{k}` of {}/r{} is a secret the plan does not carry",
-                spec.pool, spec.replica
+                "the value of env `{k}` of {} is a secret the plan does not carry",
+                replica_name(&spec.pool, spec.replica)
             ))
             .hint("secrets are never written into a plan: apply from the config, not from a saved plan")),
             None => Ok((k.clone(), shown.clone())),
@@ -425,7 +425,7 @@ fn server_env(spec: &Spawn, cx: &StepContext<'_>) -> Result<BTreeMap<String, Str
         .collect::<Result<_, _>>()?;
     if let Some(key) = &spec.api_key {
         let value = key.resolve(|p| cx.expand(p)).map_err(|e| {
-            StepError::new(format!("{}/r{}: {e}", spec.pool, spec.replica))
+            StepError::new(format!("{}: {e}", replica_name(&spec.pool, spec.replica)))
                 .hint("set the variable or write the file named by the pool's `api_key`")
         })?;
         env.insert(API_KEY_ENV.into(), value);

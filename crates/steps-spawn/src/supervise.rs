@@ -10,10 +10,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use provision_executor::{Cancel, State, StateError, StateFile, StepStatus};
+use provision_plan::{ReplicaId, StepId};
 
 use crate::down::{down, DownReport};
 use crate::process::ServerProcess;
-use crate::replica::replica_name;
 
 #[derive(Debug, Clone)]
 pub struct SuperviseOptions {
@@ -100,19 +100,23 @@ pub fn supervise(
             if cancel.is_cancelled() {
                 break;
             }
-            let name = replica_name(&w.key.0, w.key.1);
+            let replica = ReplicaId::new(&w.key.0, w.key.1);
+            let name = replica.to_string();
             // The lock file removed or replaced: another provision may hold the state now.
             // Nothing more is touched (no handoff removed, no restart, no stop), nothing written.
             file.check_held()?;
             let state = file.load()?;
-            let alive = health(&state, &name);
+            let alive = health(&state, &replica);
             match (&alive, w.next_try) {
                 (Ok(()), None) if w.up_since.is_some_and(|t| t.elapsed() >= opts.reset_after) => {
                     w.failures = 0;
                 }
                 (Err(Unhealthy { why, serverless }), None) => {
                     // Just noticed: nobody may be sent to it any more.
-                    if let Some(r) = state.steps.get(&format!("handoff:{name}")) {
+                    if let Some(r) = state
+                        .steps
+                        .get(&StepId::Handoff(replica.clone()).to_string())
+                    {
                         let _ = crate::down::take_handoff_away(r);
                     }
                     // Alive but not serving its port: stopped, so that the restart starts a
@@ -183,14 +187,14 @@ struct Unhealthy {
     serverless: Option<ServerProcess>,
 }
 
-/// Is replica `name` healthy: its spawn passed, its server still runs, and the listener on its
+/// Is `replica` healthy: its spawn passed, its server still runs, and the listener on its
 /// URL's port is that server's (never another process that took the port)?
-fn health(state: &State, name: &str) -> Result<(), Unhealthy> {
+fn health(state: &State, replica: &ReplicaId) -> Result<(), Unhealthy> {
     let down = |why: String| Unhealthy {
         why,
         serverless: None,
     };
-    let record = match state.steps.get(&format!("spawn:{name}")) {
+    let record = match state.steps.get(&StepId::Spawn(replica.clone()).to_string()) {
         Some(r) if r.status == StepStatus::Passed => r,
         Some(r) => return Err(down(format!("its last spawn {}", status_text(r.status)))),
         None => return Err(down("never started".into())),

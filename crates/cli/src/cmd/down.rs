@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Args;
 use provision_executor::StateFile;
-use provision_plan::Roots;
+use provision_plan::{Roots, StepId, StepKind};
 use provision_steps_spawn::DownReport;
 
 use crate::args::{parse_seconds, Loudness, Output, RuntimeDirs};
@@ -111,7 +111,7 @@ fn stop(
     };
     if let Some(p) = pool {
         let known = state.steps.values().any(|r| {
-            matches!(r.kind.as_str(), "spawn" | "probe" | "handoff")
+            StepKind::parse(&r.kind).is_some_and(StepKind::is_replica)
                 && r.spec.get("pool").and_then(|v| v.as_str()) == Some(p)
         });
         if !known {
@@ -158,7 +158,7 @@ fn print_report(file: &StateFile, report: &DownReport, json: bool, quiet: bool) 
             let servers = report
                 .stopped
                 .iter()
-                .filter(|s| s.step.starts_with("spawn:"))
+                .filter(|s| StepId::kind_of(&s.step) == Some(StepKind::Spawn))
                 .count();
             eprintln!(
                 "down: {servers} {} stopped, {} failed (state: {})",

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use provision_executor::{Preview, StepStatus};
+use provision_plan::StepId;
 
 use crate::args::{Loudness, Output, Target};
 use crate::dispatch::StepDispatch;
@@ -44,18 +45,22 @@ pub fn run(args: StatusArgs) -> ExitCode {
     for pool in &plan.pools {
         let mut replicas = Vec::new();
         for r in 0..pool.replicas {
-            let spawn = state.steps.get(&format!("spawn:{}/r{r}", pool.id));
-            let handoff = state.steps.get(&format!("handoff:{}/r{r}", pool.id));
-            let replica_steps: Vec<&str> = ["spawn", "probe", "handoff"]
-                .iter()
-                .map(|k| format!("{k}:{}/r{r}", pool.id))
-                .filter_map(|id| {
-                    changes
-                        .iter()
-                        .find(|(s, _)| *s == id)
-                        .map(|(s, _)| s.as_str())
-                })
-                .collect();
+            let spawn = state.steps.get(&StepId::spawn(&pool.id, r).to_string());
+            let handoff = state.steps.get(&StepId::handoff(&pool.id, r).to_string());
+            let replica_steps: Vec<&str> = [
+                StepId::spawn(&pool.id, r),
+                StepId::probe(&pool.id, r),
+                StepId::handoff(&pool.id, r),
+            ]
+            .iter()
+            .map(StepId::to_string)
+            .filter_map(|id| {
+                changes
+                    .iter()
+                    .find(|(s, _)| *s == id)
+                    .map(|(s, _)| s.as_str())
+            })
+            .collect();
             let drift: Vec<String> = changes
                 .iter()
                 .filter(|(s, _)| replica_steps.contains(&s.as_str()))

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::Args;
 use provision_executor::{ApplyOptions, Cancel, Dispatch, StateFile};
-use provision_plan::{Plan, StepSpec};
+use provision_plan::{Plan, StepId, StepKind, StepSpec};
 use provision_steps_spawn::{DownReport, ReplicaKey, SuperviseEvent, SuperviseOptions};
 
 use crate::args::{parse_seconds, Loudness, Output, Target};
@@ -98,7 +98,7 @@ pub fn on_interrupt(quiet: bool) -> Cancel {
 /// The plan restricted to one replica's handoff and everything it depends on.
 fn replica_plan(plan: &Plan, key: &ReplicaKey) -> Plan {
     let mut keep = BTreeSet::new();
-    let mut todo = vec![format!("handoff:{}/r{}", key.0, key.1)];
+    let mut todo = vec![StepId::handoff(&key.0, key.1).to_string()];
     while let Some(id) = todo.pop() {
         if keep.insert(id.clone()) {
             if let Some(step) = plan.step(&id) {
@@ -238,9 +238,7 @@ pub fn supervise(
 /// The failures of the first apply, reported; a build or check step failing ends supervise
 /// (exit 3), a replica's does not (it is restarted).
 fn check_first_apply(failures: &[(String, String)]) -> Result<(), ExitCode> {
-    let replica_kinds = |id: &str| {
-        id.starts_with("spawn:") || id.starts_with("probe:") || id.starts_with("handoff:")
-    };
+    let replica_kinds = |id: &str| StepId::kind_of(id).is_some_and(StepKind::is_replica);
     for (id, err) in failures {
         eprintln!("error: step {id} failed: {err}");
     }
