@@ -158,7 +158,7 @@ impl ServerProcess {
                 self.pid
             ))),
             // It exited between the reap above and this read: reap again for its status.
-            Some(stat) if !stat.alive() => Err(Mismatch::Gone(match reap(self.pid) {
+            Some(stat) if !stat.alive() => Err(Mismatch::Gone(match reap_soon(self.pid) {
                 Some(status) => exited_with(status),
                 None => format!("pid {} has exited", self.pid),
             })),
@@ -238,6 +238,21 @@ pub fn reap(pid: u32) -> Option<ExitStatus> {
         }
         _ => None,
     }
+}
+
+/// [`reap`], waiting up to half a second: a multi-threaded process shows as a zombie as soon
+/// as its main thread exits, but can be waited for only once every thread has.
+fn reap_soon(pid: u32) -> Option<ExitStatus> {
+    for _ in 0..100 {
+        if let Some(status) = reap(pid) {
+            return Some(status);
+        }
+        if !children().lock().expect("lock").contains_key(&pid) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
 }
 
 /// Pids whose process group is `pgid`.
