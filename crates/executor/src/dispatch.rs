@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use provision_plan::{Plan, Step};
+use provision_plan::plan::Roots;
+use provision_plan::redact::Redactor;
+use provision_plan::Step;
 use serde_json::Value;
 
 /// Outputs of a step, by name (`commit`, `binary`, `engine_digest`, `path`, `digest`, `pid`,
@@ -37,9 +39,14 @@ impl Cancel {
     }
 }
 
-/// Everything a step may use while it runs.
+/// Everything a step may use while it runs. Not the plan: whatever a step reads of the
+/// world's configuration is in its spec (and so in its fingerprint), or is one of the plan-wide
+/// values here.
 pub struct StepContext<'a> {
-    pub plan: &'a Plan,
+    /// What `${cache}`, `${runtime}` and `${config_dir}` stand for.
+    pub roots: &'a Roots,
+    /// Redacts every secret of the plan (built once per apply): for what a step logs or says.
+    pub redactor: Arc<Redactor>,
     pub step: &'a Step,
     /// Outputs of the step's dependencies, by step id.
     pub deps: BTreeMap<String, Outputs>,
@@ -57,7 +64,6 @@ impl StepContext<'_> {
     /// model-resolve dependency's `path` output.
     pub fn expand(&self, s: &str) -> String {
         let mut out = self
-            .plan
             .roots
             .expand(s)
             .replace("${jobs}", &self.jobs.to_string());

@@ -16,6 +16,7 @@ pub mod model_ref;
 pub mod plan;
 pub mod planner;
 pub mod redact;
+pub mod replica_inputs;
 pub mod render;
 pub mod schema_check;
 pub mod secret_ref;
