@@ -21,8 +21,7 @@ use crate::pinned_tls;
 use crate::port;
 use crate::process::{self, ServerProcess};
 use crate::replica::{
-    api_key, dep_str, expand, note, remove_handoff, replica_name, server_log_tail,
-    DEFAULT_GRACE,
+    api_key, dep_str, expand, note, remove_handoff, replica_name, server_log_tail, DEFAULT_GRACE,
 };
 
 /// The shortest pause between two polls.

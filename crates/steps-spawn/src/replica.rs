@@ -66,17 +66,14 @@ pub fn api_key(spec: &Probe, cx: &StepContext<'_>) -> Option<String> {
 pub fn note(cx: &StepContext<'_>, line: &str) {
     let _ = private_file::create_parent(&cx.log);
     if let Ok(mut f) = private_file::open_append(&cx.log) {
-        let _ = writeln!(
-            f,
-            "[provision] {}",
-            cx.redactor.redact(line)
-        );
+        let _ = writeln!(f, "[provision] {}", cx.redactor.redact(line));
     }
 }
 
 /// The tail of a server log, secrets redacted.
 pub fn server_log_tail(cx: &StepContext<'_>, log: &std::path::Path) -> String {
-    cx.redactor.redact(&provision_executor::log_tail(log, TAIL_LINES))
+    cx.redactor
+        .redact(&provision_executor::log_tail(log, TAIL_LINES))
 }
 
 /// The string output `name` of the dependencies.

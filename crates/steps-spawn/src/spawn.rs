@@ -26,8 +26,7 @@ use crate::key_files::check_private;
 use crate::port;
 use crate::process::{self, rotated, ServerProcess};
 use crate::replica::{
-    self, dep_str, expand, note, remove_handoff, replica_name,
-    API_KEY_ENV, DEFAULT_GRACE,
+    self, dep_str, expand, note, remove_handoff, replica_name, API_KEY_ENV, DEFAULT_GRACE,
 };
 
 /// Facts that decide whether a running replica is still current: the digest of the binary it
@@ -496,10 +495,8 @@ fn launch(
         .split_first()
         .ok_or_else(|| StepError::new("empty argv"))?;
     // The marker that proves, later, that this process is the server provision started here.
-    let instance = identity::instance_id(
-        &cx.roots.runtime,
-        &replica_name(&spec.pool, spec.replica),
-    );
+    let instance =
+        identity::instance_id(&cx.roots.runtime, &replica_name(&spec.pool, spec.replica));
     let mut cmd = Command::new(program);
     cmd.args(args)
         .envs(env)
