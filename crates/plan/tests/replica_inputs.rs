@@ -145,3 +145,18 @@ fn a_key_given_as_a_flag_reaches_the_probe_but_never_its_serialised_spec() {
     assert_eq!(p.secret_api_key.as_deref(), Some(key));
     assert!(!plan.to_json().contains(key));
 }
+
+#[test]
+fn a_plan_read_back_from_json_gets_its_reserved_ports_again_from_link() {
+    // `reserved_ports` is not serialised (not identity): whoever applies a plan read back
+    // from JSON links it again, and gets what the planner gave.
+    let plan = plan_of(&config("", "", 9000));
+    let mut back: Plan = serde_json::from_str(&plan.to_json()).unwrap();
+    assert!(spawn(&back, "spawn:a/r0").reserved_ports.is_empty());
+    provision_plan::replica_inputs::link(&mut back.steps);
+    assert_eq!(
+        spawn(&back, "spawn:a/r0").reserved_ports,
+        BTreeSet::from([9000])
+    );
+    assert_eq!(back.to_json(), plan.to_json());
+}
