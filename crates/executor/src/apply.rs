@@ -13,9 +13,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use provision_plan::redact::Redactor;
 use provision_plan::{Plan, Step};
 
 use crate::dirty_reason::{compare, Current, DirtyReason};
@@ -188,6 +189,7 @@ pub fn step_log(plan: &Plan, step: &Step) -> PathBuf {
 
 fn context<'a>(
     plan: &'a Plan,
+    redactor: &Arc<Redactor>,
     step: &'a Step,
     outputs: &HashMap<&str, Outputs>,
     state: &State,
@@ -195,7 +197,8 @@ fn context<'a>(
     cancel: &Cancel,
 ) -> StepContext<'a> {
     StepContext {
-        plan,
+        roots: &plan.roots,
+        redactor: redactor.clone(),
         step,
         deps: step
             .deps
@@ -319,7 +322,7 @@ pub fn apply(
     let mut any_failed = false;
     let jobs = opts.jobs.max(1);
     // Every step error is redacted before it reaches the state, the events or the terminal.
-    let redactor = &provision_plan::redact::Redactor::for_plan(plan);
+    let redactor = &Arc::new(Redactor::for_plan(plan));
 
     let saves_before = file.save_counts();
     std::thread::scope(|scope| -> Result<(), StateError> {
@@ -368,7 +371,7 @@ pub fn apply(
                         continue;
                     }
                     progressed = true;
-                    let cx = context(plan, step, &outputs, state, opts, cancel);
+                    let cx = context(plan, redactor, step, &outputs, state, opts, cancel);
                     let decision = match decide(dispatch, &cx, &contributions, state, opts.force) {
                         Ok(d) => d,
                         Err(err) => {
@@ -588,6 +591,7 @@ pub fn preview(
 ) -> Vec<(String, Preview)> {
     let opts = ApplyOptions::default();
     let cancel = Cancel::new();
+    let redactor = &Arc::new(Redactor::for_plan(plan));
     let mut outputs: HashMap<&str, Outputs> = HashMap::new();
     let mut contributions: HashMap<&str, String> = HashMap::new();
     let mut will_run: BTreeSet<&str> = BTreeSet::new();
@@ -602,7 +606,7 @@ pub fn preview(
         let preview = if !running_deps.is_empty() {
             Preview::Run(DirtyReason::DependencyWillRun { deps: running_deps })
         } else {
-            let cx = context(plan, step, &outputs, state, &opts, &cancel);
+            let cx = context(plan, redactor, step, &outputs, state, &opts, &cancel);
             match decide(dispatch, &cx, &contributions, state, force) {
                 Ok(d) => match d.verdict {
                     Ok(()) => {
@@ -616,10 +620,7 @@ pub fn preview(
                     Err(reason) => Preview::Run(reason),
                 },
                 Err(err) => Preview::Run(DirtyReason::NotAlive {
-                    detail: format!(
-                        "cannot check: {}",
-                        provision_plan::redact::Redactor::for_plan(plan).redact(&err.message)
-                    ),
+                    detail: format!("cannot check: {}", redactor.redact(&err.message)),
                 }),
             }
         };

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use provision_plan::{Plan, Step, StepId};
+use provision_plan::plan::Roots;
+use provision_plan::redact::Redactor;
+use provision_plan::{Step, StepId};
 use serde_json::Value;
 
 /// Outputs of a step, by name (`commit`, `binary`, `engine_digest`, `path`, `digest`, `pid`,
@@ -37,9 +39,14 @@ impl Cancel {
     }
 }
 
-/// Everything a step may use while it runs.
+/// Everything a step may use while it runs. Not the plan: whatever a step reads of the
+/// world's configuration is in its spec (and so in its fingerprint), or is one of the plan-wide
+/// values here.
 pub struct StepContext<'a> {
-    pub plan: &'a Plan,
+    /// What `${cache}`, `${runtime}` and `${config_dir}` stand for.
+    pub roots: &'a Roots,
+    /// Redacts every secret of the plan (built once per apply): for what a step logs or says.
+    pub redactor: Arc<Redactor>,
     pub step: &'a Step,
     /// Outputs of the step's dependencies, by step id.
     pub deps: BTreeMap<String, Outputs>,
@@ -57,7 +64,6 @@ impl StepContext<'_> {
     /// dependency whose kind provides it.
     pub fn expand(&self, s: &str) -> String {
         let mut out = self
-            .plan
             .roots
             .expand(s)
             .replace("${jobs}", &self.jobs.to_string());
@@ -190,7 +196,6 @@ pub trait Dispatch: Sync {
 mod tests {
     use super::*;
     use provision_plan::step::{GpuCheck, StepSpec};
-    use provision_plan::{Roots, PLAN_VERSION};
     use serde_json::json;
 
     fn expand_with(deps: &[(&str, &str, &str)]) -> String {
@@ -203,19 +208,14 @@ mod tests {
                 argv: vec![],
             }),
         };
-        let plan = Plan {
-            plan_version: PLAN_VERSION,
-            roots: Roots {
-                cache: "/c".into(),
-                runtime: "/r".into(),
-                config_dir: "/d".into(),
-            },
-            pools: vec![],
-            steps: vec![],
-            changes: None,
+        let roots = Roots {
+            cache: "/c".into(),
+            runtime: "/r".into(),
+            config_dir: "/d".into(),
         };
         let cx = StepContext {
-            plan: &plan,
+            roots: &roots,
+            redactor: std::sync::Arc::new(Redactor::default()),
             step: &step,
             deps: deps
                 .iter()

@@ -33,6 +33,16 @@ const NOT_IDENTITY: &[(&str, &str, &str)] = &[
         "secret_url",
         "probe is a liveness step: it runs on every apply, whatever its fingerprint",
     ),
+    (
+        "probe",
+        "secret_api_key",
+        "the spawn's API key given as a flag or env value: that spawn takes its digest (its `secret_env`), so a changed key restarts the spawn and re-runs the probe after it; and probe is a liveness step",
+    ),
+    (
+        "spawn",
+        "reserved_ports",
+        "the ports the plan's other replicas fix: a fixed port added elsewhere must not restart every automatic-port server; the spawn's liveness check restarts, alone, the one whose recorded port is now reserved",
+    ),
 ];
 
 fn s(v: &str) -> String {
@@ -119,6 +129,8 @@ fn full_specs() -> Vec<StepSpec> {
             env: BTreeMap::from([(s("HF_TOKEN"), s("<redacted>"))]),
             host: s("127.0.0.1"),
             port: PortSpec::Fixed { port: 8080 },
+            reserved_ports: BTreeSet::from([8081]),
+            handoff_path: Some(s("${runtime}/engines/a.json")),
             api_key: Some(SecretRef::Env(s("KEY"))),
             devices: vec![0],
             log: s("${runtime}/logs/a.log"),
@@ -139,6 +151,9 @@ fn full_specs() -> Vec<StepSpec> {
             external: false,
             secret_url: s("http://127.0.0.1:8080"),
             pinned_cert: Some(s("/etc/tls/a.crt")),
+            handoff_path: Some(s("${runtime}/engines/a.json")),
+            api_key: Some(SecretRef::File(s("${config_dir}/key"))),
+            secret_api_key: Some(s("k3y")),
         }),
         StepSpec::Handoff(Handoff {
             pool: s("a"),
@@ -271,6 +286,8 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
             env: _,
             host: _,
             port: _,
+            reserved_ports: _,
+            handoff_path: _,
             api_key: _,
             devices: _,
             log: _,
@@ -286,6 +303,8 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
             "env",
             "host",
             "port",
+            "reserved_ports",
+            "handoff_path",
             "api_key",
             "devices",
             "log",
@@ -305,6 +324,9 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
             external: _,
             secret_url: _,
             pinned_cert: _,
+            handoff_path: _,
+            api_key: _,
+            secret_api_key: _,
         }) => vec![
             "pool",
             "replica",
@@ -315,6 +337,9 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
             "external",
             "secret_url",
             "pinned_cert",
+            "handoff_path",
+            "api_key",
+            "secret_api_key",
         ],
         StepSpec::Handoff(Handoff {
             pool: _,

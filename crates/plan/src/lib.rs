@@ -17,6 +17,7 @@ pub mod plan;
 pub mod planner;
 pub mod redact;
 pub mod render;
+pub mod replica_inputs;
 pub mod schema_check;
 pub mod secret_ref;
 mod span_index;

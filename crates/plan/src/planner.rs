@@ -645,6 +645,9 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                         env: shown_env.clone(),
                         host: host.clone(),
                         port,
+                        // Filled in from the plan's other steps (`replica_inputs`).
+                        reserved_ports: Default::default(),
+                        handoff_path: None,
                         api_key: api_key.clone(),
                         devices: pool.devices.clone(),
                         log: format!("${{runtime}}/logs/{pid}-r{r}.log"),
@@ -674,6 +677,10 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
                     timeout_ms: pool.readiness_timeout_ms,
                     external,
                     pinned_cert: tls.as_ref().map(|t| t.cert_file.clone()),
+                    // Filled in from the replica's other steps (`replica_inputs`).
+                    handoff_path: None,
+                    api_key: None,
+                    secret_api_key: None,
                 })
             }));
             // Handed off at `listen.advertise` when set (probed at the bound address).
@@ -723,6 +730,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
     }
 
     let mut steps = b.into_steps();
+    crate::replica_inputs::link(&mut steps);
     let order = topological_positions(&steps).map_err(|e| {
         ConfigError::new(
             &valid.file,

@@ -4,7 +4,7 @@
 //! chosen for a replica whose port is `auto`), `${model_path}` (the file the model-resolve step
 //! produced) and `${jobs}` (the build parallelism).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -191,6 +191,18 @@ pub struct Spawn {
     pub env: BTreeMap<String, String>,
     pub host: String,
     pub port: PortSpec,
+    /// With an automatic port: the ports other replicas of the plan are configured for, which
+    /// it never takes. Derived from the plan's other spawn steps (`replica_inputs::link`, to
+    /// be run again on a plan read back from JSON) and not part of what the replica is: a
+    /// fixed port added elsewhere must not restart every automatic-port server; the spawn's
+    /// liveness check restarts, alone, the one whose port another replica now fixes.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub reserved_ports: BTreeSet<u16>,
+    /// The replica's handoff file (placeholders unexpanded): withdrawn before its server
+    /// changes, so nobody is sent to it meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_path: Option<String>,
     /// The API key the server requires, by reference; read at apply and given to the server
     /// as `LLAMA_API_KEY`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,10 +247,23 @@ pub struct Probe {
     /// file (pinned: the host name is not checked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned_cert: Option<String>,
+    /// The replica's handoff file (placeholders unexpanded): withdrawn while the replica is
+    /// not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_path: Option<String>,
+    /// The API key its server requires, by reference (never the key): read when `/metrics` is
+    /// asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<SecretRef>,
     /// The URL with its credentials, when `url` shows them redacted; never serialised.
     #[serde(skip)]
     #[schemars(skip)]
     pub secret_url: String,
+    /// The API key its server gets when the pool gives it as a flag or env value (not by
+    /// reference); never serialised, so a plan read back from JSON has none.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub secret_api_key: Option<String>,
 }
 
 /// Tell the orchestrator where the replica runs, written only after the probe passed.

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use provision_executor::private_file::FILE_MODE;
 use provision_executor::state::{now_rfc3339, write_atomic_mode, Durability};
 use provision_executor::{Outcome, Outputs, StepContext, StepError};
-use provision_plan::redact::Redactor;
 use provision_plan::step::Handoff;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -167,12 +166,12 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
     let file = HandoffFile {
         handoff_version: HANDOFF_VERSION,
         written_by: WRITTEN_BY.into(),
-        runtime_dir: cx.plan.roots.runtime.clone(),
-        runtime_id: crate::identity::runtime_id(&cx.plan.roots.runtime),
+        runtime_dir: cx.roots.runtime.clone(),
+        runtime_id: crate::identity::runtime_id(&cx.roots.runtime),
         engine: spec.engine.clone(),
         engine_version: version,
         provisioning_mode: spec.provisioning_mode.clone(),
-        url: Redactor::for_plan(cx.plan).redact(&url),
+        url: cx.redactor.redact(&url),
         pool_id: spec.pool.clone(),
         replica_id: format!("r{}", spec.replica),
         model: HandoffFileModel {
@@ -182,7 +181,7 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
         flags: spec
             .flags
             .iter()
-            .map(|f| Redactor::for_plan(cx.plan).redact(&expand(cx, f, port)))
+            .map(|f| cx.redactor.redact(&expand(cx, f, port)))
             .collect(),
         pid: server.as_ref().map(|s| s.pid),
         devices: spec.devices.clone(),

@@ -33,8 +33,8 @@ pub struct Owner {
 impl Owner {
     pub fn of(cx: &StepContext<'_>, pool: &str, replica: u32) -> Owner {
         Owner {
-            runtime_dir: Some(cx.plan.roots.runtime.clone()),
-            runtime_id: Some(crate::identity::runtime_id(&cx.plan.roots.runtime)),
+            runtime_dir: Some(cx.roots.runtime.clone()),
+            runtime_id: Some(crate::identity::runtime_id(&cx.roots.runtime)),
             pool: pool.to_string(),
             replica,
         }

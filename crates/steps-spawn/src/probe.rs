@@ -12,7 +12,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use provision_executor::{Outcome, Outputs, StepContext, StepError};
-use provision_plan::redact::Redactor;
 use provision_plan::step::Probe;
 use serde_json::{json, Value};
 
@@ -22,8 +21,7 @@ use crate::pinned_tls;
 use crate::port;
 use crate::process::{self, ServerProcess};
 use crate::replica::{
-    api_key, dep_str, expand, handoff_path, note, remove_handoff, replica_name, server_log_tail,
-    DEFAULT_GRACE,
+    api_key, dep_str, expand, note, remove_handoff, replica_name, server_log_tail, DEFAULT_GRACE,
 };
 
 /// The shortest pause between two polls.
@@ -75,7 +73,7 @@ fn real_url(spec: &Probe) -> &str {
 /// Is the replica recorded last time still healthy? (`/health` 200, and `/metrics` 200 when
 /// required.) The reason it is not names no credential.
 pub fn check_probe(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
-    check_recorded(spec, cx).map_err(|why| Redactor::for_plan(cx.plan).redact(&why))
+    check_recorded(spec, cx).map_err(|why| cx.redactor.redact(&why))
 }
 
 fn check_recorded(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
@@ -108,7 +106,7 @@ fn check_recorded(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
         listener_owner::verify(server.pid, &url).map_err(|e| e.to_string())?;
     }
     if spec.metrics {
-        let key = api_key(cx.plan, &spec.pool, spec.replica);
+        let key = api_key(spec, cx);
         match http.get(&format!("{url}/metrics"), key.as_deref()) {
             Ok(r) if r.status == 200 => {}
             Ok(r) => return Err(format!("{url}/metrics answered {}", r.status)),
@@ -140,7 +138,7 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     // Until it is ready again, nobody may be sent to it.
     let handoff = dep_str(cx, "handoff_path")
         .map(PathBuf::from)
-        .or_else(|| handoff_path(cx, &spec.pool, spec.replica));
+        .or_else(|| spec.handoff_path.as_deref().map(|h| cx.path(h)));
     if let Some(h) = &handoff {
         let _ = remove_handoff(h, &crate::replica::Owner::of(cx, &spec.pool, spec.replica));
     }
@@ -158,8 +156,8 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         )
     };
     let log = dep_str(cx, "log").map(PathBuf::from);
-    let key = api_key(cx.plan, &spec.pool, spec.replica);
-    let shown_url = Redactor::for_plan(cx.plan).redact(&url);
+    let key = api_key(spec, cx);
+    let shown_url = cx.redactor.redact(&url);
     let health = format!("{url}{}", spec.health_path);
     let http = client(spec, cx).map_err(|e| cert_unreadable(spec, &name, e))?;
 

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use provision_executor::state::{now_rfc3339, write_atomic, Durability};
 use provision_executor::{Facts, Outcome, Outputs, StepContext, StepError};
-use provision_plan::redact::{Redactor, REDACTED};
+use provision_plan::redact::REDACTED;
 use provision_plan::secret_ref::SecretRef;
 use provision_plan::step::{PortSpec, Spawn};
 use serde_json::{json, Value};
@@ -26,8 +26,7 @@ use crate::key_files::check_private;
 use crate::port;
 use crate::process::{self, rotated, ServerProcess};
 use crate::replica::{
-    self, dep_str, expand, fixed_ports, handoff_path, note, remove_handoff, replica_name,
-    API_KEY_ENV, DEFAULT_GRACE,
+    self, dep_str, expand, note, remove_handoff, replica_name, API_KEY_ENV, DEFAULT_GRACE,
 };
 
 /// Facts that decide whether a running replica is still current: the digest of the binary it
@@ -70,11 +69,24 @@ pub fn spawn_facts(spec: &Spawn, cx: &StepContext<'_>) -> Result<Facts, StepErro
     Ok(facts)
 }
 
-/// Is the server recorded last time (`cx.previous`) still this very process?
-pub fn check_spawn(_spec: &Spawn, cx: &StepContext<'_>) -> Result<(), String> {
+/// Is the server recorded last time (`cx.previous`) still this very process, on a port no
+/// other replica is configured for now? (An automatic port that another replica's config now
+/// fixes: this server moves, alone, so that one can start.)
+pub fn check_spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<(), String> {
     let previous = cx.previous.as_ref().ok_or("no server recorded")?;
     let server = ServerProcess::from_outputs(previous).ok_or("no server recorded")?;
-    server.check()
+    server.check()?;
+    let port = previous.get("port").and_then(Value::as_u64);
+    match (spec.port, port) {
+        (PortSpec::Auto { .. }, Some(port))
+            if u16::try_from(port).is_ok_and(|p| spec.reserved_ports.contains(&p)) =>
+        {
+            Err(format!(
+                "its automatic port {port} is now configured for another replica"
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Start the replica.
@@ -116,7 +128,7 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         }
     }
 
-    let cache = PathBuf::from(&cx.plan.roots.cache).join("llama-help");
+    let cache = PathBuf::from(&cx.roots.cache).join("llama-help");
     let known = known_flags(&binary, &digest, real_env, &cache).map_err(|e| {
         StepError::new(e.message)
             .tail(e.tail)
@@ -198,7 +210,7 @@ fn withdraw_handoff(
     cx: &StepContext<'_>,
     name: &str,
 ) -> Result<Option<PathBuf>, StepError> {
-    let handoff = handoff_path(cx, &spec.pool, spec.replica);
+    let handoff = spec.handoff_path.as_deref().map(|h| cx.path(h));
     if let Some(h) = &handoff {
         let owner = replica::Owner::of(cx, &spec.pool, spec.replica);
         // A file the handoff step could never replace: fail before a server starts for nothing.
@@ -309,13 +321,13 @@ fn stop_previous(
         None => match process::find_by_pid_file(
             pid_file,
             server_log,
-            &identity::instance_id(&cx.plan.roots.runtime, name),
+            &identity::instance_id(&cx.roots.runtime, name),
         ) {
             Ok(Some(s)) => vec![s],
-            Ok(None) => by_marker(&cx.plan.roots.runtime, name),
+            Ok(None) => by_marker(&cx.roots.runtime, name),
             Err(warning) => {
                 note(cx, &format!("warning: {warning}"));
-                by_marker(&cx.plan.roots.runtime, name)
+                by_marker(&cx.roots.runtime, name)
             }
         },
     };
@@ -391,9 +403,9 @@ fn pick_port(
             )))
         }
         PortSpec::Auto { base } => {
-            let excluded = fixed_ports(cx.plan, &spec.pool, spec.replica);
+            let excluded = &spec.reserved_ports;
             let port =
-                port::reserve_auto(&spec.host, base, previous, &excluded).ok_or_else(|| {
+                port::reserve_auto(&spec.host, base, previous, excluded).ok_or_else(|| {
                     StepError::new(format!("no free port from {base} for {name}"))
                         .hint("set `provisioning.ports` to free ports")
                 })?;
@@ -483,10 +495,8 @@ fn launch(
         .split_first()
         .ok_or_else(|| StepError::new("empty argv"))?;
     // The marker that proves, later, that this process is the server provision started here.
-    let instance = identity::instance_id(
-        &cx.plan.roots.runtime,
-        &replica_name(&spec.pool, spec.replica),
-    );
+    let instance =
+        identity::instance_id(&cx.roots.runtime, &replica_name(&spec.pool, spec.replica));
     let mut cmd = Command::new(program);
     cmd.args(args)
         .envs(env)
@@ -519,7 +529,7 @@ fn launch(
     let child = spawned.map_err(|e| {
         StepError::new(format!(
             "cannot start `{}`: {e}",
-            Redactor::for_plan(cx.plan).redact(&shown.join(" "))
+            cx.redactor.redact(&shown.join(" "))
         ))
         .hint("check that the binary is executable and built for this machine")
     })?;

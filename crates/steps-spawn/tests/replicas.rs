@@ -538,3 +538,54 @@ fn a_crashed_server_leaves_no_helper_holding_its_port_and_restarts_on_the_same_f
     assert_gone(&old);
     rig.run("probe:fake/r0").unwrap();
 }
+
+/// The spawn's recorded port (its outputs).
+fn recorded_port(rig: &Rig, r: u32) -> u16 {
+    rig.outputs(&format!("spawn:fake/r{r}"))["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .expect("a recorded port")
+}
+
+/// Pool `fake` (one replica, automatic port) and pool `fixed`, configured for `port`.
+fn with_fixed_pool(port: u16) -> String {
+    let fixed = common::config(&Pool {
+        ports: Some(vec![port]),
+        ..Pool::default()
+    })
+    .replace("id: fake", "id: fixed");
+    common::config(&Pool::default()) + fixed.trim_start_matches("pools:\n")
+}
+
+#[test]
+fn an_automatic_port_never_takes_a_port_another_replica_fixes() {
+    // `fixed` is configured for the first port an automatic one would take; it is not
+    // running, so only r0's spec (its `reserved_ports`) keeps r0 off it.
+    let base = 8080;
+    let mut rig = Rig::with_config(&with_fixed_pool(base));
+    let provision_plan::StepSpec::Spawn(s) = rig.step("spawn:fake/r0").spec.clone() else {
+        unreachable!()
+    };
+    assert_eq!(s.reserved_ports, [base].into());
+    rig.run("spawn:fake/r0").unwrap();
+    assert_ne!(recorded_port(&rig, 0), base);
+}
+
+#[test]
+fn a_server_on_a_port_another_replica_now_fixes_is_not_alive() {
+    let mut rig = Rig::new(&Pool::default());
+    rig.run("spawn:fake/r0").unwrap();
+    let taken = recorded_port(&rig, 0);
+    // The config now fixes another pool on the port r0's server runs on: r0's server must
+    // move (it alone), or the other could never start.
+    rig.ws.replan(&with_fixed_pool(taken));
+    let provision_plan::StepSpec::Spawn(s) = rig.step("spawn:fake/r0").spec.clone() else {
+        unreachable!()
+    };
+    let why = spawn::check_spawn(&s, &rig.cx("spawn:fake/r0")).unwrap_err();
+    assert!(why.contains(&format!("port {taken}")), "{why}");
+    // Restarted, it runs on another port.
+    rig.run("spawn:fake/r0").unwrap();
+    assert_ne!(recorded_port(&rig, 0), taken);
+    spawn::check_spawn(&s, &rig.cx("spawn:fake/r0")).unwrap();
+}

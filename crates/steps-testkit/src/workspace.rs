@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use provision_executor::{Cancel, Outputs, StepContext};
+use provision_plan::redact::Redactor;
 use provision_plan::{plan, validate, Document, Plan, PlanOptions, Roots, Step};
 use tempfile::TempDir;
 
@@ -80,7 +81,8 @@ impl Workspace {
     /// A context for the first step of `kind`, with `deps` as its dependencies' outputs.
     pub fn cx(&self, kind: &str, deps: BTreeMap<String, Outputs>) -> StepContext<'_> {
         StepContext {
-            plan: &self.plan,
+            roots: &self.plan.roots,
+            redactor: std::sync::Arc::new(Redactor::for_plan(&self.plan)),
             step: self.step(kind),
             deps,
             previous: None,

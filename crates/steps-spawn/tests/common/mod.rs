@@ -11,6 +11,7 @@ use std::time::Duration;
 use provision_executor::{
     Outcome, Outputs, State, StateFile, StepContext, StepError, StepRecord, StepStatus,
 };
+use provision_plan::redact::Redactor;
 use provision_plan::{Step, StepSpec};
 use provision_steps_spawn as spawn;
 use provision_steps_spawn::process::{group_members, ServerProcess};
@@ -177,7 +178,8 @@ impl Rig {
             })
             .collect::<BTreeMap<_, _>>();
         StepContext {
-            plan: &self.ws.plan,
+            roots: &self.ws.plan.roots,
+            redactor: std::sync::Arc::new(Redactor::for_plan(&self.ws.plan)),
             step,
             deps,
             previous: self.state.steps.get(id).map(|r| r.outputs.clone()),
