@@ -28,6 +28,8 @@ pub(crate) struct Session {
     state: State,
     /// Released when the session ends.
     lock: Option<ApplyLock>,
+    /// `-q`: only errors on stderr (no notes, no warnings).
+    quiet: bool,
 }
 
 /// How an apply workflow opens its session.
@@ -44,6 +46,8 @@ pub(crate) struct Opening<'a> {
     /// was interrupted before it changed anything"). `None`: the caller goes on and sees the
     /// cancel itself (a supervisor stops every replica the state knows).
     pub(crate) stop_when_cancelled: Option<&'a str>,
+    /// `-q`: only errors on stderr.
+    pub(crate) quiet: bool,
 }
 
 impl Session {
@@ -56,15 +60,21 @@ impl Session {
             file,
             state,
             lock: None,
+            quiet: true,
         })
     }
 
     /// Take the apply lock on `file` (exit 5 naming the holder, `held_hint` saying what to do;
-    /// with `wait`, wait for it), then load the state under it.
-    pub(crate) fn lock(file: StateFile, wait: bool, held_hint: &str) -> Result<Session, ExitCode> {
+    /// with `wait`, wait for it), then load the state under it. `quiet`: only errors on stderr.
+    pub(crate) fn lock(
+        file: StateFile,
+        wait: bool,
+        held_hint: &str,
+        quiet: bool,
+    ) -> Result<Session, ExitCode> {
         let lock =
             provision_executor::acquire(&file.path, wait).map_err(|e| lock_error(&e, held_hint))?;
-        if let Some(dead) = &lock.took_over {
+        if let Some(dead) = lock.took_over.as_ref().filter(|_| !quiet) {
             eprintln!("note: took over the lock left by an apply that is gone ({dead})");
         }
         // Every write checks that the lock file is still the one held.
@@ -74,6 +84,7 @@ impl Session {
             file,
             state,
             lock: Some(lock),
+            quiet,
         })
     }
 
@@ -86,14 +97,14 @@ impl Session {
         sink: &dyn EventSink,
         cancel: &Cancel,
     ) -> Result<Session, ExitCode> {
-        let mut session = Session::lock(file, how.wait, how.held_hint)?;
+        let mut session = Session::lock(file, how.wait, how.held_hint, how.quiet)?;
         session.reap_orphans(how.plan);
         if let Some(command) = how.stop_when_cancelled.filter(|_| cancel.is_cancelled()) {
             eprintln!("{command} was interrupted before it changed anything");
             return Err(ExitCode::from(exit::INTERRUPTED));
         }
         // A killed apply's servers that it never recorded: stopped before anything runs.
-        unrecorded::stop(how.plan, &session.state);
+        unrecorded::stop(how.plan, &session.state, how.quiet);
         let known = known_ids(how.target, how.plan)?;
         session.retire_removed(&known, sink)?;
         Ok(session)
@@ -103,6 +114,9 @@ impl Session {
     fn reap_orphans(&self, plan: &Plan) {
         let steps_logs = PathBuf::from(plan.roots.expand("${runtime}/logs/steps"));
         for killed in provision_executor::orphans::reap(&steps_logs) {
+            if self.quiet {
+                continue;
+            }
             eprintln!("note: stopped a command left running by an earlier apply: pid {killed}");
         }
     }
@@ -122,7 +136,7 @@ impl Session {
             sink,
         )
         .map_err(|e| state_error(&e))?;
-        for (step, err) in failures {
+        for (step, err) in failures.iter().filter(|_| !self.quiet) {
             eprintln!("warning: could not retire {step} (no longer in the config): {err}");
         }
         Ok(())

@@ -65,6 +65,10 @@ fn main() -> ExitCode {
             an_unrecorded_server_is_stopped_by_a_supervisor,
         ),
         Trial::test(
+            "a_quiet_apply_stops_an_unrecorded_server_without_a_word",
+            a_quiet_apply_stops_an_unrecorded_server,
+        ),
+        Trial::test(
             "status_reports_each_replica_up_then_down_as_its_typed_report",
             status_reports_each_replica,
         ),
@@ -526,6 +530,30 @@ fn an_unrecorded_server_is_stopped_by_a_supervisor() -> Result<(), Failed> {
         "the orphan is named: {err}"
     );
     assert_eq!(status.code(), Some(0), "{err}");
+    Ok(())
+}
+
+/// `-q` is only errors on stderr, the session's notes included: an unrecorded server stopped
+/// (and the lock of a dead apply taken over) goes unsaid.
+fn a_quiet_apply_stops_an_unrecorded_server() -> Result<(), Failed> {
+    let world = World::new(1);
+    std::fs::create_dir_all(world.runtime()).unwrap();
+    let runtime = std::fs::canonicalize(world.runtime()).unwrap();
+    let orphan = unrecorded_server(&runtime, "p/r3");
+    let _kill = KillOnDrop(vec![orphan]);
+    let out = world
+        .command(&["apply", "-q", "-c", "pools.yaml", "--cache-dir", "cache"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let since = Instant::now();
+    while alive(orphan) {
+        assert!(since.elapsed() < PATIENCE, "pid {orphan} was not stopped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(err, "", "apply -q wrote to stderr");
     Ok(())
 }
 

@@ -68,6 +68,7 @@ pub fn run(args: ApplyArgs) -> ExitCode {
         wait,
         held_hint: "wait for it to finish, or pass --wait",
         stop_when_cancelled: Some("apply"),
+        quiet,
     };
     let mut session = match Session::open_apply(&opening, file, sink.as_ref(), &cancel) {
         Ok(s) => s,

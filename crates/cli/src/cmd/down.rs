@@ -100,6 +100,7 @@ fn stop(
         file,
         false,
         "stop that apply or supervisor first (Ctrl-C stops a supervisor and its replicas)",
+        quiet,
     ) {
         Ok(s) => s,
         Err(code) => return code,

@@ -153,13 +153,14 @@ pub fn supervise(
         wait: false,
         held_hint: "stop that apply or supervisor first",
         stop_when_cancelled: None,
+        quiet: verbosity == Verbosity::Quiet,
     };
     let mut session =
         match Session::open_apply(&opening, target.state_file(), sink.as_ref(), cancel) {
             Ok(s) => s,
             Err(code) => return code,
         };
-    // Every write checks that the lock file is still the one held.
+    // Bound to the session's lock: the watch's writes check it too.
     let file = session.file().clone();
 
     // First, make it so.
