@@ -32,6 +32,7 @@ fn schemas() -> Vec<(&'static str, String)> {
             "handoff.schema.json",
             provision_steps_spawn::handoff_schema(),
         ),
+        ("status.schema.json", provision_steps_spawn::status_schema()),
     ]
     .into_iter()
     .map(|(name, schema)| {

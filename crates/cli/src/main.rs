@@ -7,6 +7,7 @@ mod exit;
 mod handoff_paths;
 mod progress;
 mod report;
+mod session;
 mod unrecorded;
 
 use std::process::ExitCode;
@@ -17,7 +18,7 @@ use crate::cmd::{apply, down, export, inspect, plan, status, supervise, validate
 use crate::exit::EXIT_CODES;
 // Named `crate::…` by the commands.
 use crate::args::Format;
-use crate::report::{lock_error, report, state_error};
+use crate::report::{report, state_error};
 
 /// mimalloc: parsing and planning a large config is allocation-bound (a third of `plan`'s time
 /// for 1,000 pools was the system allocator's malloc/free); mimalloc makes it ~15% faster.

@@ -10,8 +10,9 @@ use std::collections::BTreeSet;
 use provision_executor::State;
 use provision_plan::{Plan, StepSpec};
 
-/// Stop this plan's unrecorded servers; what was stopped is a note, what could not be a warning.
-pub fn stop(plan: &Plan, state: &State) {
+/// Stop this plan's unrecorded servers; what was stopped is a note, what could not be a warning
+/// (neither said when `quiet`).
+pub fn stop(plan: &Plan, state: &State, quiet: bool) {
     let pools: BTreeSet<&str> = plan
         .steps
         .iter()
@@ -29,6 +30,9 @@ pub fn stop(plan: &Plan, state: &State) {
         &|pool| pools.contains(pool),
         provision_steps_spawn::DEFAULT_GRACE,
     );
+    if quiet {
+        return;
+    }
     for s in &report.stopped {
         eprintln!(
             "note: stopped a server left running by an earlier apply: {}: {}",

@@ -69,8 +69,13 @@ impl World {
     }
 
     fn apply_command(&self, extra: &[&str]) -> Command {
+        self.command("apply", extra)
+    }
+
+    /// `provision <sub>` (apply or supervise) on the world's config.
+    fn command(&self, sub: &str, extra: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_provision"));
-        cmd.args(["apply", "--config", "pools.yaml", "--cache-dir", "cache"])
+        cmd.args([sub, "--config", "pools.yaml", "--cache-dir", "cache"])
             .args(extra)
             .current_dir(self.path())
             .stdin(Stdio::null())
@@ -199,7 +204,17 @@ fn outliving_build(world: &World) -> Vec<String> {
 /// Start the next apply and wait (bounded) until none of `orphans` is left: the apply, still
 /// running, and the orphans left after the wait.
 fn next_apply_stops(world: &World, orphans: &[String]) -> (std::process::Child, Vec<String>) {
-    let next = world.apply_command(&[]).spawn().unwrap();
+    next_command_stops(world, "apply", orphans)
+}
+
+/// Start `provision <sub>` and wait (bounded) until none of `orphans` is left: the command,
+/// still running, and the orphans left after the wait.
+fn next_command_stops(
+    world: &World,
+    sub: &str,
+    orphans: &[String],
+) -> (std::process::Child, Vec<String>) {
+    let next = world.command(sub, &[]).spawn().unwrap();
     let still = || -> Vec<String> {
         processes_under(world.path())
             .into_iter()
@@ -421,6 +436,26 @@ fn a_build_left_running_by_a_killed_apply_is_stopped_by_the_next() {
         "the next apply left the old build running: {left:#?}"
     );
     // Whatever the second (killed) apply started goes too: the reaper.
+}
+
+#[test]
+fn a_build_left_running_by_a_killed_apply_is_stopped_by_a_supervisor() {
+    let world = World::with_cmake_flags(SLOW);
+    let _reaper = Reaper(world.path());
+    let mut child = apply_in_slow_build(&world);
+    let _ = child.kill(); // SIGKILL: provision cannot stop its build.
+    let _ = child.wait();
+    let orphans = outliving_build(&world);
+
+    // A supervisor opens the same session as apply: it stops them before its first apply.
+    let (mut next, left) = next_command_stops(&world, "supervise", &orphans);
+    let _ = next.kill();
+    let _ = next.wait();
+    assert!(
+        left.is_empty(),
+        "the supervisor left the old build running: {left:#?}"
+    );
+    // Whatever the (killed) supervisor started goes too: the reaper.
 }
 
 /// Send `signal` to the build tools (ninja, make) working under `dir`.

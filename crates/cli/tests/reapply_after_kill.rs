@@ -22,7 +22,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use provision_steps_model::gguf_writer::{GgufWriter, LlamaShape};
 use provision_steps_spawn::identity;
 use provision_steps_spawn::port;
-use provision_steps_spawn::HandoffFile;
+use provision_steps_spawn::{HandoffFile, ReplicaState, StatusReport};
 
 /// Set in the pool's env: this binary then runs as the fake llama-server.
 const AS_SERVER: &str = "PROVISION_TEST_AS_LLAMA_SERVER";
@@ -59,6 +59,18 @@ fn main() -> ExitCode {
         Trial::test(
             "a_second_state_file_never_takes_over_the_first_ones_handoff_in_a_shared_runtime_dir",
             shared_default_handoff,
+        ),
+        Trial::test(
+            "an_unrecorded_server_is_stopped_by_a_supervisor_before_it_watches",
+            an_unrecorded_server_is_stopped_by_a_supervisor,
+        ),
+        Trial::test(
+            "a_quiet_apply_stops_an_unrecorded_server_without_a_word",
+            a_quiet_apply_stops_an_unrecorded_server,
+        ),
+        Trial::test(
+            "status_reports_each_replica_up_then_down_as_its_typed_report",
+            status_reports_each_replica,
         ),
     ];
     libtest_mimic::run(&args, tests).exit_code()
@@ -481,5 +493,132 @@ fn shared_default_handoff() -> Result<(), Failed> {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!handoff.exists(), "down of a left its handoff");
+    Ok(())
+}
+
+/// A supervisor opens the same session as apply: a server a killed apply never recorded is
+/// stopped before it watches.
+fn an_unrecorded_server_is_stopped_by_a_supervisor() -> Result<(), Failed> {
+    let world = World::new(1);
+    std::fs::create_dir_all(world.runtime()).unwrap();
+    let runtime = std::fs::canonicalize(world.runtime()).unwrap();
+    let orphan = unrecorded_server(&runtime, "p/r3");
+    let _kill = KillOnDrop(vec![orphan]);
+    let log = world.dir.path().join("supervise.log");
+    let mut child = world
+        .command(&["supervise", "-c", "pools.yaml", "--cache-dir", "cache"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let since = Instant::now();
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("supervise: watching")) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("supervise ended ({status}) before it watched");
+        }
+        assert!(since.elapsed() < PATIENCE, "supervise never watched");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let orphan_alive = alive(orphan);
+    // SAFETY: kill(2) on the child this test started and has not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(!orphan_alive, "the unrecorded server ran on: {err}");
+    assert!(
+        err.contains(&format!("spawn:p/r3: unrecorded pid {orphan}")),
+        "the orphan is named: {err}"
+    );
+    assert_eq!(status.code(), Some(0), "{err}");
+    Ok(())
+}
+
+/// `-q` is only errors on stderr, the session's notes included: an unrecorded server stopped
+/// (and the lock of a dead apply taken over) goes unsaid.
+fn a_quiet_apply_stops_an_unrecorded_server() -> Result<(), Failed> {
+    let world = World::new(1);
+    std::fs::create_dir_all(world.runtime()).unwrap();
+    let runtime = std::fs::canonicalize(world.runtime()).unwrap();
+    let orphan = unrecorded_server(&runtime, "p/r3");
+    let _kill = KillOnDrop(vec![orphan]);
+    let out = world
+        .command(&["apply", "-q", "-c", "pools.yaml", "--cache-dir", "cache"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let since = Instant::now();
+    while alive(orphan) {
+        assert!(since.elapsed() < PATIENCE, "pid {orphan} was not stopped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(err, "", "apply -q wrote to stderr");
+    Ok(())
+}
+
+/// `status --format json` is the typed report: after an apply every replica is up with its
+/// server's pid and URL; with one server killed, that replica is down and says why.
+fn status_reports_each_replica() -> Result<(), Failed> {
+    let world = World::new(2);
+    let out = world.apply();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let status = || -> StatusReport {
+        let out = world
+            .command(&[
+                "status",
+                "-c",
+                "pools.yaml",
+                "--cache-dir",
+                "cache",
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let report = status();
+    assert!(report.steps_to_run.is_empty(), "{report:?}");
+    assert!(report.state.ends_with(".runtime/state.json"), "{report:?}");
+    let [pool] = &report.pools[..] else {
+        panic!("one pool: {report:?}")
+    };
+    assert_eq!(pool.pool, "p");
+    let pids: BTreeSet<u32> = pool.replicas.iter().filter_map(|r| r.pid).collect();
+    assert_eq!(pids, world.servers(), "{report:?}");
+    for (n, r) in pool.replicas.iter().enumerate() {
+        assert_eq!(r.replica, n as u32);
+        assert_eq!(r.state, ReplicaState::Up, "{report:?}");
+        assert!(r.matches_config && r.drift.is_empty(), "{report:?}");
+        assert!(r
+            .url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("http://127.0.0.1:")));
+    }
+    let victim = pool.replicas[0].pid.unwrap();
+    let _ = Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status();
+    let since = Instant::now();
+    while alive(victim) {
+        assert!(since.elapsed() < PATIENCE, "pid {victim} outlived SIGKILL");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let report = status();
+    let r0 = &report.pools[0].replicas[0];
+    assert_eq!(r0.state, ReplicaState::DownOrOutOfDate, "{report:?}");
+    assert!(!r0.matches_config && !r0.drift.is_empty(), "{report:?}");
+    assert!(
+        report.steps_to_run.iter().any(|s| s == "spawn:p/r0"),
+        "{report:?}"
+    );
+    assert_eq!(
+        report.pools[0].replicas[1].state,
+        ReplicaState::Up,
+        "{report:?}"
+    );
     Ok(())
 }

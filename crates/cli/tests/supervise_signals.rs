@@ -50,6 +50,10 @@ fn main() -> ExitCode {
             "a_quiet_supervisor_prints_nothing_but_errors_from_start_to_stop",
             quiet_supervisor,
         ),
+        Trial::test(
+            "a_supervisor_retires_the_replicas_removed_from_the_config",
+            retires_removed,
+        ),
     ];
     libtest_mimic::run(&args, tests).exit_code()
 }
@@ -351,5 +355,66 @@ fn quiet_supervisor() -> Result<(), Failed> {
     assert!(left.is_empty(), "left running {left:?}\n{err}");
     assert_eq!(status.code(), Some(0), "{err}");
     assert_eq!(err, "", "supervise -q wrote to stderr");
+    Ok(())
+}
+
+/// Two replicas applied, then the config keeps one: a supervisor retires the other before it
+/// watches (its server stopped, its handoff file and records gone), like apply does.
+fn retires_removed() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    let runtime = dir.path().join(".runtime");
+    let out = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(["apply", "-c", "pools.yaml", "--cache-dir", "cache"])
+        .current_dir(dir.path())
+        .env_remove(AS_SERVER)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(servers(&runtime).len(), 2, "{err}");
+    let handoff_r1 = runtime.join("engines/llamacpp-p-r1.json");
+    assert!(handoff_r1.exists(), "{err}");
+    let config = std::fs::read_to_string(dir.path().join("pools.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("pools.yaml"),
+        config.replace("replicas: 2", "replicas: 1"),
+    )
+    .unwrap();
+
+    let log = dir.path().join("supervise.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(["supervise", "-c", "pools.yaml", "--cache-dir", "cache"])
+        .current_dir(dir.path())
+        .env_remove(AS_SERVER)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for(&mut child, "watching", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("supervise: watching"))
+    });
+    let watching = servers(&runtime);
+    let state = StateFile::new(runtime.join("state.json")).load().unwrap();
+    // SAFETY: kill(2) on the child this test started and has not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(&log).unwrap();
+    let left = servers(&runtime);
+    for pid in &left {
+        // SAFETY: kill(2) on a server this test's apply started (it carries its marker).
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    assert_eq!(watching.len(), 1, "r1 still runs while watching: {err}");
+    assert!(
+        !state.steps.keys().any(|id| id.ends_with("p/r1")),
+        "r1 is still recorded: {:?}\n{err}",
+        state.steps.keys().collect::<Vec<_>>()
+    );
+    assert!(!handoff_r1.exists(), "r1's handoff is left: {err}");
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(left.is_empty(), "left running {left:?}\n{err}");
     Ok(())
 }

@@ -29,6 +29,7 @@ pub mod process;
 pub mod replica;
 mod sock_diag;
 pub mod spawn;
+pub mod status_report;
 pub mod supervise;
 
 pub use down::{down, retire, stop_server, DownReport};
@@ -36,4 +37,5 @@ pub use handoff::{handoff, handoff_schema, HandoffFile, HandoffFileModel, HANDOF
 pub use probe::{check_probe, probe};
 pub use replica::DEFAULT_GRACE;
 pub use spawn::{check_spawn, spawn, spawn_facts};
+pub use status_report::{status_schema, PoolStatus, ReplicaState, ReplicaStatus, StatusReport};
 pub use supervise::{backoff, supervise, ReplicaKey, SuperviseEvent, SuperviseOptions};

@@ -1,17 +1,15 @@
 //! `provision apply`: run the plan under the lock, skipping what is still valid.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 use provision_executor::{ApplyOptions, Cancel, StateFile, StepResult};
 
-use crate::args::{Format, Loudness, Output, Target};
+use crate::args::{Loudness, Output, Target};
 use crate::dispatch::StepDispatch;
 use crate::exit;
 use crate::progress;
-use crate::report::{lock_error, state_error};
-use crate::unrecorded;
+use crate::session::{Opening, Session};
 
 #[derive(Args)]
 pub struct ApplyArgs {
@@ -63,29 +61,19 @@ pub fn run(args: ApplyArgs) -> ExitCode {
     if let Err(code) = target.prepare_runtime(&file) {
         return code;
     }
-    let lock = match take_apply_lock(&plan, &file, wait) {
-        Ok(l) => l,
+    let sink = progress::sink(json, loudness.verbosity());
+    let opening = Opening {
+        target: &target,
+        plan: &plan,
+        wait,
+        held_hint: "wait for it to finish, or pass --wait",
+        stop_when_cancelled: Some("apply"),
+        quiet,
+    };
+    let mut session = match Session::open_apply(&opening, file, sink.as_ref(), &cancel) {
+        Ok(s) => s,
         Err(code) => return code,
     };
-    if cancel.is_cancelled() {
-        eprintln!("apply was interrupted before it changed anything");
-        return ExitCode::from(exit::INTERRUPTED);
-    }
-    // Every write checks that the lock file is still the one held.
-    let file = file.held_by(&lock);
-    let mut state = match file.load() {
-        Ok(s) => s,
-        Err(e) => return state_error(&e),
-    };
-    // A killed apply's servers that it never recorded: stopped before anything runs.
-    unrecorded::stop(&plan, &state);
-
-    let sink = progress::sink(json, loudness.verbosity());
-
-    if let Err(code) = retire_removed(&target, &plan, &file, &mut state, sink.as_ref()) {
-        return code;
-    }
-
     let defaults = ApplyOptions::default();
     let opts = ApplyOptions {
         jobs: jobs.unwrap_or(defaults.jobs),
@@ -93,39 +81,14 @@ pub fn run(args: ApplyArgs) -> ExitCode {
         fail_fast,
         force,
     };
-    let report = match provision_executor::apply(
-        &plan,
-        &StepDispatch::new().refresh_refs(refresh_refs),
-        &file,
-        &mut state,
-        &opts,
-        sink.as_ref(),
-        &cancel,
-    ) {
+    let dispatch = StepDispatch::new().refresh_refs(refresh_refs);
+    let report = match session.apply(&plan, &dispatch, &opts, sink.as_ref(), &cancel) {
         Ok(r) => r,
-        Err(e) => return state_error(&e),
+        Err(code) => return code,
     };
-    drop(lock);
+    let file = session.file().clone();
+    session.close();
     apply_summary(&report, &file, json, quiet, &interrupted)
-}
-
-/// Take the apply lock on `file` (exit 5 naming the holder when another apply has it), then
-/// stop what a killed apply left running: we hold the lock, so that apply is gone.
-fn take_apply_lock(
-    plan: &provision_plan::Plan,
-    file: &StateFile,
-    wait: bool,
-) -> Result<provision_executor::ApplyLock, ExitCode> {
-    let lock = provision_executor::acquire(&file.path, wait)
-        .map_err(|e| lock_error(&e, "wait for it to finish, or pass --wait"))?;
-    if let Some(dead) = &lock.took_over {
-        eprintln!("note: took over the lock left by an apply that is gone ({dead})");
-    }
-    let steps_logs = PathBuf::from(plan.roots.expand("${runtime}/logs/steps"));
-    for killed in provision_executor::orphans::reap(&steps_logs) {
-        eprintln!("note: stopped a command left running by an earlier apply: pid {killed}");
-    }
-    Ok(lock)
 }
 
 /// Ctrl-C or SIGTERM cancels `cancel` (a second one exits at once); the flag says it happened.
@@ -143,37 +106,6 @@ fn on_interrupt(cancel: &Cancel) -> std::sync::Arc<std::sync::atomic::AtomicBool
         handler_cancel.cancel();
     });
     interrupted
-}
-
-/// Pools and replicas removed from the config: stop their servers, remove their handoffs.
-/// Known ids come from the whole config, so `--pool` never retires the other pools.
-fn retire_removed(
-    target: &Target,
-    plan: &provision_plan::Plan,
-    file: &StateFile,
-    state: &mut provision_executor::State,
-    sink: &dyn provision_executor::EventSink,
-) -> Result<(), ExitCode> {
-    let known: std::collections::BTreeSet<String> = match &target.pool {
-        None => plan.steps.iter().map(|s| s.id.clone()).collect(),
-        Some(_) => {
-            let all = Target {
-                pool: None,
-                ..target.clone()
-            };
-            let (_, p) = all.plan(Format::Json, true)?;
-            p.steps.iter().map(|s| s.id.clone()).collect()
-        }
-    };
-    match provision_executor::retire_removed(&known, &StepDispatch::new(), file, state, sink) {
-        Ok(failures) => {
-            for (step, err) in failures {
-                eprintln!("warning: could not retire {step} (no longer in the config): {err}");
-            }
-            Ok(())
-        }
-        Err(e) => Err(state_error(&e)),
-    }
 }
 
 /// The one-line summary, the failures, and the exit code of an apply that ran.

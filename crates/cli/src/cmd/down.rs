@@ -17,6 +17,7 @@ use provision_steps_spawn::DownReport;
 
 use crate::args::{parse_seconds, Loudness, Output, RuntimeDirs};
 use crate::exit;
+use crate::session::{exists, Session};
 
 #[derive(Args)]
 pub struct DownArgs {
@@ -77,7 +78,6 @@ fn stop(
         runtime: runtime.display().to_string(),
         config_dir: String::new(),
     };
-    let exists = |p: &Path| p.symlink_metadata().is_ok();
     if !exists(&file.path) && !exists(&provision_executor::lock::lock_path(&file.path)) {
         // Nothing recorded, and no apply ever locked here (so none runs now): servers whose
         // state and pid files were deleted are still found by their marker. No file is created.
@@ -94,39 +94,36 @@ fn stop(
         eprintln!("error: {e}\n  hint: {}", e.hint());
         return ExitCode::from(exit::STATE_UNREADABLE);
     }
-    let lock =
-        match provision_executor::acquire(&file.path, false) {
-            Ok(l) => l,
-            Err(e) => return crate::lock_error(
-                &e,
-                "stop that apply or supervisor first (Ctrl-C stops a supervisor and its replicas)",
-            ),
-        };
     // Every write checks that the lock file is still the one held: one removed or replaced
     // (another provision may hold the state now) stops the writes, exit 5.
-    let file = file.held_by(&lock);
-    let mut state = match file.load() {
+    let mut session = match Session::lock(
+        file,
+        false,
+        "stop that apply or supervisor first (Ctrl-C stops a supervisor and its replicas)",
+        quiet,
+    ) {
         Ok(s) => s,
-        Err(e) => return crate::state_error(&e),
+        Err(code) => return code,
     };
     if let Some(p) = pool {
-        let known = state.steps.values().any(|r| {
+        let known = session.state().steps.values().any(|r| {
             StepKind::parse(&r.kind).is_some_and(StepKind::is_replica)
                 && r.spec.get("pool").and_then(|v| v.as_str()) == Some(p)
         });
         if !known {
             eprintln!(
                 "error: the state file {} has no replicas of pool `{p}`; nothing was changed",
-                file.path.display()
+                session.file().path.display()
             );
             return ExitCode::from(exit::INVALID_CONFIG);
         }
     }
-    let report = match provision_steps_spawn::down(&file, &mut state, pool, grace, Some(&roots)) {
+    let report = match session.down(pool, grace, &roots) {
         Ok(r) => r,
-        Err(e) => return crate::state_error(&e),
+        Err(code) => return code,
     };
-    drop(lock);
+    let file = session.file().clone();
+    session.close();
     print_report(&file, &report, json, quiet)
 }
 

@@ -4,12 +4,13 @@ use std::process::ExitCode;
 
 use clap::Args;
 use provision_executor::{Preview, StepStatus};
-use provision_plan::StepId;
+use provision_plan::{Plan, StepId};
+use provision_steps_spawn::{PoolStatus, ReplicaState, ReplicaStatus, StatusReport};
 
 use crate::args::{Loudness, Output, Target};
 use crate::dispatch::StepDispatch;
 use crate::exit;
-use crate::report::state_error;
+use crate::session::Session;
 
 #[derive(Args)]
 pub struct StatusArgs {
@@ -28,19 +29,31 @@ pub fn run(args: StatusArgs) -> ExitCode {
         loudness,
     } = args;
     loudness.init_tracing();
-    let json = output.json();
     let (_, plan) = match target.plan(output.format(), loudness.quiet()) {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let file = target.state_file();
-    let state = match file.load() {
+    // `status` takes no lock and writes nothing.
+    let session = match Session::read_only(target.state_file()) {
         Ok(s) => s,
-        Err(e) => return state_error(&e),
+        Err(code) => return code,
     };
-    // `status` writes nothing: the digest and tag caches are read, not updated.
-    provision_executor::cache_file::read_only();
-    let changes = provision_executor::preview(&plan, &StepDispatch::new(), &state, false);
+    let report = status_report(&session, &plan);
+    if output.json() {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serialisable")
+        );
+    } else {
+        print_text(&report);
+    }
+    ExitCode::from(exit::OK)
+}
+
+/// The state of each of the plan's replicas, and the steps an apply would run.
+fn status_report(session: &Session, plan: &Plan) -> StatusReport {
+    let state = session.state();
+    let changes = provision_executor::preview(plan, &StepDispatch::new(), state, false);
     let mut pools = Vec::new();
     for pool in &plan.pools {
         let mut replicas = Vec::new();
@@ -70,50 +83,58 @@ pub fn run(args: StatusArgs) -> ExitCode {
                 })
                 .collect();
             let up = handoff.is_some_and(|h| h.status == StepStatus::Passed) && drift.is_empty();
-            replicas.push(serde_json::json!({
-                "replica": r,
-                "state": if up { "up" } else if spawn.is_none() { "not provisioned" } else { "down or out of date" },
-                "pid": spawn.and_then(|s| s.outputs.get("pid")).cloned(),
-                "url": spawn.and_then(|s| s.outputs.get("url")).cloned(),
-                "matches_config": drift.is_empty(),
-                "drift": drift,
-            }));
+            let output = |key: &str| spawn.and_then(|s| s.outputs.get(key));
+            replicas.push(ReplicaStatus {
+                state: if up {
+                    ReplicaState::Up
+                } else if spawn.is_none() {
+                    ReplicaState::NotProvisioned
+                } else {
+                    ReplicaState::DownOrOutOfDate
+                },
+                pid: output("pid")
+                    .and_then(|v| v.as_u64())
+                    .and_then(|p| u32::try_from(p).ok()),
+                url: output("url").and_then(|v| v.as_str()).map(str::to_string),
+                replica: r,
+                matches_config: drift.is_empty(),
+                drift,
+            });
         }
-        pools.push(serde_json::json!({"pool": pool.id, "replicas": replicas}));
+        pools.push(PoolStatus {
+            pool: pool.id.clone(),
+            replicas,
+        });
     }
-    let pending: Vec<String> = changes
+    let steps_to_run = changes
         .iter()
         .filter(|(_, p)| matches!(p, Preview::Run(_)))
         .map(|(s, _)| s.clone())
         .collect();
-    if json {
-        let body = serde_json::json!({"state": file.path.display().to_string(), "pools": pools, "steps_to_run": pending});
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&body).expect("serialisable")
-        );
-    } else {
-        println!("state: {}", file.path.display());
-        for pool in &pools {
-            println!("pool {}", pool["pool"].as_str().unwrap_or_default());
-            for r in pool["replicas"].as_array().into_iter().flatten() {
-                let pid = r["pid"].as_u64().map_or("-".to_string(), |p| p.to_string());
-                let url = r["url"].as_str().unwrap_or("-");
-                println!(
-                    "  r{}  {}  pid {pid}  {url}",
-                    r["replica"],
-                    r["state"].as_str().unwrap_or_default()
-                );
-                for d in r["drift"].as_array().into_iter().flatten() {
-                    println!("      {}", d.as_str().unwrap_or_default());
-                }
+    StatusReport {
+        pools,
+        state: session.file().path.display().to_string(),
+        steps_to_run,
+    }
+}
+
+/// The report for people, on stdout.
+fn print_text(report: &StatusReport) {
+    println!("state: {}", report.state);
+    for pool in &report.pools {
+        println!("pool {}", pool.pool);
+        for r in &pool.replicas {
+            let pid = r.pid.map_or("-".to_string(), |p| p.to_string());
+            let url = r.url.as_deref().unwrap_or("-");
+            println!("  r{}  {}  pid {pid}  {url}", r.replica, r.state.as_str());
+            for d in &r.drift {
+                println!("      {d}");
             }
         }
-        if pending.is_empty() {
-            println!("everything matches the config");
-        } else {
-            println!("{} steps would run on apply", pending.len());
-        }
     }
-    ExitCode::from(exit::OK)
+    if report.steps_to_run.is_empty() {
+        println!("everything matches the config");
+    } else {
+        println!("{} steps would run on apply", report.steps_to_run.len());
+    }
 }

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use provision_executor::{ApplyOptions, Cancel, Dispatch, StateFile};
+use provision_executor::{ApplyOptions, Cancel, Dispatch};
 use provision_plan::{Plan, StepId, StepKind, StepSpec};
 use provision_steps_spawn::{DownReport, ReplicaKey, SuperviseEvent, SuperviseOptions};
 
@@ -20,6 +20,7 @@ use crate::args::{parse_seconds, Loudness, Output, Target};
 use crate::dispatch::StepDispatch;
 use crate::exit;
 use crate::progress::{self, Verbosity};
+use crate::session::{Opening, Session};
 
 #[derive(Args)]
 pub struct SuperviseArgs {
@@ -64,9 +65,9 @@ pub fn run(args: SuperviseArgs) -> ExitCode {
     {
         Err(code) => code,
         Ok((_, plan)) => supervise(
+            &target,
             &plan,
             &StepDispatch::new(),
-            &target.state_file(),
             &SuperviseOptions {
                 backoff_base,
                 backoff_cap,
@@ -111,26 +112,16 @@ fn replica_plan(plan: &Plan, key: &ReplicaKey) -> Plan {
     sub
 }
 
-/// Apply `plan` (or a part of it) to the state in `file`: the failed steps, or the exit code of
-/// an error (an unreadable state 4, a lost lock file 5).
+/// Apply `plan` (or a part of it) in `session`: the failed steps, or the exit code of an
+/// error (an unreadable state 4, a lost lock file 5).
 fn apply(
+    session: &mut Session,
     plan: &Plan,
     dispatch: &dyn Dispatch,
-    file: &StateFile,
     sink: &dyn provision_executor::EventSink,
     cancel: &Cancel,
 ) -> Result<Vec<(String, String)>, ExitCode> {
-    let mut state = file.load().map_err(|e| crate::state_error(&e))?;
-    let report = provision_executor::apply(
-        plan,
-        dispatch,
-        file,
-        &mut state,
-        &ApplyOptions::default(),
-        sink,
-        cancel,
-    )
-    .map_err(|e| crate::state_error(&e))?;
+    let report = session.apply(plan, dispatch, &ApplyOptions::default(), sink, cancel)?;
     Ok(report
         .failures()
         .into_iter()
@@ -141,9 +132,9 @@ fn apply(
 /// Apply `plan`, then supervise its replicas until SIGINT/SIGTERM (`cancel`, from
 /// [`on_interrupt`]).
 pub fn supervise(
+    target: &Target,
     plan: &Plan,
     dispatch: &dyn Dispatch,
-    file: &StateFile,
     opts: &SuperviseOptions,
     json: bool,
     verbosity: Verbosity,
@@ -153,16 +144,27 @@ pub fn supervise(
         eprintln!("supervise: interrupted before it started anything");
         return ExitCode::from(exit::INTERRUPTED);
     }
-    let lock = match provision_executor::acquire(&file.path, false) {
-        Ok(l) => l,
-        Err(e) => return crate::lock_error(&e, "stop that apply or supervisor first"),
-    };
-    // Every write checks that the lock file is still the one held.
-    let file = &file.clone().held_by(&lock);
     let sink = progress::sink(json, verbosity);
+    // The same session as apply's: what a killed apply left is stopped, what the config no
+    // longer has is retired.
+    let opening = Opening {
+        target,
+        plan,
+        wait: false,
+        held_hint: "stop that apply or supervisor first",
+        stop_when_cancelled: None,
+        quiet: verbosity == Verbosity::Quiet,
+    };
+    let mut session =
+        match Session::open_apply(&opening, target.state_file(), sink.as_ref(), cancel) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+    // Bound to the session's lock: the watch's writes check it too.
+    let file = session.file().clone();
 
     // First, make it so.
-    let failures = match apply(plan, dispatch, file, sink.as_ref(), cancel) {
+    let failures = match apply(&mut session, plan, dispatch, sink.as_ref(), cancel) {
         Ok(f) => f,
         Err(code) => return code,
     };
@@ -199,13 +201,16 @@ pub fn supervise(
             }
         );
     }
-    let mut restart = |key: &ReplicaKey| match apply(
-        &replica_plan(plan, key),
-        dispatch,
-        file,
-        sink.as_ref(),
-        cancel,
-    ) {
+    // Each restart reads the state the watch wrote, in the same session.
+    let mut restart = |key: &ReplicaKey| match session.reload().and_then(|()| {
+        apply(
+            &mut session,
+            &replica_plan(plan, key),
+            dispatch,
+            sink.as_ref(),
+            cancel,
+        )
+    }) {
         Ok(f) if f.is_empty() => Ok(()),
         Ok(f) => Err(f
             .into_iter()
@@ -221,7 +226,7 @@ pub fn supervise(
         }
     };
     let report = match provision_steps_spawn::supervise(
-        file,
+        &file,
         &replicas,
         opts,
         cancel,
@@ -231,7 +236,7 @@ pub fn supervise(
         Ok(r) => r,
         Err(e) => return crate::state_error(&e),
     };
-    drop(lock);
+    session.close();
     finish(&report, interrupted_first_apply, quiet)
 }
 
