@@ -513,6 +513,26 @@ fn a_failure_at_step_k_resumes_at_k() {
     assert!(reasons(&run, &[build]).ends_with("last run failed"));
 }
 
+/// Whether step `id` depends on `on`, directly or not.
+fn depends_on(plan: &Plan, id: &str, on: &str) -> bool {
+    let mut todo = vec![id.to_string()];
+    let mut seen = HashSet::new();
+    while let Some(next) = todo.pop() {
+        if !seen.insert(next.clone()) {
+            continue;
+        }
+        if let Some(step) = plan.step(&next) {
+            for dep in &step.deps {
+                if dep == on {
+                    return true;
+                }
+                todo.push(dep.clone());
+            }
+        }
+    }
+    false
+}
+
 #[test]
 fn cancelling_stops_running_steps_and_the_next_apply_reruns_them() {
     let run = Run::new();
@@ -521,16 +541,29 @@ fn cancelling_stops_running_steps_and_the_next_apply_reruns_them() {
         ..Fake::default()
     };
     let cancel = Cancel::new();
-    let canceller = cancel.clone();
-    let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
-        canceller.cancel();
+    // Cancelled once the quick steps are done and only the clone runs (not after a fixed
+    // delay: on a loaded machine the quick ones may still be running then).
+    let clone = "git-clone:llama.cpp@v1";
+    let quick = run
+        .plan
+        .steps
+        .iter()
+        .filter(|s| !depends_on(&run.plan, &s.id, clone) && s.id != clone)
+        .count();
+    let (report, cancelled_after) = std::thread::scope(|scope| {
+        let canceller = scope.spawn(|| {
+            let since = Instant::now();
+            while fake.runs().len() < quick && since.elapsed() < Duration::from_secs(25) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            cancel.cancel();
+            Instant::now()
+        });
+        let (report, _) = run.apply_with(&fake, &opts(), &cancel);
+        (report, canceller.join().unwrap())
     });
-    let started = Instant::now();
-    let (report, _) = run.apply_with(&fake, &opts(), &cancel);
-    t.join().unwrap();
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        cancelled_after.elapsed() < Duration::from_secs(5),
         "cancellation took too long"
     );
     assert!(report.cancelled);
