@@ -232,7 +232,11 @@ fn a_crash_during_load_fails_at_once_with_status_and_log_tail() {
     assert_eq!((status.exit_code, status.signal), (Some(3), None));
     assert!(failed.command.contains("fake-llama-server"), "{failed:?}");
     assert!(
-        failed.output_log.as_deref().unwrap_or_default().ends_with("fake-r0.log"),
+        failed
+            .output_log
+            .as_deref()
+            .unwrap_or_default()
+            .ends_with("fake-r0.log"),
         "{failed:?}"
     );
     let tail = err.tail.unwrap();
