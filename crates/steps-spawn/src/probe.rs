@@ -19,7 +19,7 @@ use crate::http::{reason, Http, NoReply};
 use crate::listener_owner;
 use crate::pinned_tls;
 use crate::port;
-use crate::process::{self, ServerProcess};
+use crate::process::{self, NotRunning, ServerProcess};
 use crate::replica::{
     api_key, dep_str, expand, note, remove_handoff, replica_name, server_log_tail, DEFAULT_GRACE,
 };
@@ -85,7 +85,7 @@ fn check_recorded(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
     };
     let server = ServerProcess::from_outputs(previous);
     if let Some(server) = &server {
-        server.check()?;
+        server.check().map_err(|e| e.to_string())?;
     }
     let http = client(spec, cx)?;
     let health = format!("{url}{}", spec.health_path);
@@ -174,7 +174,6 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
                 let exited = Exited {
                     name: &name,
                     why: &why,
-                    server,
                     log: log.as_deref(),
                 };
                 return Err(fail_exited(cx, &exited, started, port));
@@ -360,21 +359,20 @@ fn fail_not_owner(
 struct Exited<'a> {
     name: &'a str,
     /// How it was seen to be gone (`pid 12 exited with exit status 3`).
-    why: &'a str,
-    server: &'a ServerProcess,
+    why: &'a NotRunning,
     /// Its own log.
     log: Option<&'a Path>,
 }
 
 impl Exited<'_> {
-    /// The server as the failed command: its binary, its exit status when it was our child
-    /// (reaped), its log.
+    /// The server as the failed command: its binary, its exit status when it was our child,
+    /// its log.
     fn failed_command(&self, cx: &StepContext<'_>) -> FailedCommand {
         let binary = dep_str(cx, "binary").unwrap_or_else(|| "llama-server".into());
         FailedCommand {
             command: cx.redactor.redact(&binary),
             cwd: None,
-            status: process::reap(self.server.pid).map(ExitState::from),
+            status: self.why.exit_status().map(ExitState::from),
             output_log: self.log.map(|l| l.display().to_string()),
         }
     }
@@ -386,7 +384,7 @@ fn fail_exited(
     started: Instant,
     port: Option<u16>,
 ) -> StepError {
-    let Exited { name, why, log, .. } = *exited;
+    let Exited { name, why, log } = *exited;
     // A server that could not bind: who holds its port (it cannot be the server: it exited).
     let holder = port.and_then(|p| port::holder(p).map(|h| (p, h)));
     let held = holder
