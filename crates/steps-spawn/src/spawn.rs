@@ -130,9 +130,13 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
 
     let cache = PathBuf::from(&cx.roots.cache).join("llama-help");
     let known = known_flags(&binary, &digest, real_env, &cache).map_err(|e| {
-        StepError::new(e.message)
+        let err = StepError::new(e.message)
             .tail(e.tail)
-            .hint("check that the binary runs on this machine (shared libraries, CPU features)")
+            .hint("check that the binary runs on this machine (shared libraries, CPU features)");
+        StepError {
+            command: e.command,
+            ..err
+        }
     })?;
     check_flags(spec, &known, &shown, &binary, &digest)?;
 
