@@ -69,7 +69,7 @@ impl CommandError {
     }
 
     /// The command as typed fields, for a command that could not start or failed.
-    pub fn failed_command(&self) -> Option<FailedCommand> {
+    pub fn failed_command(&self) -> Option<Box<FailedCommand>> {
         let (command, cwd, status) = match self {
             CommandError::Spawn { command, cwd, .. } => (command, cwd, None),
             CommandError::Failed {
@@ -80,12 +80,12 @@ impl CommandError {
             } => (command, cwd, Some(*status)),
             CommandError::Cancelled { .. } | CommandError::Log { .. } => return None,
         };
-        Some(FailedCommand {
+        Some(Box::new(FailedCommand {
             command: command.clone(),
             cwd: Some(cwd.clone()),
             status,
             output_log: None,
-        })
+        }))
     }
 }
 
@@ -107,7 +107,7 @@ impl From<CommandError> for StepError {
             CommandError::Log { .. } => StepError::new(e.to_string())
                 .hint("check that the runtime directory is writable and the disk is not full"),
         };
-        StepError { command, ..err }
+        err.with_command(command)
     }
 }
 

@@ -122,8 +122,9 @@ pub struct StepError {
     pub tail: Option<String>,
     /// The step stopped because apply was cancelled.
     pub cancelled: bool,
-    /// The command that failed: argv as shown, cwd, exit code or signal, its output's log.
-    pub command: Option<FailedCommand>,
+    /// The command that failed: argv as shown, cwd, exit code or signal, its output's log
+    /// (boxed: most errors have none, and a step's result stays small).
+    pub command: Option<Box<FailedCommand>>,
 }
 
 impl StepError {
@@ -145,7 +146,7 @@ impl StepError {
             hint: self.hint.map(|h| r.redact(&h)),
             tail: self.tail.map(|t| r.redact(&t)),
             cancelled: self.cancelled,
-            command: self.command.map(|c| c.redacted(r)),
+            command: self.command.map(|c| Box::new(c.redacted(r))),
         }
     }
 
@@ -160,8 +161,13 @@ impl StepError {
     }
 
     /// The command that failed.
-    pub fn command(mut self, command: FailedCommand) -> Self {
-        self.command = Some(command);
+    pub fn command(self, command: FailedCommand) -> Self {
+        self.with_command(Some(Box::new(command)))
+    }
+
+    /// The command that failed, if one did.
+    pub fn with_command(mut self, command: Option<Box<FailedCommand>>) -> Self {
+        self.command = command;
         self
     }
 

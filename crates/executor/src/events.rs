@@ -40,7 +40,7 @@ pub enum Event {
         /// The command that failed, as fields of the event: `command`, `cwd`, `exit_code` or
         /// `signal`, `output_log` ([`FailedCommand`]).
         #[serde(flatten, skip_serializing_if = "Option::is_none")]
-        failed_command: Option<FailedCommand>,
+        failed_command: Option<Box<FailedCommand>>,
     },
     /// Not run because a dependency failed or was blocked.
     Blocked {

@@ -296,7 +296,7 @@ fn configure_error(
             cx.log.display()
         ))
         .tail(tail.clone());
-    StepError { command, ..err }
+    err.with_command(command)
 }
 
 pub(crate) fn note(cx: &StepContext<'_>, message: &str) {

@@ -12,7 +12,7 @@ pub enum GitError {
         repo: String,
         tail: String,
         /// The git command that failed.
-        command: Option<FailedCommand>,
+        command: Option<Box<FailedCommand>>,
     },
     /// No tag, branch or commit has that name.
     #[error("unknown ref `{git_ref}` in {repo}: no tag, branch or commit has that name{}", nearest_list(.nearest))]
@@ -30,7 +30,7 @@ pub enum GitError {
         repo: String,
         tail: String,
         /// The git command that failed.
-        command: Option<FailedCommand>,
+        command: Option<Box<FailedCommand>>,
     },
     /// The plan lost the repository URL's credentials (a plan read back from JSON).
     #[error("the repository URL {repo} has its credentials redacted in this plan")]
@@ -51,7 +51,7 @@ impl From<GitError> for StepError {
     fn from(e: GitError) -> StepError {
         let message = e.to_string();
         match e {
-            GitError::Unreachable { tail, command, .. } => with_command(StepError::new(message), command)
+            GitError::Unreachable { tail, command, .. } => StepError::new(message).with_command(command)
                 .hint(
                     "check the URL, the network and the credentials (a tag already in the \
                      cache is used offline; a branch needs the network)",
@@ -61,7 +61,7 @@ impl From<GitError> for StepError {
                 .hint("fix `provisioning.source.ref`: a tag, a branch or a commit SHA of the repository"),
             GitError::Corrupt { .. } => StepError::new(message)
                 .hint("delete the directory; the next apply clones the repository again"),
-            GitError::Submodules { tail, command, .. } => with_command(StepError::new(message), command)
+            GitError::Submodules { tail, command, .. } => StepError::new(message).with_command(command)
                 .hint("check that the submodule URLs in .gitmodules are reachable, or set `submodules: false`")
                 .tail(tail),
             GitError::RedactedUrl { .. } => StepError::new(message)
@@ -69,8 +69,4 @@ impl From<GitError> for StepError {
             GitError::Command(e) => e.into(),
         }
     }
-}
-
-fn with_command(err: StepError, command: Option<FailedCommand>) -> StepError {
-    StepError { command, ..err }
 }

@@ -44,7 +44,7 @@ pub fn detect_error(spec: &GpuCheck, e: DetectError) -> StepError {
         asked(spec)
     ))
     .hint(hint);
-    StepError { command, ..err }
+    err.with_command(command)
 }
 
 /// Detect the GPUs and check that every requested device is there.

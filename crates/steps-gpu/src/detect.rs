@@ -52,7 +52,7 @@ pub enum DetectError {
 
 impl DetectError {
     /// The command that failed to start or failed, as fields of the step error.
-    pub fn failed_command(&self) -> Option<FailedCommand> {
+    pub fn failed_command(&self) -> Option<Box<FailedCommand>> {
         let (command, status) = match self {
             DetectError::Spawn { command, .. } => (command, None),
             DetectError::Failed {
@@ -60,12 +60,12 @@ impl DetectError {
             } => (command, Some(*status)),
             _ => return None,
         };
-        Some(FailedCommand {
+        Some(Box::new(FailedCommand {
             command: command.clone(),
             cwd: None,
             status,
             output_log: None,
-        })
+        }))
     }
 }
 

@@ -116,7 +116,7 @@ pub struct HelpError {
     pub message: String,
     pub tail: String,
     /// `binary --help` when it could not start or failed.
-    pub command: Option<FailedCommand>,
+    pub command: Option<Box<FailedCommand>>,
 }
 
 /// The flags `binary` accepts: from the cache `<cache_dir>/<digest>.flags` when there, else
@@ -235,13 +235,13 @@ fn run_help(binary: &Path, env: &BTreeMap<String, String>) -> Result<String, Hel
 use std::os::unix::process::CommandExt;
 
 /// `binary --help` as a failed command: `status` when it ran.
-fn help_command(binary: &Path, status: Option<ExitState>) -> FailedCommand {
-    FailedCommand {
+fn help_command(binary: &Path, status: Option<ExitState>) -> Box<FailedCommand> {
+    Box::new(FailedCommand {
         command: format!("{} --help", binary.display()),
         cwd: None,
         status,
         output_log: None,
-    }
+    })
 }
 
 fn io_error(binary: &Path) -> impl Fn(std::io::Error) -> HelpError + '_ {

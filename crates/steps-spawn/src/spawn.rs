@@ -130,13 +130,10 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
 
     let cache = PathBuf::from(&cx.roots.cache).join("llama-help");
     let known = known_flags(&binary, &digest, real_env, &cache).map_err(|e| {
-        let err = StepError::new(e.message)
+        StepError::new(e.message)
             .tail(e.tail)
-            .hint("check that the binary runs on this machine (shared libraries, CPU features)");
-        StepError {
-            command: e.command,
-            ..err
-        }
+            .hint("check that the binary runs on this machine (shared libraries, CPU features)")
+            .with_command(e.command)
     })?;
     check_flags(spec, &known, &shown, &binary, &digest)?;
 
