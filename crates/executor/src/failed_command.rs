@@ -91,5 +91,20 @@ mod tests {
             signal: Some(9),
         };
         assert_eq!(killed.to_string(), "signal 9");
+        let never_started = FailedCommand {
+            status: None,
+            cwd: None,
+            output_log: Some("/r/logs/s.log".into()),
+            ..failed
+        };
+        assert_eq!(
+            serde_json::to_value(&never_started).unwrap(),
+            json!({"command": "git ls-remote x", "output_log": "/r/logs/s.log"})
+        );
+        let signalled = FailedCommand {
+            status: Some(killed),
+            ..never_started
+        };
+        assert_eq!(serde_json::to_value(&signalled).unwrap()["signal"], 9);
     }
 }
