@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use provision_executor::StateFile;
 use provision_plan::{Plan, PlanOptions, Roots, ValidConfig};
 
-use crate::exit;
+use crate::exit::Exit;
 use crate::handoff_paths;
 use crate::progress::Verbosity;
 use crate::report::{lock_error, report, state_error};
@@ -196,7 +196,7 @@ impl Target {
                 "error: cannot create the runtime directory {}: {e}\n  hint: check the path and its permissions, or pass another --runtime-dir",
                 self.dirs.runtime_dir.display()
             );
-            ExitCode::from(exit::FAILURE)
+            ExitCode::from(Exit::Unexpected)
         })
     }
 
@@ -228,7 +228,7 @@ impl Target {
         let lock = provision_executor::lock::lock_path(&state);
         if let Err(e) = handoff_paths::check(&plan, &self.config, &state, &lock) {
             eprintln!("error: {}: {e}", self.config.display());
-            return Err(ExitCode::from(exit::INVALID_CONFIG));
+            return Err(ExitCode::from(Exit::Invalid));
         }
         Ok((valid, plan))
     }

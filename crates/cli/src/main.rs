@@ -15,7 +15,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::cmd::{apply, down, export, inspect, plan, status, supervise, validate};
-use crate::exit::EXIT_CODES;
 // Named `crate::…` by the commands.
 use crate::args::Format;
 use crate::report::{report, state_error};
@@ -30,7 +29,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "provision",
     version,
     about = "Get llama.cpp inference servers running on GPU machines from a declarative config",
-    after_help = EXIT_CODES
+    after_help = exit::help()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,26 +40,26 @@ struct Cli {
 enum Command {
     /// Show every step `apply` will take, with the exact commands and flags, in order; with a
     /// state file, mark each step `run` (and why) or `skip`.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = exit::help())]
     Plan(plan::PlanArgs),
     /// Make it so: run the plan, skipping what is still valid.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = exit::help())]
     Apply(apply::ApplyArgs),
     /// What the state file says, checked against the world and the config.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = exit::help())]
     Status(status::StatusArgs),
     /// Check a config and report every problem at once.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = exit::help())]
     Validate(validate::ValidateArgs),
     /// Stop the replicas the state file knows: handoff removed, SIGTERM to each server provision
     /// can prove it started, SIGKILL after the grace period, pid file removed; the next apply
     /// starts them again.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = exit::help())]
     Down(down::DownArgs),
     /// Apply, then stay in the foreground: a replica whose server exits is restarted with
     /// exponential backoff (its handoff removed while it is down); Ctrl-C or SIGTERM stops every
     /// replica.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = exit::help())]
     Supervise(supervise::SuperviseArgs),
     /// Write the pools as manifests for a cluster engine: `export kubernetes` (same config and
     /// flag normalisation as `plan`).

@@ -6,7 +6,7 @@ use provision_executor::{LockError, StateError};
 use provision_plan::ConfigError;
 
 use crate::args::Format;
-use crate::exit;
+use crate::exit::Exit;
 
 pub(crate) fn report(err: &ConfigError, format: Format) -> ExitCode {
     match format {
@@ -22,32 +22,21 @@ pub(crate) fn report(err: &ConfigError, format: Format) -> ExitCode {
             );
         }
     }
-    ExitCode::from(exit::INVALID_CONFIG)
+    ExitCode::from(Exit::Invalid)
 }
 
 pub(crate) fn state_error(err: &StateError) -> ExitCode {
     eprintln!("error: {err}\n  hint: {}", err.hint());
-    ExitCode::from(match err {
-        StateError::Io {
-            action: "write", ..
-        } => exit::FAILURE,
-        StateError::LockLost(_) => exit::LOCKED,
-        _ => exit::STATE_UNREADABLE,
-    })
+    Exit::of_state(err).into()
 }
 
-/// Report a lock that could not be taken; the exit code says why: another holder or a lost
-/// lock file (5), a lock file that is not provision's (4, like any state that cannot be used),
-/// anything else (1). `held_hint`: what to do about another holder.
+/// Report a lock that could not be taken; the exit code says why ([`Exit::of_lock`]).
+/// `held_hint`: what to do about another holder.
 pub(crate) fn lock_error(err: &LockError, held_hint: &str) -> ExitCode {
     let hint = match err {
         LockError::Held { .. } => held_hint.to_string(),
         _ => err.hint(),
     };
     eprintln!("error: {err}\n  hint: {hint}");
-    ExitCode::from(match err {
-        LockError::Held { .. } | LockError::Lost { .. } => exit::LOCKED,
-        LockError::NotOurs { .. } => exit::STATE_UNREADABLE,
-        LockError::Io { .. } => exit::FAILURE,
-    })
+    Exit::of_lock(err).into()
 }

@@ -18,7 +18,7 @@ use provision_steps_spawn::DownReport;
 
 use crate::args::{Format, Target};
 use crate::dispatch::StepDispatch;
-use crate::exit;
+use crate::exit::Exit;
 use crate::report::{lock_error, state_error};
 use crate::unrecorded;
 
@@ -101,7 +101,7 @@ impl Session {
         session.reap_orphans(how.plan);
         if let Some(command) = how.stop_when_cancelled.filter(|_| cancel.is_cancelled()) {
             eprintln!("{command} was interrupted before it changed anything");
-            return Err(ExitCode::from(exit::INTERRUPTED));
+            return Err(ExitCode::from(Exit::Interrupted));
         }
         // A killed apply's servers that it never recorded: stopped before anything runs.
         unrecorded::stop(how.plan, &session.state, how.quiet);

@@ -387,6 +387,7 @@ pub fn apply(
                                     tail: err.tail.clone(),
                                     log: cx.log.display().to_string(),
                                     duration_ms: 0,
+                                    failed_command: err.command.clone(),
                                 },
                             );
                             any_failed = true;
@@ -542,6 +543,7 @@ pub fn apply(
                                 tail: err.tail.clone(),
                                 log,
                                 duration_ms,
+                                failed_command: err.command.clone(),
                             },
                         );
                         any_failed = true;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use provision_plan::redact::redact_text as redact_urls;
 
 use crate::dispatch::{log_tail, Cancel, StepContext, StepError};
+use crate::failed_command::{ExitState, FailedCommand};
 
 /// Lines of the log quoted in a failed command's error.
 pub const TAIL_LINES: usize = 40;
@@ -43,8 +44,8 @@ pub enum CommandError {
     Failed {
         command: String,
         cwd: String,
-        /// `exit status 2`, `signal 9`.
-        status: String,
+        /// Exit code or signal (shown as `exit status 2`, `signal 9`).
+        status: ExitState,
         /// The last lines of the log (or of the command's stderr), credentials redacted.
         tail: String,
     },
@@ -66,11 +67,32 @@ impl CommandError {
             _ => "",
         }
     }
+
+    /// The command as typed fields, for a command that could not start or failed.
+    pub fn failed_command(&self) -> Option<Box<FailedCommand>> {
+        let (command, cwd, status) = match self {
+            CommandError::Spawn { command, cwd, .. } => (command, cwd, None),
+            CommandError::Failed {
+                command,
+                cwd,
+                status,
+                ..
+            } => (command, cwd, Some(*status)),
+            CommandError::Cancelled { .. } | CommandError::Log { .. } => return None,
+        };
+        Some(Box::new(FailedCommand {
+            command: command.clone(),
+            cwd: Some(cwd.clone()),
+            status,
+            output_log: None,
+        }))
+    }
 }
 
 impl From<CommandError> for StepError {
     fn from(e: CommandError) -> StepError {
-        match e {
+        let command = e.failed_command();
+        let err = match e {
             CommandError::Cancelled { .. } => StepError::cancelled(),
             CommandError::Spawn { ref command, .. } => {
                 let program = command.split_whitespace().next().unwrap_or_default();
@@ -84,7 +106,8 @@ impl From<CommandError> for StepError {
             }
             CommandError::Log { .. } => StepError::new(e.to_string())
                 .hint("check that the runtime directory is writable and the disk is not full"),
-        }
+        };
+        err.with_command(command)
     }
 }
 
@@ -282,7 +305,7 @@ impl StepCommand {
         if status.success() {
             return Ok(());
         }
-        let status = describe_status(status);
+        let status = ExitState::from(status);
         let _ = writeln!(
             file,
             "[provision] `{}` failed with {status}",
@@ -325,16 +348,6 @@ impl<'a> Running<'a> {
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         crate::orphans::unregister(self.log);
-    }
-}
-
-/// `exit status 2` or `signal 9`.
-fn describe_status(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(sig)) => format!("signal {sig}"),
-        (None, None) => status.to_string(),
     }
 }
 
@@ -435,7 +448,7 @@ mod tests {
         };
         assert!(command.starts_with("sh -c "));
         assert_eq!(cwd, &dir.path().display().to_string());
-        assert_eq!(status, "exit status 3");
+        assert_eq!(status.to_string(), "exit status 3");
         assert!(!tail.contains("line20\n"), "only the tail: {tail}");
         assert!(tail.contains("line60"));
         assert!(tail.contains("fatal: https://<redacted>@example.com/x"));
@@ -446,6 +459,10 @@ mod tests {
             .message
             .contains(&dir.path().display().to_string()));
         assert!(step_error.tail.unwrap().contains("line60"));
+        let failed = step_error.command.expect("the command as fields");
+        assert!(failed.command.starts_with("sh -c "));
+        assert_eq!(failed.cwd, Some(dir.path().display().to_string()));
+        assert_eq!(failed.status.and_then(|s| s.exit_code), Some(3));
     }
 
     #[test]

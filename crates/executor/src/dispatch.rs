@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::failed_command::FailedCommand;
 use provision_plan::plan::Roots;
 use provision_plan::redact::Redactor;
 use provision_plan::{Step, StepId};
@@ -109,7 +110,8 @@ pub struct Outcome {
     pub artifacts: Vec<PathBuf>,
 }
 
-/// A failed step: what failed, what to do, and the tail of its output.
+/// A failed step: what failed, what to do, the tail of its output and, when one of its
+/// commands failed (or its server exited), that command as typed fields.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct StepError {
@@ -120,6 +122,9 @@ pub struct StepError {
     pub tail: Option<String>,
     /// The step stopped because apply was cancelled.
     pub cancelled: bool,
+    /// The command that failed: argv as shown, cwd, exit code or signal, its output's log
+    /// (boxed: most errors have none, and a step's result stays small).
+    pub command: Option<Box<FailedCommand>>,
 }
 
 impl StepError {
@@ -129,17 +134,19 @@ impl StepError {
             hint: None,
             tail: None,
             cancelled: false,
+            command: None,
         }
     }
 
     /// The error with every secret of the plan and every URL credential redacted, in its
-    /// message, hint and tail: what the state file, the events and the terminal get.
+    /// message, hint, tail and command: what the state file, the events and the terminal get.
     pub fn redacted(self, r: &provision_plan::redact::Redactor) -> Self {
         StepError {
             message: r.redact(&self.message),
             hint: self.hint.map(|h| r.redact(&h)),
             tail: self.tail.map(|t| r.redact(&t)),
             cancelled: self.cancelled,
+            command: self.command.map(|c| Box::new(c.redacted(r))),
         }
     }
 
@@ -150,6 +157,17 @@ impl StepError {
 
     pub fn tail(mut self, tail: impl Into<String>) -> Self {
         self.tail = Some(tail.into());
+        self
+    }
+
+    /// The command that failed.
+    pub fn command(self, command: FailedCommand) -> Self {
+        self.with_command(Some(Box::new(command)))
+    }
+
+    /// The command that failed, if one did.
+    pub fn with_command(mut self, command: Option<Box<FailedCommand>>) -> Self {
+        self.command = command;
         self
     }
 

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::dirty_reason::DirtyReason;
+use crate::failed_command::FailedCommand;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
@@ -36,6 +37,10 @@ pub enum Event {
         tail: Option<String>,
         log: String,
         duration_ms: u64,
+        /// The command that failed, as fields of the event: `command`, `cwd`, `exit_code` or
+        /// `signal`, `output_log` ([`FailedCommand`]).
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        failed_command: Option<Box<FailedCommand>>,
     },
     /// Not run because a dependency failed or was blocked.
     Blocked {

@@ -8,6 +8,7 @@ pub mod command;
 pub mod dirty_reason;
 pub mod dispatch;
 pub mod events;
+pub mod failed_command;
 pub mod file_identity;
 pub mod fingerprint;
 pub mod lock;
@@ -24,6 +25,7 @@ pub use apply::{apply, is_volatile, preview, ApplyOptions, ApplyReport, Preview,
 pub use dirty_reason::DirtyReason;
 pub use dispatch::{log_tail, Cancel, Dispatch, Facts, Outcome, Outputs, StepContext, StepError};
 pub use events::{Event, EventSink};
+pub use failed_command::{ExitState, FailedCommand};
 pub use lock::{acquire, ApplyLock, Holder, LockError, LockGuard};
 pub use retire::retire_removed;
 pub use state::{

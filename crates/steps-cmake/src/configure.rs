@@ -269,6 +269,7 @@ fn configure_error(
     let CommandError::Failed { status, tail, .. } = &e else {
         return e.into();
     };
+    let command = e.failed_command();
     // Quote CMake's own error from this configure's part of the log.
     let log = std::fs::read_to_string(&cx.log).unwrap_or_default();
     let this_run = log.rsplit("\n$ cmake ").next().unwrap_or(&log);
@@ -289,12 +290,13 @@ fn configure_error(
     } else {
         "fix `provisioning.source.build.cmake_flags`, or the tools CMake names above"
     };
-    StepError::new(message)
+    let err = StepError::new(message)
         .hint(format!(
             "{hint}; the full output is in {}",
             cx.log.display()
         ))
-        .tail(tail.clone())
+        .tail(tail.clone());
+    err.with_command(command)
 }
 
 pub(crate) fn note(cx: &StepContext<'_>, message: &str) {

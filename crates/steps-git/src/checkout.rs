@@ -86,10 +86,11 @@ impl Job<'_> {
         git_in(self.dir, args.iter().copied(), self.local)
     }
 
-    fn unreachable(&self, tail: &str) -> GitError {
+    fn unreachable(&self, e: &provision_executor::command::CommandError) -> GitError {
         GitError::Unreachable {
             repo: redact_url(self.url),
-            tail: tail.to_string(),
+            tail: e.tail().to_string(),
+            command: e.failed_command(),
         }
     }
 
@@ -150,7 +151,7 @@ impl Job<'_> {
             provision_executor::command::CommandError::Cancelled { .. } => {
                 Failure::Final(GitError::Command(e))
             }
-            e => Failure::Final(self.unreachable(e.tail())),
+            e => Failure::Final(self.unreachable(&e)),
         })?;
         std::fs::rename(&partial, self.dir).map_err(|e| {
             Failure::Final(corrupt(
@@ -211,7 +212,7 @@ impl Job<'_> {
                 last_line(e.tail())
             )))
         } else {
-            Err(self.unreachable(e.tail()).into())
+            Err(self.unreachable(&e).into())
         }
     }
 
@@ -317,6 +318,7 @@ impl Job<'_> {
                 e => Failure::Final(GitError::Submodules {
                     repo: redact_url(self.url),
                     tail: e.tail().to_string(),
+                    command: e.failed_command(),
                 }),
             })?;
         }

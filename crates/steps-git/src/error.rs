@@ -1,13 +1,19 @@
 //! What can go wrong in the git-clone step, each with what to do about it.
 
 use provision_executor::command::CommandError;
+use provision_executor::FailedCommand;
 use provision_executor::StepError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     /// The repository could not be reached (clone, fetch or ls-remote failed).
     #[error("cannot reach the repository {repo}")]
-    Unreachable { repo: String, tail: String },
+    Unreachable {
+        repo: String,
+        tail: String,
+        /// The git command that failed.
+        command: Option<Box<FailedCommand>>,
+    },
     /// No tag, branch or commit has that name.
     #[error("unknown ref `{git_ref}` in {repo}: no tag, branch or commit has that name{}", nearest_list(.nearest))]
     UnknownRef {
@@ -20,7 +26,12 @@ pub enum GitError {
     Corrupt { dir: String, reason: String },
     /// Submodules could not be updated.
     #[error("updating the submodules of {repo} failed")]
-    Submodules { repo: String, tail: String },
+    Submodules {
+        repo: String,
+        tail: String,
+        /// The git command that failed.
+        command: Option<Box<FailedCommand>>,
+    },
     /// The plan lost the repository URL's credentials (a plan read back from JSON).
     #[error("the repository URL {repo} has its credentials redacted in this plan")]
     RedactedUrl { repo: String },
@@ -40,7 +51,7 @@ impl From<GitError> for StepError {
     fn from(e: GitError) -> StepError {
         let message = e.to_string();
         match e {
-            GitError::Unreachable { tail, .. } => StepError::new(message)
+            GitError::Unreachable { tail, command, .. } => StepError::new(message).with_command(command)
                 .hint(
                     "check the URL, the network and the credentials (a tag already in the \
                      cache is used offline; a branch needs the network)",
@@ -50,7 +61,7 @@ impl From<GitError> for StepError {
                 .hint("fix `provisioning.source.ref`: a tag, a branch or a commit SHA of the repository"),
             GitError::Corrupt { .. } => StepError::new(message)
                 .hint("delete the directory; the next apply clones the repository again"),
-            GitError::Submodules { tail, .. } => StepError::new(message)
+            GitError::Submodules { tail, command, .. } => StepError::new(message).with_command(command)
                 .hint("check that the submodule URLs in .gitmodules are reachable, or set `submodules: false`")
                 .tail(tail),
             GitError::RedactedUrl { .. } => StepError::new(message)

@@ -119,6 +119,7 @@ fn current_commit(
             Err(GitError::Unreachable {
                 repo: redact_url(&url),
                 tail: e.tail().to_string(),
+                command: e.failed_command(),
             })
         }
     }

@@ -38,11 +38,13 @@ pub fn detect_error(spec: &GpuCheck, e: DetectError) -> StepError {
         DetectError::Spawn { .. } => "check that nvidia-smi is executable",
         DetectError::Garbage { .. } => "check `nvidia-smi` by hand; provision expects the CSV of `--format=csv,noheader,nounits`",
     };
-    StepError::new(format!(
+    let command = e.failed_command();
+    let err = StepError::new(format!(
         "GPU check failed: {e}; {}; GPU pools never fall back to the CPU",
         asked(spec)
     ))
-    .hint(hint)
+    .hint(hint);
+    err.with_command(command)
 }
 
 /// Detect the GPUs and check that every requested device is there.

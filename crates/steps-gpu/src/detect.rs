@@ -4,7 +4,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use provision_executor::Cancel;
+use provision_executor::{Cancel, ExitState, FailedCommand};
 use provision_steps_tools::Host;
 use serde::{Deserialize, Serialize};
 
@@ -31,10 +31,10 @@ pub enum DetectError {
     NotInstalled,
     #[error("`{command}` could not start: {detail}")]
     Spawn { command: String, detail: String },
-    #[error("`{command}` failed with exit code {code}: {output}")]
+    #[error("`{command}` failed with exit code {}: {output}", code(.status))]
     Failed {
         command: String,
-        code: String,
+        status: ExitState,
         output: String,
     },
     #[error("`{command}` took more than {}s (a wedged driver?)", TIMEOUT.as_secs())]
@@ -48,6 +48,34 @@ pub enum DetectError {
     },
     #[error("cancelled")]
     Cancelled,
+}
+
+impl DetectError {
+    /// The command that failed to start or failed, as fields of the step error.
+    pub fn failed_command(&self) -> Option<Box<FailedCommand>> {
+        let (command, status) = match self {
+            DetectError::Spawn { command, .. } => (command, None),
+            DetectError::Failed {
+                command, status, ..
+            } => (command, Some(*status)),
+            _ => return None,
+        };
+        Some(Box::new(FailedCommand {
+            command: command.clone(),
+            cwd: None,
+            status,
+            output_log: None,
+        }))
+    }
+}
+
+/// `9`, or `none (killed by signal 9)`.
+fn code(status: &ExitState) -> String {
+    match (status.exit_code, status.signal) {
+        (Some(c), _) => c.to_string(),
+        (None, Some(s)) => format!("none (killed by signal {s})"),
+        (None, None) => "none".into(),
+    }
 }
 
 /// Parse the CSV `nvidia-smi` prints for the query
@@ -148,9 +176,7 @@ pub fn detect(argv: &[String], host: &Host, cancel: &Cancel) -> Result<Vec<Gpu>,
         let tail = lines[lines.len().saturating_sub(5)..].join(" / ");
         return Err(DetectError::Failed {
             command,
-            code: status
-                .code()
-                .map_or_else(|| "none (killed by a signal)".into(), |c| c.to_string()),
+            status: status.into(),
             output: if tail.is_empty() {
                 "no output".into()
             } else {

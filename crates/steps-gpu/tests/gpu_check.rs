@@ -138,7 +138,11 @@ fn driver_errors_are_reported_with_the_output() {
         "{}",
         err.message
     );
-    assert!(err.hint.unwrap().contains("driver"));
+    assert!(err.hint.clone().unwrap().contains("driver"));
+    // The command and its exit code as fields (the `failed` event's `command`, `exit_code`).
+    let failed = err.command.expect("the failed nvidia-smi as fields");
+    assert!(failed.command.contains("nvidia-smi"), "{failed:?}");
+    assert_eq!(failed.status.and_then(|s| s.exit_code), Some(9));
 }
 
 #[test]

@@ -9,6 +9,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use provision_executor::{ExitState, FailedCommand};
+
 /// How long `llama-server --help` may take.
 const HELP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -113,6 +115,8 @@ impl KnownFlags {
 pub struct HelpError {
     pub message: String,
     pub tail: String,
+    /// `binary --help` when it could not start or failed.
+    pub command: Option<Box<FailedCommand>>,
 }
 
 /// The flags `binary` accepts: from the cache `<cache_dir>/<digest>.flags` when there, else
@@ -149,6 +153,7 @@ pub fn known_flags(
                         binary.display()
                     ),
                     tail: tail(&help, 20),
+                    command: None,
                 });
             }
             let text: String = known.0.iter().map(|f| format!("{f}\n")).collect();
@@ -185,6 +190,7 @@ fn run_help(binary: &Path, env: &BTreeMap<String, String>) -> Result<String, Hel
         .map_err(|e| HelpError {
             message: format!("cannot run `{} --help`: {e}", binary.display()),
             tail: String::new(),
+            command: Some(help_command(binary, None)),
         })?;
     let started = Instant::now();
     let status = loop {
@@ -200,6 +206,7 @@ fn run_help(binary: &Path, env: &BTreeMap<String, String>) -> Result<String, Hel
                         HELP_TIMEOUT.as_secs()
                     ),
                     tail: String::new(),
+                    command: None,
                 });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
@@ -219,6 +226,7 @@ fn run_help(binary: &Path, env: &BTreeMap<String, String>) -> Result<String, Hel
                 crate::process::describe_status(status)
             ),
             tail: tail(&text, 20),
+            command: Some(help_command(binary, Some(status.into()))),
         });
     }
     Ok(text)
@@ -226,10 +234,21 @@ fn run_help(binary: &Path, env: &BTreeMap<String, String>) -> Result<String, Hel
 
 use std::os::unix::process::CommandExt;
 
+/// `binary --help` as a failed command: `status` when it ran.
+fn help_command(binary: &Path, status: Option<ExitState>) -> Box<FailedCommand> {
+    Box::new(FailedCommand {
+        command: format!("{} --help", binary.display()),
+        cwd: None,
+        status,
+        output_log: None,
+    })
+}
+
 fn io_error(binary: &Path) -> impl Fn(std::io::Error) -> HelpError + '_ {
     move |e| HelpError {
         message: format!("cannot run `{} --help`: {e}", binary.display()),
         tail: String::new(),
+        command: None,
     }
 }
 
@@ -264,6 +283,7 @@ fn tempfile_in_tmp() -> Result<std::fs::File, HelpError> {
         .map_err(|e| HelpError {
             message: format!("cannot create a temp file in {}: {e}", dir.display()),
             tail: String::new(),
+            command: None,
         })?;
     let _ = std::fs::remove_file(&path);
     Ok(f)
@@ -271,6 +291,24 @@ fn tempfile_in_tmp() -> Result<std::fs::File, HelpError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_failing_help_is_a_failed_command_with_its_exit_code() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("llama-server");
+        std::fs::write(
+            &binary,
+            "#!/bin/sh\necho 'cannot load libcuda.so' >&2\nexit 127\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = run_help(&binary, &BTreeMap::new()).unwrap_err();
+        assert!(err.tail.contains("libcuda"), "{err:?}");
+        let failed = err.command.expect("the failed --help as fields");
+        assert_eq!(failed.command, format!("{} --help", binary.display()));
+        assert_eq!(failed.status.and_then(|s| s.exit_code), Some(127));
+    }
     use super::*;
 
     #[test]

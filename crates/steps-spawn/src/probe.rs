@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use provision_executor::{Outcome, Outputs, StepContext, StepError};
+use provision_executor::{ExitState, FailedCommand, Outcome, Outputs, StepContext, StepError};
 use provision_plan::step::Probe;
 use serde_json::{json, Value};
 
@@ -19,7 +19,7 @@ use crate::http::{reason, Http, NoReply};
 use crate::listener_owner;
 use crate::pinned_tls;
 use crate::port;
-use crate::process::{self, ServerProcess};
+use crate::process::{self, NotRunning, ServerProcess};
 use crate::replica::{
     api_key, dep_str, expand, note, remove_handoff, replica_name, server_log_tail, DEFAULT_GRACE,
 };
@@ -85,7 +85,7 @@ fn check_recorded(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
     };
     let server = ServerProcess::from_outputs(previous);
     if let Some(server) = &server {
-        server.check()?;
+        server.check().map_err(|e| e.to_string())?;
     }
     let http = client(spec, cx)?;
     let health = format!("{url}{}", spec.health_path);
@@ -171,7 +171,12 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         }
         if let Some(server) = &server {
             if let Err(why) = server.check() {
-                return Err(fail_exited(cx, &name, &why, started, port, log.as_deref()));
+                let exited = Exited {
+                    name: &name,
+                    why: &why,
+                    log: log.as_deref(),
+                };
+                return Err(fail_exited(cx, &exited, started, port));
             }
         }
         polls += 1;
@@ -350,14 +355,36 @@ fn fail_not_owner(
     err
 }
 
+/// A server that exited while the probe waited for it.
+struct Exited<'a> {
+    name: &'a str,
+    /// How it was seen to be gone (`pid 12 exited with exit status 3`).
+    why: &'a NotRunning,
+    /// Its own log.
+    log: Option<&'a Path>,
+}
+
+impl Exited<'_> {
+    /// The server as the failed command: its binary, its exit status when it was our child,
+    /// its log.
+    fn failed_command(&self, cx: &StepContext<'_>) -> FailedCommand {
+        let binary = dep_str(cx, "binary").unwrap_or_else(|| "llama-server".into());
+        FailedCommand {
+            command: cx.redactor.redact(&binary),
+            cwd: None,
+            status: self.why.exit_status().map(ExitState::from),
+            output_log: self.log.map(|l| l.display().to_string()),
+        }
+    }
+}
+
 fn fail_exited(
     cx: &StepContext<'_>,
-    name: &str,
-    why: &str,
+    exited: &Exited<'_>,
     started: Instant,
     port: Option<u16>,
-    log: Option<&Path>,
 ) -> StepError {
+    let Exited { name, why, log } = *exited;
     // A server that could not bind: who holds its port (it cannot be the server: it exited).
     let holder = port.and_then(|p| port::holder(p).map(|h| (p, h)));
     let held = holder
@@ -381,7 +408,7 @@ fn fail_exited(
         }
         .tail(server_log_tail(cx, log));
     }
-    err
+    err.command(exited.failed_command(cx))
 }
 
 /// The engine version and where it came from: `/props` `build_info`, then `/v1/models`, then

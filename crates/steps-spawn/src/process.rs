@@ -76,19 +76,44 @@ pub struct ServerProcess {
     pub instance: Option<String>,
 }
 
-/// Why a recorded process is not one to signal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Mismatch {
-    /// It exited (or is gone): helpers carrying its marker may remain in its group.
-    Gone(String),
-    /// The pid is another process now (reused, rebooted, no marker): nothing of it is ours.
-    NotOurs(String),
+/// Why a recorded process is not running, or not one to signal: gone (it exited, with its
+/// status when it was our child), or the pid is another process now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotRunning {
+    /// Our child exited, and this is its status.
+    #[error("pid {pid} exited with {}", describe_status(*.status))]
+    Exited { pid: u32, status: ExitStatus },
+    /// It exited, status unknown (not our child, or not reaped yet).
+    #[error("pid {pid} has exited")]
+    Ended { pid: u32 },
+    #[error("pid {pid} is gone")]
+    Gone { pid: u32 },
+    #[error("pid {pid} was started before the machine rebooted")]
+    Rebooted { pid: u32 },
+    #[error("pid {pid} is now another process (the server exited and the pid was reused)")]
+    Reused { pid: u32 },
+    #[error(
+        "pid {pid} does not carry {}={marker} in its environment: not the server provision started",
+        identity::MARKER_VAR
+    )]
+    Unmarked { pid: u32, marker: String },
 }
 
-impl Mismatch {
-    fn why(self) -> String {
+impl NotRunning {
+    /// It exited or is gone: helpers carrying its marker may remain in its group. Otherwise
+    /// the pid is another process now (reused, rebooted, no marker): nothing of it is ours.
+    pub fn is_gone(&self) -> bool {
+        matches!(
+            self,
+            NotRunning::Exited { .. } | NotRunning::Ended { .. } | NotRunning::Gone { .. }
+        )
+    }
+
+    /// The exit status of a server that was our child.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
         match self {
-            Mismatch::Gone(w) | Mismatch::NotOurs(w) => w,
+            NotRunning::Exited { status, .. } => Some(*status),
+            _ => None,
         }
     }
 }
@@ -135,39 +160,27 @@ impl ServerProcess {
 
     /// Is this very process still running? `Err` says why not: gone, exited (with its status
     /// when it was our child), or the pid now belongs to another process.
-    pub fn check(&self) -> Result<(), String> {
-        self.verify().map_err(Mismatch::why)
-    }
-
-    fn verify(&self) -> Result<(), Mismatch> {
-        let exited_with =
-            |status| format!("pid {} exited with {}", self.pid, describe_status(status));
-        if let Some(status) = reap(self.pid) {
-            return Err(Mismatch::Gone(exited_with(status)));
+    pub fn check(&self) -> Result<(), NotRunning> {
+        let pid = self.pid;
+        if let Some(status) = reap(pid) {
+            return Err(NotRunning::Exited { pid, status });
         }
         if !self.boot_id.is_empty() && self.boot_id != boot_id() {
-            return Err(Mismatch::NotOurs(format!(
-                "pid {} was started before the machine rebooted",
-                self.pid
-            )));
+            return Err(NotRunning::Rebooted { pid });
         }
-        match ProcStat::read(self.pid) {
-            None => Err(Mismatch::Gone(format!("pid {} is gone", self.pid))),
-            Some(stat) if stat.start_time != self.start_time => Err(Mismatch::NotOurs(format!(
-                "pid {} is now another process (the server exited and the pid was reused)",
-                self.pid
-            ))),
+        match ProcStat::read(pid) {
+            None => Err(NotRunning::Gone { pid }),
+            Some(stat) if stat.start_time != self.start_time => Err(NotRunning::Reused { pid }),
             // It exited between the reap above and this read: reap again for its status.
-            Some(stat) if !stat.alive() => Err(Mismatch::Gone(match reap_soon(self.pid) {
-                Some(status) => exited_with(status),
-                None => format!("pid {} has exited", self.pid),
-            })),
+            Some(stat) if !stat.alive() => Err(match reap_soon(pid) {
+                Some(status) => NotRunning::Exited { pid, status },
+                None => NotRunning::Ended { pid },
+            }),
             Some(_) => match &self.instance {
-                Some(m) if !identity::carries(self.pid, m) => Err(Mismatch::NotOurs(format!(
-                    "pid {} does not carry {}={m} in its environment: not the server provision started",
-                    self.pid,
-                    identity::MARKER_VAR
-                ))),
+                Some(m) if !identity::carries(pid, m) => Err(NotRunning::Unmarked {
+                    pid,
+                    marker: m.clone(),
+                }),
                 _ => Ok(()),
             },
         }
@@ -300,12 +313,12 @@ impl std::fmt::Display for Stopped {
 pub fn stop(server: &ServerProcess, grace: Duration) -> Result<Stopped, String> {
     let leader = match open_verified(server)? {
         Ok(fd) => fd,
-        Err(Mismatch::Gone(why)) => {
+        Err(why) if why.is_gone() => {
             // The leader is gone; helpers it left in its group, carrying its marker, still go.
             sweep_members(server);
-            return Ok(Stopped::NotRunning(why));
+            return Ok(Stopped::NotRunning(why.to_string()));
         }
-        Err(Mismatch::NotOurs(why)) => return Ok(Stopped::NotRunning(why)),
+        Err(why) => return Ok(Stopped::NotRunning(why.to_string())),
     };
     let started = Instant::now();
     if let Err(e) = leader.signal(libc::SIGTERM) {
@@ -365,17 +378,16 @@ fn marked_members(server: &ServerProcess) -> Vec<u32> {
 /// A handle on the recorded process, opened first and then checked, so the check speaks for
 /// the very process the handle signals. `Ok(Err)`: not to be signalled, and why; `Err`: no
 /// handle could be opened on a process that passed the check (kernel before 5.3).
-fn open_verified(server: &ServerProcess) -> Result<Result<Pidfd, Mismatch>, String> {
+fn open_verified(server: &ServerProcess) -> Result<Result<Pidfd, NotRunning>, String> {
     let fd = Pidfd::open(server.pid);
-    if let Err(m) = server.verify() {
+    if let Err(m) = server.check() {
         return Ok(Err(m));
     }
     match fd {
         Ok(fd) => Ok(Ok(fd)),
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(Err(Mismatch::Gone(format!(
-            "pid {} is gone",
-            server.pid
-        )))),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+            Ok(Err(NotRunning::Gone { pid: server.pid }))
+        }
         Err(e) => Err(format!(
             "cannot open a pidfd on pid {} ({e}); provision signals servers only through pidfds (Linux 5.3 or later)",
             server.pid

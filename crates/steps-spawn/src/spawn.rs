@@ -75,7 +75,7 @@ pub fn spawn_facts(spec: &Spawn, cx: &StepContext<'_>) -> Result<Facts, StepErro
 pub fn check_spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<(), String> {
     let previous = cx.previous.as_ref().ok_or("no server recorded")?;
     let server = ServerProcess::from_outputs(previous).ok_or("no server recorded")?;
-    server.check()?;
+    server.check().map_err(|e| e.to_string())?;
     let port = previous.get("port").and_then(Value::as_u64);
     match (spec.port, port) {
         (PortSpec::Auto { .. }, Some(port))
@@ -133,6 +133,7 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         StepError::new(e.message)
             .tail(e.tail)
             .hint("check that the binary runs on this machine (shared libraries, CPU features)")
+            .with_command(e.command)
     })?;
     check_flags(spec, &known, &shown, &binary, &digest)?;
 

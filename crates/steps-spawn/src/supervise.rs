@@ -201,7 +201,7 @@ fn health(state: &State, replica: &ReplicaId) -> Result<(), Unhealthy> {
     };
     let server = ServerProcess::from_outputs(&record.outputs)
         .ok_or_else(|| down("no process recorded".into()))?;
-    server.check().map_err(down)?;
+    server.check().map_err(|e| down(e.to_string()))?;
     let url = record
         .outputs
         .get("url")

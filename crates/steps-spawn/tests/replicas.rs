@@ -226,6 +226,19 @@ fn a_crash_during_load_fails_at_once_with_status_and_log_tail() {
         err.message
     );
     assert!(err.message.contains("exit status 3"), "{}", err.message);
+    // The exit status, the server and its log as fields (the `failed` event's `exit_code`, …).
+    let failed = err.command.clone().expect("the server as a failed command");
+    let status = failed.status.expect("its exit status");
+    assert_eq!((status.exit_code, status.signal), (Some(3), None));
+    assert!(failed.command.contains("fake-llama-server"), "{failed:?}");
+    assert!(
+        failed
+            .output_log
+            .as_deref()
+            .unwrap_or_default()
+            .ends_with("fake-r0.log"),
+        "{failed:?}"
+    );
     let tail = err.tail.unwrap();
     assert!(tail.contains("error loading model"), "{tail}");
     assert_eq!(tail.lines().count(), 40, "the last 40 lines: {tail}");

@@ -7,7 +7,7 @@ use provision_executor::{ApplyOptions, Cancel, StateFile, StepResult};
 
 use crate::args::{Loudness, Output, Target};
 use crate::dispatch::StepDispatch;
-use crate::exit;
+use crate::exit::Exit;
 use crate::progress;
 use crate::session::{Opening, Session};
 
@@ -99,7 +99,7 @@ fn on_interrupt(cancel: &Cancel) -> std::sync::Arc<std::sync::atomic::AtomicBool
     let _ = ctrlc::set_handler(move || {
         signals += 1;
         if signals > 1 {
-            std::process::exit(i32::from(exit::INTERRUPTED));
+            std::process::exit(i32::from(Exit::Interrupted.code()));
         }
         eprintln!("stopping: waiting for running steps to stop (again to exit at once)");
         handler_flag.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -136,10 +136,10 @@ fn apply_summary(
     // A signal wins over failures: the user stopped it (fail-fast is not an interruption).
     if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         eprintln!("apply was interrupted; run it again to resume");
-        return ExitCode::from(exit::INTERRUPTED);
+        return ExitCode::from(Exit::Interrupted);
     }
     if !failed.is_empty() {
-        return ExitCode::from(exit::STEP_FAILED);
+        return ExitCode::from(Exit::StepFailed);
     }
-    ExitCode::from(exit::OK)
+    ExitCode::from(Exit::Ok)
 }

@@ -16,7 +16,7 @@ use provision_plan::{Roots, StepId, StepKind};
 use provision_steps_spawn::DownReport;
 
 use crate::args::{parse_seconds, Loudness, Output, RuntimeDirs};
-use crate::exit;
+use crate::exit::Exit;
 use crate::session::{exists, Session};
 
 #[derive(Args)]
@@ -91,8 +91,7 @@ fn stop(
         return print_report(&file, &report, json, quiet);
     }
     if let Err(e) = file.load() {
-        eprintln!("error: {e}\n  hint: {}", e.hint());
-        return ExitCode::from(exit::STATE_UNREADABLE);
+        return crate::report::state_error(&e);
     }
     // Every write checks that the lock file is still the one held: one removed or replaced
     // (another provision may hold the state now) stops the writes, exit 5.
@@ -115,7 +114,7 @@ fn stop(
                 "error: the state file {} has no replicas of pool `{p}`; nothing was changed",
                 session.file().path.display()
             );
-            return ExitCode::from(exit::INVALID_CONFIG);
+            return ExitCode::from(Exit::Invalid);
         }
     }
     let report = match session.down(pool, grace, &roots) {
@@ -166,8 +165,8 @@ fn print_report(file: &StateFile, report: &DownReport, json: bool, quiet: bool) 
         }
     }
     if report.failed.is_empty() {
-        ExitCode::from(exit::OK)
+        ExitCode::from(Exit::Ok)
     } else {
-        ExitCode::from(exit::FAILURE)
+        ExitCode::from(Exit::Unexpected)
     }
 }

@@ -8,6 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use provision_export_k8s::{ExportError, ExportOptions, LocalModels, ModelVolume, OutputFormat};
 
 use crate::args::{CacheDir, Loudness};
+use crate::exit::Exit;
 
 #[derive(Subcommand)]
 pub enum Export {
@@ -140,7 +141,7 @@ fn kubernetes(args: KubernetesArgs) -> ExitCode {
             if let Some(help) = help {
                 eprintln!("  hint: {help}");
             }
-            return ExitCode::from(crate::exit::INVALID_CONFIG);
+            return ExitCode::from(Exit::Invalid);
         }
     };
     for w in export.warnings.iter().filter(|_| !quiet) {
@@ -170,13 +171,13 @@ fn kubernetes(args: KubernetesArgs) -> ExitCode {
     }
     let Some(dir) = args.out else {
         print!("{}", provision_export_k8s::render(&export, format));
-        return ExitCode::from(crate::exit::OK);
+        return ExitCode::from(Exit::Ok);
     };
     match write_files(&dir, &export, format, quiet) {
-        Ok(()) => ExitCode::from(crate::exit::OK),
+        Ok(()) => ExitCode::from(Exit::Ok),
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(crate::exit::FAILURE)
+            ExitCode::from(Exit::Unexpected)
         }
     }
 }

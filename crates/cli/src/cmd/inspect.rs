@@ -13,6 +13,8 @@ use provision_steps_model::estimate::{estimate, human, DeviceNeed, FitInput, Gpu
 use provision_steps_model::{resolve, ModelEnv, ModelInfo, Resolved, Where};
 use serde_json::json;
 
+use crate::exit::Exit;
+
 use crate::args::{CacheDir, Loudness, Output};
 
 #[derive(Args)]
@@ -61,7 +63,7 @@ fn inspect(
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(Exit::Invalid);
         }
     };
     let at = Where {
@@ -87,14 +89,14 @@ fn inspect(
             if let Some(h) = e.hint {
                 eprintln!("  hint: {h}");
             }
-            return ExitCode::from(1);
+            return ExitCode::from(Exit::Unexpected);
         }
     };
     let info = match ModelInfo::open(&resolved.path) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("error: {}: {e}", resolved.path.display());
-            return ExitCode::from(1);
+            return ExitCode::from(Exit::Unexpected);
         }
     };
     let ctx = ctx.or(info.context_length).unwrap_or(4096);
@@ -117,7 +119,7 @@ fn inspect(
     } else {
         print_text(&resolved, &info, d, ctx, input.parallel);
     }
-    ExitCode::SUCCESS
+    ExitCode::from(Exit::Ok)
 }
 
 /// The metadata and the estimate as one JSON object on stdout.

@@ -7,7 +7,7 @@ use provision_executor::Preview;
 
 use crate::args::{Format, Loudness, Output, Target};
 use crate::dispatch::StepDispatch;
-use crate::exit;
+use crate::exit::Exit;
 use crate::report::state_error;
 
 #[derive(Args)]
@@ -38,7 +38,7 @@ pub fn run(args: PlanArgs) -> ExitCode {
     let format = output.format();
     let error_code = |code: ExitCode| {
         if detailed {
-            ExitCode::from(exit::FAILURE)
+            ExitCode::from(Exit::Unexpected)
         } else {
             code
         }
@@ -86,8 +86,8 @@ pub fn run(args: PlanArgs) -> ExitCode {
         Format::Text => print!("{}", provision_plan::render_text(&plan)),
     }
     if detailed && would_run {
-        ExitCode::from(exit::CHANGES)
+        ExitCode::from(Exit::Changes)
     } else {
-        ExitCode::from(exit::OK)
+        ExitCode::from(Exit::Ok)
     }
 }

@@ -9,7 +9,7 @@ use provision_steps_spawn::{PoolStatus, ReplicaState, ReplicaStatus, StatusRepor
 
 use crate::args::{Loudness, Output, Target};
 use crate::dispatch::StepDispatch;
-use crate::exit;
+use crate::exit::Exit;
 use crate::session::Session;
 
 #[derive(Args)]
@@ -47,7 +47,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
     } else {
         print_text(&report);
     }
-    ExitCode::from(exit::OK)
+    ExitCode::from(Exit::Ok)
 }
 
 /// The state of each of the plan's replicas, and the steps an apply would run.

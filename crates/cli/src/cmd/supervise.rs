@@ -18,7 +18,7 @@ use provision_steps_spawn::{DownReport, ReplicaKey, SuperviseEvent, SuperviseOpt
 
 use crate::args::{parse_seconds, Loudness, Output, Target};
 use crate::dispatch::StepDispatch;
-use crate::exit;
+use crate::exit::Exit;
 use crate::progress::{self, Verbosity};
 use crate::session::{Opening, Session};
 
@@ -142,7 +142,7 @@ pub fn supervise(
 ) -> ExitCode {
     if cancel.is_cancelled() {
         eprintln!("supervise: interrupted before it started anything");
-        return ExitCode::from(exit::INTERRUPTED);
+        return ExitCode::from(Exit::Interrupted);
     }
     let sink = progress::sink(json, verbosity);
     // The same session as apply's: what a killed apply left is stopped, what the config no
@@ -249,7 +249,7 @@ fn check_first_apply(failures: &[(String, String)]) -> Result<(), ExitCode> {
     }
     if failures.iter().any(|(id, _)| !replica_kinds(id)) {
         eprintln!("supervise: a build or check step failed; fix it and run again");
-        return Err(ExitCode::from(exit::STEP_FAILED));
+        return Err(ExitCode::from(Exit::StepFailed));
     }
     Ok(())
 }
@@ -295,10 +295,10 @@ fn finish(report: &DownReport, interrupted: bool, quiet: bool) -> ExitCode {
         eprintln!(
             "supervise was interrupted during its first apply: every replica it could stop was stopped, the state written"
         );
-        ExitCode::from(exit::INTERRUPTED)
+        ExitCode::from(Exit::Interrupted)
     } else if report.failed.is_empty() {
-        ExitCode::from(exit::OK)
+        ExitCode::from(Exit::Ok)
     } else {
-        ExitCode::from(exit::FAILURE)
+        ExitCode::from(Exit::Unexpected)
     }
 }

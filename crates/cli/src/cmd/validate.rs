@@ -7,7 +7,7 @@ use clap::Args;
 use provision_plan::{PlanOptions, ValidConfig};
 
 use crate::args::{CacheDir, Format, Loudness, Output, RuntimeDirs, Target};
-use crate::exit;
+use crate::exit::Exit;
 use crate::handoff_paths;
 use crate::report::report;
 
@@ -33,7 +33,7 @@ pub fn run(args: ValidateArgs) -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::from(exit::FAILURE)
+            ExitCode::from(Exit::Unexpected)
         }
     }
 }
@@ -88,7 +88,7 @@ fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    Ok(ExitCode::from(exit::OK))
+    Ok(ExitCode::from(Exit::Ok))
 }
 
 /// A `handoff_path` that names the config, or (with the `--runtime-dir`, `--state` and
