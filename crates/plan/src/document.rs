@@ -9,6 +9,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::diagnostic::{ConfigError, Diagnostic, Location};
+use crate::input_limits::{too_many_for_the_general_reader, MAX_GENERAL_VALUES};
 use crate::span_index::{index_spans, NodeSpan, SpanIndex};
 
 pub use crate::config_file::MAX_CONFIG_BYTES;
@@ -59,7 +60,7 @@ impl Document {
         // Duplicate keys come before any other problem: the YAML parser stops at the first
         // one, pointing at its mapping rather than at the key, and JSON silently keeps the
         // last one.
-        let (spans, duplicates, direct, over_limit) = index_spans(&text, wants_yaml);
+        let (spans, duplicates, direct, over_limit, values) = index_spans(&text, wants_yaml);
         // Too deep or too many aliases: nothing else reads the document.
         if let Some(problem) = over_limit {
             return Err(ConfigError::new(file, Some(text), vec![problem]));
@@ -78,19 +79,22 @@ impl Document {
                 .collect();
             return Err(ConfigError::new(file, Some(text), diags));
         }
-        let parsed = match json {
-            Some(Ok(v)) => Ok((Format::Json, v)),
+        // The general reader takes a bounded document only (see `MAX_GENERAL_VALUES`); past
+        // that, a syntax error is the YAML parser's here rather than serde_norway's, and a
+        // document that looks like JSON and is not shows its JSON error.
+        let (values, syntax_error) = values;
+        let over_general = (values > MAX_GENERAL_VALUES)
+            .then(|| syntax_error.unwrap_or_else(|| too_many_for_the_general_reader(values)));
+        let parsed = match (json, direct, over_general) {
+            (Some(Ok(v)), _, _) => Ok((Format::Json, v)),
+            (_, Some(v), _) => Ok((Format::Yaml, v)),
+            (Some(Err(json_err)), None, Some(_)) => Err(json_err),
+            (None, None, Some(too_many)) => Err(too_many),
             // A YAML flow mapping also starts with `{`: accept it when it is valid YAML.
-            Some(Err(json_err)) => match direct {
-                Some(v) => Ok((Format::Yaml, v)),
-                None => parse_yaml(&text)
-                    .map(|v| (Format::Yaml, v))
-                    .map_err(|_| json_err),
-            },
-            None => match direct {
-                Some(v) => Ok((Format::Yaml, v)),
-                None => parse_yaml(&text).map(|v| (Format::Yaml, v)),
-            },
+            (Some(Err(json_err)), None, None) => parse_yaml(&text)
+                .map(|v| (Format::Yaml, v))
+                .map_err(|_| json_err),
+            (None, None, None) => parse_yaml(&text).map(|v| (Format::Yaml, v)),
         };
         let (format, value) = match parsed {
             Ok(ok) => ok,
@@ -226,21 +230,25 @@ pub(crate) fn parse_yaml(text: &str) -> Result<Value, Diagnostic> {
     }
 }
 
+/// The problem of a YAML syntax error, `message` at `loc`.
+pub(crate) fn yaml_syntax_error(message: &str, loc: impl Into<Option<Location>>) -> Diagnostic {
+    Diagnostic::error("", format!("invalid YAML: {message}"))
+        .at(loc.into())
+        .with_help("fix the YAML syntax (indentation, quoting, a missing `:`)")
+}
+
 fn parse_yaml_value(text: &str) -> Result<Value, Diagnostic> {
     let mut yaml: serde_norway::Value = serde_norway::from_str(text).map_err(|e| {
         let message = e.to_string();
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_string();
-        Diagnostic::error("", format!("invalid YAML: {message}"))
-            .at(e.location().map(|l| Location {
+        let message = message.split(" at line ").next().unwrap_or(&message);
+        yaml_syntax_error(
+            message,
+            e.location().map(|l| Location {
                 line: l.line(),
                 column: l.column(),
                 len: 1,
-            }))
-            .with_help("fix the YAML syntax (indentation, quoting, a missing `:`)")
+            }),
+        )
     })?;
     yaml.apply_merge()
         .map_err(|e| Diagnostic::error("", format!("invalid YAML merge key: {e}")))?;

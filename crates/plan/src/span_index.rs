@@ -449,21 +449,23 @@ pub(crate) fn index_spans(text: &str, value: bool) -> Indexed {
     };
     let mut parser = Parser::new_from_str(text);
     let mut loaded = false;
+    let mut syntax_error = None;
     while let Some(next) = parser.next_event() {
         let (ev, span) = match next {
             Ok(event) => event,
             Err(e) => {
+                let at = e.marker();
+                let loc = Location {
+                    line: at.line(),
+                    column: at.col() + 1,
+                    len: 1,
+                };
                 // The scanner's own nesting limit (255 flow levels), met while it looks
                 // ahead: the document is too deep before the events say so.
                 if e.info().contains("recursion limit") {
-                    let at = e.marker();
-                    let loc = Location {
-                        line: at.line(),
-                        column: at.col() + 1,
-                        len: 1,
-                    };
                     indexer.over_limit = Some(crate::input_limits::too_deep(loc));
                 }
+                syntax_error = Some(crate::document::yaml_syntax_error(e.info(), loc));
                 break;
             }
         };
@@ -490,12 +492,26 @@ pub(crate) fn index_spans(text: &str, value: bool) -> Indexed {
         }
         None => None,
     };
-    (indexer.index, indexer.duplicates, value, indexer.over_limit)
+    let values = (indexer.limits.values(), syntax_error);
+    (
+        indexer.index,
+        indexer.duplicates,
+        value,
+        indexer.over_limit,
+        values,
+    )
 }
 
-/// What [`index_spans`] finds: the index, the duplicate keys, the value when it was built, and
-/// the limit the document passed.
-pub(crate) type Indexed = (SpanIndex, Vec<Duplicate>, Option<Value>, Option<Diagnostic>);
+/// What [`index_spans`] finds: the index, the duplicate keys, the value when it was built, the
+/// limit the document passed, and how many values it holds, aliases expanded
+/// ([`InputLimits::values`]), with the syntax error the parser stopped at.
+pub(crate) type Indexed = (
+    SpanIndex,
+    Vec<Duplicate>,
+    Option<Value>,
+    Option<Diagnostic>,
+    (u64, Option<Diagnostic>),
+);
 
 #[cfg(test)]
 mod tests {
