@@ -514,6 +514,33 @@ mod tests {
         assert_eq!(doc.key_location("x.c[01]").map(|l| l.line), Some(5));
     }
 
+    /// A document serde_norway would read (an anchor, a tag) past `MAX_GENERAL_VALUES` is
+    /// refused, naming the cap: that reader took ~300 bytes a value (150 MiB for a 1 MiB
+    /// list). Plain documents are read whatever their size, and a syntax error stays one.
+    #[test]
+    fn the_general_reader_takes_a_bounded_document_only() {
+        let items = vec!["a"; MAX_GENERAL_VALUES as usize].join(",");
+        let doc = Document::parse("c.yaml", format!("x: [{items}]\n")).unwrap();
+        let last = doc.value_location(&format!("x[{}]", MAX_GENERAL_VALUES - 1));
+        assert_eq!(
+            last.map(|l| l.column),
+            Some(2 * MAX_GENERAL_VALUES as usize + 3)
+        );
+        for text in [
+            format!("x: [{items}, !t a]\n"),
+            format!("x: &b [{items}]\n"),
+        ] {
+            let err = Document::parse("c.yaml", text).unwrap_err().to_string();
+            assert!(err.contains("at most 200000 are allowed there"), "{err}");
+        }
+        let few = vec!["a"; 1_000].join(",");
+        let doc = Document::parse("c.yaml", format!("x: &b [{few}]\ny: *b\n")).unwrap();
+        assert_eq!(doc.value["y"].as_array().map(Vec::len), Some(1_000));
+        let err = Document::parse("c.yaml", format!("x: [{items}\n  b: c\n")).unwrap_err();
+        assert!(err.to_string().contains("invalid YAML"), "{err}");
+        assert_eq!(err.diagnostics[0].location.map(|l| l.line), Some(2));
+    }
+
     #[test]
     fn field_key_locations_agree_with_key_location() {
         let text = "base: &b {engine: llamacpp}\npools:\n  - <<: *b\n    id: a\n    \
