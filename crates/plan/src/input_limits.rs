@@ -35,7 +35,9 @@ pub const MAX_NODES: u64 = 2_000_000;
 /// JSON one, ~300 bytes a value: 524,000 one-letter items in 1 MiB peaked at 150 MiB. At this
 /// cap it stays near 70 MiB (BENCHMARKS.md, "Issue 13 regressions traced"). Plain YAML and
 /// JSON are built directly and take [`MAX_NODES`]; a config of 10,000 pools written out in
-/// full is one of them.
+/// full is one of them. Every alias sends a document here, so this cap, not
+/// [`MAX_ALIAS_NODES`], is the one such a document meets first: 10,000 pools merging a
+/// 25-value section (250,000 values) are now refused.
 pub const MAX_GENERAL_VALUES: u64 = 200_000;
 
 /// Follows the events of one document and reports the first limit it passes.
