@@ -315,3 +315,81 @@ fn ten_thousand_pools_validate_and_plan_within_bounds() {
         planned.len
     );
 }
+
+/// The 1 MiB configs with the most values a file that size can hold, each read as a user runs
+/// it: issue 13's target is < 100 MiB for any config up to 1 MiB (BENCHMARKS.md, "Issue 13
+/// regressions traced": before, 100 MiB for the pools and the JSON array, 150-230 MiB for a
+/// flow list read by serde_norway, release).
+#[test]
+fn the_worst_one_mib_configs_stay_in_bounded_memory() {
+    const MIB: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let fill = |head: &str, item: &str, sep: &str, tail: &str| {
+        let n = (MIB - head.len() - tail.len()) / (item.len() + sep.len());
+        format!("{head}{}{tail}", vec![item; n].join(sep))
+    };
+    let mut pools = String::from("pools:\n");
+    for i in 0.. {
+        let pool = format!(
+            "- {{id: p{i}, engine: llamacpp, model: m.gguf, devices: [], backend: cpu, \
+             provisioning: {{mode: binary, binary: {{path: /o}}}}}}\n"
+        );
+        if pools.len() + pool.len() > MIB {
+            break;
+        }
+        pools.push_str(&pool);
+    }
+    // MiB at the peak: reading each of these takes at most 54 MiB (release), 57 (debug; before:
+    // 75-230); the valid pools are checked and planned as well, another ~45 MiB: 80 MiB
+    // release, 85 debug (the pools parsed, checked and deserialised twice in
+    // `plan::validate`, and the plan; before: 100).
+    let cases = [
+        // Valid: ~8,400 pools (the most 1 MiB holds), planned in full.
+        ("pools.yaml", pools, Some(0), 90),
+        // ~262,000 one-letter items in a block list; ~524,000 in a flow list and in JSON.
+        ("block.yaml", fill("x:\n", "- a", "\n", "\n"), Some(2), 65),
+        ("flow.yaml", fill("x: [", "a", ",", "]\n"), Some(2), 65),
+        ("array.json", fill("[", "0", ",", "]\n"), Some(2), 65),
+        // The same read by serde_norway (an anchor, a tag at the very end).
+        (
+            "anchored.yaml",
+            fill("x: &b [", "a", ",", "]\n"),
+            Some(2),
+            65,
+        ),
+        (
+            "tagged.yaml",
+            fill("x: [", "a", ",", ", !t a]\n"),
+            Some(2),
+            65,
+        ),
+        // A syntax error at the very end.
+        (
+            "broken.yaml",
+            fill("x: [", "a", ",", "\n  b: c\n"),
+            Some(2),
+            65,
+        ),
+    ];
+    for (name, text, expect, limit) in cases {
+        assert!(text.len() <= MIB, "{name}: {} bytes", text.len());
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let config = path.display().to_string();
+        for command in ["validate", "plan"] {
+            let (code, kib) = peak_rss(&[
+                command,
+                "--config",
+                &config,
+                "--runtime-dir",
+                "/nonexistent/run",
+            ]);
+            assert_eq!(code, expect, "{command} {name}");
+            assert!(
+                kib < limit * 1024,
+                "{command} {name}: {} MiB at the peak",
+                kib / 1024
+            );
+        }
+    }
+}

@@ -9,6 +9,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::diagnostic::{ConfigError, Diagnostic, Location};
+use crate::input_limits::{too_many_for_the_general_reader, MAX_GENERAL_VALUES};
 use crate::span_index::{index_spans, NodeSpan, SpanIndex};
 
 pub use crate::config_file::MAX_CONFIG_BYTES;
@@ -59,7 +60,7 @@ impl Document {
         // Duplicate keys come before any other problem: the YAML parser stops at the first
         // one, pointing at its mapping rather than at the key, and JSON silently keeps the
         // last one.
-        let (spans, duplicates, direct, over_limit) = index_spans(&text, wants_yaml);
+        let (spans, duplicates, direct, over_limit, values) = index_spans(&text, wants_yaml);
         // Too deep or too many aliases: nothing else reads the document.
         if let Some(problem) = over_limit {
             return Err(ConfigError::new(file, Some(text), vec![problem]));
@@ -78,19 +79,22 @@ impl Document {
                 .collect();
             return Err(ConfigError::new(file, Some(text), diags));
         }
-        let parsed = match json {
-            Some(Ok(v)) => Ok((Format::Json, v)),
+        // The general reader takes a bounded document only (see `MAX_GENERAL_VALUES`); past
+        // that, a syntax error is the YAML parser's here rather than serde_norway's, and a
+        // document that looks like JSON and is not shows its JSON error.
+        let (values, syntax_error) = values;
+        let over_general = (values > MAX_GENERAL_VALUES)
+            .then(|| syntax_error.unwrap_or_else(|| too_many_for_the_general_reader(values)));
+        let parsed = match (json, direct, over_general) {
+            (Some(Ok(v)), _, _) => Ok((Format::Json, v)),
+            (_, Some(v), _) => Ok((Format::Yaml, v)),
+            (Some(Err(json_err)), None, Some(_)) => Err(json_err),
+            (None, None, Some(too_many)) => Err(too_many),
             // A YAML flow mapping also starts with `{`: accept it when it is valid YAML.
-            Some(Err(json_err)) => match direct {
-                Some(v) => Ok((Format::Yaml, v)),
-                None => parse_yaml(&text)
-                    .map(|v| (Format::Yaml, v))
-                    .map_err(|_| json_err),
-            },
-            None => match direct {
-                Some(v) => Ok((Format::Yaml, v)),
-                None => parse_yaml(&text).map(|v| (Format::Yaml, v)),
-            },
+            (Some(Err(json_err)), None, None) => parse_yaml(&text)
+                .map(|v| (Format::Yaml, v))
+                .map_err(|_| json_err),
+            (None, None, None) => parse_yaml(&text).map(|v| (Format::Yaml, v)),
         };
         let (format, value) = match parsed {
             Ok(ok) => ok,
@@ -226,21 +230,25 @@ pub(crate) fn parse_yaml(text: &str) -> Result<Value, Diagnostic> {
     }
 }
 
+/// The problem of a YAML syntax error, `message` at `loc`.
+pub(crate) fn yaml_syntax_error(message: &str, loc: impl Into<Option<Location>>) -> Diagnostic {
+    Diagnostic::error("", format!("invalid YAML: {message}"))
+        .at(loc.into())
+        .with_help("fix the YAML syntax (indentation, quoting, a missing `:`)")
+}
+
 fn parse_yaml_value(text: &str) -> Result<Value, Diagnostic> {
     let mut yaml: serde_norway::Value = serde_norway::from_str(text).map_err(|e| {
         let message = e.to_string();
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_string();
-        Diagnostic::error("", format!("invalid YAML: {message}"))
-            .at(e.location().map(|l| Location {
+        let message = message.split(" at line ").next().unwrap_or(&message);
+        yaml_syntax_error(
+            message,
+            e.location().map(|l| Location {
                 line: l.line(),
                 column: l.column(),
                 len: 1,
-            }))
-            .with_help("fix the YAML syntax (indentation, quoting, a missing `:`)")
+            }),
+        )
     })?;
     yaml.apply_merge()
         .map_err(|e| Diagnostic::error("", format!("invalid YAML merge key: {e}")))?;
@@ -504,6 +512,33 @@ mod tests {
         // Unknown paths fall back to the nearest located ancestor.
         assert_eq!(doc.key_location("x.a.zz").map(|l| l.line), Some(3));
         assert_eq!(doc.key_location("x.c[01]").map(|l| l.line), Some(5));
+    }
+
+    /// A document serde_norway would read (an anchor, a tag) past `MAX_GENERAL_VALUES` is
+    /// refused, naming the cap: that reader took ~300 bytes a value (150 MiB for a 1 MiB
+    /// list). Plain documents are read whatever their size, and a syntax error stays one.
+    #[test]
+    fn the_general_reader_takes_a_bounded_document_only() {
+        let items = vec!["a"; MAX_GENERAL_VALUES as usize].join(",");
+        let doc = Document::parse("c.yaml", format!("x: [{items}]\n")).unwrap();
+        let last = doc.value_location(&format!("x[{}]", MAX_GENERAL_VALUES - 1));
+        assert_eq!(
+            last.map(|l| l.column),
+            Some(2 * MAX_GENERAL_VALUES as usize + 3)
+        );
+        for text in [
+            format!("x: [{items}, !t a]\n"),
+            format!("x: &b [{items}]\n"),
+        ] {
+            let err = Document::parse("c.yaml", text).unwrap_err().to_string();
+            assert!(err.contains("at most 200000 are allowed there"), "{err}");
+        }
+        let few = vec!["a"; 1_000].join(",");
+        let doc = Document::parse("c.yaml", format!("x: &b [{few}]\ny: *b\n")).unwrap();
+        assert_eq!(doc.value["y"].as_array().map(Vec::len), Some(1_000));
+        let err = Document::parse("c.yaml", format!("x: [{items}\n  b: c\n")).unwrap_err();
+        assert!(err.to_string().contains("invalid YAML"), "{err}");
+        assert_eq!(err.diagnostics[0].location.map(|l| l.line), Some(2));
     }
 
     #[test]

@@ -28,6 +28,18 @@ pub const MAX_ALIAS_NODES: u64 = 250_000;
 /// list of 8 million items once took 950 MB and 6 s before the schema refused it.
 pub const MAX_NODES: u64 = 2_000_000;
 
+/// The most values a document may hold when it is read by serde_norway, the general YAML reader
+/// (see `crate::yaml_value` for what sends a document there: an anchor or alias, a tag, a merge
+/// key `<<`, a key that is not a plain string, several documents, …), each alias counted as the
+/// values it stands for. That reader holds every parser event and its own value besides the
+/// JSON one, ~300 bytes a value: 524,000 one-letter items in 1 MiB peaked at 150 MiB. At this
+/// cap it stays near 70 MiB (BENCHMARKS.md, "Issue 13 regressions traced"). Plain YAML and
+/// JSON are built directly and take [`MAX_NODES`]; a config of 10,000 pools written out in
+/// full is one of them. Every alias sends a document here, so this cap, not
+/// [`MAX_ALIAS_NODES`], is the one such a document meets first: 10,000 pools merging a
+/// 25-value section (250,000 values) are now refused.
+pub const MAX_GENERAL_VALUES: u64 = 200_000;
+
 /// Follows the events of one document and reports the first limit it passes.
 #[derive(Default)]
 pub(crate) struct InputLimits {
@@ -82,6 +94,11 @@ impl InputLimits {
         None
     }
 
+    /// The values of the document read so far, each alias counted as the nodes it stands for.
+    pub(crate) fn values(&self) -> u64 {
+        self.nodes.saturating_add(self.aliased)
+    }
+
     /// A complete node of `size` nodes, anchored as `anchor` (0: not anchored).
     fn node(&mut self, anchor: usize, size: u64) {
         if anchor != 0 {
@@ -109,6 +126,23 @@ fn too_many_nodes(loc: Location) -> Diagnostic {
     )
     .at(Some(loc))
     .with_help("a config of 10,000 pools holds about 300,000: check that this is the config file")
+}
+
+/// The problem of a document over [`MAX_GENERAL_VALUES`] that holds `values`.
+pub(crate) fn too_many_for_the_general_reader(values: u64) -> Diagnostic {
+    Diagnostic::error(
+        "",
+        format!(
+            "the document holds {values} values (aliases expanded) and uses YAML that only the \
+             general reader takes (an anchor or alias, a tag, a merge key `<<`, a key that is \
+             not a plain string, several documents, …): at most {MAX_GENERAL_VALUES} are \
+             allowed there"
+        ),
+    )
+    .with_help(
+        "write the config out in plain YAML or JSON, without anchors, aliases or tags; such a \
+         config may hold 10,000 pools",
+    )
 }
 
 fn too_many_aliased(loc: Location) -> Diagnostic {
