@@ -1,7 +1,7 @@
-//! Validation: structure (via the schema walk) and meaning (the checks below). Every problem is
-//! collected and reported at once, each at its file, line, column and field path.
+//! Validation: structure (via the schema walk) and meaning (the checks in this module, one file
+//! per section). Every problem is collected and reported at once, each at its file, line,
+//! column and field path.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::cmake_flags::CmakeFlags;
 use crate::config::{config_schema, Config, Pool};
 use crate::diagnostic::{render_all, ConfigError, Diagnostic, MAX_DIAGNOSTICS};
-use crate::document::{join_index, parent_path, Document};
+use crate::document::{parent_path, Document};
 use crate::llama_flags::Flag;
 use crate::model_ref::ModelRef;
 use crate::schema_check::SchemaChecker;
@@ -17,13 +17,18 @@ use crate::unpassable::{nul_bytes, NUL_HELP, NUL_MESSAGE};
 
 use checker::Checker;
 pub(crate) use checker::KEPT_DIAGNOSTICS;
-use partial::{depends_on, is_under, placeholder, prune, REQUIRED};
+use partial::{depends_on, is_under};
 
 mod checker;
 mod cross_pool;
+mod devices;
+mod env;
+mod flags;
 mod mode;
+mod model;
 mod partial;
 mod pool;
+mod ports;
 
 /// A config that passed validation, with each pool's normalised inputs to the planner.
 #[derive(Debug, Clone)]
@@ -102,43 +107,7 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
         }
         // Pools are checked for meaning even when parts of them are malformed: the malformed
         // parts are pruned (and what depends on them is not reported twice).
-        let mut parsed: Vec<(String, Pool)> = Vec::new();
-        for (i, raw) in pools.iter().enumerate() {
-            let path = join_index("pools", i);
-            // A bad list item prunes its whole list: removing just the item would shift the
-            // items after it, and checks of the list would point at the wrong ones.
-            let bad: BTreeSet<&str> = structural_errors
-                .iter()
-                .map(|d| d.path.as_str())
-                .filter(|p| is_under(p, &path) && *p != path)
-                .map(|p| match p[path.len()..].find('[') {
-                    Some(i) => &p[..path.len() + i],
-                    None => p,
-                })
-                .collect();
-            // Most pools are whole: read them where they are rather than from a copy.
-            let complete = bad.is_empty()
-                && raw
-                    .as_object()
-                    .is_some_and(|obj| REQUIRED.iter().all(|f| obj.contains_key(*f)));
-            let pool = if complete {
-                Pool::deserialize(raw).ok()
-            } else {
-                let mut raw = raw.clone();
-                for p in bad.iter().rev() {
-                    prune(&mut raw, &p[path.len()..]);
-                }
-                if let Some(obj) = raw.as_object_mut() {
-                    for field in REQUIRED {
-                        obj.entry(field).or_insert_with(|| placeholder(field));
-                    }
-                }
-                serde_json::from_value::<Pool>(raw).ok()
-            };
-            if let Some(pool) = pool {
-                parsed.push((path, pool));
-            }
-        }
+        let parsed = partial::pools(pools, &structural_errors);
         checker.cross_pool(&parsed);
         let total_replicas: u32 = parsed.iter().map(|(_, p)| p.replicas).sum();
         checker.handoff_collisions(&parsed, total_replicas);
@@ -165,7 +134,25 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
     });
     diags.extend(checker.diags);
 
-    let config = if checker.omitted_errors > 0 || diags.iter().any(Diagnostic::is_error) {
+    outcome(
+        doc,
+        diags,
+        inputs,
+        checker.omitted_errors,
+        checker.omitted_warnings,
+    )
+}
+
+/// The valid config, with its warnings, or the config's errors: `diags` is every problem
+/// found, `omitted_*` those found beyond the ones kept.
+fn outcome(
+    doc: &Document,
+    mut diags: Vec<Diagnostic>,
+    inputs: Vec<PoolInput>,
+    omitted_errors: usize,
+    omitted_warnings: usize,
+) -> Result<ValidConfig, ConfigError> {
+    let config = if omitted_errors > 0 || diags.iter().any(Diagnostic::is_error) {
         None
     } else {
         match Config::deserialize(&doc.value) {
@@ -179,8 +166,7 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
     diags.sort_by(|a, b| (a.location, &a.path).cmp(&(b.location, &b.path)));
     match config {
         Some(config) => {
-            let warnings_omitted =
-                diags.len().saturating_sub(MAX_DIAGNOSTICS) + checker.omitted_warnings;
+            let warnings_omitted = diags.len().saturating_sub(MAX_DIAGNOSTICS) + omitted_warnings;
             diags.truncate(MAX_DIAGNOSTICS);
             Ok(ValidConfig {
                 file: doc.file.clone(),
@@ -197,7 +183,7 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
                 Some(doc.text.clone()),
                 diags.into_iter().filter(Diagnostic::is_error).collect(),
             );
-            err.omitted += checker.omitted_errors;
+            err.omitted += omitted_errors;
             Err(err)
         }
     }

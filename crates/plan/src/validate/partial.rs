@@ -1,15 +1,20 @@
 //! Pools read despite structural errors: malformed parts pruned, missing required fields
 //! given placeholders, and errors that depend on a malformed field not reported twice.
 
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::document::join_key;
+use crate::config::Pool;
+use crate::diagnostic::Diagnostic;
+use crate::document::{join_index, join_key};
 
 /// Required pool fields: each gets a [`placeholder`] when it is missing or malformed, so that
 /// the rest of the pool can still be checked.
-pub(super) const REQUIRED: [&str; 4] = ["id", "engine", "model", "devices"];
+const REQUIRED: [&str; 4] = ["id", "engine", "model", "devices"];
 
-pub(super) fn placeholder(field: &str) -> Value {
+fn placeholder(field: &str) -> Value {
     match field {
         "engine" => json!("llamacpp"),
         "devices" => json!([]),
@@ -46,7 +51,7 @@ pub(super) fn is_under(path: &str, prefix: &str) -> bool {
 }
 
 /// Remove the node at `rel` (`.a.b[2]`, relative to `value`).
-pub(super) fn prune(value: &mut Value, rel: &str) {
+fn prune(value: &mut Value, rel: &str) {
     let mut segments: Vec<&str> = Vec::new();
     for part in rel.split('.').filter(|s| !s.is_empty()) {
         let mut rest = part;
@@ -91,4 +96,47 @@ pub(super) fn prune(value: &mut Value, rel: &str) {
             }
         }
     }
+}
+
+/// The pools of `raw_pools` that read as pools, each with its path, once the parts with a
+/// structural error are pruned and missing required fields get placeholders.
+pub(super) fn pools(raw_pools: &[Value], structural_errors: &[Diagnostic]) -> Vec<(String, Pool)> {
+    let mut parsed: Vec<(String, Pool)> = Vec::new();
+    for (i, raw) in raw_pools.iter().enumerate() {
+        let path = join_index("pools", i);
+        // A bad list item prunes its whole list: removing just the item would shift the
+        // items after it, and checks of the list would point at the wrong ones.
+        let bad: BTreeSet<&str> = structural_errors
+            .iter()
+            .map(|d| d.path.as_str())
+            .filter(|p| is_under(p, &path) && *p != path)
+            .map(|p| match p[path.len()..].find('[') {
+                Some(i) => &p[..path.len() + i],
+                None => p,
+            })
+            .collect();
+        // Most pools are whole: read them where they are rather than from a copy.
+        let complete = bad.is_empty()
+            && raw
+                .as_object()
+                .is_some_and(|obj| REQUIRED.iter().all(|f| obj.contains_key(*f)));
+        let pool = if complete {
+            Pool::deserialize(raw).ok()
+        } else {
+            let mut raw = raw.clone();
+            for p in bad.iter().rev() {
+                prune(&mut raw, &p[path.len()..]);
+            }
+            if let Some(obj) = raw.as_object_mut() {
+                for field in REQUIRED {
+                    obj.entry(field).or_insert_with(|| placeholder(field));
+                }
+            }
+            serde_json::from_value::<Pool>(raw).ok()
+        };
+        if let Some(pool) = pool {
+            parsed.push((path, pool));
+        }
+    }
+    parsed
 }
