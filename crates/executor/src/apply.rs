@@ -78,6 +78,9 @@ pub struct ApplyReport {
     pub results: Vec<(String, StepResult)>,
     pub cancelled: bool,
     pub duration: Duration,
+    /// Scheduler passes: times the scheduler looked for steps to start (a test hook: each
+    /// pass follows at least one message from a step thread, never a timer).
+    pub passes: u64,
 }
 
 impl ApplyReport {
@@ -325,6 +328,7 @@ pub fn apply(
     let redactor = &Arc::new(Redactor::for_plan(plan));
 
     let saves_before = file.save_counts();
+    let mut passes = 0;
     std::thread::scope(|scope| -> Result<(), StateError> {
         let (tx, rx) = mpsc::channel::<(usize, Result<Outcome, StepError>, Instant)>();
         let mut unsaved = Unsaved::default();
@@ -335,6 +339,7 @@ pub fn apply(
             e
         };
         loop {
+            passes += 1;
             let stopping = cancel.is_cancelled() || (opts.fail_fast && any_failed);
             let mut progressed = false;
             // Steps whose `running` record is set: they start once it is written.
@@ -571,6 +576,7 @@ pub fn apply(
             .collect(),
         cancelled: cancel.is_cancelled(),
         duration: started.elapsed(),
+        passes,
     })
 }
 
