@@ -941,7 +941,12 @@ fn liveness_checks_of_independent_steps_run_at_the_same_time() {
     )
     .unwrap();
     assert!(report.ok());
-    assert_eq!(fake.runs(), Vec::<String>::new(), "{}", reasons(&run, &fake.runs()));
+    assert_eq!(
+        fake.runs(),
+        Vec::<String>::new(),
+        "{}",
+        reasons(&run, &fake.runs())
+    );
 }
 
 #[test]
