@@ -11,6 +11,10 @@
 //! are at most `jobs`, and at most one heavy step (a build that already uses every core) is
 //! deciding or running at a time.
 //!
+//! A failed step blocks its dependents while independent branches finish; `--fail-fast` or a
+//! cancellation stops everything (what was not started stays not started). Each step's events
+//! come in causal order; independent steps' events come in the order they complete.
+//!
 //! The scheduler works in passes: take every report waiting, start what is ready, and write
 //! the state file once — when steps are about to run, or when no check is outstanding — before
 //! the steps start and before the events of what changed are emitted (see [`Unsaved`]).
