@@ -15,9 +15,11 @@
 //! cancellation stops everything (what was not started stays not started). Each step's events
 //! come in causal order; independent steps' events come in the order they complete.
 //!
-//! The scheduler works in passes: take every report waiting, start what is ready, and write
-//! the state file once — when steps are about to run, or when no check is outstanding — before
-//! the steps start and before the events of what changed are emitted (see [`Unsaved`]).
+//! The scheduler works in passes: take every report waiting and check what it made ready;
+//! once no check is outstanding, write the state file once (the results taken and the
+//! `running` records of the steps found dirty), then emit the events of what changed and start
+//! those steps (see [`Unsaved`]). Checks run side by side, so a pass waits for the slowest of
+//! them, not for their sum.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -188,8 +190,8 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    /// Decide what is ready (within `jobs` and the one heavy step), then, when steps are about
-    /// to run or no check is outstanding, write the state once and start the steps.
+    /// Decide what is ready (within `jobs` and the one heavy step), then, once no check is
+    /// outstanding, write the state once and start the steps found dirty.
     fn start<'s>(
         &mut self,
         scope: &'s Scope<'s, 'a>,
@@ -214,7 +216,9 @@ impl<'a> Scheduler<'a> {
                 self.spawn_decision(scope, tx, i);
             }
         }
-        if self.starting.is_empty() && self.deciding > 0 {
+        if self.deciding > 0 {
+            // The pass goes on until every check it started has reported: the steps those
+            // checks start share this pass's write.
             return Ok(());
         }
         self.flush()?;

@@ -968,3 +968,62 @@ fn the_scheduler_wakes_only_when_a_step_reports() {
         run.plan.steps.len()
     );
 }
+
+/// Counts the freshness checks (facts, liveness) in flight at once.
+#[derive(Default)]
+struct Checks<'a> {
+    fake: Fake,
+    in_flight: AtomicU64,
+    most: AtomicU64,
+    _p: std::marker::PhantomData<&'a ()>,
+}
+
+impl Checks<'_> {
+    fn check<T>(&self, f: impl FnOnce() -> T) -> T {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(5));
+        let out = f();
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        out
+    }
+}
+
+impl Dispatch for Checks<'_> {
+    fn facts(&self, cx: &StepContext<'_>) -> Result<Facts, StepError> {
+        self.check(|| self.fake.facts(cx))
+    }
+    fn run(&self, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
+        self.fake.run(cx)
+    }
+    fn check_alive(&self, cx: &StepContext<'_>) -> Result<(), String> {
+        self.check(|| self.fake.check_alive(cx))
+    }
+}
+
+#[test]
+fn freshness_checks_are_bounded_by_jobs() {
+    let run = Run::new();
+    let checks = Checks::default();
+    let mut state = run.file.load().unwrap();
+    let mut apply_once = |jobs| {
+        let opts = ApplyOptions { jobs, ..opts() };
+        let events = Recorder::default();
+        apply(
+            &run.plan,
+            &checks,
+            &run.file,
+            &mut state,
+            &opts,
+            &events,
+            &Cancel::new(),
+        )
+        .unwrap()
+    };
+    assert!(apply_once(8).ok());
+    checks.most.store(0, Ordering::SeqCst);
+    let report = apply_once(2);
+    assert_eq!(report.count(|r| *r == StepResult::Ran), 0);
+    let most = checks.most.load(Ordering::SeqCst);
+    assert!(most <= 2, "{most} checks at once with --jobs 2");
+}
