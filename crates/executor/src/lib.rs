@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod cache_file;
+mod checkers;
 pub mod command;
 pub mod dirty_reason;
 pub mod dispatch;

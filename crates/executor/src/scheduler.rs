@@ -4,7 +4,7 @@
 //! those reports (and, in between, to check that the state lock still holds); it never
 //! rescans the plan.
 //!
-//! A ready step is first *decided* on a worker thread: its facts, its outputs on disk and, for
+//! A ready step is first *decided* on a worker thread ([`Checkers`]): its facts, its outputs on disk and, for
 //! a liveness step, the world (`git ls-remote`, `nvidia-smi`, `/health`) are checked there, so
 //! independent checks run at the same time. A fresh step passes at once; a dirty one gets its
 //! `running` record and then runs on a thread of its own. Deciding and running steps together
@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 use provision_plan::redact::Redactor;
 use provision_plan::{Plan, Step};
 
-use crate::apply::{context, decide, is_heavy, step_log, ApplyOptions, Decision, StepResult};
+use crate::apply::{context, is_heavy, step_log, ApplyOptions, Decision, StepResult};
+use crate::checkers::{Check, Checkers};
 use crate::dispatch::{Cancel, Dispatch, Outcome, Outputs, StepContext, StepError};
 use crate::events::{Event, EventSink};
 use crate::fingerprint::dep_contribution;
@@ -42,7 +43,7 @@ use crate::unsaved::Unsaved;
 const LOCK_WATCH: Duration = Duration::from_millis(200);
 
 /// What a worker thread reports.
-enum Report<'a> {
+pub(crate) enum Report<'a> {
     /// Step `i` was checked: fresh or dirty (or the world could not be checked).
     Decided(usize, StepContext<'a>, Result<Decision, StepError>),
     /// Step `i` ran, from the given instant.
@@ -139,7 +140,11 @@ impl<'a> Scheduler<'a> {
     pub(crate) fn run(mut self) -> Result<(Vec<Option<StepResult>>, u64), StateError> {
         std::thread::scope(|scope| {
             let (tx, rx) = mpsc::channel::<Report<'a>>();
-            let done = self.passes_until_done(scope, &tx, &rx);
+            let (dispatch, force) = (self.env.dispatch, self.env.opts.force);
+            let mut checkers = Checkers::new(scope, tx.clone(), dispatch, force);
+            let done = self.passes_until_done(scope, &mut checkers, &tx, &rx);
+            // The check workers stop; the scope waits for them and for the steps.
+            drop(checkers);
             // A state that cannot be written (its lock lost, a full disk): the running steps
             // stop, and nothing more is written.
             done.inspect_err(|_| self.env.cancel.cancel())
@@ -150,12 +155,13 @@ impl<'a> Scheduler<'a> {
     fn passes_until_done<'s>(
         &mut self,
         scope: &'s Scope<'s, 'a>,
+        checkers: &mut Checkers<'s, 'a>,
         tx: &Sender<Report<'a>>,
         rx: &Receiver<Report<'a>>,
     ) -> Result<(), StateError> {
         loop {
             self.passes += 1;
-            self.start(scope, tx)?;
+            self.start(scope, checkers, tx)?;
             if self.deciding + self.running == 0 {
                 break;
             }
@@ -195,6 +201,7 @@ impl<'a> Scheduler<'a> {
     fn start<'s>(
         &mut self,
         scope: &'s Scope<'s, 'a>,
+        checkers: &mut Checkers<'s, 'a>,
         tx: &Sender<Report<'a>>,
     ) -> Result<(), StateError> {
         if !self.stopping() {
@@ -213,7 +220,7 @@ impl<'a> Scheduler<'a> {
                 }
                 self.ready.remove(&i);
                 self.deciding += 1;
-                self.spawn_decision(scope, tx, i);
+                checkers.submit(self.check(i), self.deciding);
             }
         }
         if self.deciding > 0 {
@@ -234,7 +241,8 @@ impl<'a> Scheduler<'a> {
         Ok(())
     }
 
-    fn spawn_decision<'s>(&self, scope: &'s Scope<'s, 'a>, tx: &Sender<Report<'a>>, i: usize) {
+    /// What a worker needs to check step `i`.
+    fn check(&self, i: usize) -> Check<'a> {
         let env = &self.env;
         let step: &'a Step = &env.plan.steps[i];
         let cx = context(
@@ -255,11 +263,12 @@ impl<'a> Scheduler<'a> {
             })
             .collect();
         let record = self.state.steps.get(&step.id).cloned();
-        let (tx, dispatch, force) = (tx.clone(), env.dispatch, env.opts.force);
-        scope.spawn(move || {
-            let decision = decide(dispatch, &cx, deps, record.as_ref(), force);
-            let _ = tx.send(Report::Decided(i, cx, decision));
-        });
+        Check {
+            i,
+            cx,
+            deps,
+            record,
+        }
     }
 
     fn finish(&mut self, report: Report<'a>) {
