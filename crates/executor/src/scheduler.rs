@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use provision_plan::redact::Redactor;
 use provision_plan::{Plan, Step};
 
-use crate::apply::{context, is_heavy, step_log, ApplyOptions, Decision, StepResult};
+use crate::apply::{context, decide, is_heavy, step_log, ApplyOptions, Decision, StepResult};
 use crate::checkers::{Check, Checkers};
 use crate::dispatch::{Cancel, Dispatch, Outcome, Outputs, StepContext, StepError};
 use crate::events::{Event, EventSink};
@@ -204,25 +204,7 @@ impl<'a> Scheduler<'a> {
         checkers: &mut Checkers<'s, 'a>,
         tx: &Sender<Report<'a>>,
     ) -> Result<(), StateError> {
-        if !self.stopping() {
-            let jobs = self.env.opts.jobs.max(1);
-            let candidates: Vec<usize> = self.ready.iter().copied().collect();
-            for i in candidates {
-                if self.deciding + self.running >= jobs {
-                    break;
-                }
-                let step = &self.env.plan.steps[i];
-                if is_heavy(step) {
-                    if self.heavy_busy {
-                        continue;
-                    }
-                    self.heavy_busy = true;
-                }
-                self.ready.remove(&i);
-                self.deciding += 1;
-                checkers.submit(self.check(i), self.deciding);
-            }
-        }
+        while !self.stopping() && self.submit_ready(checkers) {}
         if self.deciding > 0 {
             // The pass goes on until every check it started has reported: the steps those
             // checks start share this pass's write.
@@ -239,6 +221,44 @@ impl<'a> Scheduler<'a> {
             });
         }
         Ok(())
+    }
+
+    /// Hand the ready steps to the check workers (within `jobs` and the one heavy step). A
+    /// step ready alone, with nothing else checking or running, is checked here: there is
+    /// nothing to overlap it with, and no thread to wake. Then `true`: look again.
+    fn submit_ready(&mut self, checkers: &mut Checkers<'_, 'a>) -> bool {
+        let jobs = self.env.opts.jobs.max(1);
+        let candidates: Vec<usize> = self.ready.iter().copied().collect();
+        for i in candidates {
+            if self.deciding + self.running >= jobs {
+                break;
+            }
+            let step = &self.env.plan.steps[i];
+            if is_heavy(step) {
+                if self.heavy_busy {
+                    continue;
+                }
+                self.heavy_busy = true;
+            }
+            let alone = self.ready.len() == 1 && self.deciding + self.running == 0;
+            self.ready.remove(&i);
+            self.deciding += 1;
+            let check = self.check(i);
+            if alone {
+                let (dispatch, force) = (self.env.dispatch, self.env.opts.force);
+                let decision = decide(
+                    dispatch,
+                    &check.cx,
+                    check.deps,
+                    check.record.as_ref(),
+                    force,
+                );
+                self.finish(Report::Decided(i, check.cx, decision));
+                return true;
+            }
+            checkers.submit(check, self.deciding);
+        }
+        false
     }
 
     /// What a worker needs to check step `i`.
