@@ -4,12 +4,13 @@
 //! those reports (and, in between, to check that the state lock still holds); it never
 //! rescans the plan.
 //!
-//! A ready step is first *decided* on a worker thread ([`Checkers`]): its facts, its outputs on disk and, for
-//! a liveness step, the world (`git ls-remote`, `nvidia-smi`, `/health`) are checked there, so
-//! independent checks run at the same time. A fresh step passes at once; a dirty one gets its
-//! `running` record and then runs on a thread of its own. Deciding and running steps together
-//! are at most `jobs`, and at most one heavy step (a build that already uses every core) is
-//! deciding or running at a time.
+//! A ready step is first *checked*: its facts, its outputs on disk and, for a liveness step,
+//! the world (`git ls-remote`, `nvidia-smi`, `/health`). Of the steps ready together, the first
+//! is checked on the scheduler thread and the others at the same time on check workers
+//! ([`Checkers`]), so independent checks overlap and a lone check costs no thread wake-up. A
+//! fresh step passes at once; a dirty one gets its `running` record and then runs on a thread
+//! of its own. Checking and running steps together are at most `jobs`, and at most one heavy
+//! step (a build that already uses every core) is checking or running at a time.
 //!
 //! A failed step blocks its dependents while independent branches finish; `--fail-fast` or a
 //! cancellation stops everything (what was not started stays not started). Each step's events
@@ -223,42 +224,45 @@ impl<'a> Scheduler<'a> {
         Ok(())
     }
 
-    /// Hand the ready steps to the check workers (within `jobs` and the one heavy step). A
-    /// step ready alone, with nothing else checking or running, is checked here: there is
-    /// nothing to overlap it with, and no thread to wake. Then `true`: look again.
+    /// Check the ready steps (within `jobs` and the one heavy step): all but the first on the
+    /// check workers, the first here meanwhile (a thread wake-up costs more than many checks
+    /// take, on a loaded machine up to milliseconds). Then `true`: look again.
     fn submit_ready(&mut self, checkers: &mut Checkers<'_, 'a>) -> bool {
         let jobs = self.env.opts.jobs.max(1);
-        let candidates: Vec<usize> = self.ready.iter().copied().collect();
-        for i in candidates {
-            if self.deciding + self.running >= jobs {
+        let mut picked = Vec::new();
+        for &i in &self.ready {
+            if self.deciding + self.running + picked.len() >= jobs {
                 break;
             }
-            let step = &self.env.plan.steps[i];
-            if is_heavy(step) {
+            if is_heavy(&self.env.plan.steps[i]) {
                 if self.heavy_busy {
                     continue;
                 }
                 self.heavy_busy = true;
             }
-            let alone = self.ready.len() == 1 && self.deciding + self.running == 0;
+            picked.push(i);
+        }
+        let Some((&here, others)) = picked.split_first() else {
+            return false;
+        };
+        for &i in picked.iter() {
             self.ready.remove(&i);
             self.deciding += 1;
-            let check = self.check(i);
-            if alone {
-                let (dispatch, force) = (self.env.dispatch, self.env.opts.force);
-                let decision = decide(
-                    dispatch,
-                    &check.cx,
-                    check.deps,
-                    check.record.as_ref(),
-                    force,
-                );
-                self.finish(Report::Decided(i, check.cx, decision));
-                return true;
-            }
-            checkers.submit(check, self.deciding);
         }
-        false
+        for &i in others {
+            checkers.submit(self.check(i), self.deciding - 1);
+        }
+        let check = self.check(here);
+        let (dispatch, force) = (self.env.dispatch, self.env.opts.force);
+        let decision = decide(
+            dispatch,
+            &check.cx,
+            check.deps,
+            check.record.as_ref(),
+            force,
+        );
+        self.finish(Report::Decided(here, check.cx, decision));
+        true
     }
 
     /// What a worker needs to check step `i`.
