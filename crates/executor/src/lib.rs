@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod cache_file;
+mod checkers;
 pub mod command;
 pub mod dirty_reason;
 pub mod dispatch;
@@ -18,8 +19,10 @@ pub mod orphans;
 pub mod pidfd;
 pub mod private_file;
 pub mod retire;
+mod scheduler;
 pub mod state;
 pub mod state_pids;
+mod unsaved;
 
 pub use apply::{apply, is_volatile, preview, ApplyOptions, ApplyReport, Preview, StepResult};
 pub use dirty_reason::DirtyReason;

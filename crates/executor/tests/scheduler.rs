@@ -914,3 +914,149 @@ fn a_step_runs_and_its_events_are_emitted_only_after_the_state_says_so() {
     );
     assert_eq!(*d.violations.lock().unwrap(), Vec::<String>::new());
 }
+
+/// Two steps whose liveness checks each wait for the other: they pass only if the checks
+/// run at the same time (on the old scheduler, one after another on its own thread, the
+/// first one waited alone and gave up).
+struct Meeting<'a> {
+    fake: &'a Fake,
+    pair: [String; 2],
+    arrived: Mutex<usize>,
+    met: std::sync::Condvar,
+}
+
+impl Dispatch for Meeting<'_> {
+    fn facts(&self, cx: &StepContext<'_>) -> Result<Facts, StepError> {
+        self.fake.facts(cx)
+    }
+    fn run(&self, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
+        self.fake.run(cx)
+    }
+    fn check_alive(&self, cx: &StepContext<'_>) -> Result<(), String> {
+        if !self.pair.contains(&cx.step.id) {
+            return Ok(());
+        }
+        let mut arrived = self.arrived.lock().unwrap();
+        *arrived += 1;
+        self.met.notify_all();
+        let (arrived, _) = self
+            .met
+            .wait_timeout_while(arrived, Duration::from_secs(5), |n| *n < 2)
+            .unwrap();
+        match *arrived >= 2 {
+            true => Ok(()),
+            false => Err(format!("{} was checked alone", cx.step.id)),
+        }
+    }
+}
+
+#[test]
+fn liveness_checks_of_independent_steps_run_at_the_same_time() {
+    let run = Run::new();
+    let fake = Fake::default();
+    assert!(run.apply(&fake, &opts()).0.ok());
+    fake.reset_runs();
+    let meeting = Meeting {
+        fake: &fake,
+        pair: ["spawn:cpu/r0".into(), "spawn:cpu/r1".into()],
+        arrived: Mutex::new(0),
+        met: std::sync::Condvar::new(),
+    };
+    let mut state = run.file.load().unwrap();
+    let report = apply(
+        &run.plan,
+        &meeting,
+        &run.file,
+        &mut state,
+        &opts(),
+        &Recorder::default(),
+        &Cancel::new(),
+    )
+    .unwrap();
+    assert!(report.ok());
+    assert_eq!(
+        fake.runs(),
+        Vec::<String>::new(),
+        "{}",
+        reasons(&run, &fake.runs())
+    );
+}
+
+#[test]
+fn the_scheduler_wakes_only_when_a_step_reports() {
+    let run = Run::new();
+    let fake = Fake {
+        delay: [("cmake-build", Duration::from_millis(2000))].into(),
+        ..Fake::default()
+    };
+    let (report, _) = run.apply(&fake, &opts());
+    assert!(report.ok());
+    // Each step reports at most twice (its freshness check, its run); a pass follows at least
+    // one report. A scheduler that polls would pass about every 50 ms of the 4 s of builds.
+    let bound = 2 * run.plan.steps.len() as u64 + 1;
+    assert!(
+        report.passes <= bound,
+        "{} passes for {} steps",
+        report.passes,
+        run.plan.steps.len()
+    );
+}
+
+/// Counts the freshness checks (facts, liveness) in flight at once.
+#[derive(Default)]
+struct Checks<'a> {
+    fake: Fake,
+    in_flight: AtomicU64,
+    most: AtomicU64,
+    _p: std::marker::PhantomData<&'a ()>,
+}
+
+impl Checks<'_> {
+    fn check<T>(&self, f: impl FnOnce() -> T) -> T {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(5));
+        let out = f();
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        out
+    }
+}
+
+impl Dispatch for Checks<'_> {
+    fn facts(&self, cx: &StepContext<'_>) -> Result<Facts, StepError> {
+        self.check(|| self.fake.facts(cx))
+    }
+    fn run(&self, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
+        self.fake.run(cx)
+    }
+    fn check_alive(&self, cx: &StepContext<'_>) -> Result<(), String> {
+        self.check(|| self.fake.check_alive(cx))
+    }
+}
+
+#[test]
+fn freshness_checks_are_bounded_by_jobs() {
+    let run = Run::new();
+    let checks = Checks::default();
+    let mut state = run.file.load().unwrap();
+    let mut apply_once = |jobs| {
+        let opts = ApplyOptions { jobs, ..opts() };
+        let events = Recorder::default();
+        apply(
+            &run.plan,
+            &checks,
+            &run.file,
+            &mut state,
+            &opts,
+            &events,
+            &Cancel::new(),
+        )
+        .unwrap()
+    };
+    assert!(apply_once(8).ok());
+    checks.most.store(0, Ordering::SeqCst);
+    let report = apply_once(2);
+    assert_eq!(report.count(|r| *r == StepResult::Ran), 0);
+    let most = checks.most.load(Ordering::SeqCst);
+    assert!(most <= 2, "{most} checks at once with --jobs 2");
+}

@@ -5,6 +5,7 @@
 //! - `--quick`: fewer repetitions and a 256 MiB hash file (CI).
 //! - `--build`: also figure 7, the cold builds (slow: tens of minutes on 2 cores).
 //! - `--only 1,2`: only these figures (`--build --only 7`: the builds alone).
+//! - `PROVISION_BENCH_BIN=path`: measure that `provision` binary instead of building one.
 //!
 //! Exits non-zero when a measurement could not be made or an invariant broke (a warm apply
 //! ran a step, digests differ, a handoff is missing); a missed target is reported in the
@@ -135,12 +136,20 @@ fn set_up(root: &Path) -> Result<Provision> {
     setup::ensure_build_tools()?;
     setup::ensure_apt(&[("strace", "strace")])?;
     let python = setup::ensure_venv(root)?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    setup::run(
-        Command::new(&cargo)
-            .args(["build", "-q", "--release", "-p", "provision-cli"])
-            .current_dir(root),
-    )?;
+    // `PROVISION_BENCH_BIN`: measure this binary instead of building one (to compare two
+    // builds, e.g. main and a branch, run after run on the same machine).
+    let bin = match std::env::var_os("PROVISION_BENCH_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            setup::run(
+                Command::new(&cargo)
+                    .args(["build", "-q", "--release", "-p", "provision-cli"])
+                    .current_dir(root),
+            )?;
+            target_dir(root).join("release/provision")
+        }
+    };
     let fixtures = root.join(".fixtures");
     std::fs::create_dir_all(&fixtures)?;
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
@@ -166,7 +175,7 @@ fn set_up(root: &Path) -> Result<Provision> {
     Ok(Provision {
         root: root.to_path_buf(),
         work,
-        bin: target_dir(root).join("release/provision"),
+        bin,
     })
 }
 
