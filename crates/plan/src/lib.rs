@@ -20,6 +20,7 @@ pub mod render;
 pub mod replica_inputs;
 pub mod schema_check;
 pub mod secret_ref;
+pub mod secrets;
 mod span_index;
 pub mod step;
 pub mod step_id;
