@@ -68,6 +68,12 @@ fn every_step_of_a_plan_read_back_has_the_in_memory_fingerprint() {
         .filter(|(a, b)| a != b)
         .map(|(a, _)| a.0)
         .collect();
-    assert!(differ.iter().any(|id| id.starts_with("spawn:web/r1")), "{differ:?}");
-    assert!(differ.iter().any(|id| id.starts_with("git-clone:")), "{differ:?}");
+    assert!(
+        differ.iter().any(|id| id.starts_with("spawn:web/r1")),
+        "{differ:?}"
+    );
+    assert!(
+        differ.iter().any(|id| id.starts_with("git-clone:")),
+        "{differ:?}"
+    );
 }

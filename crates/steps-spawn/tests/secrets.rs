@@ -227,3 +227,32 @@ fn a_plan_read_back_from_json_starts_the_server_the_in_memory_plan_starts() {
         assert!(!written.contains(secret), "{secret} leaked:\n{written}");
     }
 }
+
+#[test]
+fn a_plan_without_an_external_servers_url_credentials_probes_nothing() {
+    const PW: &str = "ext-pw-must-not-see-0301";
+    let config = format!(
+        "pools:
+  - id: ext
+    engine: llamacpp
+    model: ext
+    devices: []
+    readiness_timeout_ms: 1000
+    provisioning:
+      mode: external
+      external: {{url: 'http://ops:{PW}@127.0.0.1:9'}}
+"
+    );
+    let mut rig = Rig::with_config(&config);
+    // What a plan read back from its JSON is: the credentials were never in it.
+    rig.ws.plan = serde_json::from_str(&rig.ws.plan.to_json()).unwrap();
+    let err = rig.run("probe:ext/r0").unwrap_err();
+    assert!(
+        err.message.contains("credentials of the server URL")
+            && err.message.contains("are not in the plan"),
+        "{}",
+        err.message
+    );
+    assert!(err.hint.unwrap().contains("plan again"));
+    assert!(!err.message.contains(PW), "{}", err.message);
+}
