@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use crate::model_ref::ModelRef;
-use crate::plan::Plan;
+use crate::plan::{Plan, PLAN_VERSION};
 use crate::redact::REDACTED;
 use crate::step::StepSpec;
 
@@ -209,6 +209,11 @@ pub struct MissingSecrets(pub Vec<MissingSecret>);
 pub enum ReadBackError {
     #[error("the plan JSON is not a provision plan: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(
+        "the plan has plan_version {0}; this provision reads plan_version {PLAN_VERSION}: plan \
+         again from the config"
+    )]
+    Version(u32),
     #[error(transparent)]
     Missing(#[from] MissingSecrets),
 }
@@ -216,9 +221,13 @@ pub enum ReadBackError {
 /// A plan read back from its JSON, given its secrets from `sources` (the in-memory plan of
 /// the config, which read them from the config, the environment and files) and its replica
 /// inputs linked again: exactly the in-memory plan it was written from. Refused, naming each
-/// step and secret, when a secret it needs is not in `sources`.
+/// step and secret, when a secret it needs is not in `sources`; refused when it is of another
+/// plan version.
 pub fn read_back(json: &str, sources: &Plan) -> Result<Plan, ReadBackError> {
     let mut plan: Plan = serde_json::from_str(json)?;
+    if plan.plan_version != PLAN_VERSION {
+        return Err(ReadBackError::Version(plan.plan_version));
+    }
     Secrets::of(sources).attach(&mut plan)?;
     Ok(plan)
 }

@@ -175,3 +175,18 @@ fn a_plan_without_secrets_reads_back_as_it_is() {
     let back = read_back(&plan.to_json(), &plan_of(yaml)).unwrap();
     assert_eq!(back, plan);
 }
+
+#[test]
+fn a_plan_of_another_version_or_not_a_plan_is_refused() {
+    let plan = plan_of(&config());
+    let json = plan
+        .to_json()
+        .replacen("\"plan_version\": 2", "\"plan_version\": 99", 1);
+    let err = read_back(&json, &plan).unwrap_err().to_string();
+    assert!(
+        err.contains("plan_version 99") && err.contains("plan again"),
+        "{err}"
+    );
+    let err = read_back("{\"pools\": 1}", &plan).unwrap_err().to_string();
+    assert!(err.contains("not a provision plan"), "{err}");
+}
