@@ -23,6 +23,7 @@ pub mod secret_ref;
 pub mod secrets;
 mod span_index;
 pub mod step;
+mod step_debug;
 pub mod step_id;
 pub mod step_kind;
 pub mod step_traits;
