@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::model_ref::ModelRef;
 use crate::plan::{Plan, PLAN_VERSION};
-use crate::redact::REDACTED;
+use crate::redact::{url_secrets, REDACTED};
 use crate::step::StepSpec;
 
 /// One secret value. Its `Debug` never shows it.
@@ -57,6 +57,24 @@ impl Secrets {
             .iter()
             .flat_map(|(id, v)| v.keys().map(move |n| (id.clone(), n.clone())))
             .collect()
+    }
+
+    /// What the redactor replaces: each env value and API key whole (and a URL's credentials
+    /// in it, which may be quoted on their own), and the credentials of each URL.
+    pub(crate) fn redaction_values(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, value) in self.table.values().flatten() {
+            match value {
+                Value::Text(t) if name == "url" => out.extend(url_secrets(t)),
+                Value::Text(t) => {
+                    out.push(t.clone());
+                    out.extend(url_secrets(t));
+                }
+                Value::Source(ModelRef::Url { url }) => out.extend(url_secrets(url)),
+                Value::Source(_) => {}
+            }
+        }
+        out
     }
 
     /// Put the secrets into the steps of `plan` with the same id (those it has no step for
