@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::model_ref::ModelRef;
 use crate::plan::{Plan, PLAN_VERSION};
-use crate::redact::{url_secrets, REDACTED};
+use crate::redact::{redact_url, url_secrets, REDACTED};
 use crate::step::StepSpec;
 
 /// One secret value. Its `Debug` never shows it.
@@ -78,12 +78,12 @@ impl Secrets {
     }
 
     /// Put the secrets into the steps of `plan` with the same id (those it has no step for
-    /// are ignored), link the replica inputs again, and check that none is missing.
+    /// are ignored; a step with none gets its secret fields as the planner sets them without
+    /// secrets), link the replica inputs again, and check that none is missing.
     pub fn attach(&self, plan: &mut Plan) -> Result<(), MissingSecrets> {
+        let none = BTreeMap::new();
         for step in &mut plan.steps {
-            if let Some(values) = self.table.get(&step.id) {
-                restore(&mut step.spec, values);
-            }
+            restore(&mut step.spec, self.table.get(&step.id).unwrap_or(&none));
         }
         crate::replica_inputs::link(&mut plan.steps);
         let lacking = missing(plan);
@@ -131,14 +131,21 @@ fn restore(spec: &mut StepSpec, values: &BTreeMap<String, Value>) {
         _ => None,
     };
     match spec {
+        // A URL's credentials are taken only for the address the plan shows: credentials for
+        // another host are not this step's (its id need not name the host).
+        // Without credentials, the URL is the one shown (as the planner sets it).
         StepSpec::GitClone(g) => {
-            if let Some(url) = text("url") {
-                g.repo_url = url;
-            }
+            g.repo_url = match text("url").filter(|u| redact_url(u) == g.repo) {
+                Some(url) => url,
+                None if g.repo.contains(REDACTED) => String::new(),
+                None => g.repo.clone(),
+            };
         }
         StepSpec::ModelResolve(m) => {
             if let Some(Value::Source(s)) = values.get("source") {
-                m.secret_source = Some(s.clone());
+                if shown(s) == m.source {
+                    m.secret_source = Some(s.clone());
+                }
             }
         }
         StepSpec::Spawn(sp) => {
@@ -153,7 +160,7 @@ fn restore(spec: &mut StepSpec, values: &BTreeMap<String, Value>) {
             }
         }
         StepSpec::Probe(p) => {
-            if let Some(url) = text("url") {
+            if let Some(url) = text("url").filter(|u| redact_url(u) == p.url) {
                 p.secret_url = url;
             }
         }
@@ -206,6 +213,16 @@ pub fn missing(plan: &Plan) -> Vec<MissingSecret> {
         }
     }
     out
+}
+
+/// A model source as plans show it.
+fn shown(source: &ModelRef) -> ModelRef {
+    match source {
+        ModelRef::Url { url } => ModelRef::Url {
+            url: redact_url(url),
+        },
+        other => other.clone(),
+    }
 }
 
 fn shows_redacted(source: &ModelRef) -> bool {

@@ -173,8 +173,9 @@ fn a_plan_without_secrets_reads_back_as_it_is() {
     backend: cpu
     devices: []
     provisioning:
-      mode: binary
-      binary: {path: /opt/llama-server}
+      mode: source
+      source: {repo: 'https://git.example/llama.cpp.git', ref: b4567}
+      env: {LOG_LEVEL: info}
 ";
     let plan = plan_of(yaml);
     assert!(Secrets::of(&plan).names().is_empty());
@@ -195,4 +196,24 @@ fn a_plan_of_another_version_or_not_a_plan_is_refused() {
     );
     let err = read_back("{\"pools\": 1}", &plan).unwrap_err().to_string();
     assert!(err.contains("not a provision plan"), "{err}");
+}
+
+#[test]
+fn a_secret_url_for_another_address_than_the_saved_plan_shows_is_not_taken() {
+    let plan = plan_of(&config());
+    // Same step ids, other hosts behind the credentials.
+    let moved = plan_of(
+        &config()
+            .replace("git.example", "other-git.example")
+            .replace("models.example", "other-models.example")
+            .replace("gw.example", "other-gw.example"),
+    );
+    let err = read_back(&plan.to_json(), &moved).unwrap_err().to_string();
+    for step in ["git-clone:", "probe:ext/r0"] {
+        assert!(err.contains(step), "{step} not in {err}");
+    }
+    assert!(
+        !err.contains(GIT_TOKEN) && !err.contains(EXTERNAL_PW),
+        "{err}"
+    );
 }
