@@ -245,46 +245,56 @@ pub fn place(
                 note: None,
             })
         }
-        ModelVolume::HostPath => {
-            let dir = match (&opts.model_dir, source) {
-                (Some(dir), _) => PathBuf::from(dir),
-                (None, ModelRef::Path { path }) if !path.starts_with("~/") => {
-                    let full = normalize(&config_dir.join(path));
-                    full.parent().map(Path::to_path_buf).unwrap_or_default()
-                }
-                _ => {
-                    return Err(ExportError::usage(
-                        format!("pool `{pool}`: the model `{text}` is not a file path, so the node directory holding it is unknown"),
-                        "pass `--model-dir DIR`: the directory on the node that holds the model file",
-                    ))
-                }
-            };
-            let dir = normalize(&dir);
-            if !dir.is_absolute() {
-                return Err(ExportError::usage(
-                    format!(
-                        "pool `{pool}`: the model directory `{}` is not an absolute path",
-                        dir.display()
-                    ),
-                    "pass `--model-dir` with an absolute path on the node",
-                ));
-            }
-            Ok(Placement {
-                volume: Volume {
-                    name: VOLUME.into(),
-                    host_path: Some(HostPathVolumeSource {
-                        path: dir.display().to_string(),
-                        type_: Some("Directory".into()),
-                    }),
-                    ..Default::default()
-                },
-                path,
-                downloader: None,
-                claim: None,
-                note: None,
-            })
-        }
+        ModelVolume::HostPath => Ok(Placement {
+            volume: host_path(pool, text, source, opts, config_dir)?,
+            path,
+            downloader: None,
+            claim: None,
+            note: None,
+        }),
     }
+}
+
+/// The node directory holding the model (`--model-dir`, or a path ref's directory), as a
+/// read-only `hostPath` volume.
+fn host_path(
+    pool: &str,
+    text: &str,
+    source: &ModelRef,
+    opts: &ExportOptions,
+    config_dir: &Path,
+) -> Result<Volume, ExportError> {
+    let dir = match (&opts.model_dir, source) {
+        (Some(dir), _) => PathBuf::from(dir),
+        (None, ModelRef::Path { path }) if !path.starts_with("~/") => {
+            let full = normalize(&config_dir.join(path));
+            full.parent().map(Path::to_path_buf).unwrap_or_default()
+        }
+        _ => {
+            return Err(ExportError::usage(
+                format!("pool `{pool}`: the model `{text}` is not a file path, so the node directory holding it is unknown"),
+                "pass `--model-dir DIR`: the directory on the node that holds the model file",
+            ))
+        }
+    };
+    let dir = normalize(&dir);
+    if !dir.is_absolute() {
+        return Err(ExportError::usage(
+            format!(
+                "pool `{pool}`: the model directory `{}` is not an absolute path",
+                dir.display()
+            ),
+            "pass `--model-dir` with an absolute path on the node",
+        ));
+    }
+    Ok(Volume {
+        name: VOLUME.into(),
+        host_path: Some(HostPathVolumeSource {
+            path: dir.display().to_string(),
+            type_: Some("Directory".into()),
+        }),
+        ..Default::default()
+    })
 }
 
 fn env(name: &str, value: &str) -> EnvVar {

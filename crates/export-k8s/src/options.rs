@@ -1,5 +1,8 @@
 //! What the command line can change about the manifests. Everything else comes from the config.
 
+use crate::error::ExportError;
+use crate::names::{is_dns1123_label, is_dns1123_subdomain, is_quantity};
+
 /// Where a pool's model comes from inside the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ModelVolume {
@@ -69,4 +72,66 @@ pub struct ExportOptions {
     pub max_surge: u32,
     /// The Secret holding secret flags and env values [default: `<pool>-secrets`].
     pub secret: Option<String>,
+}
+
+/// Options that name invalid Kubernetes objects, or that do not go together, are a usage
+/// error.
+pub(crate) fn check_options(opts: &ExportOptions) -> Result<(), ExportError> {
+    let name = |what: &str, value: &Option<String>, ok: fn(&str) -> bool, help: &str| match value {
+        Some(v) if !ok(v) => Err(ExportError::usage(
+            format!("{what} `{v}` is not a valid Kubernetes name"),
+            help,
+        )),
+        _ => Ok(()),
+    };
+    let subdomain =
+        "use lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit";
+    name(
+        "--namespace",
+        &opts.namespace,
+        is_dns1123_label,
+        "use up to 63 lower-case letters, digits and `-`, starting and ending with a letter or digit",
+    )?;
+    name(
+        "--model-claim",
+        &opts.model_claim,
+        is_dns1123_subdomain,
+        subdomain,
+    )?;
+    name("--secret", &opts.secret, is_dns1123_subdomain, subdomain)?;
+    name(
+        "--storage-class",
+        &opts.storage_class,
+        is_dns1123_subdomain,
+        subdomain,
+    )?;
+    if let Some(size) = &opts.create_pvc {
+        if !is_quantity(size) {
+            return Err(ExportError::usage(
+                format!("--create-pvc `{size}` is not a Kubernetes quantity"),
+                "write a size such as `20Gi` or `500Mi`",
+            ));
+        }
+    }
+    if opts.model_volume != ModelVolume::Pvc
+        && (opts.create_pvc.is_some() || opts.model_claim.is_some())
+    {
+        return Err(ExportError::usage(
+            format!(
+                "--create-pvc and --model-claim need `--model-volume pvc`, not `{}`",
+                opts.model_volume.as_str()
+            ),
+            "drop them, or use `--model-volume pvc`",
+        ));
+    }
+    if opts.model_dir.is_some() && opts.model_volume != ModelVolume::HostPath {
+        return Err(ExportError::usage(
+            "--model-dir needs `--model-volume host-path`",
+            "add `--model-volume host-path`, or drop --model-dir",
+        ));
+    }
+    if opts.max_surge > i32::MAX as u32 {
+        return Err(ExportError::usage("--max-surge is too large", "use 0 or 1"));
+    }
+    Ok(())
 }

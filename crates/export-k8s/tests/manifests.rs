@@ -119,6 +119,7 @@ fn strings(v: &Value) -> Vec<String> {
 
 /// What maps to what, checked against the config and the plan of every fixture.
 #[test]
+#[allow(clippy::too_many_lines)] // a test: one scenario, read top to bottom
 fn pools_map_to_deployments_and_services() {
     let roots = Roots {
         cache: "/cache".into(),

@@ -54,17 +54,14 @@ fn truthy(v: &str) -> Option<bool> {
 
 /// Normalise `raw` for a pool with `backend`.
 pub fn normalize(raw: &[String], backend: Backend) -> (CmakeFlags, Vec<CmakeNote>) {
-    let mut flags = CmakeFlags::default();
-    let mut notes = Vec::new();
-    let mut cuda: Option<(bool, usize)> = None;
-    let mut server_at = None;
+    let mut n = Normalizer::default();
     let mut i = 0;
     while i < raw.len() {
         let at = i;
         let arg = raw[i].trim();
         i += 1;
         if arg == "-G" || arg.starts_with("-G") && !arg.starts_with("-G=") && arg.len() > 2 {
-            notes.push(CmakeNote {
+            n.notes.push(CmakeNote {
                 index: Some(at),
                 error: true,
                 message: "the generator is not set through `cmake_flags`".into(),
@@ -77,7 +74,7 @@ pub fn normalize(raw: &[String], backend: Backend) -> (CmakeFlags, Vec<CmakeNote
         }
         let Some(def) = arg.strip_prefix("-D") else {
             if arg.starts_with("-S") || arg.starts_with("-B") {
-                notes.push(CmakeNote {
+                n.notes.push(CmakeNote {
                     index: Some(at),
                     error: true,
                     message: format!(
@@ -87,7 +84,7 @@ pub fn normalize(raw: &[String], backend: Backend) -> (CmakeFlags, Vec<CmakeNote
                 });
                 continue;
             }
-            flags.extra.push(arg.to_string());
+            n.flags.extra.push(arg.to_string());
             continue;
         };
         // `-D NAME=VALUE` as two items.
@@ -102,30 +99,49 @@ pub fn normalize(raw: &[String], backend: Backend) -> (CmakeFlags, Vec<CmakeNote
         } else {
             def.to_string()
         };
+        n.define(at, arg, &def);
+    }
+    n.finish(backend)
+}
+
+/// What normalising has found so far.
+#[derive(Default)]
+struct Normalizer {
+    flags: CmakeFlags,
+    notes: Vec<CmakeNote>,
+    /// The last CUDA switch, and its index.
+    cuda: Option<(bool, usize)>,
+    /// The index of the `LLAMA_BUILD_SERVER` definition.
+    server_at: Option<usize>,
+}
+
+impl Normalizer {
+    /// Definition `def` (`NAME[:TYPE]=VALUE`) of flag `arg` at index `at`.
+    fn define(&mut self, at: usize, arg: &str, def: &str) {
         let Some((name_type, value)) = def.split_once('=') else {
-            notes.push(CmakeNote {
+            self.notes.push(CmakeNote {
                 index: Some(at),
                 error: true,
                 message: format!("`{arg}` is not a definition: expected `-DNAME=VALUE`"),
                 help: Some("write e.g. `-DGGML_NATIVE=OFF`".into()),
             });
-            continue;
+            return;
         };
         let name = name_type.split(':').next().unwrap_or(name_type).trim();
         if name.is_empty() {
-            notes.push(CmakeNote {
+            self.notes.push(CmakeNote {
                 index: Some(at),
                 error: true,
                 message: format!("`{arg}` has no variable name"),
                 help: Some("write e.g. `-DGGML_NATIVE=OFF`".into()),
             });
-            continue;
+            return;
         }
         if CUDA_ALIASES.contains(&name) {
             match truthy(value) {
                 Some(on) => {
                     if name != "GGML_CUDA" {
-                        notes.push(CmakeNote {
+                        self.notes.push(CmakeNote {
                             index: Some(at),
                             error: false,
                             message: format!(
@@ -135,23 +151,27 @@ pub fn normalize(raw: &[String], backend: Backend) -> (CmakeFlags, Vec<CmakeNote
                             help: Some("write `-DGGML_CUDA=ON`".into()),
                         });
                     }
-                    cuda = Some((on, at));
+                    self.cuda = Some((on, at));
                 }
-                None => notes.push(CmakeNote {
+                None => self.notes.push(CmakeNote {
                     index: Some(at),
                     error: true,
                     message: format!("`-D{name}={value}` is neither ON nor OFF"),
                     help: None,
                 }),
             }
-            continue;
+            return;
         }
         if name == "LLAMA_BUILD_SERVER" {
-            server_at = Some(at);
+            self.server_at = Some(at);
         }
-        if let Some(old) = flags.defines.insert(name.to_string(), value.to_string()) {
+        if let Some(old) = self
+            .flags
+            .defines
+            .insert(name.to_string(), value.to_string())
+        {
             if old != value {
-                notes.push(CmakeNote {
+                self.notes.push(CmakeNote {
                     index: Some(at),
                     error: false,
                     message: format!(
@@ -163,48 +183,57 @@ pub fn normalize(raw: &[String], backend: Backend) -> (CmakeFlags, Vec<CmakeNote
         }
     }
 
-    match (backend, cuda) {
-        (Backend::Cuda, Some((false, at))) => notes.push(CmakeNote {
-            index: Some(at),
-            error: true,
-            message: "a GPU pool needs a CUDA build, but `cmake_flags` turn CUDA off".into(),
-            help: Some("remove the flag, or set `backend: cpu` for an explicit CPU pool".into()),
-        }),
-        (Backend::Cpu, Some((true, at))) => notes.push(CmakeNote {
-            index: Some(at),
-            error: true,
-            message: "a CPU pool may not build with CUDA (`GGML_CUDA=ON`)".into(),
-            help: Some("remove the flag, or set `backend: cuda` for a GPU pool".into()),
-        }),
-        _ => {}
+    /// The flags with what provision sets (`GGML_CUDA` from the backend, a server build,
+    /// `Release`), and the notes on them.
+    fn finish(mut self, backend: Backend) -> (CmakeFlags, Vec<CmakeNote>) {
+        match (backend, self.cuda) {
+            (Backend::Cuda, Some((false, at))) => self.notes.push(CmakeNote {
+                index: Some(at),
+                error: true,
+                message: "a GPU pool needs a CUDA build, but `cmake_flags` turn CUDA off".into(),
+                help: Some(
+                    "remove the flag, or set `backend: cpu` for an explicit CPU pool".into(),
+                ),
+            }),
+            (Backend::Cpu, Some((true, at))) => self.notes.push(CmakeNote {
+                index: Some(at),
+                error: true,
+                message: "a CPU pool may not build with CUDA (`GGML_CUDA=ON`)".into(),
+                help: Some("remove the flag, or set `backend: cuda` for a GPU pool".into()),
+            }),
+            _ => {}
+        }
+        let cuda_value = match backend {
+            Backend::Cuda => "ON",
+            Backend::Cpu => "OFF",
+        };
+        self.flags
+            .defines
+            .insert("GGML_CUDA".into(), cuda_value.into());
+        self.flags
+            .defines
+            .entry("LLAMA_BUILD_SERVER".into())
+            .or_insert_with(|| "ON".into());
+        if self
+            .flags
+            .defines
+            .get("LLAMA_BUILD_SERVER")
+            .and_then(|v| truthy(v))
+            == Some(false)
+        {
+            self.notes.push(CmakeNote {
+                index: self.server_at,
+                error: true,
+                message: "`LLAMA_BUILD_SERVER` is OFF, but provision builds `llama-server`".into(),
+                help: Some("remove `-DLLAMA_BUILD_SERVER=OFF`".into()),
+            });
+        }
+        self.flags
+            .defines
+            .entry("CMAKE_BUILD_TYPE".into())
+            .or_insert_with(|| "Release".into());
+        (self.flags, self.notes)
     }
-    let cuda_value = match backend {
-        Backend::Cuda => "ON",
-        Backend::Cpu => "OFF",
-    };
-    flags.defines.insert("GGML_CUDA".into(), cuda_value.into());
-    flags
-        .defines
-        .entry("LLAMA_BUILD_SERVER".into())
-        .or_insert_with(|| "ON".into());
-    if flags
-        .defines
-        .get("LLAMA_BUILD_SERVER")
-        .and_then(|v| truthy(v))
-        == Some(false)
-    {
-        notes.push(CmakeNote {
-            index: server_at,
-            error: true,
-            message: "`LLAMA_BUILD_SERVER` is OFF, but provision builds `llama-server`".into(),
-            help: Some("remove `-DLLAMA_BUILD_SERVER=OFF`".into()),
-        });
-    }
-    flags
-        .defines
-        .entry("CMAKE_BUILD_TYPE".into())
-        .or_insert_with(|| "Release".into());
-    (flags, notes)
 }
 
 #[cfg(test)]

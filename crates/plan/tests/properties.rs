@@ -520,6 +520,7 @@ proptest! {
 
 // ---- 3. Shared nodes are never duplicated -----------------------------------------------------
 
+#[allow(clippy::too_many_lines)] // a test: one scenario, read top to bottom
 fn check_structure(pools: &[GenPool], plan: &Plan) -> Result<(), TestCaseError> {
     let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
     let unique: BTreeSet<&str> = ids.iter().copied().collect();

@@ -141,39 +141,119 @@ pub fn download(
             fetched: 0,
         });
     }
-    let partial = with_suffix(d.dest, ".incomplete");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&partial)
-        .map_err(io_err("cannot open", &partial))?;
-    // Hash what an earlier attempt left, then go on from its end.
-    let mut hasher = Sha256::new();
-    let mut have = 0u64;
-    {
+    let mut part = Partial::open(with_suffix(d.dest, ".incomplete"))?;
+    if d.expected_size.is_some_and(|size| part.have > size) {
+        part.restart()?;
+    }
+    if part.have > 0 {
+        progress(format!(
+            "resuming {} at byte {}",
+            display_url(d.url),
+            part.have
+        ));
+    }
+    let fetched = fetch(http, d, cancel, progress, &mut part)?;
+    commit(d, part, fetched, progress)
+}
+
+/// The `.incomplete` file a download goes into, and the hash of what it holds.
+struct Partial {
+    path: PathBuf,
+    file: File,
+    hasher: Sha256,
+    /// The bytes in the file.
+    have: u64,
+}
+
+impl Partial {
+    /// Open `path`, hashing what an earlier attempt left, to go on from its end.
+    fn open(path: PathBuf) -> Result<Self, DownloadError> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("cannot open", &path))?;
+        let mut hasher = Sha256::new();
+        let mut have = 0u64;
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = file
-                .read(&mut buf)
-                .map_err(io_err("cannot read", &partial))?;
+            let n = file.read(&mut buf).map_err(io_err("cannot read", &path))?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
             have += n as u64;
         }
+        Ok(Partial {
+            path,
+            file,
+            hasher,
+            have,
+        })
     }
-    if d.expected_size.is_some_and(|size| have > size) {
-        have = 0;
-        hasher = Sha256::new();
-        file.set_len(0)
-            .map_err(io_err("cannot truncate", &partial))?;
+
+    /// Start over from an empty file.
+    fn restart(&mut self) -> Result<(), DownloadError> {
+        self.have = 0;
+        self.hasher = Sha256::new();
+        self.file
+            .set_len(0)
+            .map_err(io_err("cannot truncate", &self.path))
     }
-    if have > 0 {
-        progress(format!("resuming {} at byte {have}", display_url(d.url)));
+
+    /// Append `body` until it ends, adding to `fetched` and reporting every 64 MiB (of
+    /// `total`); inside `Ok`, why the body broke off, if it did.
+    fn append(
+        &mut self,
+        body: &mut dyn Read,
+        total: Option<u64>,
+        fetched: &mut u64,
+        cancel: &Cancel,
+        progress: &mut dyn FnMut(String),
+    ) -> Result<Result<(), String>, DownloadError> {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut next_report = self.have + (64 << 20);
+        loop {
+            if cancel.is_cancelled() {
+                self.file.flush().ok();
+                return Err(DownloadError::Cancelled);
+            }
+            match body.read(&mut buf) {
+                Ok(0) => return Ok(Ok(())),
+                Ok(n) => {
+                    self.file
+                        .write_all(&buf[..n])
+                        .map_err(io_err("cannot write", &self.path))?;
+                    self.hasher.update(&buf[..n]);
+                    self.have += n as u64;
+                    *fetched += n as u64;
+                    if self.have >= next_report {
+                        next_report = self.have + (64 << 20);
+                        let have = self.have;
+                        progress(match total {
+                            Some(t) => format!("downloaded {have} of {t} bytes"),
+                            None => format!("downloaded {have} bytes"),
+                        });
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Ok(Err(e.to_string())),
+            }
+        }
     }
+}
+
+/// Fetch the rest of `d.url` into `part`, resuming where a request broke off (at most
+/// [`ATTEMPTS`] requests); the bytes fetched.
+fn fetch(
+    http: &Http,
+    d: &Download<'_>,
+    cancel: &Cancel,
+    progress: &mut dyn FnMut(String),
+    part: &mut Partial,
+) -> Result<u64, DownloadError> {
     let mut fetched = 0u64;
     let mut attempts = 0u32;
     let mut total = d.expected_size;
@@ -182,27 +262,24 @@ pub fn download(
         if cancel.is_cancelled() {
             return Err(DownloadError::Cancelled);
         }
-        if total.is_some_and(|t| have == t) {
+        if total.is_some_and(|t| part.have == t) {
             break;
         }
         attempts += 1;
         let mut headers = Vec::new();
-        if have > 0 {
-            headers.push(("Range", format!("bytes={have}-")));
+        if part.have > 0 {
+            headers.push(("Range", format!("bytes={}-", part.have)));
         }
         let (mut resp, final_url) = http.request("GET", d.url, &headers, true)?;
         let status = resp.status().as_u16();
         match status {
             200 | 206 => {}
-            416 if have > 0 => {
+            416 if part.have > 0 => {
                 // The partial file is not a prefix the server knows: start over.
-                have = 0;
-                hasher = Sha256::new();
-                file.set_len(0)
-                    .map_err(io_err("cannot truncate", &partial))?;
+                part.restart()?;
                 if attempts >= ATTEMPTS {
                     last_problem = "the server refused every range".to_string();
-                    return Err(interrupted(d.url, have, total, attempts, last_problem));
+                    return Err(interrupted(d.url, part.have, total, attempts, last_problem));
                 }
                 continue;
             }
@@ -228,11 +305,8 @@ pub fn download(
                 .and_then(|v| v.strip_prefix("bytes "))
                 .and_then(|v| v.split('-').next())
                 .and_then(|v| v.parse::<u64>().ok());
-            if start != Some(have) {
-                have = 0;
-                hasher = Sha256::new();
-                file.set_len(0)
-                    .map_err(io_err("cannot truncate", &partial))?;
+            if start != Some(part.have) {
+                part.restart()?;
                 continue;
             }
             if let Some(t) = header(&resp, "content-range")
@@ -243,46 +317,21 @@ pub fn download(
             }
         } else {
             // A whole body: the server ignored the range (or there was none).
-            if have > 0 {
-                have = 0;
-                hasher = Sha256::new();
-                file.set_len(0)
-                    .map_err(io_err("cannot truncate", &partial))?;
+            if part.have > 0 {
+                part.restart()?;
             }
             total = total.or(length);
         }
-        file.seek(SeekFrom::Start(have))
-            .map_err(io_err("cannot seek", &partial))?;
-        let body_end = length.map(|l| have + l);
+        part.file
+            .seek(SeekFrom::Start(part.have))
+            .map_err(io_err("cannot seek", &part.path))?;
+        let body_end = length.map(|l| part.have + l);
         let mut reader = resp.body_mut().as_reader();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut next_report = have + (64 << 20);
-        let result: Result<(), String> = loop {
-            if cancel.is_cancelled() {
-                file.flush().ok();
-                return Err(DownloadError::Cancelled);
-            }
-            match reader.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    file.write_all(&buf[..n])
-                        .map_err(io_err("cannot write", &partial))?;
-                    hasher.update(&buf[..n]);
-                    have += n as u64;
-                    fetched += n as u64;
-                    if have >= next_report {
-                        next_report = have + (64 << 20);
-                        progress(match total {
-                            Some(t) => format!("downloaded {have} of {t} bytes"),
-                            None => format!("downloaded {have} bytes"),
-                        });
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e.to_string()),
-            }
-        };
-        file.flush().map_err(io_err("cannot write", &partial))?;
+        let result = part.append(&mut reader, total, &mut fetched, cancel, progress)?;
+        part.file
+            .flush()
+            .map_err(io_err("cannot write", &part.path))?;
+        let have = part.have;
         let short = body_end.is_some_and(|end| have < end) || total.is_some_and(|t| have < t);
         match result {
             Ok(()) if !short => break,
@@ -296,6 +345,23 @@ pub fn download(
             return Err(interrupted(d.url, have, total, attempts, last_problem));
         }
     }
+    Ok(fetched)
+}
+
+/// Check the finished file against the expected size and digest (a mismatch is set aside as
+/// `.bad`) and move it into place.
+fn commit(
+    d: &Download<'_>,
+    part: Partial,
+    fetched: u64,
+    progress: &mut dyn FnMut(String),
+) -> Result<Downloaded, DownloadError> {
+    let Partial {
+        path: partial,
+        file,
+        hasher,
+        have,
+    } = part;
     file.sync_all().map_err(io_err("cannot sync", &partial))?;
     drop(file);
     if let Some(expected) = d.expected_size {

@@ -425,6 +425,39 @@ impl<R: Read> Reader<R> {
 
 fn parse<R: Read>(r: &mut Reader<R>) -> Result<Gguf, GgufError> {
     let file_size = r.len;
+    let version = header(r)?;
+    let tensor_count = r.u64(&|| "the tensor count".into())?;
+    let kv_count = r.u64(&|| "the metadata count".into())?;
+    // Each key-value needs at least 12 bytes, each tensor info at least 24: reject counts the
+    // file cannot hold before allocating anything for them.
+    r.need(
+        &|| format!("{kv_count} metadata entries"),
+        kv_count.saturating_mul(12),
+    )?;
+    let metadata = metadata(r, kv_count)?;
+    let alignment = alignment(&metadata, r.pos)?;
+    r.need(
+        &|| format!("{tensor_count} tensor infos"),
+        tensor_count.saturating_mul(24),
+    )?;
+    let mut tensors = Vec::new();
+    for i in 0..tensor_count {
+        tensors.push(tensor_info(r, i, alignment)?);
+    }
+    let data_offset = r.pos.div_ceil(alignment).saturating_mul(alignment);
+    check_data(&tensors, data_offset, file_size)?;
+    Ok(Gguf {
+        version,
+        metadata,
+        tensors,
+        alignment,
+        data_offset,
+        file_size,
+    })
+}
+
+/// The magic and the version (2 or 3); the version.
+fn header<R: Read>(r: &mut Reader<R>) -> Result<u32, GgufError> {
     if r.left() < 4 {
         let found = r.bytes(&|| "the magic".into(), r.left())?;
         return Err(GgufError::NotGguf {
@@ -445,14 +478,14 @@ fn parse<R: Read>(r: &mut Reader<R>) -> Result<Gguf, GgufError> {
     if !(2..=3).contains(&version) {
         return Err(GgufError::UnsupportedVersion(version));
     }
-    let tensor_count = r.u64(&|| "the tensor count".into())?;
-    let kv_count = r.u64(&|| "the metadata count".into())?;
-    // Each key-value needs at least 12 bytes, each tensor info at least 24: reject counts the
-    // file cannot hold before allocating anything for them.
-    r.need(
-        &|| format!("{kv_count} metadata entries"),
-        kv_count.saturating_mul(12),
-    )?;
+    Ok(version)
+}
+
+/// `kv_count` metadata entries, each key once.
+fn metadata<R: Read>(
+    r: &mut Reader<R>,
+    kv_count: u64,
+) -> Result<BTreeMap<String, MetaValue>, GgufError> {
     let mut metadata = BTreeMap::new();
     for i in 0..kv_count {
         let at = r.pos;
@@ -467,91 +500,100 @@ fn parse<R: Read>(r: &mut Reader<R>) -> Result<Gguf, GgufError> {
             });
         }
     }
-    let alignment = match metadata.get("general.alignment") {
+    Ok(metadata)
+}
+
+/// `general.alignment` (a power of two), or the default; `pos`: where the metadata ends.
+fn alignment(metadata: &BTreeMap<String, MetaValue>, pos: u64) -> Result<u64, GgufError> {
+    Ok(match metadata.get("general.alignment") {
         None => DEFAULT_ALIGNMENT,
         Some(v) => match v.as_u64() {
             Some(a) if a > 0 && a.is_power_of_two() => a,
             _ => {
                 return Err(GgufError::Invalid {
                     what: format!("general.alignment is {v:?}, not a power of two"),
-                    offset: r.pos,
+                    offset: pos,
                 })
             }
         },
-    };
-    r.need(
-        &|| format!("{tensor_count} tensor infos"),
-        tensor_count.saturating_mul(24),
-    )?;
-    let mut tensors = Vec::new();
-    for i in 0..tensor_count {
-        let at = r.pos;
-        let name = r.string(&|| format!("the name of tensor {i}"))?;
-        let what = || format!("tensor `{name}`");
-        let n_dims = r.u32(&what)?;
-        if n_dims == 0 || n_dims > MAX_DIMS {
-            return Err(GgufError::Invalid {
-                what: format!(
-                    "{} has {n_dims} dimensions (1 to {MAX_DIMS} allowed)",
-                    what()
-                ),
-                offset: at,
-            });
-        }
-        let mut dims = Vec::with_capacity(n_dims as usize);
-        for _ in 0..n_dims {
-            dims.push(r.u64(&what)?);
-        }
-        let type_id = r.u32(&what)?;
-        let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| GgufError::Invalid {
-            what: format!("{} has the unknown ggml type {type_id}", what()),
+    })
+}
+
+/// Tensor info `i`: its shape, type and data offset (aligned to `alignment`).
+fn tensor_info<R: Read>(
+    r: &mut Reader<R>,
+    i: u64,
+    alignment: u64,
+) -> Result<TensorInfo, GgufError> {
+    let at = r.pos;
+    let name = r.string(&|| format!("the name of tensor {i}"))?;
+    let what = || format!("tensor `{name}`");
+    let n_dims = r.u32(&what)?;
+    if n_dims == 0 || n_dims > MAX_DIMS {
+        return Err(GgufError::Invalid {
+            what: format!(
+                "{} has {n_dims} dimensions (1 to {MAX_DIMS} allowed)",
+                what()
+            ),
             offset: at,
-        })?;
-        let offset = r.u64(&what)?;
-        let elements = dims
-            .iter()
-            .try_fold(1u64, |acc, d| acc.checked_mul(*d))
-            .ok_or_else(|| GgufError::Invalid {
-                what: format!("{} has dimensions {dims:?} that overflow", what()),
-                offset: at,
-            })?;
-        if !dims[0].is_multiple_of(ggml_type.block_size) {
-            return Err(GgufError::Invalid {
-                what: format!(
-                    "{}: its first dimension {} is not a multiple of the {} block size {}",
-                    what(),
-                    dims[0],
-                    ggml_type.name,
-                    ggml_type.block_size
-                ),
-                offset: at,
-            });
-        }
-        let n_bytes = ggml_type
-            .bytes_for(elements)
-            .ok_or_else(|| GgufError::Invalid {
-                what: format!("{} is too large", what()),
-                offset: at,
-            })?;
-        if !offset.is_multiple_of(alignment) {
-            return Err(GgufError::Invalid {
-                what: format!(
-                    "{}: its data offset {offset} is not aligned to {alignment}",
-                    what()
-                ),
-                offset: at,
-            });
-        }
-        tensors.push(TensorInfo {
-            name,
-            dims,
-            ggml_type,
-            offset,
-            n_bytes,
         });
     }
-    let data_offset = r.pos.div_ceil(alignment).saturating_mul(alignment);
-    for t in &tensors {
+    let mut dims = Vec::with_capacity(n_dims as usize);
+    for _ in 0..n_dims {
+        dims.push(r.u64(&what)?);
+    }
+    let type_id = r.u32(&what)?;
+    let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| GgufError::Invalid {
+        what: format!("{} has the unknown ggml type {type_id}", what()),
+        offset: at,
+    })?;
+    let offset = r.u64(&what)?;
+    let elements = dims
+        .iter()
+        .try_fold(1u64, |acc, d| acc.checked_mul(*d))
+        .ok_or_else(|| GgufError::Invalid {
+            what: format!("{} has dimensions {dims:?} that overflow", what()),
+            offset: at,
+        })?;
+    if !dims[0].is_multiple_of(ggml_type.block_size) {
+        return Err(GgufError::Invalid {
+            what: format!(
+                "{}: its first dimension {} is not a multiple of the {} block size {}",
+                what(),
+                dims[0],
+                ggml_type.name,
+                ggml_type.block_size
+            ),
+            offset: at,
+        });
+    }
+    let n_bytes = ggml_type
+        .bytes_for(elements)
+        .ok_or_else(|| GgufError::Invalid {
+            what: format!("{} is too large", what()),
+            offset: at,
+        })?;
+    if !offset.is_multiple_of(alignment) {
+        return Err(GgufError::Invalid {
+            what: format!(
+                "{}: its data offset {offset} is not aligned to {alignment}",
+                what()
+            ),
+            offset: at,
+        });
+    }
+    Ok(TensorInfo {
+        name,
+        dims,
+        ggml_type,
+        offset,
+        n_bytes,
+    })
+}
+
+/// Every tensor's data lies inside the file (of `file_size` bytes, data from `data_offset`).
+fn check_data(tensors: &[TensorInfo], data_offset: u64, file_size: u64) -> Result<(), GgufError> {
+    for t in tensors {
         let end = data_offset
             .checked_add(t.offset)
             .and_then(|x| x.checked_add(t.n_bytes))
@@ -568,12 +610,5 @@ fn parse<R: Read>(r: &mut Reader<R>) -> Result<Gguf, GgufError> {
             });
         }
     }
-    Ok(Gguf {
-        version,
-        metadata,
-        tensors,
-        alignment,
-        data_offset,
-        file_size,
-    })
+    Ok(())
 }

@@ -172,62 +172,15 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let health = format!("{url}{}", spec.health_path);
     let http = client(spec, cx).map_err(|e| cert_unreadable(spec, &name, e))?;
 
+    let replica = Replica {
+        spec,
+        name: &name,
+        server: server.as_ref(),
+        log: log.as_deref(),
+        shown_url: &shown_url,
+    };
     let started = Instant::now();
-    let timeout = Duration::from_millis(spec.timeout_ms);
-    let mut last: String;
-    let mut polls = 0u64;
-    loop {
-        if cx.cancel.is_cancelled() {
-            return Err(StepError::cancelled());
-        }
-        if let Some(server) = &server {
-            if let Err(why) = server.check() {
-                let exited = Exited {
-                    name: &name,
-                    why: &why,
-                    log: log.as_deref(),
-                };
-                return Err(fail_exited(cx, &exited, started, port));
-            }
-        }
-        polls += 1;
-        match http.get(&health, None) {
-            Ok(r) if r.status == 200 => break,
-            Ok(r) => last = format!("{} {}", r.status, reason(&r.body)),
-            Err(NoReply::Refused) => last = "connection refused".into(),
-            Err(NoReply::NotPinned) => {
-                return Err(fail_not_pinned(
-                    cx,
-                    &name,
-                    &shown_url,
-                    server.as_ref(),
-                    log.as_deref(),
-                ))
-            }
-            Err(e) => last = e.to_string(),
-        }
-        if started.elapsed() >= timeout {
-            // Not ready in time: a server that is ours does not stay behind half-loaded.
-            let stopped = server.as_ref().map(|s| process::stop(s, DEFAULT_GRACE));
-            let mut err = StepError::new(format!(
-                "{name} did not become ready within {} ms: {shown_url}{} last answered: {last}",
-                spec.timeout_ms, spec.health_path
-            ));
-            err = match (spec.external, stopped) {
-                (true, _) => err.hint("check that the external server is up and reachable"),
-                (false, Some(Err(e))) => err.hint(format!("it could not be stopped: {e}")),
-                (false, _) => err.hint(
-                    "it was stopped; raise the pool's `readiness_timeout_ms` if loading takes longer, or read the log",
-                ),
-            };
-            if let Some(log) = &log {
-                err = err.tail(server_log_tail(cx, log));
-            }
-            return Err(err);
-        }
-        let left = timeout.saturating_sub(started.elapsed());
-        thread::sleep(poll_pause(started.elapsed()).min(left));
-    }
+    let polls = wait_ready(cx, &replica, &http, &health, port, started)?;
     if let Some(server) = &server {
         if let Err(why) = listener_owner::verify(server.pid, &url) {
             let asked = format!("{shown_url}{}", spec.health_path);
@@ -248,21 +201,7 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     );
 
     if spec.metrics {
-        let metrics = format!("{url}/metrics");
-        let problem = match http.get(&metrics, key.as_deref()) {
-            Ok(r) if r.status == 200 => None,
-            Ok(r) => Some(format!("answered {} {}", r.status, reason(&r.body))),
-            Err(e) => Some(e.to_string()),
-        };
-        if let Some(problem) = problem {
-            if let Some(server) = &server {
-                let _ = process::stop(server, DEFAULT_GRACE);
-            }
-            return Err(StepError::new(format!(
-                "{name}: {shown_url}/metrics {problem}, but the pool's flags ask for --metrics"
-            ))
-            .hint("the binary may not support --metrics; remove it from `flags` or use a newer llama.cpp"));
-        }
+        check_metrics(&replica, &http, &url, key.as_deref())?;
     }
 
     let (version, source) = engine_version(cx, &http, &url, key.as_deref());
@@ -271,23 +210,155 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         &format!("{name}: engine version {version} (from {source})"),
     );
 
+    let outputs = outputs(
+        cx,
+        handoff.as_deref(),
+        &shown_url,
+        ready_ms,
+        (version, source),
+    );
+    Ok(Outcome {
+        outputs,
+        artifacts: Vec::new(),
+    })
+}
+
+/// The replica being probed: its server (none when external) and the log it writes.
+struct Replica<'a> {
+    spec: &'a Probe,
+    name: &'a str,
+    server: Option<&'a ServerProcess>,
+    log: Option<&'a Path>,
+    /// The URL as shown (credentials redacted).
+    shown_url: &'a str,
+}
+
+/// Poll `health` until it answers 200; the number of polls. Fails at once when the server
+/// exits, or when the TLS certificate is not the pinned one; after the timeout, stops the
+/// server (if ours) and fails.
+fn wait_ready(
+    cx: &StepContext<'_>,
+    replica: &Replica,
+    http: &Http,
+    health: &str,
+    port: Option<u16>,
+    started: Instant,
+) -> Result<u64, StepError> {
+    let Replica {
+        spec,
+        name,
+        server,
+        log,
+        shown_url,
+    } = *replica;
+    let timeout = Duration::from_millis(spec.timeout_ms);
+    let mut last: String;
+    let mut polls = 0u64;
+    loop {
+        if cx.cancel.is_cancelled() {
+            return Err(StepError::cancelled());
+        }
+        if let Some(server) = server {
+            if let Err(why) = server.check() {
+                let exited = Exited {
+                    name,
+                    why: &why,
+                    log,
+                };
+                return Err(fail_exited(cx, &exited, started, port));
+            }
+        }
+        polls += 1;
+        match http.get(health, None) {
+            Ok(r) if r.status == 200 => break,
+            Ok(r) => last = format!("{} {}", r.status, reason(&r.body)),
+            Err(NoReply::Refused) => last = "connection refused".into(),
+            Err(NoReply::NotPinned) => {
+                return Err(fail_not_pinned(cx, name, shown_url, server, log))
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if started.elapsed() >= timeout {
+            // Not ready in time: a server that is ours does not stay behind half-loaded.
+            let stopped = server.map(|s| process::stop(s, DEFAULT_GRACE));
+            let mut err = StepError::new(format!(
+                "{name} did not become ready within {} ms: {shown_url}{} last answered: {last}",
+                spec.timeout_ms, spec.health_path
+            ));
+            err = match (spec.external, stopped) {
+                (true, _) => err.hint("check that the external server is up and reachable"),
+                (false, Some(Err(e))) => err.hint(format!("it could not be stopped: {e}")),
+                (false, _) => err.hint(
+                    "it was stopped; raise the pool's `readiness_timeout_ms` if loading takes longer, or read the log",
+                ),
+            };
+            if let Some(log) = log {
+                err = err.tail(server_log_tail(cx, log));
+            }
+            return Err(err);
+        }
+        let left = timeout.saturating_sub(started.elapsed());
+        thread::sleep(poll_pause(started.elapsed()).min(left));
+    }
+    Ok(polls)
+}
+
+/// `/metrics` answers 200, or the server (if ours) is stopped and the probe fails.
+fn check_metrics(
+    replica: &Replica,
+    http: &Http,
+    url: &str,
+    key: Option<&str>,
+) -> Result<(), StepError> {
+    let Replica {
+        name,
+        server,
+        shown_url,
+        ..
+    } = *replica;
+    let metrics = format!("{url}/metrics");
+    let problem = match http.get(&metrics, key) {
+        Ok(r) if r.status == 200 => None,
+        Ok(r) => Some(format!("answered {} {}", r.status, reason(&r.body))),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(problem) = problem {
+        if let Some(server) = server {
+            let _ = process::stop(server, DEFAULT_GRACE);
+        }
+        return Err(StepError::new(format!(
+            "{name}: {shown_url}/metrics {problem}, but the pool's flags ask for --metrics"
+        ))
+        .hint(
+            "the binary may not support --metrics; remove it from `flags` or use a newer llama.cpp",
+        ));
+    }
+    Ok(())
+}
+
+/// The probe's outputs: the spawn step's passed on, the handoff path, the URL as shown, the
+/// time to ready and the engine version with its source.
+fn outputs(
+    cx: &StepContext<'_>,
+    handoff: Option<&Path>,
+    shown_url: &str,
+    ready_ms: u64,
+    (version, source): (String, &str),
+) -> Outputs {
     let mut outputs = Outputs::new();
     for k in PASS_THROUGH {
         if let Some(v) = cx.dep_output(k) {
             outputs.insert((*k).into(), v.clone());
         }
     }
-    if let (Some(h), false) = (&handoff, outputs.contains_key("handoff_path")) {
+    if let (Some(h), false) = (handoff, outputs.contains_key("handoff_path")) {
         outputs.insert("handoff_path".into(), json!(h.display().to_string()));
     }
     outputs.insert("url".into(), json!(shown_url));
     outputs.insert("ready_ms".into(), json!(ready_ms));
     outputs.insert("engine_version".into(), json!(version));
     outputs.insert("engine_version_source".into(), json!(source));
-    Ok(Outcome {
-        outputs,
-        artifacts: Vec::new(),
-    })
+    outputs
 }
 
 /// The client for the probe's requests: https trusting exactly the pool's certificate when the

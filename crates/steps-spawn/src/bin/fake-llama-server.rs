@@ -202,36 +202,63 @@ pub fn main() {
         .cloned()
         .or_else(|| std::env::var("LLAMA_API_KEY").ok())
         .filter(|k| !k.is_empty());
-    {
-        let ready = Arc::clone(&ready);
-        thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                if CLOSE_LISTENER.load(Ordering::SeqCst) {
-                    break; // the listener is dropped: the port is free
-                }
-                let ready = ready.load(Ordering::SeqCst);
-                let key = key.clone();
-                let tls = tls.clone();
-                thread::spawn(move || {
-                    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-                    let _ = match tls {
-                        Some(config) => match rustls::ServerConnection::new(config) {
-                            Ok(tls) => serve(
-                                rustls::StreamOwned::new(tls, conn),
-                                ready,
-                                metrics,
-                                key.as_deref(),
-                            ),
-                            Err(_) => Ok(()),
-                        },
-                        None => serve(conn, ready, metrics, key.as_deref()),
-                    };
-                });
-            }
-        });
-    }
+    serve_connections(listener, Arc::clone(&ready), metrics, key, tls);
 
     // Loading.
+    load(started);
+    println!("main: model loaded");
+    println!("main: server is listening on http://{host}:{port} - starting the main loop");
+    ready.store(true, Ordering::SeqCst);
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    println!("main: ready at unix_ms={unix_ms}");
+    let _ = std::io::stdout().flush();
+
+    after_ready(&host, &port);
+    loop {
+        thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Answer each connection on its own thread, as ready once `ready` is set (TLS when `tls`).
+fn serve_connections(
+    listener: TcpListener,
+    ready: Arc<AtomicBool>,
+    metrics: bool,
+    key: Option<String>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            if CLOSE_LISTENER.load(Ordering::SeqCst) {
+                break; // the listener is dropped: the port is free
+            }
+            let ready = ready.load(Ordering::SeqCst);
+            let key = key.clone();
+            let tls = tls.clone();
+            thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = match tls {
+                    Some(config) => match rustls::ServerConnection::new(config) {
+                        Ok(tls) => serve(
+                            rustls::StreamOwned::new(tls, conn),
+                            ready,
+                            metrics,
+                            key.as_deref(),
+                        ),
+                        Err(_) => Ok(()),
+                    },
+                    None => serve(conn, ready, metrics, key.as_deref()),
+                };
+            });
+        }
+    });
+}
+
+/// "Load the model": print loading lines for `FAKE_LOAD_MS` after `started`, crash at
+/// `FAKE_CRASH_DURING_LOAD_MS`.
+fn load(started: Instant) {
     let load = Duration::from_millis(env_ms("FAKE_LOAD_MS").unwrap_or(0));
     let crash_at = env_ms("FAKE_CRASH_DURING_LOAD_MS").map(Duration::from_millis);
     let mut line = 0;
@@ -247,15 +274,11 @@ pub fn main() {
         println!("load_tensors: loading line {line}");
         thread::sleep(Duration::from_millis(5));
     }
-    println!("main: model loaded");
-    println!("main: server is listening on http://{host}:{port} - starting the main loop");
-    ready.store(true, Ordering::SeqCst);
-    let unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    println!("main: ready at unix_ms={unix_ms}");
-    let _ = std::io::stdout().flush();
+}
 
+/// Once ready: close the listener (`FAKE_CLOSE_LISTENER_AFTER_READY_MS`) or crash
+/// (`FAKE_CRASH_AFTER_READY_MS`, once with `FAKE_CRASH_ONCE_FILE`) when asked.
+fn after_ready(host: &str, port: &str) {
     if let Some(ms) = env_ms("FAKE_CLOSE_LISTENER_AFTER_READY_MS") {
         thread::sleep(Duration::from_millis(ms));
         CLOSE_LISTENER.store(true, Ordering::SeqCst);
@@ -276,9 +299,6 @@ pub fn main() {
             eprintln!("GGML_ASSERT: fake crash after ready");
             std::process::abort();
         }
-    }
-    loop {
-        thread::sleep(Duration::from_secs(3600));
     }
 }
 

@@ -1,0 +1,103 @@
+//! The steps while the plan is built, and the steps of one pool among them.
+
+use std::collections::HashMap;
+
+use crate::step::{Step, StepSpec};
+
+/// The steps while the plan is built, in the order they are first added. Deps are positions
+/// and pools borrowed ids until the end, when they are sorted and deduplicated once: a node
+/// every pool shares (`preflight-tools`, `gpu-check`) costs one push per pool, and no id is
+/// copied per use.
+#[derive(Default)]
+pub(super) struct Builder<'a> {
+    /// Each step's position, by id.
+    ids: HashMap<String, usize>,
+    /// The steps, their ids, deps and pools still empty.
+    steps: Vec<Step>,
+    deps: Vec<Vec<usize>>,
+    pools: Vec<Vec<&'a str>>,
+}
+
+impl<'a> Builder<'a> {
+    /// Add step `id` for `pool` (or add `pool` and `deps` to it); its position.
+    pub(super) fn add(
+        &mut self,
+        pool: &'a str,
+        id: String,
+        deps: impl IntoIterator<Item = usize>,
+        spec: impl FnOnce() -> StepSpec,
+    ) -> usize {
+        let next = self.steps.len();
+        let at = *self.ids.entry(id).or_insert(next);
+        if at == next {
+            self.steps.push(Step {
+                id: String::new(),
+                deps: Vec::new(),
+                pools: Vec::new(),
+                spec: spec(),
+            });
+            self.deps.push(Vec::new());
+            self.pools.push(Vec::new());
+        }
+        self.deps[at].extend(deps);
+        if self.pools[at].last() != Some(&pool) {
+            self.pools[at].push(pool);
+        }
+        at
+    }
+
+    /// The steps in the order they were added, deps and pools sorted.
+    pub(super) fn into_steps(self) -> Vec<Step> {
+        let mut steps = self.steps;
+        for (id, at) in self.ids {
+            steps[at].id = id;
+        }
+        for (at, (deps, mut pools)) in self.deps.into_iter().zip(self.pools).enumerate() {
+            let mut deps: Vec<&str> = deps.iter().map(|&d| steps[d].id.as_str()).collect();
+            deps.sort_unstable();
+            deps.dedup();
+            let deps = deps.into_iter().map(str::to_string).collect();
+            pools.sort_unstable();
+            pools.dedup();
+            let step = &mut steps[at];
+            step.deps = deps;
+            step.pools = pools.into_iter().map(str::to_string).collect();
+        }
+        steps
+    }
+}
+
+/// The builder while one pool is planned: each step added is the pool's.
+pub(super) struct PoolSteps<'a, 'b> {
+    builder: &'b mut Builder<'a>,
+    pool: &'a str,
+    /// The pool's steps, as builder positions.
+    steps: Vec<usize>,
+}
+
+impl<'a, 'b> PoolSteps<'a, 'b> {
+    pub(super) fn new(builder: &'b mut Builder<'a>, pool: &'a str) -> Self {
+        PoolSteps {
+            builder,
+            pool,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Add step `id` for the pool (see [`Builder::add`]); its position.
+    pub(super) fn add(
+        &mut self,
+        id: String,
+        deps: impl IntoIterator<Item = usize>,
+        spec: impl FnOnce() -> StepSpec,
+    ) -> usize {
+        let at = self.builder.add(self.pool, id, deps, spec);
+        self.steps.push(at);
+        at
+    }
+
+    /// The pool's steps, as builder positions.
+    pub(super) fn into_positions(self) -> Vec<usize> {
+        self.steps
+    }
+}
