@@ -15,6 +15,7 @@
 use std::collections::BTreeSet;
 
 use crate::plan::Plan;
+use crate::secrets::Secrets;
 use crate::step::StepSpec;
 
 /// What a secret value is replaced with wherever it is shown or stored.
@@ -152,37 +153,21 @@ impl Redactor {
     }
 }
 
-/// The secret values a plan carries (never serialised; see `step.rs`).
+/// The secret values a plan carries (never serialised; the table of [`Secrets`]), and the API
+/// keys its spawns are given by reference.
 fn plan_secrets(plan: &Plan) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = Secrets::of(plan).redaction_values();
     for s in &plan.steps {
-        match &s.spec {
-            StepSpec::Spawn(sp) => {
-                // A key by reference is read again here: best effort, a missing one has
-                // nothing to leak.
-                if let Some(Ok(key)) = sp
-                    .api_key
-                    .as_ref()
-                    .map(|k| k.resolve(|p| plan.roots.expand(p)))
-                {
-                    out.push(key);
-                }
-                for (k, v) in &sp.secret_env {
-                    if sp.env.get(k).is_some_and(|shown| shown == REDACTED) {
-                        out.push(v.clone());
-                        // A URL's credentials may be quoted on their own.
-                        out.extend(url_secrets(v));
-                    }
-                }
+        if let StepSpec::Spawn(sp) = &s.spec {
+            // A key by reference is read again here: best effort, a missing one has nothing
+            // to leak.
+            if let Some(Ok(key)) = sp
+                .api_key
+                .as_ref()
+                .map(|k| k.resolve(|p| plan.roots.expand(p)))
+            {
+                out.push(key);
             }
-            StepSpec::GitClone(g) => out.extend(url_secrets(&g.repo_url)),
-            StepSpec::ModelResolve(m) => {
-                if let Some(crate::model_ref::ModelRef::Url { url }) = &m.secret_source {
-                    out.extend(url_secrets(url));
-                }
-            }
-            StepSpec::Probe(p) => out.extend(url_secrets(&p.secret_url)),
-            _ => {}
         }
     }
     out

@@ -86,7 +86,8 @@ pub struct GpuCheck {
 }
 
 /// Clone (or fetch) a repository into the cache and check out a ref.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// `Debug` shows its secrets redacted (`step_debug`).
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GitClone {
     /// Repository URL, credentials redacted.
     pub repo: String,
@@ -135,7 +136,8 @@ pub struct CmakeBuild {
 }
 
 /// Make the model file present and verified.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// `Debug` shows its secrets redacted (`step_debug`).
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ModelResolve {
     /// The ref as written in the config.
     #[serde(rename = "ref")]
@@ -179,7 +181,8 @@ pub enum PortSpec {
 }
 
 /// Start one llama-server replica in its own process group.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// `Debug` shows its secrets redacted (`step_debug`).
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Spawn {
     pub pool: String,
     pub replica: u32,
@@ -232,7 +235,8 @@ pub struct TlsFiles {
 }
 
 /// Wait until a replica answers `/health` with 200.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// `Debug` shows its secrets redacted (`step_debug`).
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Probe {
     pub pool: String,
     pub replica: u32,

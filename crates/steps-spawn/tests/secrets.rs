@@ -6,8 +6,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::time::Duration;
 
 use common::{Pool, Rig};
+use provision_steps_spawn as spawn;
 
 const API_KEY: &str = "sk-argv-must-not-see-4711";
 const HF_TOKEN: &str = "hf_argv_must_not_see_0815";
@@ -182,4 +184,75 @@ fn a_changed_key_behind_its_reference_makes_the_replica_dirty() {
     let after = facts();
     assert_ne!(before, after, "a rotated key must restart the server");
     assert!(!format!("{after:?}").contains("sk-rotated"));
+}
+
+/// `/proc/<pid>/cmdline` (the port made `<port>`) and `/proc/<pid>/environ` of replica 0.
+fn argv_and_env(rig: &Rig) -> (Vec<String>, Vec<String>) {
+    let server = rig.server(0);
+    let port = rig.outputs("spawn:fake/r0")["port"].to_string();
+    let split = |what: &str| -> Vec<String> {
+        let bytes = std::fs::read(format!("/proc/{}/{what}", server.pid)).unwrap();
+        String::from_utf8_lossy(&bytes)
+            .split('\0')
+            .map(|a| if a == port { "<port>".into() } else { a.into() })
+            .collect()
+    };
+    let mut env = split("environ");
+    env.sort();
+    (split("cmdline"), env)
+}
+
+#[test]
+fn a_plan_read_back_from_json_starts_the_server_the_in_memory_plan_starts() {
+    let config = common::config(&secret_pool());
+    let mut rig = Rig::with_config(&config);
+    rig.up(0).unwrap();
+    let (argv, env) = argv_and_env(&rig);
+    assert!(env.contains(&format!("LLAMA_API_KEY={API_KEY}")), "{env:?}");
+    spawn::stop_server(&rig.outputs("spawn:fake/r0"), Duration::from_millis(200)).unwrap();
+    rig.state = Default::default();
+
+    // Written as JSON (no secret in it), read back, given its secrets from their sources: the
+    // config planned again, as apply plans it.
+    let json = rig.ws.plan.to_json();
+    let in_memory = rig.ws.plan.clone();
+    rig.ws.replan(&config);
+    let sources = rig.ws.plan.clone();
+    rig.ws.plan = provision_plan::secrets::read_back(&json, &sources).unwrap();
+    assert_eq!(rig.ws.plan, in_memory);
+    rig.up(0).unwrap();
+    assert_eq!(argv_and_env(&rig), (argv, env));
+    let written = rig.everything_written();
+    for secret in [API_KEY, HF_TOKEN, DB_PASS] {
+        assert!(!written.contains(secret), "{secret} leaked:\n{written}");
+    }
+}
+
+#[test]
+fn a_plan_without_an_external_servers_url_credentials_probes_nothing() {
+    const PW: &str = "ext-pw-must-not-see-0301";
+    let config = format!(
+        "pools:
+  - id: ext
+    engine: llamacpp
+    model: ext
+    devices: []
+    readiness_timeout_ms: 1000
+    provisioning:
+      mode: external
+      external: {{url: 'http://ops:{PW}@127.0.0.1:9'}}
+"
+    );
+    let mut rig = Rig::with_config(&config);
+    // What a plan read back from its JSON is: the credentials were never in it.
+    rig.ws.plan = serde_json::from_str(&rig.ws.plan.to_json()).unwrap();
+    let err = rig.run("probe:ext/r0").unwrap_err();
+    assert!(
+        err.message.contains("credentials of the server URL")
+            && err.message.contains("are not in the plan"),
+        "{}",
+        err.message
+    );
+    assert!(err.hint.unwrap().contains("plan again"));
+    assert!(!err.message.contains(PW), "{}", err.message);
 }
