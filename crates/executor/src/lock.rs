@@ -45,7 +45,7 @@ impl std::fmt::Display for Holder {
 pub enum LockError {
     #[error("another apply holds the lock {path}{}: {}",
         if *removed { " (through a lock file that was removed while it ran)" } else { "" },
-        holder.as_ref().map_or("holder unknown".to_string(), |h| h.to_string()))]
+        holder.as_ref().map_or("a provision that has not recorded itself yet".to_string(), |h| h.to_string()))]
     Held {
         path: PathBuf,
         holder: Option<Holder>,
@@ -203,7 +203,9 @@ fn lock_named(path: &Path, wait: bool) -> Result<File, LockError> {
                 if wait {
                     file.lock().map_err(io)?;
                 } else if !inherited_briefly(&mut file) {
-                    let holder = read_holder(&mut file);
+                    // A released record (pid 0) names no holder: the lock was just taken
+                    // by an apply that has not written its record yet.
+                    let holder = read_holder(&mut file).filter(|h| h.pid != 0);
                     return Err(LockError::Held {
                         path: path.to_path_buf(),
                         holder,
@@ -274,7 +276,7 @@ pub fn acquire(state: &Path, wait: bool) -> Result<ApplyLock, LockError> {
     let mut file = lock_named(&path, wait)?;
     // An apply that still holds the lock through a file removed from under it: it runs on.
     // (A lock file released cleanly and untouched since vouches that there is none.)
-    let vouched = crate::lock_released::vouched(&file);
+    let vouched = crate::lock_released::vouched(&file, &path);
     while let Some(pid) = (!vouched)
         .then(|| crate::lock_holders::removed_holder(&path))
         .flatten()
@@ -333,7 +335,7 @@ impl ApplyLock {
 impl Drop for ApplyLock {
     fn drop(&mut self) {
         // Clear the holder before the kernel releases the lock with the file.
-        crate::lock_released::mark(&self.file);
+        crate::lock_released::mark(&self.file, &self.path);
     }
 }
 
@@ -362,5 +364,18 @@ mod tests {
         .unwrap();
         let second = acquire(&state, false).unwrap();
         assert_eq!(second.took_over.as_ref().map(|h| h.pid), Some(999999));
+    }
+
+    #[test]
+    fn a_lock_held_over_a_released_record_names_no_pid_0() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        drop(acquire(&state, false).unwrap());
+        // Another apply has just locked the file and not yet written its record.
+        let other = std::fs::File::open(lock_path(&state)).unwrap();
+        other.lock().unwrap();
+        let shown = acquire(&state, false).unwrap_err().to_string();
+        assert!(!shown.contains("pid 0"), "{shown}");
+        assert!(shown.contains("not recorded itself yet"), "{shown}");
     }
 }
