@@ -181,6 +181,7 @@ impl Rig {
             roots: &self.ws.plan.roots,
             redactor: std::sync::Arc::new(Redactor::for_plan(&self.ws.plan)),
             step,
+            secrets: self.ws.plan.secrets.for_step(id),
             deps,
             previous: self.state.steps.get(id).map(|r| r.outputs.clone()),
             log: self.ws.log.clone(),
