@@ -44,9 +44,9 @@ const CONFIG: &str = "pools:
 ";
 
 /// The fingerprint as the executor's `decide` computes it, with no facts or dependencies.
-fn fp(step: &Step) -> String {
+fn fp(plan: &Plan, step: &Step) -> String {
     let mut facts = BTreeMap::new();
-    if let Some(d) = secret_digest(step) {
+    if let Some(d) = secret_digest(step, plan.secrets.for_step(&step.id)) {
         facts.insert("secrets".to_string(), d);
     }
     fingerprint(&spec_value(step), &facts, &BTreeMap::new())
@@ -111,7 +111,7 @@ const RECORDED: &[(&str, &str)] = &[
 #[test]
 fn an_unchanged_config_with_secrets_has_the_fingerprints_earlier_state_files_hold() {
     let plan = plan_of(CONFIG);
-    let now: Vec<(String, String)> = plan.steps.iter().map(|s| (s.id.clone(), fp(s))).collect();
+    let now: Vec<(String, String)> = plan.steps.iter().map(|s| (s.id.clone(), fp(&plan, s))).collect();
     let recorded: Vec<(String, String)> = RECORDED
         .iter()
         .map(|(i, f)| (i.to_string(), f.to_string()))
