@@ -111,7 +111,11 @@ const RECORDED: &[(&str, &str)] = &[
 #[test]
 fn an_unchanged_config_with_secrets_has_the_fingerprints_earlier_state_files_hold() {
     let plan = plan_of(CONFIG);
-    let now: Vec<(String, String)> = plan.steps.iter().map(|s| (s.id.clone(), fp(&plan, s))).collect();
+    let now: Vec<(String, String)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.id.clone(), fp(&plan, s)))
+        .collect();
     let recorded: Vec<(String, String)> = RECORDED
         .iter()
         .map(|(i, f)| (i.to_string(), f.to_string()))

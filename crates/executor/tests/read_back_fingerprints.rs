@@ -50,7 +50,10 @@ fn fp(plan: &Plan, step: &Step) -> String {
 }
 
 fn fingerprints(plan: &Plan) -> Vec<(String, String)> {
-    plan.steps.iter().map(|s| (s.id.clone(), fp(plan, s))).collect()
+    plan.steps
+        .iter()
+        .map(|s| (s.id.clone(), fp(plan, s)))
+        .collect()
 }
 
 #[test]

@@ -447,7 +447,12 @@ fn every_secret_of_every_spec_is_in_its_fingerprint_or_named_as_not_identity() {
             seen += 1;
             let rotated: StepSecrets = secrets
                 .names()
-                .map(|n| (s(n), format!("{}{}", secrets.get(n).unwrap(), u8::from(n == name))))
+                .map(|n| {
+                    (
+                        s(n),
+                        format!("{}{}", secrets.get(n).unwrap(), u8::from(n == name)),
+                    )
+                })
                 .collect();
             let changes = fp_with(&step, &secrets) != fp_with(&step, &rotated);
             let exempt = NOT_IDENTITY_SECRETS

@@ -51,7 +51,11 @@ fn next(text: &str) -> Option<(&str, &str)> {
 /// `text` with each placeholder replaced by what `value` gives for its name; the first name
 /// it gives nothing for is the error.
 pub fn expand<'v>(text: &str, value: impl Fn(&str) -> Option<&'v str>) -> Result<String, String> {
-    replace(text, &mut |name| value(name).map(str::to_string).ok_or_else(|| name.to_string()))
+    replace(text, &mut |name| {
+        value(name)
+            .map(str::to_string)
+            .ok_or_else(|| name.to_string())
+    })
 }
 
 /// `text` with the placeholders `value` gives something for replaced, the others left.
@@ -171,7 +175,8 @@ mod tests {
 
     #[test]
     fn shown_json_redacts_every_string() {
-        let v = serde_json::json!({"env": {"K": "${secret:env.K}"}, "n": 1, "a": ["${secret:x}/y"]});
+        let v =
+            serde_json::json!({"env": {"K": "${secret:env.K}"}, "n": 1, "a": ["${secret:x}/y"]});
         assert_eq!(
             shown_json(&v),
             serde_json::json!({"env": {"K": "<redacted>"}, "n": 1, "a": ["<redacted>/y"]})

@@ -143,7 +143,9 @@ impl Secrets {
         let mut out = Vec::new();
         for (name, value) in self.table.values().flat_map(|s| &s.values) {
             out.push(value.clone());
-            if let (true, Some((_, password))) = (name.ends_with(".userinfo"), value.split_once(':')) {
+            if let (true, Some((_, password))) =
+                (name.ends_with(".userinfo"), value.split_once(':'))
+            {
                 out.push(password.to_string());
             }
             out.extend(url_secrets(value));
@@ -164,7 +166,8 @@ impl Secrets {
             let mut entry = StepSecrets::default();
             for (name, value) in &self.for_step(&step.id).values {
                 let same = |(ptr, text): &(String, String)| {
-                    !names_in(text).contains(&name.as_str()) || theirs.contains(&(ptr.clone(), text.clone()))
+                    !names_in(text).contains(&name.as_str())
+                        || theirs.contains(&(ptr.clone(), text.clone()))
                 };
                 if mine.iter().all(same) {
                     entry.insert(name.clone(), value.clone());
@@ -194,7 +197,11 @@ fn holders(step: &Step) -> Vec<(String, String)> {
             }
             Value::Object(map) => {
                 for (k, item) in map {
-                    walk(item, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out);
+                    walk(
+                        item,
+                        format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                        out,
+                    );
                 }
             }
             _ => {}
@@ -231,7 +238,12 @@ pub fn missing(plan: &Plan) -> Vec<MissingSecret> {
         let has = plan.secrets.for_step(&step.id);
         let mut named: Vec<String> = holders(step)
             .iter()
-            .flat_map(|(_, text)| names_in(text).into_iter().map(str::to_string).collect::<Vec<_>>())
+            .flat_map(|(_, text)| {
+                names_in(text)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
             .collect();
         named.sort();
         named.dedup();

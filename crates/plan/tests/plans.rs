@@ -95,7 +95,9 @@ fn secrets_never_appear_in_plans() {
     // The spec names each secret; the process still gets the real value, from the plan's
     // secrets table.
     let spawn = plan.steps.iter().find_map(|s| match &s.spec {
-        provision_plan::StepSpec::Spawn(sp) if sp.pool == "chat" => Some((s.id.clone(), sp.clone())),
+        provision_plan::StepSpec::Spawn(sp) if sp.pool == "chat" => {
+            Some((s.id.clone(), sp.clone()))
+        }
         _ => None,
     });
     let (id, spawn) = spawn.expect("chat has a spawn step");

@@ -142,7 +142,10 @@ fn a_key_given_as_a_flag_reaches_the_probe_but_never_its_serialised_spec() {
     let plan = plan_of(&config("", &format!(", --api-key, {key}"), 9000));
     let p = probe(&plan, "probe:a/r0");
     assert_eq!(p.api_key, None);
-    assert_eq!(plan.secrets.for_step("probe:a/r0").get("api_key"), Some(key));
+    assert_eq!(
+        plan.secrets.for_step("probe:a/r0").get("api_key"),
+        Some(key)
+    );
     assert!(!plan.to_json().contains(key));
 }
 

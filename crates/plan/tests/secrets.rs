@@ -151,13 +151,19 @@ fn the_real_values_stay_for_apply_and_the_redactor_knows_them() {
         other => panic!("{other:?}"),
     }
     let userinfo = format!("bob:{PASSWORD}");
-    assert_eq!(secret(&plan, "model-resolve:", "source.userinfo"), Some(userinfo.as_str()));
+    assert_eq!(
+        secret(&plan, "model-resolve:", "source.userinfo"),
+        Some(userinfo.as_str())
+    );
     assert_eq!(
         secret(&plan, "model-resolve:", "source.X-Amz-Signature"),
         Some(SIGNATURE)
     );
     let ops = format!("ops:{EXTERNAL_PW}");
-    assert_eq!(secret(&plan, "probe:ext/", "url.userinfo"), Some(ops.as_str()));
+    assert_eq!(
+        secret(&plan, "probe:ext/", "url.userinfo"),
+        Some(ops.as_str())
+    );
     let r = provision_plan::redact::Redactor::for_plan(&plan);
     let line = format!("{API_KEY} {HF_TOKEN} {DB_PASS} {PASSWORD} {SIGNATURE} {EXTERNAL_PW}");
     assert_eq!(r.redact(&line), ["<redacted>"; 6].join(" "));
@@ -175,7 +181,9 @@ fn an_env_value_holding_url_credentials_is_secret_whatever_its_name() {
     let sp = spawn(&plan);
     assert_eq!(sp.env["MIRROR"], "${secret:env.MIRROR}");
     assert_eq!(sp.env["LOG_LEVEL"], "info");
-    assert!(secret(&plan, "spawn:", "env.MIRROR").unwrap().contains(MIRROR_PW));
+    assert!(secret(&plan, "spawn:", "env.MIRROR")
+        .unwrap()
+        .contains(MIRROR_PW));
     let redactor = provision_plan::redact::Redactor::for_plan(&plan);
     assert!(!redactor
         .redact(&format!("the server said {MIRROR_PW}"))
