@@ -218,7 +218,7 @@ impl Rig {
                 StepStatus::Failed
             },
             fingerprint: result.is_ok().then(|| "fp".to_string()),
-            spec: serde_json::to_value(&step.spec).unwrap(),
+            spec: provision_executor::fingerprint::spec_value(&step),
             facts: BTreeMap::new(),
             deps: BTreeMap::new(),
             outputs: result
