@@ -275,6 +275,49 @@ mod tests {
     }
 
     #[test]
+    fn a_step_fills_in_its_own_secrets_and_a_missing_one_names_step_and_secret() {
+        let step = Step {
+            id: "spawn:a/r0".into(),
+            deps: vec![],
+            pools: vec![],
+            spec: StepSpec::GpuCheck(GpuCheck {
+                devices: vec![],
+                argv: vec![],
+            }),
+        };
+        let roots = Roots {
+            cache: "/c".into(),
+            runtime: "/r".into(),
+            config_dir: "/d".into(),
+        };
+        let secrets: StepSecrets = [("env.K".to_string(), "v4lue".to_string())]
+            .into_iter()
+            .collect();
+        let cx = StepContext {
+            roots: &roots,
+            redactor: std::sync::Arc::new(Redactor::default()),
+            step: &step,
+            deps: BTreeMap::new(),
+            previous: None,
+            log: PathBuf::new(),
+            jobs: 1,
+            cancel: Cancel::new(),
+            secrets: &secrets,
+        };
+        assert_eq!(
+            cx.expand_secrets("${cache}/${secret:env.K}").unwrap(),
+            "${cache}/v4lue"
+        );
+        assert_eq!(cx.secret("env.K"), Some("v4lue"));
+        let err = cx.expand_secrets("${secret:env.OTHER}").unwrap_err();
+        assert_eq!(
+            err.message,
+            "step spawn:a/r0: the secret `env.OTHER` is not in the plan's secrets"
+        );
+        assert!(err.hint.unwrap().contains("plan again"));
+    }
+
+    #[test]
     fn model_path_comes_from_the_kind_that_provides_it() {
         // The model-resolve step makes it: preferred to one passed on, whatever the id order.
         let deps = [

@@ -189,3 +189,33 @@ fn an_env_value_holding_url_credentials_is_secret_whatever_its_name() {
         .redact(&format!("the server said {MIRROR_PW}"))
         .contains(MIRROR_PW));
 }
+
+#[test]
+fn an_env_value_that_looks_like_a_placeholder_reaches_the_server_as_written() {
+    let plan = plan_of(&config("").replace(
+        "LOG_LEVEL: info",
+        "LOG_LEVEL: info, TEMPLATE: 'x ${secret:env.LOG_LEVEL} y', 'ODD}PASS': pw-0009",
+    ));
+    let sp = spawn(&plan);
+    let id = plan
+        .steps
+        .iter()
+        .find(|s| s.id.starts_with("spawn:"))
+        .unwrap()
+        .id
+        .clone();
+    let secrets = plan.secrets.for_step(&id);
+    for (k, want) in [
+        ("TEMPLATE", "x ${secret:env.LOG_LEVEL} y"),
+        ("ODD}PASS", "pw-0009"),
+        ("LOG_LEVEL", "info"),
+    ] {
+        assert_eq!(secrets.expand(&id, &sp.env[k]).unwrap(), want, "{k}");
+    }
+    assert!(!plan.to_json().contains("pw-0009"));
+    assert!(
+        sp.env["ODD}PASS"].starts_with("${secret:env#"),
+        "{:?}",
+        sp.env
+    );
+}

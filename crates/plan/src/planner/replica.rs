@@ -7,7 +7,7 @@ use crate::config::{Backend, Pool, ProvisioningMode, SecretRef};
 use crate::listen::{bind_host, connect_host, handoff_host, requires_key};
 use crate::llama_flags::{split_secret_flags, to_argv, to_redacted_argv, Flag};
 use crate::redact::is_secret_env_value;
-use crate::secret_placeholder::{is_valid_name, placeholder, url_with_placeholders};
+use crate::secret_placeholder::{is_valid_name, names_in, placeholder, url_with_placeholders};
 use crate::secrets::StepSecrets;
 use crate::step::*;
 use crate::step_id::StepId;
@@ -257,7 +257,9 @@ fn server_env(pool: &Pool, flags: &[Flag]) -> (Vec<Flag>, BTreeMap<String, Strin
     }
     let mut secrets = StepSecrets::default();
     for (i, (k, v)) in env.iter_mut().enumerate() {
-        if is_secret_env_value(k, v, &secret_names) {
+        // A value that itself looks like a placeholder goes by reference too, so the server
+        // gets it as written.
+        if is_secret_env_value(k, v, &secret_names) || !names_in(v).is_empty() {
             // A variable name no placeholder can hold (with a `}`) goes by its position.
             let name = Some(format!("env.{k}"))
                 .filter(|n| is_valid_name(n))
