@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::failed_command::FailedCommand;
 use provision_plan::plan::Roots;
 use provision_plan::redact::Redactor;
+use provision_plan::secrets::{StepSecrets, UnknownSecret};
 use provision_plan::{Step, StepId};
 use serde_json::Value;
 
@@ -58,6 +59,11 @@ pub struct StepContext<'a> {
     /// Build parallelism (`${jobs}`).
     pub jobs: usize,
     pub cancel: Cancel,
+    /// The step's entry of the plan's secrets table: the values of its spec's
+    /// `${secret:NAME}` placeholders, for the step to fill in at the moment of use
+    /// ([`StepContext::secret`], [`StepContext::expand_secrets`]). The executor passes it on
+    /// without looking in.
+    pub secrets: &'a StepSecrets,
 }
 
 impl StepContext<'_> {
@@ -89,6 +95,20 @@ impl StepContext<'_> {
             })
         };
         value(true).or_else(|| value(false))
+    }
+
+    /// `text` with the step's `${secret:NAME}` placeholders filled in: only for the moment of
+    /// use (a server's environment, a request, git's URL), never for what is logged, stored or
+    /// shown. A secret the step does not have is an error naming the step and the secret.
+    pub fn expand_secrets(&self, text: &str) -> Result<String, StepError> {
+        self.secrets
+            .expand(&self.step.id, text)
+            .map_err(StepError::from)
+    }
+
+    /// The step's secret `name`, when it has it.
+    pub fn secret(&self, name: &str) -> Option<&str> {
+        self.secrets.get(name)
     }
 
     /// Expand a path placeholder string into a path.
@@ -179,6 +199,12 @@ impl StepError {
     }
 }
 
+impl From<UnknownSecret> for StepError {
+    fn from(e: UnknownSecret) -> Self {
+        StepError::new(e.to_string()).hint(UnknownSecret::HINT)
+    }
+}
+
 /// The last `n` lines of a log file (empty when it cannot be read).
 pub fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -243,8 +269,52 @@ mod tests {
             log: PathBuf::new(),
             jobs: 3,
             cancel: Cancel::new(),
+            secrets: &StepSecrets::default(),
         };
         cx.expand("${cache}/m ${model_path} -j${jobs}")
+    }
+
+    #[test]
+    fn a_step_fills_in_its_own_secrets_and_a_missing_one_names_step_and_secret() {
+        let step = Step {
+            id: "spawn:a/r0".into(),
+            deps: vec![],
+            pools: vec![],
+            spec: StepSpec::GpuCheck(GpuCheck {
+                devices: vec![],
+                argv: vec![],
+            }),
+        };
+        let roots = Roots {
+            cache: "/c".into(),
+            runtime: "/r".into(),
+            config_dir: "/d".into(),
+        };
+        let secrets: StepSecrets = [("env.K".to_string(), "v4lue".to_string())]
+            .into_iter()
+            .collect();
+        let cx = StepContext {
+            roots: &roots,
+            redactor: std::sync::Arc::new(Redactor::default()),
+            step: &step,
+            deps: BTreeMap::new(),
+            previous: None,
+            log: PathBuf::new(),
+            jobs: 1,
+            cancel: Cancel::new(),
+            secrets: &secrets,
+        };
+        assert_eq!(
+            cx.expand_secrets("${cache}/${secret:env.K}").unwrap(),
+            "${cache}/v4lue"
+        );
+        assert_eq!(cx.secret("env.K"), Some("v4lue"));
+        let err = cx.expand_secrets("${secret:env.OTHER}").unwrap_err();
+        assert_eq!(
+            err.message,
+            "step spawn:a/r0: the secret `env.OTHER` is not in the plan's secrets"
+        );
+        assert!(err.hint.unwrap().contains("plan again"));
     }
 
     #[test]

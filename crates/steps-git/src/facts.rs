@@ -28,20 +28,11 @@ pub fn facts(spec: &GitClone, cx: &StepContext<'_>, lookup: RefLookup) -> Result
     Ok(Facts::from([("commit".to_string(), commit)]))
 }
 
-/// The URL to use: the real one (credentials included) when the plan has it, with the plan's
-/// placeholders expanded (a repo path relative to the config file is `${config_dir}/…`).
+/// The URL to use, with the plan's placeholders expanded (a repo path relative to the config
+/// file is `${config_dir}/…`) and its credentials (`${secret:repo.userinfo}`) filled in from
+/// the step's secrets: for git only, never shown (errors and notes show it redacted).
 pub(crate) fn real_url(spec: &GitClone, cx: &StepContext<'_>) -> Result<String, GitError> {
-    let url = if spec.repo_url.is_empty() {
-        &spec.repo
-    } else {
-        &spec.repo_url
-    };
-    if url.contains("://<redacted>@") {
-        return Err(GitError::RedactedUrl {
-            repo: spec.repo.clone(),
-        });
-    }
-    let url = cx.expand(url);
+    let url = cx.secrets.expand(&cx.step.id, &cx.expand(&spec.repo))?;
     // A local repository by its canonical path: `a/../b`, a symlinked checkout of the same
     // config (CI's clone and a developer's) and the target of a symlink all name one origin,
     // so the cached clone is reused instead of being deleted and cloned again as "another
@@ -109,7 +100,10 @@ fn current_commit(
             if let Some(sha) = local_tag(&dir, r, cx) {
                 note(
                     cx,
-                    &format!("{} is unreachable; using tag {r} from the cache", spec.repo),
+                    &format!(
+                        "{} is unreachable; using tag {r} from the cache",
+                        provision_plan::secret_placeholder::shown(&spec.repo)
+                    ),
                 );
                 return Ok(sha);
             }

@@ -12,7 +12,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use provision_executor::{ExitState, FailedCommand, Outcome, Outputs, StepContext, StepError};
-use provision_plan::redact::REDACTED;
 use provision_plan::step::Probe;
 use serde_json::{json, Value};
 
@@ -62,23 +61,11 @@ const PASS_THROUGH: &[&str] = &[
     "handoff_path",
 ];
 
-/// The URL to ask: with its credentials when the plan shows them redacted. A plan that lost
-/// them (read back from JSON without its secrets) fails here rather than asking `<redacted>`.
-fn real_url(spec: &Probe) -> Result<&str, StepError> {
-    if !spec.secret_url.is_empty() {
-        Ok(&spec.secret_url)
-    } else if spec.url.contains(REDACTED) {
-        Err(StepError::new(format!(
-            "the credentials of the server URL {} are not in the plan",
-            spec.url
-        ))
-        .hint(
-            "secrets are never written into a plan: apply from the config (or plan again from \
-             it and read the saved plan back with its secrets), not from a saved plan alone",
-        ))
-    } else {
-        Ok(&spec.url)
-    }
+/// The URL to ask, placeholders expanded and its credentials (`${secret:url.userinfo}`, an
+/// external server's) filled in from the step's secrets: for the request only, never shown. A
+/// plan that lacks them (read back from JSON alone) fails here, naming the secret.
+fn real_url(spec: &Probe, cx: &StepContext<'_>, port: Option<u16>) -> Result<String, StepError> {
+    cx.expand_secrets(&expand(cx, &spec.url, port))
 }
 
 /// Is the replica recorded last time still healthy? (`/health` 200, and `/metrics` 200 when
@@ -92,7 +79,7 @@ fn check_recorded(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
     // The recorded URL is redacted: an external server's credentials come from the plan.
     let url = match previous.get("url").and_then(Value::as_str) {
         Some(u) if !spec.external => u.to_string(),
-        _ => expand(cx, real_url(spec).map_err(|e| e.message)?, None),
+        _ => real_url(spec, cx, None).map_err(|e| e.message)?,
     };
     let server = ServerProcess::from_outputs(previous);
     if let Some(server) = &server {
@@ -138,7 +125,7 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let _reservation = port.filter(|_| !spec.external).map(ReleasePort);
     let url = match (spec.external, dep_str(cx, "url")) {
         (false, Some(u)) => u,
-        _ => expand(cx, real_url(spec)?, port),
+        _ => real_url(spec, cx, port)?,
     };
     if url.contains("${port}") {
         return Err(StepError::new(format!(
