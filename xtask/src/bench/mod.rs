@@ -11,6 +11,7 @@
 //! ran a step, digests differ, a handoff is missing); a missed target is reported in the
 //! table, not as a failure, so a loaded machine does not fail the run.
 
+mod bounded;
 mod build;
 mod harness;
 mod planner;
@@ -58,8 +59,8 @@ impl Opts {
                     let mut mask = 0u16;
                     for n in list.split(',') {
                         match n.trim().parse::<u16>() {
-                            Ok(n @ 1..=7) => mask |= 1 << n,
-                            _ => bail!("--only takes figure numbers 1-7, like `--only 1,2`"),
+                            Ok(n @ 1..=8) => mask |= 1 << n,
+                            _ => bail!("--only takes figure numbers 1-8, like `--only 1,2`"),
                         }
                     }
                     o.only = Some(mask);
@@ -487,6 +488,12 @@ fn figures(
         );
     }
 
+    // 8. Bounded input: validate and plan of 1 MiB and 16 MiB configs.
+    if opts.wants(8) {
+        eprintln!("== [8] validate and plan: 1 MiB and 16 MiB configs");
+        rows.extend(bounded::rows(&p.bin, &p.work, opts.reps(5, 2))?);
+    }
+
     // 7. Builds, on request.
     if opts.build && opts.wants(7) {
         eprintln!("== [7] builds (slow)");
@@ -548,14 +555,14 @@ mod tests {
     #[test]
     fn options() {
         let all = parse(&[]).unwrap();
-        assert!(!all.quick && !all.build && (1..=7).all(|n| all.wants(n)));
+        assert!(!all.quick && !all.build && (1..=8).all(|n| all.wants(n)));
         let some = parse(&["--quick", "--build", "--only", "2,7"]).unwrap();
         assert!(some.quick && some.build);
         assert_eq!(
-            (1..=7).filter(|n| some.wants(*n)).collect::<Vec<_>>(),
+            (1..=8).filter(|n| some.wants(*n)).collect::<Vec<_>>(),
             [2, 7]
         );
-        assert!(parse(&["--only", "8"]).is_err());
+        assert!(parse(&["--only", "9"]).is_err());
         assert!(parse(&["--only"]).is_err());
         assert!(parse(&["--fast"]).is_err());
     }
