@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use provision_executor::{Outcome, StepContext, StepError};
 use provision_plan::planner::redact_url;
 use provision_plan::step::GitClone;
-use serde_json::Value;
+use provision_plan::outputs::GitCloneOutputs;
 
 use crate::error::GitError;
 use crate::facts::{local_tag, real_url, unknown_ref};
@@ -50,15 +50,11 @@ pub fn run(spec: &GitClone, cx: &StepContext<'_>) -> Result<Outcome, StepError> 
             })?
         }
     };
-    let mut outcome = Outcome::default();
-    outcome
-        .outputs
-        .insert("commit".into(), Value::String(commit));
-    outcome
-        .outputs
-        .insert("dir".into(), Value::String(dir.display().to_string()));
-    outcome.artifacts.push(dir);
-    Ok(outcome)
+    let outputs = GitCloneOutputs {
+        commit,
+        dir: dir.display().to_string(),
+    };
+    Ok(Outcome::new(outputs).artifact(dir))
 }
 
 /// Why an attempt failed: for good, or because of the cache (worth one fresh clone).
