@@ -13,11 +13,11 @@ use provision_plan::{Plan, Step};
 
 use crate::dirty_reason::{compare, Current, DirtyReason};
 use crate::dispatch::{Cancel, Dispatch, Facts, StepContext, StepError};
-use provision_plan::StepOutputs;
 use crate::events::EventSink;
 use crate::fingerprint::{dep_contribution, fingerprint, outputs_value, secret_digest, spec_value};
 use crate::scheduler::{Env, Scheduler};
 use crate::state::{State, StateError, StateFile, StepRecord};
+use provision_plan::StepOutputs;
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {

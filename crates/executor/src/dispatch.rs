@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::failed_command::FailedCommand;
+use provision_plan::outputs::{KindOutputs, StepOutputs};
 use provision_plan::plan::Roots;
 use provision_plan::redact::Redactor;
-use provision_plan::outputs::{KindOutputs, StepOutputs};
 use provision_plan::{Step, StepId};
 
 /// Facts a step resolves about the world, by name (`commit`, `cmake_version`, …). They are part

@@ -159,6 +159,10 @@ mod tests {
         assert!(is_marker(&File::open(&lock).unwrap()));
         let again = crate::lock::acquire(&state, false).unwrap();
         assert!(again.took_over.is_none(), "{:?}", again.took_over);
-        assert_ne!(std::fs::read(&lock).unwrap(), released, "the holder is recorded");
+        assert_ne!(
+            std::fs::read(&lock).unwrap(),
+            released,
+            "the holder is recorded"
+        );
     }
 }

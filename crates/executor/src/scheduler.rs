@@ -34,11 +34,11 @@ use provision_plan::{Plan, Step};
 use crate::apply::{context, decide, is_heavy, step_log, ApplyOptions, Decision, StepResult};
 use crate::checkers::{Check, Checkers};
 use crate::dispatch::{Cancel, Dispatch, Outcome, StepContext, StepError};
-use provision_plan::StepOutputs;
 use crate::events::{Event, EventSink};
 use crate::fingerprint::{dep_contribution, outputs_value};
 use crate::state::{now_rfc3339, State, StateError, StateFile, StepRecord, StepStatus};
 use crate::unsaved::Unsaved;
+use provision_plan::StepOutputs;
 
 /// How often a waiting scheduler checks that its state lock still holds, so that a lost lock
 /// stops the running steps now rather than at the next write. Nothing is scheduled then.
@@ -342,8 +342,10 @@ impl<'a> Scheduler<'a> {
             Ok(()) => {
                 self.heavy_done(i);
                 let out = self.state.steps[&step.id].outputs.clone();
-                self.contributions
-                    .insert(&step.id, dep_contribution(&d.fingerprint, &outputs_value(out.as_ref())));
+                self.contributions.insert(
+                    &step.id,
+                    dep_contribution(&d.fingerprint, &outputs_value(out.as_ref())),
+                );
                 self.outputs.insert(&step.id, out);
                 let kept = step.is_liveness();
                 let event = Event::Skipped {
@@ -413,8 +415,10 @@ impl<'a> Scheduler<'a> {
                     .map(|p| p.display().to_string())
                     .collect();
                 record.fingerprint = Some(fp.clone());
-                self.contributions
-                    .insert(&step.id, dep_contribution(&fp, &outputs_value(outcome.outputs.as_ref())));
+                self.contributions.insert(
+                    &step.id,
+                    dep_contribution(&fp, &outputs_value(outcome.outputs.as_ref())),
+                );
                 self.outputs.insert(&step.id, outcome.outputs);
                 let event = Event::Finished {
                     step: step.id.clone(),

@@ -51,7 +51,10 @@ pub(crate) fn migrate(mut state: Value) -> Value {
     for (id, record) in steps.iter_mut() {
         let r = record.as_object_mut().expect("records are objects");
         match typed.remove(id).flatten() {
-            Some(o) => r.insert("outputs".into(), serde_json::to_value(o).expect("serialises")),
+            Some(o) => r.insert(
+                "outputs".into(),
+                serde_json::to_value(o).expect("serialises"),
+            ),
             None => r.remove("outputs"),
         };
     }
@@ -84,7 +87,10 @@ fn refingerprint(
         return None;
     }
     let record = steps.get(id)?.clone();
-    let recorded = record.get("fingerprint").and_then(Value::as_str)?.to_string();
+    let recorded = record
+        .get("fingerprint")
+        .and_then(Value::as_str)?
+        .to_string();
     let deps: BTreeMap<String, String> =
         serde_json::from_value(record.get("deps").cloned().unwrap_or_default()).unwrap_or_default();
     let facts: BTreeMap<String, String> =
@@ -103,7 +109,10 @@ fn refingerprint(
         visiting.pop();
         let fp = fingerprint(&spec, &facts, &new_deps);
         let r = steps.get_mut(id)?.as_object_mut()?;
-        r.insert("deps".into(), serde_json::to_value(&new_deps).expect("serialises"));
+        r.insert(
+            "deps".into(),
+            serde_json::to_value(&new_deps).expect("serialises"),
+        );
         r.insert("fingerprint".into(), Value::String(fp.clone()));
         fp
     } else {
@@ -155,7 +164,12 @@ mod tests {
         // dependencies' outputs (now tagged with their kind).
         let old: serde_json::Value = serde_json::from_str(V1).unwrap();
         let fp = |id: &str| state.steps[id].fingerprint.clone().unwrap();
-        let old_fp = |id: &str| old["steps"][id]["fingerprint"].as_str().unwrap().to_string();
+        let old_fp = |id: &str| {
+            old["steps"][id]["fingerprint"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
         assert_eq!(fp("gpu-check"), old_fp("gpu-check"));
         assert_ne!(fp("git-clone:repo@v1"), old_fp("git-clone:repo@v1"));
         // Saved, it reads back as it is: the migration runs once.
@@ -172,7 +186,10 @@ mod tests {
         std::fs::write(&path, old.to_string()).unwrap();
         let state = StateFile::new(&path).load().unwrap();
         let spawn = &state.steps["spawn:c/r0"];
-        assert_eq!((spawn.fingerprint.as_ref(), spawn.outputs.as_ref()), (None, None));
+        assert_eq!(
+            (spawn.fingerprint.as_ref(), spawn.outputs.as_ref()),
+            (None, None)
+        );
         assert!(state.steps["spawn:g/r0"].fingerprint.is_some());
     }
 }

@@ -3,8 +3,8 @@
 
 use provision_executor::command::StepCommand;
 use provision_executor::{Outcome, StepContext, StepError};
-use provision_plan::step::CmakeBuild;
 use provision_plan::outputs::{CmakeBuildOutputs, CmakeConfigureOutputs, GitCloneOutputs};
+use provision_plan::step::CmakeBuild;
 
 use crate::digest::sha256_file;
 

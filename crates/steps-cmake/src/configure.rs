@@ -190,7 +190,6 @@ pub(crate) fn flags_value(spec: &CmakeConfigure) -> Vec<String> {
         .collect()
 }
 
-
 /// Create the build directory; drop a CMake cache made for another generator or source.
 fn prepare_build_dir(
     build_dir: &Path,

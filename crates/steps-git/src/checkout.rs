@@ -11,9 +11,9 @@
 use std::path::{Path, PathBuf};
 
 use provision_executor::{Outcome, StepContext, StepError};
+use provision_plan::outputs::GitCloneOutputs;
 use provision_plan::planner::redact_url;
 use provision_plan::step::GitClone;
-use provision_plan::outputs::GitCloneOutputs;
 
 use crate::error::GitError;
 use crate::facts::{local_tag, real_url, unknown_ref};

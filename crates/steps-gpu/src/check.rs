@@ -8,9 +8,9 @@
 //! pools that use it.
 
 use provision_executor::{Facts, Outcome, StepContext, StepError};
+use provision_plan::outputs::GpuCheckOutputs;
 use provision_plan::step::GpuCheck;
 use provision_steps_tools::Host;
-use provision_plan::outputs::GpuCheckOutputs;
 
 use crate::detect::{detect, DetectError, Gpu};
 

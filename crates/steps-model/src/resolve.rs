@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use provision_executor::{Cancel, Facts, Outcome, StepContext, StepError};
 use provision_plan::model_ref::ModelRef;
-use provision_plan::redact::REDACTED;
 use provision_plan::outputs::ModelResolveOutputs;
+use provision_plan::redact::REDACTED;
 use provision_plan::step::ModelResolve;
 use serde_json::json;
 use sha2::{Digest, Sha256};

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use provision_executor::command::StepCommand;
 use provision_executor::{Facts, Outcome, StepContext, StepError};
-use provision_plan::step::{PreflightTools, ToolRequirement};
 use provision_plan::outputs::PreflightToolsOutputs;
+use provision_plan::step::{PreflightTools, ToolRequirement};
 
 use crate::cuda::{candidate_roots, find_cuda};
 use crate::distro::{OsRelease, PackageManager};

@@ -25,7 +25,10 @@ fn with<R>(deps: Vec<(StepId, StepOutputs)>, f: impl FnOnce(&StepContext<'_>) ->
         roots: &roots,
         redactor: Arc::new(Redactor::default()),
         step: &step,
-        deps: deps.into_iter().map(|(id, o)| (id.to_string(), o)).collect(),
+        deps: deps
+            .into_iter()
+            .map(|(id, o)| (id.to_string(), o))
+            .collect(),
         previous: None,
         log: PathBuf::new(),
         jobs: 3,
@@ -56,9 +59,10 @@ fn clone(commit: &str) -> StepOutputs {
 fn model_path_comes_from_the_model_resolve_outputs() {
     let m = StepId::ModelResolve("m.gguf".into());
     let g = StepId::GitClone("x@1".into());
-    let expanded = with(vec![(g.clone(), clone("abc")), (m, model("/made.gguf"))], |cx| {
-        cx.expand("${cache}/m ${model_path} -j${jobs}")
-    });
+    let expanded = with(
+        vec![(g.clone(), clone("abc")), (m, model("/made.gguf"))],
+        |cx| cx.expand("${cache}/m ${model_path} -j${jobs}"),
+    );
     assert_eq!(expanded, "/c/m /made.gguf -j3");
     // Nothing gives it: left as is.
     let expanded = with(vec![(g, clone("abc"))], |cx| cx.expand("${model_path}"));
@@ -87,7 +91,10 @@ fn a_dependency_is_read_by_its_id_as_its_kind() {
             "{}",
             err.message
         );
-        assert_eq!(cx.the_dep::<GitCloneOutputs>().unwrap().unwrap().commit, "abc");
+        assert_eq!(
+            cx.the_dep::<GitCloneOutputs>().unwrap().unwrap().commit,
+            "abc"
+        );
         assert_eq!(cx.the_dep::<ModelResolveOutputs>().unwrap(), None);
     });
 }
@@ -98,6 +105,10 @@ fn two_dependencies_of_the_kind_asked_for_by_kind_are_an_error() {
     let b = StepId::GitClone("b@1".into());
     with(vec![(a, clone("1")), (b, clone("2"))], |cx| {
         let err = cx.the_dep::<GitCloneOutputs>().unwrap_err();
-        assert!(err.message.contains("two git-clone dependencies"), "{}", err.message);
+        assert!(
+            err.message.contains("two git-clone dependencies"),
+            "{}",
+            err.message
+        );
     });
 }

@@ -58,16 +58,22 @@ fn every_v1_record_reads_as_its_kind_and_keeps_all_but_the_copies() {
     }
     kinds.sort();
     kinds.dedup();
-    assert_eq!(kinds, StepKind::ALL, "the fixture has one record of every kind");
+    assert_eq!(
+        kinds,
+        StepKind::ALL,
+        "the fixture has one record of every kind"
+    );
 }
 
 #[test]
 fn no_outputs_and_unreadable_outputs_are_told_apart() {
-    assert_eq!(StepOutputs::from_v1("spawn", &serde_json::json!({})), Ok(None));
+    assert_eq!(
+        StepOutputs::from_v1("spawn", &serde_json::json!({})),
+        Ok(None)
+    );
     let err = StepOutputs::from_v1("spawn", &serde_json::json!({"pid": "x"})).unwrap_err();
     assert!(err.contains("`spawn`"), "{err}");
-    let err = StepOutputs::from_v1("spawn", &serde_json::json!({"pid": 0, "pgid": 0}))
-        .unwrap_err();
+    let err = StepOutputs::from_v1("spawn", &serde_json::json!({"pid": 0, "pgid": 0})).unwrap_err();
     assert!(err.contains("missing field"), "{err}");
     assert!(StepOutputs::from_v1("no-such-kind", &serde_json::json!({"a": 1})).is_err());
 }
@@ -79,7 +85,10 @@ fn typed_access_says_which_kind_it_is() {
         dir: "/d".into(),
     }
     .into();
-    assert_eq!(o.get::<GitCloneOutputs>().map(|g| g.commit.as_str()), Some("abc"));
+    assert_eq!(
+        o.get::<GitCloneOutputs>().map(|g| g.commit.as_str()),
+        Some("abc")
+    );
     assert_eq!(o.get::<SpawnOutputs>(), None);
     assert_eq!(o.kind(), GitCloneOutputs::KIND);
     assert_eq!(o.placeholder("model_path"), None);
