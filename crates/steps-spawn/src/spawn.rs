@@ -16,7 +16,6 @@ use provision_plan::outputs::SpawnOutputs;
 use provision_plan::redact::REDACTED;
 use provision_plan::secret_ref::SecretRef;
 use provision_plan::step::{PortSpec, Spawn};
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::binary_digest::{binary_digest, digest_cache};
