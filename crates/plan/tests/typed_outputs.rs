@@ -89,7 +89,10 @@ const BANNED: &[(&str, &str)] = &[
     ("outputs.get(\"", "an output looked up by name"),
     ("outputs.insert(", "an output map built by hand"),
     ("BTreeMap<String, Value>", "an untyped outputs map"),
-    ("BTreeMap<String, serde_json::Value>", "an untyped outputs map"),
+    (
+        "BTreeMap<String, serde_json::Value>",
+        "an untyped outputs map",
+    ),
     ("Map<String, Value>", "an untyped outputs map"),
     ("from_v1", "state version 1 is read by the executor alone"),
 ];
@@ -107,7 +110,9 @@ fn no_step_reads_or_writes_untyped_outputs() {
     }
     files.sort();
     assert!(
-        files.iter().any(|f| f.ends_with("steps-spawn/src/probe.rs"))
+        files
+            .iter()
+            .any(|f| f.ends_with("steps-spawn/src/probe.rs"))
             && files.iter().any(|f| f.ends_with("cli/src/dispatch.rs")),
         "found the step crates: {files:?}"
     );
