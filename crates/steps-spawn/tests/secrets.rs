@@ -19,7 +19,7 @@ const SIGNATURE: &str = "signature0must0not0see";
 
 /// The status line of `GET path` on the replica, with `Authorization: Bearer key` if given.
 fn status_of(port: u16, path: &str, key: Option<&str>) -> String {
-    let mut conn = TcpStream::connect(("127.0.0.1", port as u16)).unwrap();
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let auth = key
         .map(|k| format!("Authorization: Bearer {k}\r\n"))
         .unwrap_or_default();
