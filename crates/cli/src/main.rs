@@ -6,6 +6,7 @@ mod cmd;
 mod dispatch;
 mod exit;
 mod handoff_paths;
+mod interrupt;
 mod progress;
 mod report;
 mod session;

@@ -197,3 +197,29 @@ fn help_documents_exit_codes() {
         );
     }
 }
+
+#[test]
+fn a_secret_looking_cmake_definition_is_refused_without_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pools.yaml");
+    std::fs::write(
+        &config,
+        "pools:\n  - id: a\n    engine: llamacpp\n    model: m.gguf\n    backend: cpu\n    devices: []\n    provisioning:\n      source:\n        repo: /src/llama.cpp\n        ref: b1\n        build:\n          cmake_flags: [-DGGML_NATIVE=OFF, -DMY_API_TOKEN=hunter2-value, --auth=hunter3-value]\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    for format in ["text", "json"] {
+        let (out, cwd) = provision(&["plan", "--config", &config, "--format", format]);
+        assert_eq!(out.status.code(), Some(2), "{format}");
+        let shown = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(shown.contains("MY_API_TOKEN"), "{shown}");
+        assert!(shown.contains("auth"), "{shown}");
+        assert!(
+            shown.contains("never puts a secret on a command line"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2-value"), "{shown}");
+        assert!(!shown.contains("hunter3-value"), "{shown}");
+        assert_wrote_nothing(&cwd);
+    }
+}

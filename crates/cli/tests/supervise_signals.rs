@@ -55,6 +55,14 @@ fn main() -> ExitCode {
             "a_supervisor_retires_the_replicas_removed_from_the_config",
             retires_removed,
         ),
+        Trial::test(
+            "a_second_signal_ends_a_supervisor_at_once_while_it_stops_its_replicas",
+            second_signal,
+        ),
+        Trial::test(
+            "a_quiet_supervisor_of_external_servers_only_says_nothing",
+            quiet_external_only,
+        ),
     ];
     libtest_mimic::run(&args, tests).exit_code()
 }
@@ -261,6 +269,7 @@ fn apply_signalled_while_waiting() -> Result<(), Failed> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_provision"))
         .args([
             "apply",
+            "-q",
             "-c",
             "pools.yaml",
             "--cache-dir",
@@ -291,6 +300,11 @@ fn apply_signalled_while_waiting() -> Result<(), Failed> {
     let err = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted"), "{err}");
+    // -q: the exit's reason, and no progress ("stopping: …").
+    assert!(
+        !err.contains("stopping"),
+        "apply -q said it is stopping: {err}"
+    );
     assert!(servers(&runtime).is_empty(), "it started a server: {err}");
     assert!(
         !runtime.join("state.json").exists(),
@@ -414,5 +428,123 @@ fn retires_removed() -> Result<(), Failed> {
     assert!(!handoff_r1.exists(), "r1's handoff is left: {err}");
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(left.is_empty(), "left running {left:?}\n{err}");
+    Ok(())
+}
+
+/// A supervisor stopping replicas that ignore SIGTERM waits out its grace (60 s here); a
+/// second SIGTERM ends it at once with 130, leaving the servers recorded in its state for the
+/// next apply or down.
+fn second_signal() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    let config = dir.path().join("pools.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "FAKE_LOAD_MS: \"300\"",
+            "FAKE_LOAD_MS: \"300\", FAKE_IGNORE_SIGTERM: \"1\"",
+        ),
+    )
+    .unwrap();
+    let runtime = dir.path().join(".runtime");
+    let log = dir.path().join("supervise.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(["supervise", "-c", "pools.yaml", "--cache-dir", "cache"])
+        .args(["--grace", "60"])
+        .current_dir(dir.path())
+        .env_remove(AS_SERVER)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let err = || std::fs::read_to_string(&log).unwrap();
+    wait_for(&mut child, "watching", || err().contains("watching"));
+    let pid = child.id() as i32;
+    // SAFETY: kill(2) on the child this test started and has not reaped.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    wait_for(&mut child, "stopping", || {
+        err().contains("stopping every replica")
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let second = Instant::now();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let took = second.elapsed();
+    let left = servers(&runtime);
+    for server in &left {
+        // SAFETY: kill(2) on a server of this test's project (found by its runtime marker).
+        unsafe { libc::kill(*server as i32, libc::SIGKILL) };
+    }
+    assert_eq!(status.code(), Some(130), "{}", err());
+    assert!(took < Duration::from_secs(20), "took {took:?}: {}", err());
+    assert_eq!(
+        left.len(),
+        2,
+        "the servers ignoring SIGTERM still ran: {}",
+        err()
+    );
+    Ok(())
+}
+
+/// `supervise -q` of a config whose only pool is an external server (here a fake
+/// llama-server this test starts): nothing to watch, exit 0, not a line on stderr.
+fn quiet_external_only() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let model = dir.path().join("model.gguf");
+    let mut server = Command::new(std::env::current_exe().unwrap())
+        .args(["-m", &model.display().to_string(), "--host", "127.0.0.1"])
+        .args(["--port", &port.to_string()])
+        .env(AS_SERVER, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::fs::write(
+        dir.path().join("pools.yaml"),
+        format!(
+            "pools:
+  - id: e
+    engine: llamacpp
+    model: m
+    backend: cpu
+    devices: []
+    provisioning:
+      mode: external
+      external: {{url: \"http://127.0.0.1:{port}\"}}
+      model: {{ref: ./model.gguf}}
+"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args([
+            "supervise",
+            "-q",
+            "-c",
+            "pools.yaml",
+            "--cache-dir",
+            "cache",
+        ])
+        .current_dir(dir.path())
+        .env_remove(AS_SERVER)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err, "", "supervise -q wrote to stderr");
     Ok(())
 }

@@ -154,6 +154,7 @@ pub(crate) fn context<'a>(
         log: step_log(plan, step),
         jobs: opts.build_jobs,
         cancel: cancel.clone(),
+        secrets: plan.secrets.for_step(&step.id),
     }
 }
 
@@ -193,7 +194,7 @@ pub(crate) fn decide(
 ) -> Result<Decision, StepError> {
     let step = cx.step;
     let mut facts = dispatch.facts(cx)?;
-    if let Some(d) = secret_digest(step) {
+    if let Some(d) = secret_digest(step, cx.secrets) {
         facts.insert("secrets".into(), d);
     }
     let spec = spec_value(step);

@@ -11,6 +11,7 @@ use crate::failed_command::FailedCommand;
 use provision_plan::outputs::{KindOutputs, StepOutputs};
 use provision_plan::plan::Roots;
 use provision_plan::redact::Redactor;
+use provision_plan::secrets::{StepSecrets, UnknownSecret};
 use provision_plan::{Step, StepId};
 
 /// Facts a step resolves about the world, by name (`commit`, `cmake_version`, …). They are part
@@ -55,6 +56,11 @@ pub struct StepContext<'a> {
     /// Build parallelism (`${jobs}`).
     pub jobs: usize,
     pub cancel: Cancel,
+    /// The step's entry of the plan's secrets table: the values of its spec's
+    /// `${secret:NAME}` placeholders, for the step to fill in at the moment of use
+    /// ([`StepContext::secret`], [`StepContext::expand_secrets`]). The executor passes it on
+    /// without looking in.
+    pub secrets: &'a StepSecrets,
 }
 
 impl StepContext<'_> {
@@ -71,6 +77,20 @@ impl StepContext<'_> {
             }
         }
         out
+    }
+
+    /// `text` with the step's `${secret:NAME}` placeholders filled in: only for the moment of
+    /// use (a server's environment, a request, git's URL), never for what is logged, stored or
+    /// shown. A secret the step does not have is an error naming the step and the secret.
+    pub fn expand_secrets(&self, text: &str) -> Result<String, StepError> {
+        self.secrets
+            .expand(&self.step.id, text)
+            .map_err(StepError::from)
+    }
+
+    /// The step's secret `name`, when it has it.
+    pub fn secret(&self, name: &str) -> Option<&str> {
+        self.secrets.get(name)
     }
 
     /// Expand a path placeholder string into a path.
@@ -221,6 +241,12 @@ impl StepError {
             cancelled: true,
             ..StepError::new("cancelled")
         }
+    }
+}
+
+impl From<UnknownSecret> for StepError {
+    fn from(e: UnknownSecret) -> Self {
+        StepError::new(e.to_string()).hint(UnknownSecret::HINT)
     }
 }
 

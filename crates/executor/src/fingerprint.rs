@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use provision_plan::secret_placeholder::shown_json;
+use provision_plan::secrets::StepSecrets;
 use provision_plan::Step;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -26,15 +28,19 @@ pub fn canonical(value: &Value) -> String {
 }
 
 /// The step as it goes into the fingerprint and the state file: its kind and spec, without the
-/// list of pools that share it (a new pool sharing a build must not rebuild it).
+/// list of pools that share it (a new pool sharing a build must not rebuild it), each
+/// `${secret:NAME}` placeholder `<redacted>` (what specs held there before secrets moved into
+/// the plan's secrets table: state files keep their fingerprints, and a secret's name is not
+/// what the step is).
 pub fn spec_value(step: &Step) -> Value {
-    serde_json::to_value(&step.spec).expect("step specs serialise")
+    shown_json(&serde_json::to_value(&step.spec).expect("step specs serialise"))
 }
 
 /// A digest of the step's secrets (never stored themselves), so a changed `--api-key`
-/// restarts the server without the key appearing anywhere.
-pub fn secret_digest(step: &Step) -> Option<String> {
-    let (field, secrets) = step.spec.secret_input()?;
+/// restarts the server without the key appearing anywhere. `secrets` is the step's entry of
+/// the plan's secrets table.
+pub fn secret_digest(step: &Step, secrets: &StepSecrets) -> Option<String> {
+    let (field, secrets) = step.spec.secret_input(secrets)?;
     let mut v = json!({"domain": "provision-secret-v1", "id": step.id});
     v[field] = secrets;
     Some(sha256_hex(canonical(&v).as_bytes()))

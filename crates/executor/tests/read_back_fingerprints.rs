@@ -41,16 +41,19 @@ const CONFIG: &str = "pools:
 ";
 
 /// The fingerprint as the executor's `decide` computes it, with no facts or dependencies.
-fn fp(step: &Step) -> String {
+fn fp(plan: &Plan, step: &Step) -> String {
     let mut facts = BTreeMap::new();
-    if let Some(d) = secret_digest(step) {
+    if let Some(d) = secret_digest(step, plan.secrets.for_step(&step.id)) {
         facts.insert("secrets".to_string(), d);
     }
     fingerprint(&spec_value(step), &facts, &BTreeMap::new())
 }
 
 fn fingerprints(plan: &Plan) -> Vec<(String, String)> {
-    plan.steps.iter().map(|s| (s.id.clone(), fp(s))).collect()
+    plan.steps
+        .iter()
+        .map(|s| (s.id.clone(), fp(plan, s)))
+        .collect()
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //!
 //! - every field of the spec (listed by destructuring each spec struct without `..`, so a new
 //!   field does not compile until it is listed here) is either serialised into the spec that
-//!   the fingerprint hashes, or is a secret whose digest the fingerprint takes, or is named in
-//!   [`NOT_IDENTITY`] with the reason it must not count;
+//!   the fingerprint hashes, or is named in [`NOT_IDENTITY`] with the reason it must not count;
+//! - every secret of the step (the values of its `${secret:NAME}` placeholders, in the plan's
+//!   secrets table) changes the fingerprint through the secrets' digest, or is named in
+//!   [`NOT_IDENTITY_SECRETS`] with the reason it must not count;
 //! - every leaf of the serialised spec, changed to another valid value, changes the
 //!   fingerprint (the spec read back from the changed JSON is what a step's `run` reads).
 //!
@@ -17,27 +19,32 @@ use provision_executor::fingerprint::{fingerprint, secret_digest, spec_value};
 use provision_plan::config::SecretRef;
 use provision_plan::memory_settings::{FlashAttn, GpuLayers, MemorySettings, SplitMode};
 use provision_plan::model_ref::ModelRef;
+use provision_plan::secrets::StepSecrets;
 use provision_plan::step::*;
 use provision_plan::{Backend, Step, StepSpec};
 use serde_json::Value;
 
-/// Fields a step reads that are deliberately not part of what it is, and why.
-const NOT_IDENTITY: &[(&str, &str, &str)] = &[
+/// Secrets a step reads that are deliberately not part of what it is, and why.
+const NOT_IDENTITY_SECRETS: &[(&str, &str, &str)] = &[
     (
         "model-resolve",
-        "secret_source",
+        "source.sig",
         "how to fetch, not what: a rotated signed URL must not re-download the model or restart its servers; the checksum and path say what",
     ),
     (
         "probe",
-        "secret_url",
+        "url.userinfo",
         "probe is a liveness step: it runs on every apply, whatever its fingerprint",
     ),
     (
         "probe",
-        "secret_api_key",
-        "the spawn's API key given as a flag or env value: that spawn takes its digest (its `secret_env`), so a changed key restarts the spawn and re-runs the probe after it; and probe is a liveness step",
+        "api_key",
+        "the spawn's API key given as a flag or env value: that spawn takes its digest (its whole environment), so a changed key restarts the spawn and re-runs the probe after it; and probe is a liveness step",
     ),
+];
+
+/// Fields a step reads that are deliberately not part of what it is, and why.
+const NOT_IDENTITY: &[(&str, &str, &str)] = &[
     (
         "spawn",
         "reserved_ports",
@@ -81,12 +88,11 @@ fn full_specs() -> Vec<StepSpec> {
             argv: vec![s("nvidia-smi"), s("--query-gpu=index")],
         }),
         StepSpec::GitClone(GitClone {
-            repo: s("https://<redacted>@example.com/llama.cpp"),
+            repo: s("https://${secret:repo.userinfo}@example.com/llama.cpp"),
             git_ref: s("b4567"),
             submodules: true,
             dir: s("${cache}/src/llama.cpp"),
             commands: vec![vec![s("git"), s("clone")]],
-            repo_url: s("https://token@example.com/llama.cpp"),
         }),
         StepSpec::CmakeConfigure(CmakeConfigure {
             source_dir: s("${cache}/src"),
@@ -106,14 +112,11 @@ fn full_specs() -> Vec<StepSpec> {
         StepSpec::ModelResolve(ModelResolve {
             model_ref: s("https://example.com/m.gguf?sig=<redacted>"),
             source: ModelRef::Url {
-                url: s("https://example.com/m.gguf?sig=<redacted>"),
+                url: s("https://example.com/m.gguf?sig=${secret:source.sig}"),
             },
             checksum: Some(format!("sha256:{}", "a".repeat(64))),
             path: s("${model_path}"),
             cache_dir: s("${cache}/models"),
-            secret_source: Some(ModelRef::Url {
-                url: s("https://example.com/m.gguf?sig=secret"),
-            }),
         }),
         StepSpec::VramFit(VramFit {
             pool: s("a"),
@@ -126,7 +129,10 @@ fn full_specs() -> Vec<StepSpec> {
             backend: Backend::Cuda,
             binary: s("/opt/llama-server"),
             argv: vec![s("--threads"), s("1")],
-            env: BTreeMap::from([(s("HF_TOKEN"), s("<redacted>"))]),
+            env: BTreeMap::from([
+                (s("HF_TOKEN"), s("${secret:env.HF_TOKEN}")),
+                (s("LOG"), s("info")),
+            ]),
             host: s("127.0.0.1"),
             port: PortSpec::Fixed { port: 8080 },
             reserved_ports: BTreeSet::from([8081]),
@@ -135,7 +141,6 @@ fn full_specs() -> Vec<StepSpec> {
             devices: vec![0],
             log: s("${runtime}/logs/a.log"),
             pid_file: s("${runtime}/a.pid"),
-            secret_env: BTreeMap::from([(s("HF_TOKEN"), s("hf_secret"))]),
             tls: Some(TlsFiles {
                 cert_file: s("/etc/tls/a.crt"),
                 key_file: s("/etc/tls/a.key"),
@@ -144,16 +149,14 @@ fn full_specs() -> Vec<StepSpec> {
         StepSpec::Probe(Probe {
             pool: s("a"),
             replica: 0,
-            url: s("http://127.0.0.1:8080"),
+            url: s("http://${secret:url.userinfo}@127.0.0.1:8080"),
             health_path: s("/health"),
             metrics: true,
             timeout_ms: 1000,
             external: false,
-            secret_url: s("http://127.0.0.1:8080"),
             pinned_cert: Some(s("/etc/tls/a.crt")),
             handoff_path: Some(s("${runtime}/engines/a.json")),
             api_key: Some(SecretRef::File(s("${config_dir}/key"))),
-            secret_api_key: Some(s("k3y")),
         }),
         StepSpec::Handoff(Handoff {
             pool: s("a"),
@@ -205,8 +208,7 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
             submodules: _,
             dir: _,
             commands: _,
-            repo_url: _,
-        }) => vec!["repo", "ref", "submodules", "dir", "commands", "repo_url"],
+        }) => vec!["repo", "ref", "submodules", "dir", "commands"],
         StepSpec::CmakeConfigure(CmakeConfigure {
             source_dir: _,
             build_dir: _,
@@ -236,15 +238,7 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
             checksum: _,
             path: _,
             cache_dir: _,
-            secret_source: _,
-        }) => vec![
-            "ref",
-            "source",
-            "checksum",
-            "path",
-            "cache_dir",
-            "secret_source",
-        ],
+        }) => vec!["ref", "source", "checksum", "path", "cache_dir"],
         StepSpec::VramFit(VramFit {
             pool: _,
             devices: _,
@@ -292,7 +286,6 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
             devices: _,
             log: _,
             pid_file: _,
-            secret_env: _,
             tls: _,
         }) => vec![
             "pool",
@@ -309,7 +302,6 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
             "devices",
             "log",
             "pid_file",
-            "secret_env",
             "tls",
             "cert_file",
             "key_file",
@@ -322,11 +314,9 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
             metrics: _,
             timeout_ms: _,
             external: _,
-            secret_url: _,
             pinned_cert: _,
             handoff_path: _,
             api_key: _,
-            secret_api_key: _,
         }) => vec![
             "pool",
             "replica",
@@ -335,11 +325,9 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
             "metrics",
             "timeout_ms",
             "external",
-            "secret_url",
             "pinned_cert",
             "handoff_path",
             "api_key",
-            "secret_api_key",
         ],
         StepSpec::Handoff(Handoff {
             pool: _,
@@ -374,17 +362,16 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
     }
 }
 
-/// A secret field set to another value, for the fields whose digest the fingerprint takes.
-fn with_secret_changed(spec: &StepSpec, field: &str) -> Option<StepSpec> {
-    let mut spec = spec.clone();
-    match (&mut spec, field) {
-        (StepSpec::GitClone(g), "repo_url") => g.repo_url.push_str("-rotated"),
-        (StepSpec::Spawn(sp), "secret_env") => {
-            sp.secret_env.insert(s("HF_TOKEN"), s("hf_rotated"));
-        }
-        _ => return None,
-    }
-    Some(spec)
+/// The secrets of the step of `spec` (the values of its placeholders, and a probe's API key).
+fn full_secrets(spec: &StepSpec) -> StepSecrets {
+    let pairs: &[(&str, &str)] = match spec {
+        StepSpec::GitClone(_) => &[("repo.userinfo", "token")],
+        StepSpec::ModelResolve(_) => &[("source.sig", "s1gnature")],
+        StepSpec::Spawn(_) => &[("env.HF_TOKEN", "hf_secret")],
+        StepSpec::Probe(_) => &[("url.userinfo", "ops:pw"), ("api_key", "k3y")],
+        _ => &[],
+    };
+    pairs.iter().map(|(k, v)| (s(k), s(v))).collect()
 }
 
 fn step(spec: StepSpec) -> Step {
@@ -396,10 +383,15 @@ fn step(spec: StepSpec) -> Step {
     }
 }
 
-/// The fingerprint as the executor's `decide` computes it, with no facts or dependencies.
+/// The fingerprint as the executor's `decide` computes it, with no facts or dependencies and
+/// the step's full secrets.
 fn fp(step: &Step) -> String {
+    fp_with(step, &full_secrets(&step.spec))
+}
+
+fn fp_with(step: &Step, secrets: &StepSecrets) -> String {
     let mut facts = BTreeMap::new();
-    if let Some(d) = secret_digest(step) {
+    if let Some(d) = secret_digest(step, secrets) {
         facts.insert(s("secrets"), d);
     }
     fingerprint(&spec_value(step), &facts, &BTreeMap::new())
@@ -432,24 +424,54 @@ fn every_field_of_every_spec_is_in_its_fingerprint_or_named_as_not_identity() {
             if serialised.contains(field) {
                 continue;
             }
-            if let Some(changed) = with_secret_changed(&spec, field) {
-                assert_ne!(
-                    fp(&step),
-                    fp(&self::step(changed)),
-                    "{kind}.{field}: a changed secret must change the fingerprint"
-                );
-                continue;
-            }
             assert!(
                 NOT_IDENTITY
                     .iter()
                     .any(|(k, f, _)| *k == kind && *f == field),
-                "{kind}.{field} is not serialised into the spec the fingerprint hashes, and is \
-                 not a secret whose digest it takes: serialise it, add it to `secret_digest`, \
-                 or name it in NOT_IDENTITY with the reason a change must not re-run the step"
+                "{kind}.{field} is not serialised into the spec the fingerprint hashes: \
+                 serialise it, or name it in NOT_IDENTITY with the reason a change must not \
+                 re-run the step"
             );
         }
     }
+}
+
+#[test]
+fn every_secret_of_every_spec_is_in_its_fingerprint_or_named_as_not_identity() {
+    let mut seen = 0;
+    for spec in full_specs() {
+        let kind = spec.kind();
+        let step = step(spec.clone());
+        let secrets = full_secrets(&spec);
+        for name in secrets.names() {
+            seen += 1;
+            let rotated: StepSecrets = secrets
+                .names()
+                .map(|n| {
+                    (
+                        s(n),
+                        format!("{}{}", secrets.get(n).unwrap(), u8::from(n == name)),
+                    )
+                })
+                .collect();
+            let changes = fp_with(&step, &secrets) != fp_with(&step, &rotated);
+            let exempt = NOT_IDENTITY_SECRETS
+                .iter()
+                .any(|(k, n, _)| *k == kind && *n == name);
+            assert!(
+                changes != exempt,
+                "{kind} secret `{name}`: a changed value must change the fingerprint (through \
+                 `StepSpec::secret_input`) unless NOT_IDENTITY_SECRETS names it with the reason; \
+                 one named there must not (changes: {changes})"
+            );
+        }
+        // Every placeholder of the spec has its value here.
+        let json = serde_json::to_string(&spec).unwrap();
+        for name in provision_plan::secret_placeholder::names_in(&json) {
+            assert!(secrets.get(name).is_some(), "{kind}: `{name}` has no value");
+        }
+    }
+    assert_eq!(seen, 5);
 }
 
 /// Every string an enum of the plan schema allows: candidates for a changed enum leaf.
@@ -560,25 +582,36 @@ fn the_secret_digest_is_unchanged_per_kind() {
     let digest = |v: Value| Some(sha256_hex(canonical(&v).as_bytes()));
     for spec in full_specs() {
         let st = step(spec.clone());
+        // The values the shadow fields held before secrets moved into the plan's table.
         let expected = match &spec {
-            StepSpec::Spawn(sp) => {
-                digest(json!({"domain": "provision-secret-v1", "id": st.id, "env": sp.secret_env}))
-            }
-            StepSpec::GitClone(g) => {
-                digest(json!({"domain": "provision-secret-v1", "id": st.id, "url": g.repo_url}))
-            }
+            StepSpec::Spawn(_) => digest(json!({"domain": "provision-secret-v1", "id": st.id,
+                "env": {"HF_TOKEN": "hf_secret", "LOG": "info"}})),
+            StepSpec::GitClone(_) => digest(json!({"domain": "provision-secret-v1", "id": st.id,
+                "url": "https://token@example.com/llama.cpp"})),
             _ => None,
         };
-        assert_eq!(secret_digest(&st), expected, "{}", st.id);
+        assert_eq!(
+            secret_digest(&st, &full_secrets(&spec)),
+            expected,
+            "{}",
+            st.id
+        );
     }
     for spec in full_specs() {
         let mut spec = spec;
         match &mut spec {
-            StepSpec::Spawn(sp) => sp.secret_env = sp.env.clone(),
-            StepSpec::GitClone(g) => g.repo_url = g.repo.clone(),
+            StepSpec::Spawn(sp) => {
+                sp.env.insert(s("HF_TOKEN"), s("not secret"));
+            }
+            StepSpec::GitClone(g) => g.repo = s("https://example.com/llama.cpp"),
             _ => {}
         }
-        let st = step(spec);
-        assert_eq!(secret_digest(&st), None, "{}: nothing redacted", st.id);
+        let st = step(spec.clone());
+        assert_eq!(
+            secret_digest(&st, &full_secrets(&spec)),
+            None,
+            "{}: no secret",
+            st.id
+        );
     }
 }

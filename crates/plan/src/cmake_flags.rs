@@ -84,6 +84,10 @@ pub fn normalize(raw: &[String], backend: Backend) -> (CmakeFlags, Vec<CmakeNote
                 });
                 continue;
             }
+            if let Some(note) = secret_note(at, arg.split_once('=').map(|(name, _)| name)) {
+                n.notes.push(note);
+                continue;
+            }
             n.flags.extra.push(arg.to_string());
             continue;
         };
@@ -102,6 +106,23 @@ pub fn normalize(raw: &[String], backend: Backend) -> (CmakeFlags, Vec<CmakeNote
         n.define(at, arg, &def);
     }
     n.finish(backend)
+}
+
+/// The error for a CMake argument `name=…` whose name marks a secret (`-DMY_API_TOKEN=…`):
+/// CMake's argv is readable by every local user (`/proc/<pid>/cmdline`) and is shown in plans,
+/// logs and errors, and llama.cpp's build takes no secret. The note never quotes the value.
+fn secret_note(at: usize, name: Option<&str>) -> Option<CmakeNote> {
+    let name = name?.trim_start_matches('-');
+    crate::redact::is_secret_name(name).then(|| CmakeNote {
+        index: Some(at),
+        error: true,
+        message: format!(
+            "`{name}` looks like a secret, and provision never puts a secret on a command line (every local user can read it)"
+        ),
+        help: Some(
+            "llama.cpp's build options take no secret: remove it (a credential for the clone goes in `source.repo`'s URL or git's credential helper)".into(),
+        ),
+    })
 }
 
 /// What normalising has found so far.
@@ -135,6 +156,10 @@ impl Normalizer {
                 message: format!("`{arg}` has no variable name"),
                 help: Some("write e.g. `-DGGML_NATIVE=OFF`".into()),
             });
+            return;
+        }
+        if let Some(note) = secret_note(at, Some(name)) {
+            self.notes.push(note);
             return;
         }
         if CUDA_ALIASES.contains(&name) {

@@ -61,6 +61,12 @@ pub struct Plan {
     /// With a state file: what apply would do with each step, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changes: Option<Vec<Change>>,
+    /// The values of the `${secret:NAME}` placeholders of the steps, by step id; never
+    /// serialised (a plan read back from JSON gets them with
+    /// [`crate::secrets::read_back`]).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub secrets: crate::secrets::Secrets,
 }
 
 /// What apply would do with a step, given the state file.

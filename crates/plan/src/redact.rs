@@ -65,26 +65,49 @@ fn ends_url(c: char) -> bool {
 
 /// `text` with the credentials of every `scheme://…` URL in it redacted.
 pub fn redact_text(text: &str) -> String {
+    map_url_secrets(text, &mut |_| REDACTED.to_string())
+}
+
+/// A secret part of a URL: its userinfo, or the value of a secret query parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlSecret<'a> {
+    Userinfo(&'a str),
+    Query { name: &'a str, value: &'a str },
+}
+
+impl UrlSecret<'_> {
+    /// The secret text itself.
+    pub fn value(&self) -> &str {
+        match self {
+            UrlSecret::Userinfo(v) | UrlSecret::Query { value: v, .. } => v,
+        }
+    }
+}
+
+/// `text` with each secret part of every `scheme://…` URL in it (what [`redact_text`] redacts)
+/// replaced by what `with` gives for it.
+pub fn map_url_secrets(text: &str, with: &mut dyn FnMut(UrlSecret<'_>) -> String) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
         let end = tail.find(ends_url).unwrap_or(tail.len());
-        redact_after_scheme(&tail[..end], &mut out);
+        map_after_scheme(&tail[..end], &mut out, with);
         rest = &tail[end..];
     }
     out.push_str(rest);
     out
 }
 
-/// Redact what follows `scheme://` up to the end of the URL: userinfo, then the query.
-fn redact_after_scheme(url: &str, out: &mut String) {
+/// Map the secrets of what follows `scheme://` up to the end of the URL: userinfo, then the
+/// query.
+fn map_after_scheme(url: &str, out: &mut String, with: &mut dyn FnMut(UrlSecret<'_>) -> String) {
     let authority_end = url.find(['/', '?', '#']).unwrap_or(url.len());
     let (authority, after) = url.split_at(authority_end);
     match authority.rfind('@') {
         Some(at) if at > 0 => {
-            out.push_str(REDACTED);
+            out.push_str(&with(UrlSecret::Userinfo(&authority[..at])));
             out.push_str(&authority[at..]);
         }
         _ => out.push_str(authority),
@@ -107,7 +130,7 @@ fn redact_after_scheme(url: &str, out: &mut String) {
             Some((name, value)) if !value.is_empty() && is_secret_param(name) => {
                 out.push_str(name);
                 out.push('=');
-                out.push_str(REDACTED);
+                out.push_str(&with(UrlSecret::Query { name, value }));
             }
             _ => out.push_str(pair),
         }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use crate::plan::Plan;
+use crate::secret_placeholder;
 use crate::step::{PortSpec, Step, StepSpec};
 
 fn quote(arg: &str) -> String {
@@ -202,8 +203,9 @@ pub fn render_text(plan: &Plan) -> String {
                 continue;
             }
             let _ = writeln!(out, "  {:>2}. {mark}{}{after}{shared}", n + 1, step.id);
+            // A secret reads `<redacted>` here (the JSON names it: `${secret:NAME}`).
             for line in detail(plan, step) {
-                let _ = writeln!(out, "        {line}");
+                let _ = writeln!(out, "        {}", secret_placeholder::shown(&line));
             }
         }
     }

@@ -5,13 +5,16 @@
 //! - spawn and probe: the path of the replica's handoff file (withdrawn while the server
 //!   changes or is not ready);
 //! - spawn with an automatic port: the ports the plan's other replicas are configured for;
-//! - probe: the API key its server gets (by reference; a key given as a flag or env value
-//!   only in the never-serialised `secret_api_key`), to ask `/metrics`.
+//! - probe: the API key its server gets, to ask `/metrics`: by reference in its spec, or, given
+//!   as a flag or env value, as its secret `api_key` in the plan's secrets table
+//!   ([`link_secrets`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::redact::REDACTED;
+use crate::secret_placeholder::names_in;
+use crate::secrets::Secrets;
 use crate::step::{PortSpec, Step, StepSpec};
+use crate::step_id::StepId;
 
 /// The variable llama-server reads its API key from.
 pub const API_KEY_ENV: &str = "LLAMA_API_KEY";
@@ -35,10 +38,10 @@ pub fn link(steps: &mut [Step]) {
             _ => None,
         })
         .collect();
-    let keys: BTreeMap<(String, u32), ApiKey> = steps
+    let keys: BTreeMap<(String, u32), crate::config::SecretRef> = steps
         .iter()
         .filter_map(|s| match &s.spec {
-            StepSpec::Spawn(sp) => Some(((sp.pool.clone(), sp.replica), api_key(sp))),
+            StepSpec::Spawn(sp) => Some(((sp.pool.clone(), sp.replica), sp.api_key.clone()?)),
             _ => None,
         })
         .collect();
@@ -58,36 +61,33 @@ pub fn link(steps: &mut [Step]) {
             StepSpec::Probe(p) => {
                 let me = (p.pool.clone(), p.replica);
                 p.handoff_path = handoffs.get(&me).cloned();
-                if let Some(key) = keys.get(&me) {
-                    p.api_key = key.reference.clone();
-                    p.secret_api_key = key.value.clone();
-                }
+                p.api_key = keys.get(&me).cloned();
             }
             _ => {}
         }
     }
 }
 
-/// The API key a spawn gives its server: by reference, or its value from the secret env.
-struct ApiKey {
-    reference: Option<crate::config::SecretRef>,
-    value: Option<String>,
-}
-
-fn api_key(sp: &crate::step::Spawn) -> ApiKey {
-    match &sp.api_key {
-        Some(reference) => ApiKey {
-            reference: Some(reference.clone()),
-            value: None,
-        },
-        None => ApiKey {
-            reference: None,
-            value: sp
-                .secret_env
-                .get(API_KEY_ENV)
-                .or_else(|| sp.env.get(API_KEY_ENV))
-                .filter(|k| *k != REDACTED)
-                .cloned(),
-        },
+/// Give each probe whose server gets its API key as a flag or env value (not by reference)
+/// that key as its secret `api_key`, from its spawn's secrets.
+pub fn link_secrets(steps: &[Step], secrets: &mut Secrets) {
+    for step in steps {
+        let StepSpec::Spawn(sp) = &step.spec else {
+            continue;
+        };
+        let Some(shown) = sp.env.get(API_KEY_ENV).filter(|_| sp.api_key.is_none()) else {
+            continue;
+        };
+        let key = secrets.for_step(&step.id).expand_known(shown);
+        if !names_in(&key).is_empty() {
+            continue;
+        }
+        let probe = StepId::probe(&sp.pool, sp.replica).to_string();
+        let mut entry = secrets.for_step(&probe).clone();
+        entry.insert(PROBE_API_KEY, key);
+        secrets.set(probe, entry);
     }
 }
+
+/// The name of a probe's secret API key.
+pub const PROBE_API_KEY: &str = "api_key";

@@ -1,91 +1,181 @@
-//! The secrets of a plan as a table keyed by step id and a name (`env:LLAMA_API_KEY`, `url`,
-//! `source`, `api_key`), and reading a plan back from JSON.
+//! The secrets of a plan: a table keyed by step id and a name (`env.LLAMA_API_KEY`,
+//! `repo.userinfo`, `source.X-Amz-Signature`, `url.userinfo`, `api_key`), and reading a plan
+//! back from JSON.
 //!
-//! A plan's JSON never holds a secret value: specs show `<redacted>` where one goes, and the
-//! values live only in memory. So a plan read back from JSON has none. It gets them again from
-//! their sources — the config, the environment and the files the config names — by planning
-//! the config again (what apply does) and copying its secrets in by step id
-//! ([`read_back`]); the derived replica inputs are linked again
-//! ([`crate::replica_inputs::link`]). What is still missing then (a step the config no longer
-//! plans, a secret removed from it) is refused, naming each step and secret, never the value:
-//! such a plan never runs with `<redacted>` as a credential.
+//! The planner writes each secret it meets into this table and a `${secret:NAME}` placeholder
+//! into the step's spec ([`crate::secret_placeholder`]); the executor hands each step its own
+//! entry ([`StepSecrets`]) without knowing what is in it, and the step expands the placeholders
+//! at the moment of use. The table is never serialised: a plan's JSON holds the placeholders,
+//! so a plan read back from JSON has no values. It gets them again from their sources — the
+//! config, the environment and the files the config names — by planning the config again
+//! (what apply does) and copying its secrets in by step id ([`read_back`]); the derived
+//! replica inputs are linked again ([`crate::replica_inputs::link`]). A secret is copied only
+//! where every string of the saved step that holds its placeholder is the same in the step the
+//! config plans (credentials for another host are not this step's: its id need not name the
+//! host). What is still missing then is refused, naming each step and secret, never the value.
 
 use std::collections::BTreeMap;
 
-use crate::model_ref::ModelRef;
-use crate::plan::{Plan, PLAN_VERSION};
-use crate::redact::{redact_url, url_secrets, REDACTED};
-use crate::step::StepSpec;
+use serde_json::Value;
 
-/// One secret value. Its `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-enum Value {
-    Text(String),
-    Source(ModelRef),
+use crate::plan::{Plan, PLAN_VERSION};
+use crate::redact::{url_secrets, REDACTED};
+use crate::secret_placeholder::names_in;
+use crate::step::Step;
+
+/// The secret values of one step, by name. Its `Debug` shows the names only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StepSecrets {
+    values: BTreeMap<String, String>,
 }
 
-impl std::fmt::Debug for Value {
+impl std::fmt::Debug for StepSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(REDACTED)
+        f.debug_map()
+            .entries(self.values.keys().map(|k| (k, REDACTED)))
+            .finish()
     }
+}
+
+impl FromIterator<(String, String)> for StepSecrets {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        StepSecrets {
+            values: iter.into_iter().collect(),
+        }
+    }
+}
+
+/// No secrets: the entry of a step the table has none for.
+static NONE: StepSecrets = StepSecrets {
+    values: BTreeMap::new(),
+};
+
+impl StepSecrets {
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.values.insert(name.into(), value.into());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The secret `name`, when the step has it.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    /// The names of the step's secrets, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.values.keys().map(String::as_str)
+    }
+
+    /// `text` of step `step` with its `${secret:NAME}` placeholders filled in: only for the
+    /// moment of use (an environment, a request), never for anything shown or stored. An
+    /// unknown name is an error naming the step and the secret.
+    pub fn expand(&self, step: &str, text: &str) -> Result<String, UnknownSecret> {
+        crate::secret_placeholder::expand(text, |n| self.get(n)).map_err(|name| UnknownSecret {
+            step: step.to_string(),
+            name,
+        })
+    }
+
+    /// `text` with the placeholders this step has values for filled in, the others left: for a
+    /// digest that must match whatever the step later fails on.
+    pub fn expand_known(&self, text: &str) -> String {
+        crate::secret_placeholder::expand_known(text, |n| self.get(n))
+    }
+}
+
+/// A step uses a secret its entry in the plan's secrets table does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("step {step}: the secret `{name}` is not in the plan's secrets")]
+pub struct UnknownSecret {
+    pub step: String,
+    pub name: String,
+}
+
+impl UnknownSecret {
+    /// What to do about it.
+    pub const HINT: &'static str = "secrets are never written into a plan: apply from the \
+        config (or plan again from it and read the saved plan back with its secrets), not from \
+        a saved plan alone";
 }
 
 /// The secret values of a plan: step id → name → value. Never serialised; its `Debug` shows
 /// names only.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Secrets {
-    table: BTreeMap<String, BTreeMap<String, Value>>,
+    table: BTreeMap<String, StepSecrets>,
 }
 
 impl Secrets {
-    /// The secrets `plan` carries.
-    pub fn of(plan: &Plan) -> Secrets {
-        let mut table = BTreeMap::new();
-        for step in &plan.steps {
-            let mut values = BTreeMap::new();
-            collect(&step.spec, &mut values);
-            if !values.is_empty() {
-                table.insert(step.id.clone(), values);
-            }
+    /// The secrets of `plan`: what the planner put in its table.
+    pub fn of(plan: &Plan) -> &Secrets {
+        &plan.secrets
+    }
+
+    /// The entry of step `id` (empty when it has none).
+    pub fn for_step(&self, id: &str) -> &StepSecrets {
+        self.table.get(id).unwrap_or(&NONE)
+    }
+
+    /// Set the entry of step `id` (an empty one is not kept).
+    pub fn set(&mut self, id: impl Into<String>, secrets: StepSecrets) {
+        let id = id.into();
+        if secrets.is_empty() {
+            self.table.remove(&id);
+        } else {
+            self.table.insert(id, secrets);
         }
-        Secrets { table }
     }
 
     /// `(step id, name)` of every secret, sorted.
     pub fn names(&self) -> Vec<(String, String)> {
         self.table
             .iter()
-            .flat_map(|(id, v)| v.keys().map(move |n| (id.clone(), n.clone())))
+            .flat_map(|(id, v)| v.names().map(move |n| (id.clone(), n.to_string())))
             .collect()
     }
 
-    /// What the redactor replaces: each env value and API key whole (and a URL's credentials
-    /// in it, which may be quoted on their own), and the credentials of each URL.
+    /// What the redactor replaces: each value whole, a userinfo's password on its own, and the
+    /// credentials of a URL inside a value (which may be quoted on their own).
     pub(crate) fn redaction_values(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for (name, value) in self.table.values().flatten() {
-            match value {
-                Value::Text(t) if name == "url" => out.extend(url_secrets(t)),
-                Value::Text(t) => {
-                    out.push(t.clone());
-                    out.extend(url_secrets(t));
-                }
-                Value::Source(ModelRef::Url { url }) => out.extend(url_secrets(url)),
-                Value::Source(_) => {}
+        for (name, value) in self.table.values().flat_map(|s| &s.values) {
+            out.push(value.clone());
+            if let (true, Some((_, password))) =
+                (name.ends_with(".userinfo"), value.split_once(':'))
+            {
+                out.push(password.to_string());
             }
+            out.extend(url_secrets(value));
         }
         out
     }
 
-    /// Put the secrets into the steps of `plan` with the same id (those it has no step for
-    /// are ignored; a step with none gets its secret fields as the planner sets them without
-    /// secrets), link the replica inputs again, and check that none is missing.
-    pub fn attach(&self, plan: &mut Plan) -> Result<(), MissingSecrets> {
-        let none = BTreeMap::new();
-        for step in &mut plan.steps {
-            restore(&mut step.spec, self.table.get(&step.id).unwrap_or(&none));
-        }
+    /// The secrets of `sources` for the steps of `plan` (see the module docs), the replica
+    /// inputs of `plan` linked again; an error naming every secret still missing.
+    pub fn attach_to(&self, sources: &Plan, plan: &mut Plan) -> Result<(), MissingSecrets> {
         crate::replica_inputs::link(&mut plan.steps);
+        let mut table = Secrets::default();
+        for step in &plan.steps {
+            let Some(source) = sources.steps.iter().find(|s| s.id == step.id) else {
+                continue;
+            };
+            let (mine, theirs) = (holders(step), holders(source));
+            let mut entry = StepSecrets::default();
+            for (name, value) in &self.for_step(&step.id).values {
+                let same = |(ptr, text): &(String, String)| {
+                    !names_in(text).contains(&name.as_str())
+                        || theirs.contains(&(ptr.clone(), text.clone()))
+                };
+                if mine.iter().all(same) {
+                    entry.insert(name.clone(), value.clone());
+                }
+            }
+            table.set(step.id.clone(), entry);
+        }
+        plan.secrets = table;
         let lacking = missing(plan);
         if lacking.is_empty() {
             Ok(())
@@ -95,138 +185,78 @@ impl Secrets {
     }
 }
 
-fn collect(spec: &StepSpec, out: &mut BTreeMap<String, Value>) {
-    let text = |s: &str| Value::Text(s.to_string());
-    match spec {
-        StepSpec::GitClone(g) if !g.repo_url.is_empty() && g.repo_url != g.repo => {
-            out.insert("url".into(), text(&g.repo_url));
-        }
-        StepSpec::ModelResolve(m) => {
-            if let Some(source) = &m.secret_source {
-                out.insert("source".into(), Value::Source(source.clone()));
-            }
-        }
-        StepSpec::Spawn(sp) => {
-            for (k, v) in &sp.secret_env {
-                if sp.env.get(k) != Some(v) {
-                    out.insert(format!("env:{k}"), text(v));
+/// The strings of a step's spec that hold a placeholder, by JSON pointer.
+fn holders(step: &Step) -> Vec<(String, String)> {
+    fn walk(v: &Value, at: String, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::String(s) if !names_in(s).is_empty() => out.push((at, s.clone())),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, format!("{at}/{i}"), out);
                 }
             }
-        }
-        StepSpec::Probe(p) => {
-            if !p.secret_url.is_empty() && p.secret_url != p.url {
-                out.insert("url".into(), text(&p.secret_url));
+            Value::Object(map) => {
+                for (k, item) in map {
+                    walk(
+                        item,
+                        format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                        out,
+                    );
+                }
             }
-            if let Some(key) = &p.secret_api_key {
-                out.insert("api_key".into(), text(key));
-            }
+            _ => {}
         }
-        _ => {}
     }
+    let mut out = Vec::new();
+    walk(
+        &serde_json::to_value(&step.spec).expect("step specs serialise"),
+        String::new(),
+        &mut out,
+    );
+    out
 }
 
-fn restore(spec: &mut StepSpec, values: &BTreeMap<String, Value>) {
-    let text = |name: &str| match values.get(name) {
-        Some(Value::Text(t)) => Some(t.clone()),
-        _ => None,
-    };
-    match spec {
-        // A URL's credentials are taken only for the address the plan shows: credentials for
-        // another host are not this step's (its id need not name the host).
-        // Without credentials, the URL is the one shown (as the planner sets it).
-        StepSpec::GitClone(g) => {
-            g.repo_url = match text("url").filter(|u| redact_url(u) == g.repo) {
-                Some(url) => url,
-                None if g.repo.contains(REDACTED) => String::new(),
-                None => g.repo.clone(),
-            };
-        }
-        StepSpec::ModelResolve(m) => {
-            if let Some(Value::Source(s)) = values.get("source") {
-                if shown(s) == m.source {
-                    m.secret_source = Some(s.clone());
-                }
-            }
-        }
-        StepSpec::Spawn(sp) => {
-            // The planner's `secret_env` is the whole environment, secrets filled in.
-            sp.secret_env = sp.env.clone();
-            for (name, v) in values {
-                if let (Some(k), Value::Text(t)) = (name.strip_prefix("env:"), v) {
-                    if sp.env.contains_key(k) {
-                        sp.secret_env.insert(k.to_string(), t.clone());
-                    }
-                }
-            }
-        }
-        StepSpec::Probe(p) => {
-            if let Some(url) = text("url").filter(|u| redact_url(u) == p.url) {
-                p.secret_url = url;
-            }
-        }
-        _ => {}
-    }
-}
-
-/// A secret a step needs and does not have: the spec shows `<redacted>` where it goes.
+/// A secret a step's spec names in a placeholder and the plan's secrets lack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingSecret {
     pub step: String,
-    /// What: `env NAME`, `the repository URL's credentials`, ….
+    /// The placeholder's name (`env.LLAMA_API_KEY`, `repo.userinfo`, …).
     pub what: String,
 }
 
 impl std::fmt::Display for MissingSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "step {}: {}", self.step, self.what)
+        write!(f, "step {}: secret `{}`", self.step, self.what)
     }
 }
 
-/// The secrets each step of `plan` lacks (a plan read back from JSON lacks them all).
+/// The secrets each step of `plan` names and its secrets table lacks (a plan read back from
+/// JSON lacks them all).
 pub fn missing(plan: &Plan) -> Vec<MissingSecret> {
     let mut out = Vec::new();
     for step in &plan.steps {
-        let mut lack = |what: String| {
-            out.push(MissingSecret {
-                step: step.id.clone(),
-                what,
+        let has = plan.secrets.for_step(&step.id);
+        let mut named: Vec<String> = holders(step)
+            .iter()
+            .flat_map(|(_, text)| {
+                names_in(text)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
             })
-        };
-        match &step.spec {
-            StepSpec::GitClone(g) if g.repo.contains(REDACTED) && g.repo_url.is_empty() => {
-                lack("the repository URL's credentials".into())
+            .collect();
+        named.sort();
+        named.dedup();
+        for name in named {
+            if has.get(&name).is_none() {
+                out.push(MissingSecret {
+                    step: step.id.clone(),
+                    what: name,
+                });
             }
-            StepSpec::ModelResolve(m) if m.secret_source.is_none() && shows_redacted(&m.source) => {
-                lack("the model URL's credentials".into())
-            }
-            StepSpec::Spawn(sp) => {
-                for (k, v) in &sp.env {
-                    if v == REDACTED && sp.secret_env.get(k).is_none_or(|s| s == REDACTED) {
-                        lack(format!("env {k}"));
-                    }
-                }
-            }
-            StepSpec::Probe(p) if p.url.contains(REDACTED) && p.secret_url.is_empty() => {
-                lack("the server URL's credentials".into())
-            }
-            _ => {}
         }
     }
     out
-}
-
-/// A model source as plans show it.
-fn shown(source: &ModelRef) -> ModelRef {
-    match source {
-        ModelRef::Url { url } => ModelRef::Url {
-            url: redact_url(url),
-        },
-        other => other.clone(),
-    }
-}
-
-fn shows_redacted(source: &ModelRef) -> bool {
-    matches!(source, ModelRef::Url { url } if url.contains(REDACTED))
 }
 
 /// Secrets a plan needs and its sources did not give.
@@ -263,6 +293,6 @@ pub fn read_back(json: &str, sources: &Plan) -> Result<Plan, ReadBackError> {
     if plan.plan_version != PLAN_VERSION {
         return Err(ReadBackError::Version(plan.plan_version));
     }
-    Secrets::of(sources).attach(&mut plan)?;
+    Secrets::of(sources).attach_to(sources, &mut plan)?;
     Ok(plan)
 }

@@ -2,7 +2,9 @@
 //! directories). Strings may hold placeholders that `apply` fills in:
 //! `${cache}`, `${runtime}` and `${config_dir}` (the plan's `roots`), `${port}` (the port
 //! chosen for a replica whose port is `auto`), `${model_path}` (the file the model-resolve step
-//! produced) and `${jobs}` (the build parallelism).
+//! produced) and `${jobs}` (the build parallelism). A secret is a `${secret:NAME}` placeholder
+//! ([`crate::secret_placeholder`]), its value in the plan's secrets table: a spec never holds
+//! one.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -86,10 +88,10 @@ pub struct GpuCheck {
 }
 
 /// Clone (or fetch) a repository into the cache and check out a ref.
-/// `Debug` shows its secrets redacted (`step_debug`).
-#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GitClone {
-    /// Repository URL, credentials redacted.
+    /// Repository URL, its credentials `${secret:repo.userinfo}` (and
+    /// `${secret:repo.<parameter>}` for a signed query).
     pub repo: String,
     #[serde(rename = "ref")]
     pub git_ref: String,
@@ -99,10 +101,6 @@ pub struct GitClone {
     /// The commands, in order: clone when `dir` is absent, then fetch, checkout and
     /// submodule update.
     pub commands: Vec<Vec<String>>,
-    /// The real URL, credentials included; never serialised.
-    #[serde(skip)]
-    #[schemars(skip)]
-    pub repo_url: String,
 }
 
 /// Configure llama.cpp with CMake.
@@ -136,12 +134,13 @@ pub struct CmakeBuild {
 }
 
 /// Make the model file present and verified.
-/// `Debug` shows its secrets redacted (`step_debug`).
-#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ModelResolve {
-    /// The ref as written in the config.
+    /// The ref as written in the config, credentials redacted.
     #[serde(rename = "ref")]
     pub model_ref: String,
+    /// Where the model comes from; a URL's credentials are `${secret:source.userinfo}` and
+    /// `${secret:source.<parameter>}` (a signature, a token).
     pub source: ModelRef,
     /// `sha256:<64 hex>` to verify, when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,11 +150,6 @@ pub struct ModelResolve {
     pub path: String,
     /// Directory for bare names and URL downloads.
     pub cache_dir: String,
-    /// The source with its credentials, when `source` shows them redacted (a URL with a
-    /// password or a signature); never serialised.
-    #[serde(skip)]
-    #[schemars(skip)]
-    pub secret_source: Option<ModelRef>,
 }
 
 /// Check, before anything is spawned, that weights, KV cache and activations fit in VRAM.
@@ -181,8 +175,7 @@ pub enum PortSpec {
 }
 
 /// Start one llama-server replica in its own process group.
-/// `Debug` shows its secrets redacted (`step_debug`).
-#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Spawn {
     pub pool: String,
     pub replica: u32,
@@ -190,7 +183,10 @@ pub struct Spawn {
     pub binary: String,
     /// The exact argv (it holds no secret).
     pub argv: Vec<String>,
-    /// Environment added to the process, secrets shown as `<redacted>`.
+    /// Environment added to the process; a secret value is `${secret:env.NAME}` (`--api-key`
+    /// and `--hf-token` reach the server here, as `LLAMA_API_KEY` and `HF_TOKEN`: the argv
+    /// never holds a secret, since `/proc/<pid>/cmdline` is readable by every local user, and
+    /// the environment only by the server's owner and root).
     pub env: BTreeMap<String, String>,
     pub host: String,
     pub port: PortSpec,
@@ -217,14 +213,6 @@ pub struct Spawn {
     /// the binary must support them, and the key file must be private (0600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
-    /// The environment with the secret values (`LLAMA_API_KEY` for `--api-key`, `HF_TOKEN`
-    /// for `--hf-token`, secret env entries); never serialised, so a plan read back from JSON
-    /// has none and its spawn refuses to start a server with `<redacted>` as a value. The argv
-    /// never holds a secret: llama-server reads them from its environment, which only its
-    /// owner and root can read (`/proc/<pid>/cmdline` is readable by every local user).
-    #[serde(skip)]
-    #[schemars(skip)]
-    pub secret_env: BTreeMap<String, String>,
 }
 
 /// A server's certificate and private key files (resolved paths).
@@ -235,11 +223,11 @@ pub struct TlsFiles {
 }
 
 /// Wait until a replica answers `/health` with 200.
-/// `Debug` shows its secrets redacted (`step_debug`).
-#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Probe {
     pub pool: String,
     pub replica: u32,
+    /// The server's URL; its credentials (an external server's) are `${secret:url.userinfo}`.
     pub url: String,
     pub health_path: String,
     /// `/metrics` must answer 200 too.
@@ -256,18 +244,9 @@ pub struct Probe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff_path: Option<String>,
     /// The API key its server requires, by reference (never the key): read when `/metrics` is
-    /// asked.
+    /// asked. A key the pool gives as a flag or env value is the step's secret `api_key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<SecretRef>,
-    /// The URL with its credentials, when `url` shows them redacted; never serialised.
-    #[serde(skip)]
-    #[schemars(skip)]
-    pub secret_url: String,
-    /// The API key its server gets when the pool gives it as a flag or env value (not by
-    /// reference); never serialised, so a plan read back from JSON has none.
-    #[serde(skip)]
-    #[schemars(skip)]
-    pub secret_api_key: Option<String>,
 }
 
 /// Tell the orchestrator where the replica runs, written only after the probe passed.

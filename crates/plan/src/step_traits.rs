@@ -2,8 +2,12 @@
 //! is one exhaustive `match` (no catch-all arm), so a new kind fails to compile until each is
 //! decided for it; the executor asks these and matches no kind and no id prefix.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 
+use crate::secret_placeholder::names_in;
+use crate::secrets::StepSecrets;
 use crate::step::StepSpec;
 use crate::step_kind::StepKind;
 
@@ -95,14 +99,26 @@ pub fn retire_rank_of(kind: &str) -> u8 {
 }
 
 impl StepSpec {
-    /// The secrets the fingerprint digests (never stores): a field name and the secret values,
-    /// `None` when the step has none or they need not rerun it.
-    pub fn secret_input(&self) -> Option<(&'static str, Value)> {
+    /// The secrets the fingerprint digests (never stores): a field name and the spec's
+    /// secret-holding field with `secrets` filled in, `None` when the step has no secret or
+    /// they need not rerun it. (The same values as before secrets moved out of the specs, so
+    /// state files keep their fingerprints: a spawn's whole environment, the clone's URL.)
+    pub fn secret_input(&self, secrets: &StepSecrets) -> Option<(&'static str, Value)> {
+        let holds = |text: &str| !names_in(text).is_empty();
         match self {
             // A changed `--api-key`, `--hf-token` or secret env entry restarts the server.
-            StepSpec::Spawn(s) => (s.env != s.secret_env).then(|| ("env", json!(s.secret_env))),
+            StepSpec::Spawn(s) => s.env.values().any(|v| holds(v)).then(|| {
+                let env: BTreeMap<&String, String> = s
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k, secrets.expand_known(v)))
+                    .collect();
+                ("env", json!(env))
+            }),
             // Changed credentials in the repository URL fetch again.
-            StepSpec::GitClone(g) => (g.repo != g.repo_url).then(|| ("url", json!(g.repo_url))),
+            StepSpec::GitClone(g) => {
+                holds(&g.repo).then(|| ("url", json!(secrets.expand_known(&g.repo))))
+            }
             // The file is kept by its digest: a new signature or token for the same file
             // downloads nothing.
             StepSpec::ModelResolve(_) => None,

@@ -92,14 +92,20 @@ fn secrets_never_appear_in_plans() {
         );
     }
     assert!(json.contains("<redacted>"));
-    // The process still gets the real value.
+    // The spec names each secret; the process still gets the real value, from the plan's
+    // secrets table.
     let spawn = plan.steps.iter().find_map(|s| match &s.spec {
-        provision_plan::StepSpec::Spawn(sp) if sp.pool == "chat" => Some(sp.clone()),
+        provision_plan::StepSpec::Spawn(sp) if sp.pool == "chat" => {
+            Some((s.id.clone(), sp.clone()))
+        }
         _ => None,
     });
-    let spawn = spawn.expect("chat has a spawn step");
-    assert_eq!(spawn.secret_env["LLAMA_API_KEY"], "sk-do-not-print");
-    assert_eq!(spawn.secret_env["HF_TOKEN"], "hf_not_a_real_token");
+    let (id, spawn) = spawn.expect("chat has a spawn step");
+    assert_eq!(spawn.env["LLAMA_API_KEY"], "${secret:env.LLAMA_API_KEY}");
+    assert_eq!(spawn.env["HF_TOKEN"], "${secret:env.HF_TOKEN}");
+    let secrets = plan.secrets.for_step(&id);
+    assert_eq!(secrets.get("env.LLAMA_API_KEY"), Some("sk-do-not-print"));
+    assert_eq!(secrets.get("env.HF_TOKEN"), Some("hf_not_a_real_token"));
 }
 
 #[test]

@@ -93,7 +93,12 @@ fn a_plan_read_back_from_json_and_given_its_secrets_is_the_in_memory_plan() {
     // values, reserved ports): what the steps run with, their fingerprints, argv and env.
     assert_eq!(back, plan);
     for (a, b) in back.steps.iter().zip(&plan.steps) {
-        assert_eq!(a.spec.secret_input(), b.spec.secret_input(), "{}", a.id);
+        assert_eq!(
+            a.spec.secret_input(back.secrets.for_step(&a.id)),
+            b.spec.secret_input(plan.secrets.for_step(&b.id)),
+            "{}",
+            a.id
+        );
     }
 }
 
@@ -107,17 +112,19 @@ fn the_secrets_table_is_keyed_by_step_id_and_names_without_values_in_its_debug()
             .iter()
             .any(|(s, n)| s.starts_with(step) && n.as_str() == name)
     };
-    assert!(has("spawn:web/r0", "env:LLAMA_API_KEY"), "{names:?}");
-    assert!(has("spawn:web/r1", "env:HF_TOKEN"), "{names:?}");
-    assert!(has("spawn:web/r0", "env:DB_PASS"), "{names:?}");
-    assert!(has("git-clone:", "url"), "{names:?}");
-    assert!(has("model-resolve:", "source"), "{names:?}");
-    assert!(has("probe:ext/", "url"), "{names:?}");
+    assert!(has("spawn:web/r0", "env.LLAMA_API_KEY"), "{names:?}");
+    assert!(has("spawn:web/r1", "env.HF_TOKEN"), "{names:?}");
+    assert!(has("spawn:web/r0", "env.DB_PASS"), "{names:?}");
+    assert!(has("git-clone:", "repo.userinfo"), "{names:?}");
+    assert!(has("model-resolve:", "source.userinfo"), "{names:?}");
+    assert!(has("model-resolve:", "source.X-Amz-Signature"), "{names:?}");
+    assert!(has("probe:ext/", "url.userinfo"), "{names:?}");
     assert!(has("probe:web/r0", "api_key"), "{names:?}");
+    assert!(!has("spawn:web/r0", "env.LOG_LEVEL"), "{names:?}");
     // Neither the table's nor the plan's `Debug` (a failed assertion, a log) shows a value.
     let debug = format!("{table:?} {plan:?} {plan:#?}");
     assert!(
-        debug.contains("secret_env") && debug.contains("reserved_ports: {8091}"),
+        debug.contains("env.LLAMA_API_KEY") && debug.contains("reserved_ports: {8091}"),
         "{}",
         debug.len()
     );
@@ -145,8 +152,8 @@ fn a_plan_read_back_without_its_secrets_names_every_one_it_lacks() {
         "git-clone:",
         "model-resolve:",
         "spawn:web/r0",
-        "env LLAMA_API_KEY",
-        "env DB_PASS",
+        "secret `env.LLAMA_API_KEY`",
+        "secret `env.DB_PASS`",
         "probe:ext/",
     ] {
         assert!(all.contains(want), "{want} not in:\n{all}");

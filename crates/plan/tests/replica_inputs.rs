@@ -123,7 +123,7 @@ fn the_probe_carries_the_api_key_reference_and_a_changed_reference_changes_it() 
     let by_env = plan_of(&config("    api_key: {env: A_KEY}\n", "", 9000));
     let p = probe(&by_env, "probe:a/r1");
     assert_eq!(p.api_key, Some(SecretRef::Env("A_KEY".into())));
-    assert_eq!(p.secret_api_key, None);
+    assert_eq!(by_env.secrets.for_step("probe:a/r1").get("api_key"), None);
     assert_eq!(probe(&by_env, "probe:b/r0").api_key, None);
     let by_file = plan_of(&config("    api_key: {file: keys/a}\n", "", 9000));
     assert_eq!(
@@ -142,7 +142,10 @@ fn a_key_given_as_a_flag_reaches_the_probe_but_never_its_serialised_spec() {
     let plan = plan_of(&config("", &format!(", --api-key, {key}"), 9000));
     let p = probe(&plan, "probe:a/r0");
     assert_eq!(p.api_key, None);
-    assert_eq!(p.secret_api_key.as_deref(), Some(key));
+    assert_eq!(
+        plan.secrets.for_step("probe:a/r0").get("api_key"),
+        Some(key)
+    );
     assert!(!plan.to_json().contains(key));
 }
 

@@ -1,6 +1,8 @@
 //! Secrets never reach a plan (JSON or text), and never a server's argv: `--api-key` and
 //! `--hf-token` go to the server's environment; URL credentials (userinfo, signed query
-//! parameters) and secret env values are shown as `<redacted>`.
+//! parameters) and secret env values are `${secret:NAME}` placeholders in the specs (their
+//! values in the plan's secrets table, which is never serialised) and `<redacted>` where a
+//! plan shows them to a person.
 
 use provision_plan::{Document, Plan, PlanOptions, Roots, StepSpec};
 
@@ -53,6 +55,12 @@ fn config(extra_provisioning: &str) -> String {
     )
 }
 
+/// The secret `name` of the first step whose id starts with `prefix`.
+fn secret<'p>(plan: &'p Plan, prefix: &str, name: &str) -> Option<&'p str> {
+    let step = plan.steps.iter().find(|s| s.id.starts_with(prefix))?;
+    plan.secrets.for_step(&step.id).get(name)
+}
+
 fn spawn(plan: &Plan) -> provision_plan::step::Spawn {
     plan.steps
         .iter()
@@ -80,9 +88,18 @@ fn url_credentials_and_secret_env_never_appear_in_plans() {
     }
     assert!(json.contains("X-Amz-Signature=<redacted>"), "{json}");
     assert!(
+        json.contains("X-Amz-Signature=${secret:source.X-Amz-Signature}"),
+        "{json}"
+    );
+    assert!(
         json.contains("https://<redacted>@gw.example:8443"),
         "{json}"
     );
+    assert!(
+        json.contains("https://${secret:url.userinfo}@gw.example:8443"),
+        "{json}"
+    );
+    assert!(!text.contains("${secret:"), "{text}");
     // Non-secrets stay readable.
     assert!(json.contains("X-Amz-Expires=60") && json.contains("\"LOG_LEVEL\": \"info\""));
 }
@@ -97,12 +114,12 @@ fn secret_flags_reach_the_server_in_its_environment_not_its_argv() {
         "{argv}"
     );
     assert!(argv.contains("--threads 2"), "{argv}");
-    assert_eq!(sp.env["LLAMA_API_KEY"], "<redacted>");
-    assert_eq!(sp.env["HF_TOKEN"], "<redacted>");
-    assert_eq!(sp.env["DB_PASS"], "<redacted>");
-    assert_eq!(sp.secret_env["LLAMA_API_KEY"], API_KEY);
-    assert_eq!(sp.secret_env["HF_TOKEN"], HF_TOKEN);
-    assert_eq!(sp.secret_env["DB_PASS"], DB_PASS);
+    assert_eq!(sp.env["LLAMA_API_KEY"], "${secret:env.LLAMA_API_KEY}");
+    assert_eq!(sp.env["HF_TOKEN"], "${secret:env.HF_TOKEN}");
+    assert_eq!(sp.env["DB_PASS"], "${secret:env.DB_PASS}");
+    assert_eq!(secret(&plan, "spawn:", "env.LLAMA_API_KEY"), Some(API_KEY));
+    assert_eq!(secret(&plan, "spawn:", "env.HF_TOKEN"), Some(HF_TOKEN));
+    assert_eq!(secret(&plan, "spawn:", "env.DB_PASS"), Some(DB_PASS));
 }
 
 #[test]
@@ -112,7 +129,7 @@ fn secret_env_lists_more_names() {
         &format!("LOG_LEVEL: info, DB_URL: {DECLARED}"),
     ));
     assert!(!plan.to_json().contains(DECLARED));
-    assert_eq!(spawn(&plan).secret_env["DB_URL"], DECLARED);
+    assert_eq!(secret(&plan, "spawn:", "env.DB_URL"), Some(DECLARED));
 }
 
 #[test]
@@ -126,10 +143,27 @@ fn the_real_values_stay_for_apply_and_the_redactor_knows_them() {
             _ => None,
         })
         .unwrap();
-    match model.secret_source {
-        Some(provision_plan::model_ref::ModelRef::Url { url }) => assert!(url.contains(PASSWORD)),
+    match model.source {
+        provision_plan::model_ref::ModelRef::Url { url } => assert_eq!(
+            url,
+            "https://${secret:source.userinfo}@models.example/m.gguf?X-Amz-Expires=60&X-Amz-Signature=${secret:source.X-Amz-Signature}"
+        ),
         other => panic!("{other:?}"),
     }
+    let userinfo = format!("bob:{PASSWORD}");
+    assert_eq!(
+        secret(&plan, "model-resolve:", "source.userinfo"),
+        Some(userinfo.as_str())
+    );
+    assert_eq!(
+        secret(&plan, "model-resolve:", "source.X-Amz-Signature"),
+        Some(SIGNATURE)
+    );
+    let ops = format!("ops:{EXTERNAL_PW}");
+    assert_eq!(
+        secret(&plan, "probe:ext/", "url.userinfo"),
+        Some(ops.as_str())
+    );
     let r = provision_plan::redact::Redactor::for_plan(&plan);
     let line = format!("{API_KEY} {HF_TOKEN} {DB_PASS} {PASSWORD} {SIGNATURE} {EXTERNAL_PW}");
     assert_eq!(r.redact(&line), ["<redacted>"; 6].join(" "));
@@ -145,11 +179,43 @@ fn an_env_value_holding_url_credentials_is_secret_whatever_its_name() {
     assert!(!plan.to_json().contains(MIRROR_PW), "{}", plan.to_json());
     assert!(!provision_plan::render_text(&plan).contains(MIRROR_PW));
     let sp = spawn(&plan);
-    assert_eq!(sp.env["MIRROR"], "<redacted>");
+    assert_eq!(sp.env["MIRROR"], "${secret:env.MIRROR}");
     assert_eq!(sp.env["LOG_LEVEL"], "info");
-    assert!(sp.secret_env["MIRROR"].contains(MIRROR_PW));
+    assert!(secret(&plan, "spawn:", "env.MIRROR")
+        .unwrap()
+        .contains(MIRROR_PW));
     let redactor = provision_plan::redact::Redactor::for_plan(&plan);
     assert!(!redactor
         .redact(&format!("the server said {MIRROR_PW}"))
         .contains(MIRROR_PW));
+}
+
+#[test]
+fn an_env_value_that_looks_like_a_placeholder_reaches_the_server_as_written() {
+    let plan = plan_of(&config("").replace(
+        "LOG_LEVEL: info",
+        "LOG_LEVEL: info, TEMPLATE: 'x ${secret:env.LOG_LEVEL} y', 'ODD}PASS': pw-0009",
+    ));
+    let sp = spawn(&plan);
+    let id = plan
+        .steps
+        .iter()
+        .find(|s| s.id.starts_with("spawn:"))
+        .unwrap()
+        .id
+        .clone();
+    let secrets = plan.secrets.for_step(&id);
+    for (k, want) in [
+        ("TEMPLATE", "x ${secret:env.LOG_LEVEL} y"),
+        ("ODD}PASS", "pw-0009"),
+        ("LOG_LEVEL", "info"),
+    ] {
+        assert_eq!(secrets.expand(&id, &sp.env[k]).unwrap(), want, "{k}");
+    }
+    assert!(!plan.to_json().contains("pw-0009"));
+    assert!(
+        sp.env["ODD}PASS"].starts_with("${secret:env#"),
+        "{:?}",
+        sp.env
+    );
 }

@@ -15,21 +15,22 @@ use provision_plan::outputs::GitCloneOutputs;
 use provision_plan::planner::redact_url;
 use provision_plan::step::GitClone;
 
+use crate::credentials::Remote;
 use crate::error::GitError;
 use crate::facts::{local_tag, real_url, unknown_ref};
-use crate::git::{git, git_in, is_local, note, read};
+use crate::git::{git, git_in, note, read};
 use crate::refs::{parse_ls_remote, resolve_in, RefKind};
 
 /// Clone or update the checkout and check out the ref. Outputs `commit` (full SHA) and `dir`;
 /// the artifact is the checkout directory.
 pub fn run(spec: &GitClone, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
-    let url = real_url(spec, cx)?;
+    let remote = real_url(spec, cx)?;
     let dir = cx.path(&spec.dir);
     let job = Job {
         spec,
-        url: &url,
+        remote: &remote,
         dir: &dir,
-        local: is_local(&url),
+        local: remote.is_local(),
         cx,
     };
     let commit = match job.attempt() {
@@ -71,20 +72,24 @@ impl From<GitError> for Failure {
 
 struct Job<'a> {
     spec: &'a GitClone,
-    url: &'a str,
+    /// The repository: its URL without credentials, which go in git's environment.
+    remote: &'a Remote,
     dir: &'a Path,
     local: bool,
     cx: &'a StepContext<'a>,
 }
 
 impl Job<'_> {
+    /// git in the checkout, with the repository's credentials (fetch and submodules need
+    /// them; other commands ignore them).
     fn git_in(&self, args: &[&str]) -> provision_executor::command::StepCommand {
-        git_in(self.dir, args.iter().copied(), self.local)
+        self.remote
+            .authorize(git_in(self.dir, args.iter().copied(), self.local))
     }
 
     fn unreachable(&self, e: &provision_executor::command::CommandError) -> GitError {
         GitError::Unreachable {
-            repo: redact_url(self.url),
+            repo: self.remote.shown.clone(),
             tail: e.tail().to_string(),
             command: e.failed_command(),
         }
@@ -138,17 +143,18 @@ impl Job<'_> {
             })?;
         }
         let partial_s = partial.display().to_string();
-        git(
-            ["clone", "--no-checkout", "--", self.url, &partial_s],
-            self.local,
-        )
-        .run(self.cx)
-        .map_err(|e| match e {
-            provision_executor::command::CommandError::Cancelled { .. } => {
-                Failure::Final(GitError::Command(e))
-            }
-            e => Failure::Final(self.unreachable(&e)),
-        })?;
+        self.remote
+            .authorize(git(
+                ["clone", "--no-checkout", "--", &self.remote.url, &partial_s],
+                self.local,
+            ))
+            .run(self.cx)
+            .map_err(|e| match e {
+                provision_executor::command::CommandError::Cancelled { .. } => {
+                    Failure::Final(GitError::Command(e))
+                }
+                e => Failure::Final(self.unreachable(&e)),
+            })?;
         std::fs::rename(&partial, self.dir).map_err(|e| {
             Failure::Final(corrupt(
                 self.dir,
@@ -174,13 +180,25 @@ impl Job<'_> {
             self.cx,
         )
         .unwrap_or_default();
-        if origin != self.url {
-            return Err(Failure::Cache(format!(
-                "its origin is {}",
-                redact_url(&origin)
-            )));
+        if origin == self.remote.url {
+            return Ok(());
         }
-        Ok(())
+        // A checkout cloned (by an earlier provision) with the credentials in its URL: the
+        // same origin; its `.git/config` loses them.
+        if Remote::parse(&origin).url == self.remote.url {
+            self.git_in(&["remote", "set-url", "origin", &self.remote.url])
+                .run(self.cx)
+                .map_err(|e| cache_or_cancel(e, "`git remote set-url origin` failed"))?;
+            note(
+                self.cx,
+                "removed the credentials from the checkout's origin URL",
+            );
+            return Ok(());
+        }
+        Err(Failure::Cache(format!(
+            "its origin is {}",
+            redact_url(&origin)
+        )))
     }
 
     fn fetch(&self, r: &str) -> Result<(), Failure> {
@@ -213,11 +231,8 @@ impl Job<'_> {
     }
 
     fn remote_reachable(&self) -> bool {
-        read(
-            git(["ls-remote", "--", self.url, "HEAD"], self.local),
-            self.cx,
-        )
-        .is_ok()
+        let listing = git(["ls-remote", "--", &self.remote.url, "HEAD"], self.local);
+        read(self.remote.authorize(listing), self.cx).is_ok()
     }
 
     /// The commit `r` names in the checkout: tag, branch (as fetched), full ref, commit.
@@ -251,19 +266,17 @@ impl Job<'_> {
     /// the cache is to blame; otherwise it is an unknown ref.
     fn unknown(&self, r: &str, kind: RefKind, fresh: bool) -> Failure {
         if !fresh && kind == RefKind::Name {
-            let listed = read(
-                git(
-                    [
-                        "ls-remote".to_string(),
-                        "--".into(),
-                        self.url.to_string(),
-                        format!("refs/tags/{r}"),
-                        format!("refs/heads/{r}"),
-                    ],
-                    self.local,
-                ),
-                self.cx,
+            let listing = git(
+                [
+                    "ls-remote".to_string(),
+                    "--".into(),
+                    self.remote.url.clone(),
+                    format!("refs/tags/{r}"),
+                    format!("refs/heads/{r}"),
+                ],
+                self.local,
             );
+            let listed = read(self.remote.authorize(listing), self.cx);
             if let Ok(out) = listed {
                 if resolve_in(&parse_ls_remote(&out), r).is_some() {
                     return Failure::Cache(format!("fetch did not bring `{r}`"));
@@ -272,7 +285,7 @@ impl Job<'_> {
         }
         // A commit the fetched checkout does not have is unknown to the repository: fetch
         // would have failed on a broken cache.
-        Failure::Final(unknown_ref(self.spec, self.url, self.cx))
+        Failure::Final(unknown_ref(self.spec, self.remote, self.cx))
     }
 
     fn check_out(&self, commit: &str) -> Result<(), Failure> {
@@ -312,7 +325,7 @@ impl Job<'_> {
                     Failure::Final(GitError::Command(e))
                 }
                 e => Failure::Final(GitError::Submodules {
-                    repo: redact_url(self.url),
+                    repo: self.remote.shown.clone(),
                     tail: e.tail().to_string(),
                     command: e.failed_command(),
                 }),

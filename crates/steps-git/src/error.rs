@@ -32,9 +32,9 @@ pub enum GitError {
         /// The git command that failed.
         command: Option<Box<FailedCommand>>,
     },
-    /// The plan lost the repository URL's credentials (a plan read back from JSON).
-    #[error("the repository URL {repo} has its credentials redacted in this plan")]
-    RedactedUrl { repo: String },
+    /// The plan lacks the repository URL's credentials (a plan read back from JSON alone).
+    #[error(transparent)]
+    UnknownSecret(#[from] provision_plan::secrets::UnknownSecret),
     #[error(transparent)]
     Command(#[from] CommandError),
 }
@@ -64,8 +64,7 @@ impl From<GitError> for StepError {
             GitError::Submodules { tail, command, .. } => StepError::new(message).with_command(command)
                 .hint("check that the submodule URLs in .gitmodules are reachable, or set `submodules: false`")
                 .tail(tail),
-            GitError::RedactedUrl { .. } => StepError::new(message)
-                .hint("plan again from the config file: the real URL is never written to a plan"),
+            GitError::UnknownSecret(e) => e.into(),
             GitError::Command(e) => e.into(),
         }
     }

@@ -14,11 +14,11 @@
 use std::path::Path;
 
 use provision_executor::{Facts, StepContext, StepError};
-use provision_plan::planner::redact_url;
 use provision_plan::step::GitClone;
 
+use crate::credentials::Remote;
 use crate::error::GitError;
-use crate::git::{git, git_in, is_local, note, read};
+use crate::git::{git, git_in, note, read};
 use crate::refs::{nearest, parse_ls_remote, resolve_ref, tags_in, RefKind};
 use crate::tag_cache::{RefLookup, TagCache};
 
@@ -28,30 +28,21 @@ pub fn facts(spec: &GitClone, cx: &StepContext<'_>, lookup: RefLookup) -> Result
     Ok(Facts::from([("commit".to_string(), commit)]))
 }
 
-/// The URL to use: the real one (credentials included) when the plan has it, with the plan's
-/// placeholders expanded (a repo path relative to the config file is `${config_dir}/…`).
-pub(crate) fn real_url(spec: &GitClone, cx: &StepContext<'_>) -> Result<String, GitError> {
-    let url = if spec.repo_url.is_empty() {
-        &spec.repo
-    } else {
-        &spec.repo_url
-    };
-    if url.contains("://<redacted>@") {
-        return Err(GitError::RedactedUrl {
-            repo: spec.repo.clone(),
-        });
-    }
-    let url = cx.expand(url);
+/// The URL to use, with the plan's placeholders expanded (a repo path relative to the config
+/// file is `${config_dir}/…`) and its credentials (`${secret:repo.userinfo}`) filled in from
+/// the step's secrets: for git only, never shown (errors and notes show it redacted).
+pub(crate) fn real_url(spec: &GitClone, cx: &StepContext<'_>) -> Result<Remote, GitError> {
+    let url = cx.secrets.expand(&cx.step.id, &cx.expand(&spec.repo))?;
     // A local repository by its canonical path: `a/../b`, a symlinked checkout of the same
     // config (CI's clone and a developer's) and the target of a symlink all name one origin,
     // so the cached clone is reused instead of being deleted and cloned again as "another
     // origin". A path that does not exist stays as written (the clone reports it).
     if url.starts_with('/') {
         if let Ok(canonical) = std::fs::canonicalize(&url) {
-            return Ok(canonical.to_string_lossy().into_owned());
+            return Ok(Remote::parse(&canonical.to_string_lossy()));
         }
     }
-    Ok(url)
+    Ok(Remote::parse(&url))
 }
 
 fn current_commit(
@@ -64,9 +55,9 @@ fn current_commit(
     if kind == RefKind::FullSha {
         return Ok(r.to_ascii_lowercase());
     }
-    let url = real_url(spec, cx)?;
+    let remote = real_url(spec, cx)?;
     let tags = TagCache::in_cache(cx);
-    let repo = redact_url(&url);
+    let repo = remote.shown.clone();
     if lookup == RefLookup::Cached {
         if let Some(sha) = tags.lookup(&repo, r) {
             return Ok(sha);
@@ -79,12 +70,12 @@ fn current_commit(
         r.to_string(),
     ];
     let listed = read(
-        git(
-            ["ls-remote".to_string(), "--".into(), url.clone()]
+        remote.authorize(git(
+            ["ls-remote".to_string(), "--".into(), remote.url.clone()]
                 .into_iter()
                 .chain(patterns),
-            is_local(&url),
-        ),
+            remote.is_local(),
+        )),
         cx,
     );
     match listed {
@@ -102,14 +93,17 @@ fn current_commit(
             if kind == RefKind::AbbreviatedSha {
                 return Ok(r.to_ascii_lowercase());
             }
-            Err(unknown_ref(spec, &url, cx))
+            Err(unknown_ref(spec, &remote, cx))
         }
         Err(e) => {
             let dir = cx.path(&spec.dir);
             if let Some(sha) = local_tag(&dir, r, cx) {
                 note(
                     cx,
-                    &format!("{} is unreachable; using tag {r} from the cache", spec.repo),
+                    &format!(
+                        "{} is unreachable; using tag {r} from the cache",
+                        provision_plan::secret_placeholder::shown(&spec.repo)
+                    ),
                 );
                 return Ok(sha);
             }
@@ -117,7 +111,7 @@ fn current_commit(
                 return Ok(r.to_ascii_lowercase());
             }
             Err(GitError::Unreachable {
-                repo: redact_url(&url),
+                repo: remote.shown.clone(),
                 tail: e.tail().to_string(),
                 command: e.failed_command(),
             })
@@ -148,12 +142,16 @@ pub(crate) fn local_tag(dir: &Path, r: &str, cx: &StepContext<'_>) -> Option<Str
 }
 
 /// An unknown-ref error listing the repository's nearest tags (as far as it can list them).
-pub(crate) fn unknown_ref(spec: &GitClone, url: &str, cx: &StepContext<'_>) -> GitError {
-    let tags = read(git(["ls-remote", "--tags", "--", url], is_local(url)), cx)
+pub(crate) fn unknown_ref(spec: &GitClone, remote: &Remote, cx: &StepContext<'_>) -> GitError {
+    let listing = git(
+        ["ls-remote", "--tags", "--", &remote.url],
+        remote.is_local(),
+    );
+    let tags = read(remote.authorize(listing), cx)
         .map(|out| tags_in(&parse_ls_remote(&out)))
         .unwrap_or_default();
     GitError::UnknownRef {
-        repo: redact_url(url),
+        repo: remote.shown.clone(),
         git_ref: spec.git_ref.trim().to_string(),
         nearest: nearest(spec.git_ref.trim(), &tags),
     }

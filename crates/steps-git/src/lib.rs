@@ -6,6 +6,7 @@
 //! Credentials in repository URLs never appear in logs, errors or outputs.
 
 mod checkout;
+mod credentials;
 mod error;
 mod facts;
 mod git;

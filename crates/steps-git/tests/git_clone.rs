@@ -319,7 +319,10 @@ fn credentials_never_appear_in_errors_or_logs() {
     let url = "https://alice:hunter2-token@127.0.0.1:9/org/repo.git";
     let ws = workspace(url, "main", false);
     let spec = spec(&ws);
-    assert_eq!(spec.repo, "https://<redacted>@127.0.0.1:9/org/repo.git");
+    assert_eq!(
+        spec.repo,
+        "https://${secret:repo.userinfo}@127.0.0.1:9/org/repo.git"
+    );
     for err in [fact(&ws).unwrap_err(), run_step(&ws).unwrap_err()] {
         let all = format!("{err:?}");
         assert!(!all.contains("hunter2"), "{all}");
@@ -329,22 +332,31 @@ fn credentials_never_appear_in_errors_or_logs() {
         );
     }
     let log = ws.log_text();
-    assert!(log.contains("<redacted>@127.0.0.1:9"), "{log}");
+    // git's command line has the URL without its credentials (they go in its environment).
+    assert!(log.contains("https://127.0.0.1:9/org/repo.git"), "{log}");
     assert!(!log.contains("hunter2"), "{log}");
 }
 
 #[test]
-fn a_plan_without_the_real_url_is_refused() {
-    let ws = workspace("https://bob:tok@127.0.0.1:9/x.git", "main", false);
-    let mut spec = spec(&ws);
-    spec.repo_url.clear();
-    let err = run(&spec, &ws.cx("git-clone", BTreeMap::new())).unwrap_err();
-    assert!(
-        err.message.contains("credentials redacted"),
-        "{}",
-        err.message
-    );
-    assert!(err.hint.unwrap().contains("plan again"));
+fn a_plan_without_the_url_credentials_is_refused_naming_step_and_secret() {
+    let mut ws = workspace("https://bob:tok@127.0.0.1:9/x.git", "main", false);
+    let spec = spec(&ws);
+    // As a plan read back from JSON alone: the placeholder, no value.
+    ws.plan.secrets = Default::default();
+    let cx = ws.cx("git-clone", BTreeMap::new());
+    for err in [
+        run(&spec, &cx).unwrap_err(),
+        facts(&spec, &cx, RefLookup::Cached).unwrap_err(),
+    ] {
+        assert!(
+            err.message.contains("step git-clone:")
+                && err.message.contains("secret `repo.userinfo`"),
+            "{}",
+            err.message
+        );
+        assert!(err.hint.unwrap().contains("plan again"));
+        assert!(!ws.log_text().contains("${secret"), "{}", ws.log_text());
+    }
 }
 
 #[test]

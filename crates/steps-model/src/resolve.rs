@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use provision_executor::{Cancel, Facts, Outcome, StepContext, StepError};
 use provision_plan::model_ref::ModelRef;
 use provision_plan::outputs::ModelResolveOutputs;
-use provision_plan::redact::REDACTED;
 use provision_plan::step::ModelResolve;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -464,25 +463,22 @@ pub fn facts(
     env: &ModelEnv,
 ) -> Result<Facts, StepError> {
     facts_for(
-        real_source(spec)?,
+        &real_source(spec, cx)?,
         &Where::of_step(spec, cx),
         env,
         &cx.cancel,
     )
 }
 
-/// The source with its credentials (the plan shows them redacted). A plan that lost them
-/// (read back from JSON) fails here rather than asking for `<redacted>`.
-fn real_source(spec: &ModelResolve) -> Result<&ModelRef, StepError> {
-    match (&spec.secret_source, &spec.source) {
-        (Some(real), _) => Ok(real),
-        (None, ModelRef::Url { url }) if url.contains(REDACTED) => Err(StepError::new(format!(
-            "the credentials of the model URL {url} are not in the plan"
-        ))
-        .hint(
-            "secrets are never written into a plan: apply from the config, not from a saved plan",
-        )),
-        (None, shown) => Ok(shown),
+/// The source with its credentials (`${secret:source.…}` in the spec) filled in from the
+/// step's secrets: only to fetch, never to show (a URL is shown and recorded redacted). A plan
+/// that lacks them (read back from JSON alone) fails here, naming the secret.
+fn real_source(spec: &ModelResolve, cx: &StepContext<'_>) -> Result<ModelRef, StepError> {
+    match &spec.source {
+        ModelRef::Url { url } => Ok(ModelRef::Url {
+            url: cx.expand_secrets(url)?,
+        }),
+        other => Ok(other.clone()),
     }
 }
 
@@ -496,7 +492,7 @@ pub fn run(
     let at = Where::of_step(spec, cx);
     let log = cx.log.clone();
     let r = resolve(
-        real_source(spec)?,
+        &real_source(spec, cx)?,
         spec.checksum.as_deref(),
         &at,
         env,

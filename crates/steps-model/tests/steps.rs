@@ -319,3 +319,98 @@ fn the_fit_reads_split_mode_and_batch_sizes_from_its_spec() {
         "auto may turn it off: the larger buffers"
     );
 }
+
+/// A server on 127.0.0.1 that serves `body` only to a request whose query carries `sig=<sig>`
+/// (403 otherwise); the request targets it saw.
+fn signed_server(
+    body: Vec<u8>,
+    sig: &'static str,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let mut h = String::new();
+            while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
+                h.clear();
+            }
+            let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let head = line.starts_with("HEAD");
+            log.lock().unwrap().push(target.clone());
+            let ok = target.contains(&format!("sig={sig}"));
+            let (status, payload): (&str, &[u8]) = if ok {
+                ("200 OK", &body)
+            } else {
+                ("403 Forbidden", b"")
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                payload.len()
+            );
+            if !head {
+                let _ = conn.write_all(payload);
+            }
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn a_signed_model_url_gets_its_signature_from_the_step_secrets_only_at_the_request() {
+    const SIG: &str = "s1gnature-0401";
+    let bytes = GgufWriter::llama(LlamaShape {
+        n_layer: 2,
+        n_embd: 64,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 128,
+        n_vocab: 300,
+        n_ctx_train: 4096,
+        weight_type: 0,
+        output: true,
+    })
+    .to_bytes();
+    let (port, seen) = signed_server(bytes, SIG);
+    let url = format!("http://127.0.0.1:{port}/m.gguf?sig={SIG}");
+    let mut ws = Workspace::new(&config("", "").replace("./models/tiny.gguf", &format!("'{url}'")));
+    let spec = resolve_spec(&ws);
+    assert_eq!(
+        spec.source,
+        provision_plan::model_ref::ModelRef::Url {
+            url: format!("http://127.0.0.1:{port}/m.gguf?sig=${{secret:source.sig}}")
+        }
+    );
+    let cx = ws.cx("model-resolve", BTreeMap::new());
+    let out = provision_steps_model::run(&spec, &cx, &env()).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(recorded(out.outputs.clone())["architecture"], "llama");
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|t| t.ends_with(&format!("sig={SIG}"))));
+    let shown = format!("{out:?} {}", ws.log_text());
+    assert!(!shown.contains(SIG), "{shown}");
+    drop(cx);
+
+    // Without its secrets (a plan read back from JSON alone): refused, naming the step and the
+    // secret, and nothing is asked.
+    let before = seen.lock().unwrap().len();
+    ws.plan.secrets = Default::default();
+    let cx = ws.cx("model-resolve", BTreeMap::new());
+    let err = provision_steps_model::facts(&spec, &cx, &env()).unwrap_err();
+    assert!(
+        err.message.contains("step model-resolve:") && err.message.contains("`source.sig`"),
+        "{}",
+        err.message
+    );
+    assert!(err.hint.unwrap().contains("plan again"));
+    assert_eq!(seen.lock().unwrap().len(), before);
+}

@@ -2,45 +2,38 @@
 //! that group or others may read or write is refused before a server starts (as ssh refuses a
 //! loose identity file), naming the file and `chmod 600`.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use provision_executor::StepError;
+use provision_plan::secret_ref::key_file_problem;
 
-/// Mode bits that let anyone but the owner read, write or run the file.
-const NOT_OWNER: u32 = 0o077;
-
-/// `what` (`API key file`, `TLS private key file`) at `path` is a regular file only its owner
-/// may use; else the error says which file and how to fix it.
+/// `what` (`API key file`, `TLS private key file`) at `path` is a regular file of this user or
+/// root that only its owner may use (checked on an open descriptor: see
+/// [`key_file_problem`]); else the error says which file and how to fix it.
 pub fn check_private(what: &str, path: &Path) -> Result<(), StepError> {
-    let meta = std::fs::metadata(path).map_err(|e| {
+    let unreadable = |e: std::io::Error| {
         StepError::new(format!("cannot read the {what} {}: {e}", path.display())).hint(
             "check the path in the pool's config (relative paths are relative to the config file)",
         )
-    })?;
-    if !meta.is_file() {
-        return Err(StepError::new(format!(
-            "the {what} {} is not a regular file",
-            path.display()
-        )));
+    };
+    // O_NONBLOCK: opening a FIFO does not wait for a writer (refused as not a regular file).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    match key_file_problem(what, &path.display().to_string(), &meta) {
+        Some(problem) => Err(StepError::new(problem.what).hint(problem.fix)),
+        None => Ok(()),
     }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & NOT_OWNER != 0 {
-        return Err(StepError::new(format!(
-            "the {what} {} is accessible by group or others (mode {mode:04o}): no server was started with it",
-            path.display()
-        ))
-        .hint(format!(
-            "run `chmod 600 {}` (only its owner may read it), then apply again",
-            path.display()
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn only_owner_only_files_pass() {
@@ -63,6 +56,13 @@ mod tests {
                     .unwrap()
                     .contains(&format!("chmod 600 {}", key.display())));
             }
+        }
+        // SAFETY: geteuid(2) has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&key, Some(65534), None).unwrap();
+            let err = check_private("key file", &key).unwrap_err();
+            assert!(err.message.contains("belongs to uid 65534"), "{err}");
         }
         assert!(check_private("key file", &dir.path().join("none")).is_err());
         assert!(check_private("key file", dir.path()).is_err());

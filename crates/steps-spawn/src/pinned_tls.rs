@@ -30,16 +30,35 @@ const MAX_CERT_FILE: u64 = 1 << 20;
 
 /// The leaf certificate of a PEM file: its first `CERTIFICATE` block. The error names the file.
 pub fn read_leaf(path: &Path) -> Result<CertificateDer<'static>, String> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read the TLS certificate {}: {e}", path.display()))?;
-    if !meta.is_file() || meta.len() > MAX_CERT_FILE {
-        return Err(format!(
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let unreadable =
+        |e: std::io::Error| format!("cannot read the TLS certificate {}: {e}", path.display());
+    // One descriptor, checked then read, at most MAX_CERT_FILE bytes (a file growing, or
+    // swapped, between the check and the read is not read whole); O_NONBLOCK: a FIFO does not
+    // block the open.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    let too_big = || {
+        format!(
             "the TLS certificate {} is not a regular file of at most {MAX_CERT_FILE} bytes",
             path.display()
-        ));
+        )
+    };
+    if !meta.is_file() || meta.len() > MAX_CERT_FILE {
+        return Err(too_big());
     }
-    let pem = std::fs::read(path)
-        .map_err(|e| format!("cannot read the TLS certificate {}: {e}", path.display()))?;
+    let mut pem = Vec::new();
+    file.take(MAX_CERT_FILE + 1)
+        .read_to_end(&mut pem)
+        .map_err(unreadable)?;
+    if pem.len() as u64 > MAX_CERT_FILE {
+        return Err(too_big());
+    }
     match CertificateDer::pem_slice_iter(&pem).next() {
         Some(Ok(leaf)) => Ok(leaf),
         Some(Err(e)) => Err(format!(

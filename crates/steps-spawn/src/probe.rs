@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use provision_executor::{ExitState, FailedCommand, Outcome, StepContext, StepError};
 use provision_plan::outputs::{CmakeBuildOutputs, ProbeOutputs, SpawnOutputs};
-use provision_plan::redact::REDACTED;
 use provision_plan::step::Probe;
 use provision_plan::StepId;
 use serde_json::Value;
@@ -58,23 +57,11 @@ fn spawned<'c>(
     }
 }
 
-/// The URL to ask: with its credentials when the plan shows them redacted. A plan that lost
-/// them (read back from JSON without its secrets) fails here rather than asking `<redacted>`.
-fn real_url(spec: &Probe) -> Result<&str, StepError> {
-    if !spec.secret_url.is_empty() {
-        Ok(&spec.secret_url)
-    } else if spec.url.contains(REDACTED) {
-        Err(StepError::new(format!(
-            "the credentials of the server URL {} are not in the plan",
-            spec.url
-        ))
-        .hint(
-            "secrets are never written into a plan: apply from the config (or plan again from \
-             it and read the saved plan back with its secrets), not from a saved plan alone",
-        ))
-    } else {
-        Ok(&spec.url)
-    }
+/// The URL to ask, placeholders expanded and its credentials (`${secret:url.userinfo}`, an
+/// external server's) filled in from the step's secrets: for the request only, never shown. A
+/// plan that lacks them (read back from JSON alone) fails here, naming the secret.
+fn real_url(spec: &Probe, cx: &StepContext<'_>, port: Option<u16>) -> Result<String, StepError> {
+    cx.expand_secrets(&expand(cx, &spec.url, port))
 }
 
 /// Is the replica recorded last time still healthy? (`/health` 200, and `/metrics` 200 when
@@ -87,7 +74,7 @@ fn check_recorded(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
     let previous = cx.previous::<ProbeOutputs>().ok_or("never probed")?;
     // The recorded URL is redacted: an external server's credentials come from the plan.
     let url = if spec.external {
-        expand(cx, real_url(spec).map_err(|e| e.message)?, None)
+        real_url(spec, cx, None).map_err(|e| e.message)?
     } else {
         previous.url.clone()
     };
@@ -137,7 +124,7 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let _reservation = port.filter(|_| !spec.external).map(ReleasePort);
     let url = match (spec.external, spawned) {
         (false, Some(s)) => s.url.clone(),
-        _ => expand(cx, real_url(spec)?, port),
+        _ => real_url(spec, cx, port)?,
     };
     if url.contains("${port}") {
         return Err(StepError::new(format!(

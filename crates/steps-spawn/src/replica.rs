@@ -46,12 +46,14 @@ pub fn remove_handoff(path: &std::path::Path, owner: &Owner) -> std::io::Result<
 }
 
 /// The replica's API key (to ask `/props` and `/metrics`): the `LLAMA_API_KEY` its server
-/// gets: the pool's `api_key` reference, read again, or `--api-key` (or `env`) as the plan
-/// carries it (never when read back from JSON).
+/// gets: the pool's `api_key` reference, read again, or `--api-key` (or `env`) as the step's
+/// secret `api_key`.
 pub fn api_key(spec: &Probe, cx: &StepContext<'_>) -> Option<String> {
     match &spec.api_key {
         Some(key) => key.resolve(|p| cx.roots.expand(p)).ok(),
-        None => spec.secret_api_key.clone(),
+        None => cx
+            .secret(provision_plan::replica_inputs::PROBE_API_KEY)
+            .map(str::to_string),
     }
 }
 

@@ -13,7 +13,6 @@ use std::process::{Command, Stdio};
 use provision_executor::state::{now_rfc3339, write_atomic, Durability};
 use provision_executor::{Facts, Outcome, StepContext, StepError};
 use provision_plan::outputs::SpawnOutputs;
-use provision_plan::redact::REDACTED;
 use provision_plan::secret_ref::SecretRef;
 use provision_plan::step::{PortSpec, Spawn};
 use sha2::{Digest, Sha256};
@@ -396,23 +395,16 @@ fn pick_port(
 /// How long a fresh server may take to show its marker (exec is microseconds).
 const MARKER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The server's environment with the secret values the plan shows as `<redacted>`. A plan
-/// that lost them (read back from JSON) starts nothing rather than a server whose key is the
-/// text `<redacted>`.
+/// The server's environment, its `${secret:env.NAME}` placeholders filled in from the step's
+/// secrets (only here, for the process: never logged or stored). A plan that lacks one (read
+/// back from JSON alone) starts nothing, naming the secret, rather than a server whose key is
+/// the text of a placeholder.
 fn server_env(spec: &Spawn, cx: &StepContext<'_>) -> Result<BTreeMap<String, String>, StepError> {
     let mut env: BTreeMap<String, String> = spec
         .env
         .iter()
-        .map(|(k, shown)| match spec.secret_env.get(k) {
-            Some(real) => Ok((k.clone(), real.clone())),
-            None if shown == REDACTED => Err(StepError::new(format!(
-                "the value of env `{k}` of {} is a secret the plan does not carry",
-                replica_name(&spec.pool, spec.replica)
-            ))
-            .hint("secrets are never written into a plan: apply from the config, not from a saved plan")),
-            None => Ok((k.clone(), shown.clone())),
-        })
-        .collect::<Result<_, _>>()?;
+        .map(|(k, v)| Ok((k.clone(), cx.expand_secrets(v)?)))
+        .collect::<Result<_, StepError>>()?;
     if let Some(key) = &spec.api_key {
         let value = key.resolve(|p| cx.expand(p)).map_err(|e| {
             StepError::new(format!("{}: {e}", replica_name(&spec.pool, spec.replica)))
@@ -455,7 +447,11 @@ fn launch(
     }
     // 0600, never through a symbolic link: the server may print anything it was given.
     let mut log = provision_executor::private_file::open_append(server_log).map_err(log_error)?;
-    let shown_env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let shown_env: Vec<String> = spec
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={}", provision_plan::secret_placeholder::shown(v)))
+        .collect();
     writeln!(
         log,
         "[provision] {} starting {}: {}{}",

@@ -102,10 +102,11 @@ fn a_plan_without_its_secrets_starts_nothing() {
     rig.ws.plan = serde_json::from_str(&rig.ws.plan.to_json()).unwrap();
     let err = rig.run("spawn:fake/r0").unwrap_err();
     assert!(
-        err.message.contains("is a secret the plan does not carry"),
+        err.message.contains("step spawn:fake/r0:") && err.message.contains("secret `env."),
         "{}",
         err.message
     );
+    assert!(err.hint.unwrap().contains("plan again"));
     assert!(!rig.server_log(0).exists(), "a server was started");
 }
 
@@ -203,23 +204,40 @@ fn a_plan_read_back_from_json_starts_the_server_the_in_memory_plan_starts() {
     rig.up(0).unwrap();
     let (argv, env) = argv_and_env(&rig);
     assert!(env.contains(&format!("LLAMA_API_KEY={API_KEY}")), "{env:?}");
+    let in_memory_probe = rig.probed(0).engine_version_source;
+    assert_eq!(in_memory_probe, "/props", "the probe presented the key");
     spawn::stop_server(&rig.spawned(0).into(), Duration::from_millis(200)).unwrap();
     rig.state = Default::default();
 
-    // Written as JSON (no secret in it), read back, given its secrets from their sources: the
-    // config planned again, as apply plans it.
+    // Written as JSON (no secret in it: placeholders), read back, given its secrets from their
+    // sources: the config planned again, as apply plans it.
     let json = rig.ws.plan.to_json();
+    for secret in [API_KEY, HF_TOKEN, DB_PASS] {
+        assert!(!json.contains(secret), "{secret} in the plan JSON");
+    }
+    assert!(
+        json.contains("\"LLAMA_API_KEY\": \"${secret:env.LLAMA_API_KEY}\""),
+        "{json}"
+    );
     let in_memory = rig.ws.plan.clone();
     rig.ws.replan(&config);
     let sources = rig.ws.plan.clone();
     rig.ws.plan = provision_plan::secrets::read_back(&json, &sources).unwrap();
     assert_eq!(rig.ws.plan, in_memory);
     rig.up(0).unwrap();
+    // The exact argv and environment of the in-memory plan's server, and its probe presented
+    // the key (from its own secrets) as the in-memory one did.
     assert_eq!(argv_and_env(&rig), (argv, env));
+    assert_eq!(rig.probed(0).engine_version_source, in_memory_probe);
     let written = rig.everything_written();
     for secret in [API_KEY, HF_TOKEN, DB_PASS] {
         assert!(!written.contains(secret), "{secret} leaked:\n{written}");
     }
+    // The state records the spec as the executor does: secrets `<redacted>`.
+    assert!(
+        !written.contains("${secret:"),
+        "a placeholder was written:\n{written}"
+    );
 }
 
 #[test]
@@ -242,8 +260,7 @@ fn a_plan_without_an_external_servers_url_credentials_probes_nothing() {
     rig.ws.plan = serde_json::from_str(&rig.ws.plan.to_json()).unwrap();
     let err = rig.run("probe:ext/r0").unwrap_err();
     assert!(
-        err.message.contains("credentials of the server URL")
-            && err.message.contains("are not in the plan"),
+        err.message.contains("step probe:ext/r0:") && err.message.contains("secret `url.userinfo`"),
         "{}",
         err.message
     );

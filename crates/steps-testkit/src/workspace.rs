@@ -80,10 +80,12 @@ impl Workspace {
 
     /// A context for the first step of `kind`, with `deps` as its dependencies' outputs.
     pub fn cx(&self, kind: &str, deps: BTreeMap<String, StepOutputs>) -> StepContext<'_> {
+        let step = self.step(kind);
         StepContext {
             roots: &self.plan.roots,
             redactor: std::sync::Arc::new(Redactor::for_plan(&self.plan)),
-            step: self.step(kind),
+            step,
+            secrets: self.plan.secrets.for_step(&step.id),
             deps,
             previous: None,
             log: self.log.clone(),

@@ -3,11 +3,12 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use provision_executor::{ApplyOptions, Cancel, StateFile, StepResult};
+use provision_executor::{ApplyOptions, StateFile, StepResult};
 
 use crate::args::{Loudness, Output, Target};
 use crate::dispatch::StepDispatch;
 use crate::exit::Exit;
+use crate::interrupt::Interrupt;
 use crate::progress;
 use crate::session::{Opening, Session};
 
@@ -51,8 +52,8 @@ pub fn run(args: ApplyArgs) -> ExitCode {
     let (json, quiet) = (output.json(), loudness.quiet());
     loudness.init_tracing();
     // First: a signal from here on is an interruption (exit 130), never the default death.
-    let cancel = Cancel::new();
-    let interrupted = on_interrupt(&cancel);
+    let interrupt = Interrupt::install(quiet, "stopping: waiting for running steps to stop");
+    let cancel = interrupt.cancel.clone();
     let (_, plan) = match target.plan(output.format(), quiet) {
         Ok(p) => p,
         Err(code) => return code,
@@ -88,24 +89,7 @@ pub fn run(args: ApplyArgs) -> ExitCode {
     };
     let file = session.file().clone();
     session.close();
-    apply_summary(&report, &file, json, quiet, &interrupted)
-}
-
-/// Ctrl-C or SIGTERM cancels `cancel` (a second one exits at once); the flag says it happened.
-fn on_interrupt(cancel: &Cancel) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
-    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (handler_cancel, handler_flag) = (cancel.clone(), interrupted.clone());
-    let mut signals = 0;
-    let _ = ctrlc::set_handler(move || {
-        signals += 1;
-        if signals > 1 {
-            std::process::exit(i32::from(Exit::Interrupted.code()));
-        }
-        eprintln!("stopping: waiting for running steps to stop (again to exit at once)");
-        handler_flag.store(true, std::sync::atomic::Ordering::SeqCst);
-        handler_cancel.cancel();
-    });
-    interrupted
+    apply_summary(&report, &file, json, quiet, &interrupt)
 }
 
 /// The one-line summary, the failures, and the exit code of an apply that ran.
@@ -114,7 +98,7 @@ fn apply_summary(
     file: &StateFile,
     json: bool,
     quiet: bool,
-    interrupted: &std::sync::atomic::AtomicBool,
+    interrupt: &Interrupt,
 ) -> ExitCode {
     let ran = report.count(|r| *r == StepResult::Ran);
     let skipped = report.count(|r| matches!(r, StepResult::Fresh | StepResult::Kept));
@@ -134,7 +118,7 @@ fn apply_summary(
         }
     }
     // A signal wins over failures: the user stopped it (fail-fast is not an interruption).
-    if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+    if interrupt.signalled() {
         eprintln!("apply was interrupted; run it again to resume");
         return ExitCode::from(Exit::Interrupted);
     }

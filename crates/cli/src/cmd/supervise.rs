@@ -19,6 +19,7 @@ use provision_steps_spawn::{DownReport, ReplicaKey, SuperviseEvent, SuperviseOpt
 use crate::args::{parse_seconds, Loudness, Output, Target};
 use crate::dispatch::StepDispatch;
 use crate::exit::Exit;
+use crate::interrupt::Interrupt;
 use crate::progress::{self, Verbosity};
 use crate::session::{Opening, Session};
 
@@ -48,7 +49,8 @@ pub struct SuperviseArgs {
 /// `provision supervise`: plan, prepare the runtime dir, then [`supervise`].
 pub fn run(args: SuperviseArgs) -> ExitCode {
     // First: a signal from here on stops supervise cleanly (exit 130 or 0), never kills it.
-    let cancel = on_interrupt(args.loudness.quiet());
+    let cancel =
+        Interrupt::install(args.loudness.quiet(), "supervise: stopping every replica").cancel;
     let SuperviseArgs {
         target,
         backoff_base,
@@ -80,20 +82,6 @@ pub fn run(args: SuperviseArgs) -> ExitCode {
             &cancel,
         ),
     }
-}
-
-/// Ctrl-C or SIGTERM cancels the returned token: every replica is then stopped and supervise
-/// exits 130. Call it first thing. `quiet`: without saying so on stderr.
-pub fn on_interrupt(quiet: bool) -> Cancel {
-    let cancel = Cancel::new();
-    let handler_cancel = cancel.clone();
-    let _ = ctrlc::set_handler(move || {
-        if !quiet {
-            eprintln!("supervise: stopping every replica");
-        }
-        handler_cancel.cancel();
-    });
-    cancel
 }
 
 /// The plan restricted to one replica's handoff and everything it depends on.
@@ -130,7 +118,7 @@ fn apply(
 }
 
 /// Apply `plan`, then supervise its replicas until SIGINT/SIGTERM (`cancel`, from
-/// [`on_interrupt`]).
+/// [`Interrupt::install`]).
 pub fn supervise(
     target: &Target,
     plan: &Plan,
@@ -182,14 +170,16 @@ pub fn supervise(
             _ => None,
         })
         .collect();
+    let quiet = verbosity == Verbosity::Quiet;
     if replicas.is_empty() {
-        eprintln!("supervise: no replicas provision runs (external servers only)");
+        if !quiet {
+            eprintln!("supervise: no replicas provision runs (external servers only)");
+        }
         return finish(&DownReport::default(), cancel.is_cancelled(), false);
     }
     // A signal from here on is supervise's normal end (exit 0); before, it interrupted the
     // first apply (exit 130).
     let interrupted_first_apply = cancel.is_cancelled();
-    let quiet = verbosity == Verbosity::Quiet;
     if !interrupted_first_apply && !quiet {
         eprintln!(
             "supervise: watching {} {} (Ctrl-C stops them all)",

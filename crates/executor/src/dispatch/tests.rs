@@ -33,6 +33,7 @@ fn with<R>(deps: Vec<(StepId, StepOutputs)>, f: impl FnOnce(&StepContext<'_>) ->
         log: PathBuf::new(),
         jobs: 3,
         cancel: Cancel::new(),
+        secrets: &StepSecrets::default(),
     };
     f(&cx)
 }
@@ -111,4 +112,47 @@ fn two_dependencies_of_the_kind_asked_for_by_kind_are_an_error() {
             err.message
         );
     });
+}
+
+#[test]
+fn a_step_fills_in_its_own_secrets_and_a_missing_one_names_step_and_secret() {
+    let step = Step {
+        id: "spawn:a/r0".into(),
+        deps: vec![],
+        pools: vec![],
+        spec: StepSpec::GpuCheck(GpuCheck {
+            devices: vec![],
+            argv: vec![],
+        }),
+    };
+    let roots = Roots {
+        cache: "/c".into(),
+        runtime: "/r".into(),
+        config_dir: "/d".into(),
+    };
+    let secrets: StepSecrets = [("env.K".to_string(), "v4lue".to_string())]
+        .into_iter()
+        .collect();
+    let cx = StepContext {
+        roots: &roots,
+        redactor: Arc::new(Redactor::default()),
+        step: &step,
+        deps: BTreeMap::new(),
+        previous: None,
+        log: PathBuf::new(),
+        jobs: 1,
+        cancel: Cancel::new(),
+        secrets: &secrets,
+    };
+    assert_eq!(
+        cx.expand_secrets("${cache}/${secret:env.K}").unwrap(),
+        "${cache}/v4lue"
+    );
+    assert_eq!(cx.secret("env.K"), Some("v4lue"));
+    let err = cx.expand_secrets("${secret:env.OTHER}").unwrap_err();
+    assert_eq!(
+        err.message,
+        "step spawn:a/r0: the secret `env.OTHER` is not in the plan's secrets"
+    );
+    assert!(err.hint.unwrap().contains("plan again"));
 }

@@ -3,6 +3,8 @@
 
 use crate::cmake_flags::CmakeFlags;
 use crate::config::SourceConfig;
+use crate::secret_placeholder::url_with_placeholders;
+use crate::secrets::StepSecrets;
 use crate::step::*;
 use crate::step_id::StepId;
 use crate::validate::PoolInput;
@@ -10,7 +12,7 @@ use crate::validate::PoolInput;
 use super::builder::PoolSteps;
 use super::checks::Checks;
 use super::names::{checkout_base, repo_name, source_root, Names};
-use super::{config_path, redact_url, short_hash, SERVER_TARGET};
+use super::{config_path, short_hash, SERVER_TARGET};
 
 /// The steps that build a source pool's server: its binary, and the step that makes it.
 pub(super) fn source(
@@ -99,13 +101,14 @@ fn clone(
         src_dir
     };
     let with_submodules = checks.submodules.get(&clone_name).copied().unwrap_or(false);
-    let clone = steps.add(StepId::GitClone(clone_name).into(), vec![pre], || {
-        StepSpec::GitClone(git_clone(
+    let clone = steps.add_with_secrets(StepId::GitClone(clone_name).into(), vec![pre], || {
+        let (spec, secrets) = git_clone(
             &repo_location(&source.repo),
             &git_ref,
             with_submodules,
             &src_dir,
-        ))
+        );
+        (StepSpec::GitClone(spec), secrets)
     });
     (clone, src_dir)
 }
@@ -157,8 +160,9 @@ fn repo_location(repo: &str) -> String {
     }
 }
 
-fn git_clone(repo: &str, git_ref: &str, submodules: bool, dir: &str) -> GitClone {
-    let shown = redact_url(repo);
+/// The clone step of `repo`, its credentials placeholders, and their values.
+fn git_clone(repo: &str, git_ref: &str, submodules: bool, dir: &str) -> (GitClone, StepSecrets) {
+    let (shown, credentials) = url_with_placeholders(repo, "repo");
     let mut commands: Vec<Vec<String>> = vec![
         vec![
             "git".into(),
@@ -190,12 +194,12 @@ fn git_clone(repo: &str, git_ref: &str, submodules: bool, dir: &str) -> GitClone
             .to_vec(),
         );
     }
-    GitClone {
+    let spec = GitClone {
         repo: shown,
         git_ref: git_ref.into(),
         submodules,
         dir: dir.into(),
         commands,
-        repo_url: repo.into(),
-    }
+    };
+    (spec, credentials.into_iter().collect())
 }

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use crate::secrets::{Secrets, StepSecrets};
 use crate::step::{Step, StepSpec};
 
 /// The steps while the plan is built, in the order they are first added. Deps are positions
@@ -16,28 +17,33 @@ pub(super) struct Builder<'a> {
     steps: Vec<Step>,
     deps: Vec<Vec<usize>>,
     pools: Vec<Vec<&'a str>>,
+    /// The values of each step's `${secret:NAME}` placeholders.
+    secrets: Vec<StepSecrets>,
 }
 
 impl<'a> Builder<'a> {
-    /// Add step `id` for `pool` (or add `pool` and `deps` to it); its position.
+    /// Add step `id` for `pool` (or add `pool` and `deps` to it), with the values of its
+    /// spec's secret placeholders; its position. The first pool to add a shared step makes it.
     pub(super) fn add(
         &mut self,
         pool: &'a str,
         id: String,
         deps: impl IntoIterator<Item = usize>,
-        spec: impl FnOnce() -> StepSpec,
+        spec: impl FnOnce() -> (StepSpec, StepSecrets),
     ) -> usize {
         let next = self.steps.len();
         let at = *self.ids.entry(id).or_insert(next);
         if at == next {
+            let (spec, secrets) = spec();
             self.steps.push(Step {
                 id: String::new(),
                 deps: Vec::new(),
                 pools: Vec::new(),
-                spec: spec(),
+                spec,
             });
             self.deps.push(Vec::new());
             self.pools.push(Vec::new());
+            self.secrets.push(secrets);
         }
         self.deps[at].extend(deps);
         if self.pools[at].last() != Some(&pool) {
@@ -46,10 +52,13 @@ impl<'a> Builder<'a> {
         at
     }
 
-    /// The steps in the order they were added, deps and pools sorted.
-    pub(super) fn into_steps(self) -> Vec<Step> {
+    /// The steps in the order they were added, deps and pools sorted, and their secrets.
+    pub(super) fn into_steps(self) -> (Vec<Step>, Secrets) {
         let mut steps = self.steps;
+        let mut secrets = Secrets::default();
+        let mut values = self.secrets;
         for (id, at) in self.ids {
+            secrets.set(id.clone(), std::mem::take(&mut values[at]));
             steps[at].id = id;
         }
         for (at, (deps, mut pools)) in self.deps.into_iter().zip(self.pools).enumerate() {
@@ -63,7 +72,7 @@ impl<'a> Builder<'a> {
             step.deps = deps;
             step.pools = pools.into_iter().map(str::to_string).collect();
         }
-        steps
+        (steps, secrets)
     }
 }
 
@@ -84,12 +93,24 @@ impl<'a, 'b> PoolSteps<'a, 'b> {
         }
     }
 
-    /// Add step `id` for the pool (see [`Builder::add`]); its position.
+    /// Add step `id` for the pool (see [`Builder::add`]), a step without secrets; its
+    /// position.
     pub(super) fn add(
         &mut self,
         id: String,
         deps: impl IntoIterator<Item = usize>,
         spec: impl FnOnce() -> StepSpec,
+    ) -> usize {
+        self.add_with_secrets(id, deps, || (spec(), StepSecrets::default()))
+    }
+
+    /// Add step `id` for the pool with the values of its spec's secret placeholders (see
+    /// [`Builder::add`]); its position.
+    pub(super) fn add_with_secrets(
+        &mut self,
+        id: String,
+        deps: impl IntoIterator<Item = usize>,
+        spec: impl FnOnce() -> (StepSpec, StepSecrets),
     ) -> usize {
         let at = self.builder.add(self.pool, id, deps, spec);
         self.steps.push(at);

@@ -187,8 +187,9 @@ fn finish(
     b: Builder,
     summaries: Vec<(Vec<usize>, PoolSummary)>,
 ) -> Result<Plan, ConfigError> {
-    let mut steps = b.into_steps();
+    let (mut steps, mut secrets) = b.into_steps();
     crate::replica_inputs::link(&mut steps);
+    crate::replica_inputs::link_secrets(&steps, &mut secrets);
     let order = topological_positions(&steps).map_err(|e| {
         ConfigError::new(
             &valid.file,
@@ -218,6 +219,7 @@ fn finish(
         pools,
         steps,
         changes: None,
+        secrets,
     })
 }
 

@@ -1,6 +1,8 @@
 //! The model-resolve step of a pool: where its model comes from and the path it is read at.
 
 use crate::model_ref::ModelRef;
+use crate::secret_placeholder::url_with_placeholders;
+use crate::secrets::StepSecrets;
 use crate::step::*;
 use crate::step_id::StepId;
 use crate::validate::PoolInput;
@@ -33,30 +35,32 @@ pub(super) fn resolve(
             ModelRef::Cached { name } => format!("{cache_dir}/{name}"),
             ModelRef::Hf { .. } | ModelRef::Url { .. } => "${model_path}".into(),
         };
-        let id = steps.add(
+        let id = steps.add_with_secrets(
             StepId::ModelResolve(names.models.id(base, key)).into(),
             vec![],
             || {
-                StepSpec::ModelResolve(ModelResolve {
+                let (source, secrets) = with_placeholders(source);
+                let spec = StepSpec::ModelResolve(ModelResolve {
                     model_ref: redact_url(text),
-                    source: shown_source(source),
+                    source,
                     checksum: input.checksum.clone(),
                     path: path.clone(),
                     cache_dir,
-                    secret_source: (shown_source(source) != *source).then(|| source.clone()),
-                })
+                });
+                (spec, secrets)
             },
         );
         (id, path)
     })
 }
 
-/// A model source as plans show it: a URL's credentials redacted.
-fn shown_source(source: &ModelRef) -> ModelRef {
+/// A model source as the spec holds it, a URL's credentials placeholders, and their values.
+fn with_placeholders(source: &ModelRef) -> (ModelRef, StepSecrets) {
     match source {
-        ModelRef::Url { url } => ModelRef::Url {
-            url: redact_url(url),
-        },
-        other => other.clone(),
+        ModelRef::Url { url } => {
+            let (url, secrets) = url_with_placeholders(url, "source");
+            (ModelRef::Url { url }, secrets.into_iter().collect())
+        }
+        other => (other.clone(), StepSecrets::default()),
     }
 }

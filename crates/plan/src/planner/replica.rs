@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use crate::config::{Backend, Pool, ProvisioningMode, SecretRef};
 use crate::listen::{bind_host, connect_host, handoff_host, requires_key};
 use crate::llama_flags::{split_secret_flags, to_argv, to_redacted_argv, Flag};
-use crate::redact::{is_secret_env_value, REDACTED};
+use crate::redact::is_secret_env_value;
+use crate::secret_placeholder::{is_valid_name, names_in, placeholder, url_with_placeholders};
+use crate::secrets::StepSecrets;
 use crate::step::*;
 use crate::step_id::StepId;
 use crate::validate::PoolInput;
@@ -20,8 +22,10 @@ pub(super) struct Server<'i> {
     /// The flags as plans show them.
     pub(super) redacted_flags: Vec<String>,
     arg_flags: Vec<Flag>,
+    /// The environment, each secret value a `${secret:env.NAME}` placeholder.
     env: BTreeMap<String, String>,
-    shown_env: BTreeMap<String, String>,
+    /// The values of those placeholders.
+    env_secrets: StepSecrets,
     host: String,
     tls: Option<TlsFiles>,
     scheme: &'static str,
@@ -39,7 +43,7 @@ impl<'i> Server<'i> {
             &input.flags[..]
         };
         let redacted_flags = to_redacted_argv(flags);
-        let (arg_flags, env, shown_env) = server_env(pool, flags);
+        let (arg_flags, env, env_secrets) = server_env(pool, flags);
         let host = bind_host(pool);
         let tls = crate::tls::files(pool).map(|(cert, key)| TlsFiles {
             cert_file: config_path(cert),
@@ -60,7 +64,7 @@ impl<'i> Server<'i> {
             redacted_flags,
             arg_flags,
             env,
-            shown_env,
+            env_secrets,
             host,
             tls,
             scheme,
@@ -144,14 +148,14 @@ impl Replica<'_> {
         let head: Vec<String> = head.into_iter().chain(tls_args).collect();
         let argv: Vec<String> = head.into_iter().chain(to_argv(&server.arg_flags)).collect();
         let deps = up.binary_step.into_iter().chain(up.fit);
-        let spawn = steps.add(StepId::spawn(pid, r).into(), deps, || {
-            StepSpec::Spawn(Spawn {
+        let spawn = steps.add_with_secrets(StepId::spawn(pid, r).into(), deps, || {
+            let spec = StepSpec::Spawn(Spawn {
                 pool: pid.into(),
                 replica: r,
                 backend: pool.backend,
                 binary: up.binary.clone(),
                 argv,
-                env: server.shown_env.clone(),
+                env: server.env.clone(),
                 host: server.host.clone(),
                 port,
                 // Filled in from the plan's other steps (`replica_inputs`).
@@ -162,8 +166,8 @@ impl Replica<'_> {
                 log: format!("${{runtime}}/logs/{pid}-r{r}.log"),
                 pid_file: format!("${{runtime}}/run/{pid}-r{r}.pid"),
                 tls: server.tls.clone(),
-                secret_env: server.env.clone(),
-            })
+            });
+            (spec, server.env_secrets.clone())
         });
         let url = format!(
             "{}://{}:{port_text}",
@@ -177,26 +181,24 @@ impl Replica<'_> {
     fn probe(&self, steps: &mut PoolSteps, url: &str, deps: Vec<usize>, external: bool) -> usize {
         let (pool, server, r) = (&self.input.pool, self.server, self.r);
         let pid = pool.id.as_str();
-        steps.add(StepId::probe(pid, r).into(), deps, || {
-            StepSpec::Probe(Probe {
+        steps.add_with_secrets(StepId::probe(pid, r).into(), deps, || {
+            let (url, secrets) = url_with_placeholders(url, "url");
+            let spec = StepSpec::Probe(Probe {
                 pool: pid.into(),
                 replica: r,
-                url: redact_url(url),
-                secret_url: if redact_url(url) == url {
-                    String::new()
-                } else {
-                    url.to_string()
-                },
+                url,
                 health_path: "/health".into(),
                 metrics: server.flags.iter().any(|f| f.name == "--metrics"),
                 timeout_ms: pool.readiness_timeout_ms,
                 external,
                 pinned_cert: server.tls.as_ref().map(|t| t.cert_file.clone()),
                 // Filled in from the replica's other steps (`replica_inputs`).
+                // The API key of a spawn that gets it as a flag or env value is the secret
+                // `api_key`, by reference this one: both from its spawn (`replica_inputs`).
                 handoff_path: None,
                 api_key: None,
-                secret_api_key: None,
-            })
+            });
+            (spec, secrets.into_iter().collect())
         })
     }
 
@@ -237,17 +239,10 @@ impl Replica<'_> {
     }
 }
 
-/// The flags for a server's argv, its environment, and that environment as shown (secret
-/// values `<redacted>`). Secret flags (`--api-key`, `--hf-token`) reach the server in its
-/// environment (`LLAMA_API_KEY`, `HF_TOKEN`), never in its argv.
-fn server_env(
-    pool: &Pool,
-    flags: &[Flag],
-) -> (
-    Vec<Flag>,
-    BTreeMap<String, String>,
-    BTreeMap<String, String>,
-) {
+/// The flags for a server's argv, its environment (each secret value a `${secret:env.NAME}`
+/// placeholder), and the secret values. Secret flags (`--api-key`, `--hf-token`) reach the
+/// server in its environment (`LLAMA_API_KEY`, `HF_TOKEN`), never in its argv.
+fn server_env(pool: &Pool, flags: &[Flag]) -> (Vec<Flag>, BTreeMap<String, String>, StepSecrets) {
     let (arg_flags, flag_env) =
         split_secret_flags(flags).expect("every secret flag has an environment variable");
     let mut env: BTreeMap<String, String> = pool.provisioning.env.clone();
@@ -260,12 +255,17 @@ fn server_env(
         env.insert(var.into(), value);
         secret_names.push(var.into());
     }
-    let shown = env
-        .iter()
-        .map(|(k, v)| {
-            let secret = is_secret_env_value(k, v, &secret_names);
-            (k.clone(), if secret { REDACTED.into() } else { v.clone() })
-        })
-        .collect();
-    (arg_flags, env, shown)
+    let mut secrets = StepSecrets::default();
+    for (i, (k, v)) in env.iter_mut().enumerate() {
+        // A value that itself looks like a placeholder goes by reference too, so the server
+        // gets it as written.
+        if is_secret_env_value(k, v, &secret_names) || !names_in(v).is_empty() {
+            // A variable name no placeholder can hold (with a `}`) goes by its position.
+            let name = Some(format!("env.{k}"))
+                .filter(|n| is_valid_name(n))
+                .unwrap_or_else(|| format!("env#{i}"));
+            secrets.insert(name.clone(), std::mem::replace(v, placeholder(&name)));
+        }
+    }
+    (arg_flags, env, secrets)
 }

@@ -195,6 +195,7 @@ impl Rig {
             roots: &self.ws.plan.roots,
             redactor: std::sync::Arc::new(Redactor::for_plan(&self.ws.plan)),
             step,
+            secrets: self.ws.plan.secrets.for_step(id),
             deps,
             previous: self.state.steps.get(id).and_then(|r| r.outputs.clone()),
             log: self.ws.log.clone(),
@@ -251,7 +252,7 @@ impl Rig {
                 StepStatus::Failed
             },
             fingerprint: result.is_ok().then(|| "fp".to_string()),
-            spec: serde_json::to_value(&step.spec).unwrap(),
+            spec: provision_executor::fingerprint::spec_value(&step),
             facts: BTreeMap::new(),
             deps: BTreeMap::new(),
             outputs: result.as_ref().ok().and_then(|o| o.outputs.clone()),
