@@ -117,7 +117,7 @@ fn two_dependencies_of_the_kind_asked_for_by_kind_are_an_error() {
 #[test]
 fn a_step_fills_in_its_own_secrets_and_a_missing_one_names_step_and_secret() {
     let step = Step {
-        id: "spawn:a/r0".into(),
+        id: StepId::spawn("a", 0).to_string(),
         deps: vec![],
         pools: vec![],
         spec: StepSpec::GpuCheck(GpuCheck {
