@@ -8,6 +8,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use provision_executor::{State, StateFile, StepRecord, StepStatus};
+use provision_plan::outputs::{HandoffOutputs, ServerIdentity, SpawnOutputs};
+use provision_plan::{Backend, StepOutputs};
 use provision_steps_spawn::identity;
 use provision_steps_spawn::process::{group_members, ServerProcess};
 use serde_json::json;
@@ -67,7 +69,7 @@ fn libc_setsid() {
     }
 }
 
-fn record(kind: &str, pool: &str, outputs: serde_json::Value) -> StepRecord {
+fn record(kind: &str, pool: &str, outputs: impl Into<StepOutputs>) -> StepRecord {
     StepRecord {
         kind: kind.into(),
         status: StepStatus::Passed,
@@ -75,7 +77,7 @@ fn record(kind: &str, pool: &str, outputs: serde_json::Value) -> StepRecord {
         spec: json!({"kind": kind, "pool": pool, "replica": 0}),
         facts: Default::default(),
         deps: Default::default(),
-        outputs: serde_json::from_value(outputs).unwrap(),
+        outputs: Some(outputs.into()),
         artifacts: vec![],
         started_at: None,
         finished_at: None,
@@ -85,9 +87,36 @@ fn record(kind: &str, pool: &str, outputs: serde_json::Value) -> StepRecord {
     }
 }
 
-fn server_outputs(s: &ServerProcess, pid_file: &Path) -> serde_json::Value {
-    json!({"pid": s.pid, "pgid": s.pgid, "start_time": s.start_time, "boot_id": s.boot_id,
-           "instance": s.instance, "pid_file": pid_file.display().to_string(), "port": 1})
+fn server_outputs(s: &ServerProcess, pid_file: &Path) -> SpawnOutputs {
+    spawn_outputs(s.identity(), pid_file)
+}
+
+/// A spawn step's record of `server`, its pid file at `pid_file`.
+fn spawn_outputs(server: ServerIdentity, pid_file: &Path) -> SpawnOutputs {
+    SpawnOutputs {
+        server,
+        port: 1,
+        host: "127.0.0.1".into(),
+        url: "http://127.0.0.1:1".into(),
+        log: String::new(),
+        pid_file: pid_file.display().to_string(),
+        binary: "llama-server".into(),
+        binary_digest: "sha256:00".into(),
+        backend: Backend::Cpu,
+        devices: Vec::new(),
+        started_at: String::new(),
+        handoff_path: None,
+    }
+}
+
+/// A handoff step's record of the file at `path` with digest `sha256`.
+fn handoff_outputs(path: &Path, sha256: &str) -> HandoffOutputs {
+    HandoffOutputs {
+        path: path.display().to_string(),
+        sha256: Some(sha256.into()),
+        url: "http://127.0.0.1:1".into(),
+        pid: None,
+    }
 }
 
 /// How long a test waits for a process to start or go: generous, for a loaded machine (a
@@ -132,11 +161,7 @@ fn down_stops_servers_removes_handoffs_updates_state_and_is_idempotent() {
     );
     state.steps.insert(
         "handoff:a/r0".into(),
-        record(
-            "handoff",
-            "a",
-            json!({"path": handoff_a.display().to_string(), "sha256": digest}),
-        ),
+        record("handoff", "a", handoff_outputs(&handoff_a, &digest)),
     );
     state.steps.insert(
         "spawn:b/r0".into(),
@@ -148,11 +173,7 @@ fn down_stops_servers_removes_handoffs_updates_state_and_is_idempotent() {
     );
     state.steps.insert(
         "handoff:b/r0".into(),
-        record(
-            "handoff",
-            "b",
-            json!({"path": handoff_b.display().to_string(), "sha256": digest}),
-        ),
+        record("handoff", "b", handoff_outputs(&handoff_b, &digest)),
     );
     let file = StateFile::new(runtime.join("state.json"));
     file.save(&state).unwrap();
@@ -187,7 +208,7 @@ fn down_stops_servers_removes_handoffs_updates_state_and_is_idempotent() {
     assert!(b.is_running() && handoff_b.exists(), "pool b untouched");
     let saved = file.load().unwrap();
     assert_eq!(saved.steps["spawn:a/r0"].status, StepStatus::Cancelled);
-    assert!(saved.steps["spawn:a/r0"].outputs.is_empty());
+    assert!(saved.steps["spawn:a/r0"].outputs.is_none());
     assert_eq!(saved.steps["spawn:b/r0"].status, StepStatus::Passed);
 
     // The rest, with a short grace: b ignores SIGTERM and is killed.
@@ -259,8 +280,16 @@ fn a_state_recording_pid_1_is_corrupt_exit_4_and_nothing_is_signalled() {
         record(
             "spawn",
             "a",
-            json!({"pid": 1, "pgid": 1, "start_time": 12345, "boot_id": "",
-                   "pid_file": runtime.join("run/a-r0.pid").display().to_string()}),
+            spawn_outputs(
+                ServerIdentity {
+                    pid: 1,
+                    pgid: 1,
+                    start_time: 12345,
+                    boot_id: String::new(),
+                    instance: None,
+                },
+                &runtime.join("run/a-r0.pid"),
+            ),
         ),
     );
     file.save(&state).unwrap();

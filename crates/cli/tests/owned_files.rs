@@ -10,6 +10,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use provision_executor::{State, StateFile, StepRecord, StepStatus};
+use provision_plan::outputs::HandoffOutputs;
+use provision_plan::StepOutputs;
 use serde_json::json;
 use sha2::Digest;
 
@@ -26,7 +28,7 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn handoff_record(outputs: serde_json::Value, spec_path: &str) -> StepRecord {
+fn handoff_record(outputs: Option<HandoffOutputs>, spec_path: &str) -> StepRecord {
     StepRecord {
         kind: "handoff".into(),
         status: StepStatus::Passed,
@@ -34,13 +36,23 @@ fn handoff_record(outputs: serde_json::Value, spec_path: &str) -> StepRecord {
         spec: json!({"kind": "handoff", "pool": "a", "replica": 0, "path": spec_path}),
         facts: Default::default(),
         deps: Default::default(),
-        outputs: serde_json::from_value(outputs).unwrap(),
+        outputs: outputs.map(StepOutputs::from),
         artifacts: vec![],
         started_at: None,
         finished_at: None,
         duration_ms: None,
         reason: None,
         error: None,
+    }
+}
+
+/// A handoff step's record of the file at `path` with digest `sha256`.
+fn handoff_outputs(path: &Path, sha256: &str) -> HandoffOutputs {
+    HandoffOutputs {
+        path: path.display().to_string(),
+        sha256: Some(sha256.into()),
+        url: "http://127.0.0.1:1".into(),
+        pid: None,
     }
 }
 
@@ -95,12 +107,12 @@ fn down_removes_only_a_handoff_that_still_holds_what_provision_wrote() {
     state.steps.insert(
         "handoff:a/r0".into(),
         handoff_record(
-            json!({"path": ours.display().to_string(), "sha256": sha256(written)}),
+            Some(handoff_outputs(&ours, &sha256(written))),
             "${runtime}/ours.json",
         ),
     );
     let mut b = handoff_record(
-        json!({"path": changed.display().to_string(), "sha256": sha256(written)}),
+        Some(handoff_outputs(&changed, &sha256(written))),
         "${runtime}/changed.json",
     );
     b.spec["pool"] = json!("b");
@@ -133,7 +145,7 @@ fn down_never_expands_a_planned_handoff_path() {
     let victim = dir.path().join("victim.json");
     std::fs::write(&victim, "keep").unwrap();
     let mut state = State::default();
-    let mut record = handoff_record(json!({}), &format!("${{config_dir}}{}", victim.display()));
+    let mut record = handoff_record(None, &format!("${{config_dir}}{}", victim.display()));
     record.status = StepStatus::Failed;
     state.steps.insert("handoff:a/r0".into(), record);
     StateFile::new(runtime.join("state.json"))
@@ -327,7 +339,7 @@ fn the_runtime_dir_and_the_state_are_private() {
     // down on a state with nothing to stop still writes the state back.
     let runtime = dir.path().join(".runtime");
     let mut state = State::default();
-    let mut record = handoff_record(json!({}), "${runtime}/x.json");
+    let mut record = handoff_record(None, "${runtime}/x.json");
     record.status = StepStatus::Failed;
     state.steps.insert("handoff:a/r0".into(), record);
     std::fs::create_dir_all(&runtime).unwrap();

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use provision_executor::StateFile;
+use provision_plan::outputs::SpawnOutputs;
 use provision_steps_model::gguf_writer::{GgufWriter, LlamaShape};
 use provision_steps_spawn::identity;
 
@@ -345,11 +346,8 @@ fn quiet_supervisor() -> Result<(), Failed> {
         if handoff.status != provision_executor::StepStatus::Passed {
             return None;
         }
-        s.steps
-            .get(&format!("spawn:p/r{r}"))?
-            .outputs
-            .get("pid")?
-            .as_u64()
+        let spawned = s.steps.get(&format!("spawn:p/r{r}"))?.outputs.as_ref()?;
+        Some(u64::from(spawned.get::<SpawnOutputs>()?.server.pid))
     };
     wait_for(&mut child, "both replicas handed off", || {
         up(0).is_some() && up(1).is_some()

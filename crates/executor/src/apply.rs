@@ -12,11 +12,12 @@ use provision_plan::redact::Redactor;
 use provision_plan::{Plan, Step};
 
 use crate::dirty_reason::{compare, Current, DirtyReason};
-use crate::dispatch::{Cancel, Dispatch, Facts, Outputs, StepContext, StepError};
+use crate::dispatch::{Cancel, Dispatch, Facts, StepContext, StepError};
 use crate::events::EventSink;
-use crate::fingerprint::{dep_contribution, fingerprint, secret_digest, spec_value};
+use crate::fingerprint::{dep_contribution, fingerprint, outputs_value, secret_digest, spec_value};
 use crate::scheduler::{Env, Scheduler};
 use crate::state::{State, StateError, StateFile, StepRecord};
+use provision_plan::StepOutputs;
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -136,7 +137,7 @@ pub(crate) fn context<'a>(
     plan: &'a Plan,
     redactor: &Arc<Redactor>,
     step: &'a Step,
-    outputs: &HashMap<&str, Outputs>,
+    outputs: &HashMap<&str, Option<StepOutputs>>,
     state: &State,
     opts: &ApplyOptions,
     cancel: &Cancel,
@@ -145,17 +146,32 @@ pub(crate) fn context<'a>(
         roots: &plan.roots,
         redactor: redactor.clone(),
         step,
-        deps: step
-            .deps
-            .iter()
-            .filter_map(|d| outputs.get(d.as_str()).map(|o| (d.clone(), o.clone())))
+        deps: ancestors(plan, step)
+            .into_iter()
+            .filter_map(|d| Some((d.to_string(), outputs.get(d)?.clone()?)))
             .collect(),
-        previous: state.steps.get(&step.id).map(|r| r.outputs.clone()),
+        previous: state.steps.get(&step.id).and_then(|r| r.outputs.clone()),
         log: step_log(plan, step),
         jobs: opts.build_jobs,
         cancel: cancel.clone(),
         secrets: plan.secrets.for_step(&step.id),
     }
+}
+
+/// The ids of every step `step` depends on, directly or through others: all done before it
+/// runs, and all in its fingerprint through its direct dependencies'.
+fn ancestors<'p>(plan: &'p Plan, step: &'p Step) -> BTreeSet<&'p str> {
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    let mut todo: Vec<&str> = step.deps.iter().map(String::as_str).collect();
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        if let Some(s) = plan.step(id) {
+            todo.extend(s.deps.iter().map(String::as_str));
+        }
+    }
+    seen
 }
 
 /// Fingerprint inputs of a step whose dependencies are all done.
@@ -293,7 +309,7 @@ pub fn preview(
     let opts = ApplyOptions::default();
     let cancel = Cancel::new();
     let redactor = &Arc::new(Redactor::for_plan(plan));
-    let mut outputs: HashMap<&str, Outputs> = HashMap::new();
+    let mut outputs: HashMap<&str, Option<StepOutputs>> = HashMap::new();
     let mut contributions: HashMap<&str, String> = HashMap::new();
     let mut will_run: BTreeSet<&str> = BTreeSet::new();
     let mut out = Vec::new();
@@ -317,7 +333,10 @@ pub fn preview(
                 Ok(d) => match d.verdict {
                     Ok(()) => {
                         let out = state.steps[&step.id].outputs.clone();
-                        contributions.insert(&step.id, dep_contribution(&d.fingerprint, &out));
+                        contributions.insert(
+                            &step.id,
+                            dep_contribution(&d.fingerprint, &outputs_value(out.as_ref())),
+                        );
                         outputs.insert(&step.id, out);
                         Preview::Skip {
                             kept: step.is_liveness(),

@@ -8,15 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::failed_command::FailedCommand;
+use provision_plan::outputs::{KindOutputs, StepOutputs};
 use provision_plan::plan::Roots;
 use provision_plan::redact::Redactor;
 use provision_plan::secrets::{StepSecrets, UnknownSecret};
 use provision_plan::{Step, StepId};
-use serde_json::Value;
-
-/// Outputs of a step, by name (`commit`, `binary`, `engine_digest`, `path`, `digest`, `pid`,
-/// `url`, …). Recorded in the state file and given to dependent steps.
-pub type Outputs = BTreeMap<String, Value>;
 
 /// Facts a step resolves about the world, by name (`commit`, `cmake_version`, …). They are part
 /// of the step's fingerprint: a changed fact makes the step dirty.
@@ -50,10 +46,11 @@ pub struct StepContext<'a> {
     /// Redacts every secret of the plan (built once per apply): for what a step logs or says.
     pub redactor: Arc<Redactor>,
     pub step: &'a Step,
-    /// Outputs of the step's dependencies, by step id.
-    pub deps: BTreeMap<String, Outputs>,
+    /// Typed outputs of the step's dependencies, direct and indirect (a handoff reads its
+    /// spawn through its probe), by step id. Their fingerprints are in this step's.
+    pub deps: BTreeMap<String, StepOutputs>,
     /// Outputs this step recorded when it last passed (for liveness checks and reuse).
-    pub previous: Option<Outputs>,
+    pub previous: Option<StepOutputs>,
     /// This step's own log file (under `<runtime>/logs/steps/`); its tail goes into errors.
     pub log: PathBuf,
     /// Build parallelism (`${jobs}`).
@@ -68,33 +65,18 @@ pub struct StepContext<'a> {
 
 impl StepContext<'_> {
     /// Expand the plan's placeholders: the roots, `${jobs}`, and `${model_path}` from the
-    /// dependency whose kind provides it.
+    /// dependency whose outputs give it (model-resolve's `path`).
     pub fn expand(&self, s: &str) -> String {
         let mut out = self
             .roots
             .expand(s)
             .replace("${jobs}", &self.jobs.to_string());
         if out.contains("${model_path}") {
-            if let Some(path) = self.provided("model_path") {
+            if let Some(path) = self.deps.values().find_map(|o| o.placeholder("model_path")) {
                 out = out.replace("${model_path}", path);
             }
         }
         out
-    }
-
-    /// The value a dependency's outputs give `${placeholder}` (the kinds say which output:
-    /// [`provision_plan::StepKind::provides`]): a dependency that makes it (model-resolve's `path`) before one
-    /// that passes it on (a `model_path` output).
-    fn provided(&self, placeholder: &str) -> Option<&str> {
-        let value = |origin: bool| {
-            self.deps.iter().find_map(|(id, outputs)| {
-                let p = StepId::kind_of(id)?.provided(placeholder)?;
-                (p.origin == origin)
-                    .then(|| outputs.get(p.output).and_then(Value::as_str))
-                    .flatten()
-            })
-        };
-        value(true).or_else(|| value(false))
     }
 
     /// `text` with the step's `${secret:NAME}` placeholders filled in: only for the moment of
@@ -116,18 +98,81 @@ impl StepContext<'_> {
         PathBuf::from(self.expand(s))
     }
 
-    /// An output of the first dependency that has it.
-    pub fn dep_output(&self, name: &str) -> Option<&Value> {
-        self.deps.values().find_map(|o| o.get(name))
+    /// The outputs of dependency `id`, of its kind. `Err` when `id` is not a dependency of
+    /// this step, has no outputs, or is of another kind.
+    pub fn dep<T: KindOutputs>(&self, id: &StepId) -> Result<&T, StepError> {
+        self.maybe_dep(id)?.ok_or_else(|| {
+            StepError::new(format!(
+                "{}: `{id}` is not a dependency of this step, or recorded no outputs",
+                self.step.id
+            ))
+            .hint("a plan bug; rerun apply with --force, and report it if it persists")
+        })
+    }
+
+    /// The outputs of `id` when it is a dependency with outputs; `Err` when they are of
+    /// another kind than `T`'s.
+    pub fn maybe_dep<T: KindOutputs>(&self, id: &StepId) -> Result<Option<&T>, StepError> {
+        let Some(outputs) = self.deps.get(&id.to_string()) else {
+            return Ok(None);
+        };
+        T::of(outputs).map(Some).ok_or_else(|| {
+            StepError::new(format!(
+                "{}: the outputs of `{id}` are {} outputs, not {}",
+                self.step.id,
+                outputs.kind(),
+                T::KIND
+            ))
+            .hint("a plan bug; rerun apply with --force, and report it if it persists")
+        })
+    }
+
+    /// The one dependency of `T`'s kind (its id, as the plan names it nowhere else this step
+    /// could read: the model a fit is for, the build a server runs), `None` when there is
+    /// none; `Err` when there are several.
+    pub fn the_dep<T: KindOutputs>(&self) -> Result<Option<&T>, StepError> {
+        let mut found = self.deps.iter().filter_map(|(id, o)| Some((id, T::of(o)?)));
+        let first = found.next();
+        if let Some((other, _)) = found.next() {
+            return Err(StepError::new(format!(
+                "{}: two {} dependencies (`{}`, `{other}`); it reads one",
+                self.step.id,
+                T::KIND,
+                first.map(|(id, _)| id.as_str()).unwrap_or_default()
+            )));
+        }
+        Ok(first.map(|(_, o)| o))
+    }
+
+    /// What this step recorded when it last passed, when of its kind.
+    pub fn previous<T: KindOutputs>(&self) -> Option<&T> {
+        self.previous.as_ref().and_then(T::of)
     }
 }
 
 /// What a passed step produced.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outcome {
-    pub outputs: Outputs,
+    /// Typed by the step's kind; `None` for a step that produces none (test dispatches).
+    pub outputs: Option<StepOutputs>,
     /// Files or directories that must still exist for the step to stay fresh.
     pub artifacts: Vec<PathBuf>,
+}
+
+impl Outcome {
+    /// A passed step's outputs, no artifacts.
+    pub fn new(outputs: impl Into<StepOutputs>) -> Self {
+        Outcome {
+            outputs: Some(outputs.into()),
+            artifacts: Vec::new(),
+        }
+    }
+
+    /// The outcome with `path` as an artifact too.
+    pub fn artifact(mut self, path: impl Into<PathBuf>) -> Self {
+        self.artifacts.push(path.into());
+        self
+    }
 }
 
 /// A failed step: what failed, what to do, the tail of its output and, when one of its
@@ -237,104 +282,4 @@ pub trait Dispatch: Sync {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use provision_plan::step::{GpuCheck, StepSpec};
-    use serde_json::json;
-
-    fn expand_with(deps: &[(&str, &str, &str)]) -> String {
-        let step = Step {
-            id: "gpu-check".into(),
-            deps: vec![],
-            pools: vec![],
-            spec: StepSpec::GpuCheck(GpuCheck {
-                devices: vec![],
-                argv: vec![],
-            }),
-        };
-        let roots = Roots {
-            cache: "/c".into(),
-            runtime: "/r".into(),
-            config_dir: "/d".into(),
-        };
-        let cx = StepContext {
-            roots: &roots,
-            redactor: std::sync::Arc::new(Redactor::default()),
-            step: &step,
-            deps: deps
-                .iter()
-                .map(|(id, k, v)| (id.to_string(), Outputs::from([(k.to_string(), json!(v))])))
-                .collect(),
-            previous: None,
-            log: PathBuf::new(),
-            jobs: 3,
-            cancel: Cancel::new(),
-            secrets: &StepSecrets::default(),
-        };
-        cx.expand("${cache}/m ${model_path} -j${jobs}")
-    }
-
-    #[test]
-    fn a_step_fills_in_its_own_secrets_and_a_missing_one_names_step_and_secret() {
-        let step = Step {
-            id: "spawn:a/r0".into(),
-            deps: vec![],
-            pools: vec![],
-            spec: StepSpec::GpuCheck(GpuCheck {
-                devices: vec![],
-                argv: vec![],
-            }),
-        };
-        let roots = Roots {
-            cache: "/c".into(),
-            runtime: "/r".into(),
-            config_dir: "/d".into(),
-        };
-        let secrets: StepSecrets = [("env.K".to_string(), "v4lue".to_string())]
-            .into_iter()
-            .collect();
-        let cx = StepContext {
-            roots: &roots,
-            redactor: std::sync::Arc::new(Redactor::default()),
-            step: &step,
-            deps: BTreeMap::new(),
-            previous: None,
-            log: PathBuf::new(),
-            jobs: 1,
-            cancel: Cancel::new(),
-            secrets: &secrets,
-        };
-        assert_eq!(
-            cx.expand_secrets("${cache}/${secret:env.K}").unwrap(),
-            "${cache}/v4lue"
-        );
-        assert_eq!(cx.secret("env.K"), Some("v4lue"));
-        let err = cx.expand_secrets("${secret:env.OTHER}").unwrap_err();
-        assert_eq!(
-            err.message,
-            "step spawn:a/r0: the secret `env.OTHER` is not in the plan's secrets"
-        );
-        assert!(err.hint.unwrap().contains("plan again"));
-    }
-
-    #[test]
-    fn model_path_comes_from_the_kind_that_provides_it() {
-        // The model-resolve step makes it: preferred to one passed on, whatever the id order.
-        let deps = [
-            ("model-resolve:m.gguf", "path", "/made.gguf"),
-            ("cmake-build:x", "model_path", "/not-a-provider.gguf"),
-            ("spawn:a/r0", "model_path", "/passed.gguf"),
-        ];
-        assert_eq!(expand_with(&deps), "/c/m /made.gguf -j3");
-        assert_eq!(expand_with(&deps[1..]), "/c/m /passed.gguf -j3");
-        // A `path` output of another kind is not the model; nothing provides it: left as is.
-        assert_eq!(
-            expand_with(&[("cmake-build:x", "path", "/bin")]),
-            "/c/m ${model_path} -j3"
-        );
-        assert_eq!(
-            expand_with(&[("vram-fit:a", "model_path", "/fit.gguf")]),
-            "/c/m /fit.gguf -j3"
-        );
-    }
-}
+mod tests;

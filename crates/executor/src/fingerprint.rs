@@ -10,7 +10,7 @@ use provision_plan::Step;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::dispatch::Outputs;
+use provision_plan::StepOutputs;
 
 /// Bumped when the fingerprint inputs change meaning.
 pub const FINGERPRINT_VERSION: u32 = 1;
@@ -46,9 +46,18 @@ pub fn secret_digest(step: &Step, secrets: &StepSecrets) -> Option<String> {
     Some(sha256_hex(canonical(&v).as_bytes()))
 }
 
+/// A step's outputs as its contribution digests them: `{}` for none.
+pub fn outputs_value(outputs: Option<&StepOutputs>) -> Value {
+    outputs.map_or_else(
+        || json!({}),
+        |o| serde_json::to_value(o).expect("outputs serialise"),
+    )
+}
+
 /// What a finished dependency contributes to its dependents' fingerprints: its own
-/// fingerprint and its outputs (a rebuilt binary with a new digest dirties the spawn).
-pub fn dep_contribution(fingerprint: &str, outputs: &Outputs) -> String {
+/// fingerprint and its outputs ([`outputs_value`]: a rebuilt binary with a new digest dirties
+/// the spawn).
+pub fn dep_contribution(fingerprint: &str, outputs: &Value) -> String {
     let v = json!({"fingerprint": fingerprint, "outputs": outputs});
     sha256_hex(canonical(&v).as_bytes())
 }

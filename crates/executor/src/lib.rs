@@ -22,14 +22,16 @@ pub mod retire;
 mod scheduler;
 pub mod state;
 pub mod state_pids;
+mod state_v1;
 mod unsaved;
 
 pub use apply::{apply, is_volatile, preview, ApplyOptions, ApplyReport, Preview, StepResult};
 pub use dirty_reason::DirtyReason;
-pub use dispatch::{log_tail, Cancel, Dispatch, Facts, Outcome, Outputs, StepContext, StepError};
+pub use dispatch::{log_tail, Cancel, Dispatch, Facts, Outcome, StepContext, StepError};
 pub use events::{Event, EventSink};
 pub use failed_command::{ExitState, FailedCommand};
 pub use lock::{acquire, ApplyLock, Holder, LockError, LockGuard};
+pub use provision_plan::outputs::{KindOutputs, StepOutputs};
 pub use retire::retire_removed;
 pub use state::{
     Durability, SaveCounts, State, StateError, StateFile, StepRecord, StepStatus, STATE_VERSION,

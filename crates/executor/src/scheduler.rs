@@ -33,11 +33,12 @@ use provision_plan::{Plan, Step};
 
 use crate::apply::{context, decide, is_heavy, step_log, ApplyOptions, Decision, StepResult};
 use crate::checkers::{Check, Checkers};
-use crate::dispatch::{Cancel, Dispatch, Outcome, Outputs, StepContext, StepError};
+use crate::dispatch::{Cancel, Dispatch, Outcome, StepContext, StepError};
 use crate::events::{Event, EventSink};
-use crate::fingerprint::dep_contribution;
+use crate::fingerprint::{dep_contribution, outputs_value};
 use crate::state::{now_rfc3339, State, StateError, StateFile, StepRecord, StepStatus};
 use crate::unsaved::Unsaved;
+use provision_plan::StepOutputs;
 
 /// How often a waiting scheduler checks that its state lock still holds, so that a lost lock
 /// stops the running steps now rather than at the next write. Nothing is scheduled then.
@@ -74,7 +75,7 @@ pub(crate) struct Scheduler<'a> {
     /// Steps whose dependencies all passed, not yet decided (plan order).
     ready: BTreeSet<usize>,
     results: Vec<Option<StepResult>>,
-    outputs: HashMap<&'a str, Outputs>,
+    outputs: HashMap<&'a str, Option<StepOutputs>>,
     contributions: HashMap<&'a str, String>,
     /// Fingerprints of the running steps, recorded when they pass.
     fingerprints: HashMap<usize, String>,
@@ -341,8 +342,10 @@ impl<'a> Scheduler<'a> {
             Ok(()) => {
                 self.heavy_done(i);
                 let out = self.state.steps[&step.id].outputs.clone();
-                self.contributions
-                    .insert(&step.id, dep_contribution(&d.fingerprint, &out));
+                self.contributions.insert(
+                    &step.id,
+                    dep_contribution(&d.fingerprint, &outputs_value(out.as_ref())),
+                );
                 self.outputs.insert(&step.id, out);
                 let kept = step.is_liveness();
                 let event = Event::Skipped {
@@ -367,7 +370,7 @@ impl<'a> Scheduler<'a> {
                         spec: d.spec,
                         facts: d.facts,
                         deps: d.deps,
-                        outputs: BTreeMap::new(),
+                        outputs: None,
                         artifacts: Vec::new(),
                         started_at: Some(now_rfc3339()),
                         finished_at: None,
@@ -412,8 +415,10 @@ impl<'a> Scheduler<'a> {
                     .map(|p| p.display().to_string())
                     .collect();
                 record.fingerprint = Some(fp.clone());
-                self.contributions
-                    .insert(&step.id, dep_contribution(&fp, &outcome.outputs));
+                self.contributions.insert(
+                    &step.id,
+                    dep_contribution(&fp, &outputs_value(outcome.outputs.as_ref())),
+                );
                 self.outputs.insert(&step.id, outcome.outputs);
                 let event = Event::Finished {
                     step: step.id.clone(),

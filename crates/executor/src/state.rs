@@ -14,8 +14,9 @@ use serde_json::Value;
 
 use crate::dirty_reason::DirtyReason;
 
-/// Bumped when the state file changes incompatibly.
-pub const STATE_VERSION: u32 = 1;
+/// Bumped when the state file changes incompatibly. Version 2: typed step outputs (version 1's
+/// untyped maps are read, see `state_v1`).
+pub const STATE_VERSION: u32 = 2;
 
 /// `.runtime/state.json`: the record of every step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -61,8 +62,9 @@ pub struct StepRecord {
     /// What each dependency contributed to the fingerprint.
     #[serde(default)]
     pub deps: BTreeMap<String, String>,
-    #[serde(default)]
-    pub outputs: BTreeMap<String, Value>,
+    /// What it produced, typed by its kind (none once undone, or before it passed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<provision_plan::StepOutputs>,
     /// Files that must still exist for the step to stay fresh.
     #[serde(default)]
     pub artifacts: Vec<String>,
@@ -195,7 +197,7 @@ impl StateFile {
             })?;
         let text = String::from_utf8(bytes)
             .map_err(|_| corrupt("it is not UTF-8 text, so not a provision state file".into()))?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| {
+        let mut value: Value = serde_json::from_str(&text).map_err(|e| {
             corrupt(format!(
                 "it is not a provision state file, or a damaged one: {e}"
             ))
@@ -213,6 +215,7 @@ impl StateFile {
                     "it is not a provision state file (no `state_version`)".into(),
                 ))
             }
+            Some(1) => value = crate::state_v1::migrate(value),
             _ => {}
         }
         let state: State = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
@@ -346,7 +349,7 @@ mod tests {
                 spec: serde_json::json!({"x": 1}),
                 facts: BTreeMap::new(),
                 deps: BTreeMap::new(),
-                outputs: BTreeMap::new(),
+                outputs: None,
                 artifacts: vec![],
                 started_at: None,
                 finished_at: None,

@@ -1,8 +1,8 @@
 //! The scheduler with a fake dispatch: order, parallelism, failure, freshness, dirty reasons,
 //! resumption, cancellation. The plan is a real plan made by the planner.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,8 @@ use provision_executor::{
     apply, is_volatile, preview, ApplyOptions, ApplyReport, Cancel, Dispatch, Event, Facts,
     Outcome, Preview, SaveCounts, State, StateFile, StepContext, StepError, StepResult, StepStatus,
 };
-use provision_plan::{Document, Plan, PlanOptions, Roots};
+use provision_plan::outputs::{ServerIdentity, SpawnOutputs};
+use provision_plan::{Backend, Document, Plan, PlanOptions, Roots};
 
 const CONFIG: &str = r#"
 pools:
@@ -53,7 +54,7 @@ struct Fake {
     facts: Mutex<HashMap<String, Facts>>,
     dead: Mutex<HashSet<String>>,
     runs: Mutex<Vec<(String, Instant, Instant)>>,
-    pid: AtomicU64,
+    pid: AtomicU32,
 }
 
 impl Fake {
@@ -114,17 +115,12 @@ impl Dispatch for Fake {
         if self.fail.lock().unwrap().contains(&cx.step.id) {
             return Err(StepError::new(format!("{} broke", cx.step.id)).hint("fix it"));
         }
-        let mut outputs = BTreeMap::new();
-        if cx.step.kind() == "spawn" {
-            // Above 1: a state recording pid 0 or 1 is corrupt.
-            let pid = 1000 + self.pid.fetch_add(1, Ordering::SeqCst);
-            outputs.insert("pid".into(), pid.into());
+        if cx.step.kind() != "spawn" {
+            return Ok(Outcome::default());
         }
-        outputs.insert("id".into(), cx.step.id.clone().into());
-        Ok(Outcome {
-            outputs,
-            artifacts: vec![],
-        })
+        // Above 1: a state recording pid 0 or 1 is corrupt.
+        let pid = 1000 + self.pid.fetch_add(1, Ordering::SeqCst);
+        Ok(Outcome::new(fake_server(pid, &cx.step.id)))
     }
 
     fn check_alive(&self, cx: &StepContext<'_>) -> Result<(), String> {
@@ -132,6 +128,30 @@ impl Dispatch for Fake {
             true => Err("process is gone".into()),
             false => Ok(()),
         }
+    }
+}
+
+/// What a spawn step records, of a server that is not there.
+fn fake_server(pid: u32, id: &str) -> SpawnOutputs {
+    SpawnOutputs {
+        server: ServerIdentity {
+            pid,
+            pgid: pid,
+            start_time: 1,
+            boot_id: String::new(),
+            instance: None,
+        },
+        port: 1,
+        host: "127.0.0.1".into(),
+        url: "http://127.0.0.1:1".into(),
+        log: format!("{id}.log"),
+        pid_file: format!("{id}.pid"),
+        binary: "llama-server".into(),
+        binary_digest: "sha256:00".into(),
+        backend: Backend::Cpu,
+        devices: Vec::new(),
+        started_at: String::new(),
+        handoff_path: None,
     }
 }
 

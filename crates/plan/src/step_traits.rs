@@ -11,28 +11,6 @@ use crate::secrets::StepSecrets;
 use crate::step::StepSpec;
 use crate::step_kind::StepKind;
 
-/// How a step's outputs fill a `${…}` placeholder of its dependents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Provides {
-    /// The placeholder's name, without `${` `}` (`model_path`).
-    pub placeholder: &'static str,
-    /// The output that holds the value.
-    pub output: &'static str,
-    /// The step makes the value (preferred) rather than passing on a dependency's.
-    pub origin: bool,
-}
-
-const MODEL_PATH_MADE: &[Provides] = &[Provides {
-    placeholder: "model_path",
-    output: "path",
-    origin: true,
-}];
-const MODEL_PATH_PASSED_ON: &[Provides] = &[Provides {
-    placeholder: "model_path",
-    output: "model_path",
-    origin: false,
-}];
-
 impl StepKind {
     /// Liveness steps check the world every apply; a state file alone never makes them fresh.
     pub fn is_liveness(self) -> bool {
@@ -108,27 +86,6 @@ impl StepKind {
             | StepKind::ModelResolve
             | StepKind::VramFit => RETIRE_RANK_LAST,
         }
-    }
-
-    /// The `${…}` placeholders of its dependents that this step's outputs fill.
-    pub fn provides(self) -> &'static [Provides] {
-        match self {
-            StepKind::ModelResolve => MODEL_PATH_MADE,
-            StepKind::VramFit | StepKind::Spawn | StepKind::Probe => MODEL_PATH_PASSED_ON,
-            StepKind::PreflightTools
-            | StepKind::GpuCheck
-            | StepKind::GitClone
-            | StepKind::CmakeConfigure
-            | StepKind::CmakeBuild
-            | StepKind::Handoff => &[],
-        }
-    }
-
-    /// The output that fills `${placeholder}`, and whether this step makes the value.
-    pub fn provided(self, placeholder: &str) -> Option<&'static Provides> {
-        self.provides()
-            .iter()
-            .find(|p| p.placeholder == placeholder)
     }
 }
 
@@ -233,28 +190,5 @@ mod tests {
         );
         assert_eq!(retire_rank_of("handoff"), 0);
         assert_eq!(retire_rank_of("a-kind-from-elsewhere"), RETIRE_RANK_LAST);
-    }
-
-    #[test]
-    fn model_path_is_made_by_model_resolve_and_passed_on_by_fit_spawn_and_probe() {
-        let table: Vec<(&str, &str, bool)> = StepKind::ALL
-            .into_iter()
-            .filter_map(|k| {
-                k.provided("model_path")
-                    .map(|p| (k.as_str(), p.output, p.origin))
-            })
-            .collect();
-        assert_eq!(
-            table,
-            [
-                ("model-resolve", "path", true),
-                ("vram-fit", "model_path", false),
-                ("spawn", "model_path", false),
-                ("probe", "model_path", false),
-            ]
-        );
-        for k in StepKind::ALL {
-            assert_eq!(k.provided("port"), None, "{k}");
-        }
     }
 }

@@ -3,8 +3,8 @@
 
 use provision_executor::command::StepCommand;
 use provision_executor::{Outcome, StepContext, StepError};
+use provision_plan::outputs::{CmakeBuildOutputs, CmakeConfigureOutputs, GitCloneOutputs};
 use provision_plan::step::CmakeBuild;
-use serde_json::Value;
 
 use crate::digest::sha256_file;
 
@@ -22,7 +22,8 @@ pub fn build(spec: &CmakeBuild, cx: &StepContext<'_>) -> Result<Outcome, StepErr
     }
     let argv: Vec<String> = spec.argv.iter().map(|a| cx.expand(a)).collect();
     let mut command = StepCommand::new(argv).cwd(&build_dir);
-    if let Some(base) = cx.dep_output("ccache_basedir").and_then(Value::as_str) {
+    let configured = cx.the_dep::<CmakeConfigureOutputs>()?;
+    if let Some(base) = configured.and_then(|c| c.ccache_basedir.as_deref()) {
         command = command.env("CCACHE_BASEDIR", base);
     }
     command.run(cx).map_err(|e| {
@@ -63,35 +64,28 @@ pub fn build(spec: &CmakeBuild, cx: &StepContext<'_>) -> Result<Outcome, StepErr
             .hint("check the permissions of the build directory")
     })?;
 
-    let mut outcome = Outcome::default();
-    let o = &mut outcome.outputs;
-    o.insert("binary".into(), Value::String(binary.display().to_string()));
-    o.insert("engine_digest".into(), Value::String(digest));
-    o.insert("build_ref".into(), build_ref(cx));
-    o.insert("flags".into(), flags(cx));
-    outcome.artifacts.push(binary);
-    Ok(outcome)
+    let outputs = CmakeBuildOutputs {
+        binary: binary.display().to_string(),
+        engine_digest: digest,
+        build_ref: build_ref(cx, configured)?,
+    };
+    Ok(Outcome::new(outputs).artifact(binary))
 }
 
-/// The commit the configure handed on (from git-clone), else the source checkout's HEAD.
-fn build_ref(cx: &StepContext<'_>) -> Value {
-    if let Some(commit) = cx.dep_output("commit") {
-        return commit.clone();
+/// The commit the git-clone step checked out, else the source checkout's HEAD.
+fn build_ref(
+    cx: &StepContext<'_>,
+    configured: Option<&CmakeConfigureOutputs>,
+) -> Result<Option<String>, StepError> {
+    if let Some(clone) = cx.the_dep::<GitCloneOutputs>()? {
+        return Ok(Some(clone.commit.clone()));
     }
-    cx.dep_output("source_dir")
-        .and_then(Value::as_str)
-        .and_then(|dir| {
-            StepCommand::new(["git", "-C", dir, "rev-parse", "HEAD"])
+    Ok(configured
+        .and_then(|c| {
+            StepCommand::new(["git", "-C", &c.source_dir, "rev-parse", "HEAD"])
                 .read(cx)
                 .ok()
         })
         .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .map_or(Value::Null, Value::String)
-}
-
-/// The configure's `flags` output (the normalised definitions): the build reads no other
-/// step's spec, only what its dependency passed on.
-fn flags(cx: &StepContext<'_>) -> Value {
-    cx.dep_output("flags").cloned().unwrap_or(Value::Null)
+        .filter(|s| !s.is_empty()))
 }

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use provision_executor::command::{CommandError, StepCommand};
 use provision_executor::{log_tail, Facts, Outcome, StepContext, StepError};
+use provision_plan::outputs::CmakeConfigureOutputs;
 use provision_plan::step::CmakeConfigure;
 use provision_steps_tools::{Host, ToolVersions};
-use serde_json::Value;
 
 use crate::cmake_cache;
 use crate::cmake_error;
@@ -109,7 +109,7 @@ pub fn configure_on(
     }
     let mut cuda_root = None;
     if spec.cuda {
-        let caps = compute_caps(cx, host);
+        let caps = cuda::query_compute_caps(host);
         let cuda_defines = cuda::defines(&spec.defines, host, &caps).map_err(|e| {
             StepError::new("a CUDA build needs nvcc, and it is neither on PATH nor in a CUDA root")
                 .hint(format!(
@@ -169,57 +169,25 @@ pub fn configure_on(
             .map_err(|e| configure_error(e, spec, &source_dir, &build_dir, cx))?;
     }
 
-    let mut outcome = Outcome::default();
-    let o = &mut outcome.outputs;
-    let path_value = |p: &Path| Value::String(p.display().to_string());
-    o.insert("build_dir".into(), path_value(&build_dir));
-    o.insert("source_dir".into(), path_value(&source_dir));
-    o.insert("generator".into(), Value::String(generator));
-    o.insert(
-        "compiler_launcher".into(),
-        launcher
-            .as_ref()
-            .map_or(Value::Null, |l: &Launcher| path_value(&l.ccache)),
-    );
-    o.insert(
-        "ccache_basedir".into(),
-        launcher
-            .as_ref()
-            .map_or(Value::Null, |l| path_value(&l.base_dir)),
-    );
-    if spec.cuda {
-        o.insert(
-            "cuda_root".into(),
-            cuda_root.map_or(Value::Null, Value::String),
-        );
-    }
-    o.insert("flags".into(), flags_value(spec));
-    if let Some(commit) = cx.dep_output("commit") {
-        o.insert("commit".into(), commit.clone());
-    }
-    outcome.artifacts.push(build_dir.join("CMakeCache.txt"));
-    Ok(outcome)
+    let shown = |p: &Path| p.display().to_string();
+    let outputs = CmakeConfigureOutputs {
+        build_dir: shown(&build_dir),
+        source_dir: shown(&source_dir),
+        generator,
+        compiler_launcher: launcher.as_ref().map(|l: &Launcher| shown(&l.ccache)),
+        ccache_basedir: launcher.as_ref().map(|l| shown(&l.base_dir)),
+        cuda_root,
+        flags: flags_value(spec),
+    };
+    Ok(Outcome::new(outputs).artifact(build_dir.join("CMakeCache.txt")))
 }
 
 /// The normalised definitions as `-DNAME=VALUE`, in order.
-pub(crate) fn flags_value(spec: &CmakeConfigure) -> Value {
-    Value::Array(
-        spec.defines
-            .iter()
-            .map(|(k, v)| Value::String(format!("-D{k}={v}")))
-            .collect(),
-    )
-}
-
-/// Compute capabilities from a gpu-check dependency's `compute_caps` output, else nvidia-smi.
-fn compute_caps(cx: &StepContext<'_>, host: &Host) -> Vec<String> {
-    if let Some(Value::Array(caps)) = cx.dep_output("compute_caps") {
-        return caps
-            .iter()
-            .filter_map(|c| c.as_str().map(String::from))
-            .collect();
-    }
-    cuda::query_compute_caps(host)
+pub(crate) fn flags_value(spec: &CmakeConfigure) -> Vec<String> {
+    spec.defines
+        .iter()
+        .map(|(k, v)| format!("-D{k}={v}"))
+        .collect()
 }
 
 /// Create the build directory; drop a CMake cache made for another generator or source.

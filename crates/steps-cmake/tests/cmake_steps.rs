@@ -38,12 +38,12 @@ fn ninja_build_of_the_server_target_with_digest_ref_and_flags() {
     let ws = workspace(&repo, "");
     let (configured, built) = clone_configure_build(&ws);
     let build_dir = ws.dir.path().join("cache/build");
-    assert_eq!(configured.outputs["generator"], "Ninja");
-    let planned_dir = configured.outputs["build_dir"].as_str().unwrap();
+    assert_eq!(cfg(&configured).generator, "Ninja");
+    let planned_dir = cfg(&configured).build_dir.as_str();
     assert!(Path::new(planned_dir).starts_with(&build_dir));
     assert!(Path::new(planned_dir).join("build.ninja").is_file());
 
-    let binary = built.outputs["binary"].as_str().unwrap();
+    let binary = bin(&built).binary.as_str();
     assert_eq!(binary, format!("{planned_dir}/bin/llama-server"));
     assert_eq!(built.artifacts, [Path::new(binary).to_path_buf()]);
     assert!(run_binary(binary).contains("hello from llama-server"));
@@ -53,12 +53,11 @@ fn ninja_build_of_the_server_target_with_digest_ref_and_flags() {
     let sha = Command::new("sha256sum").arg(binary).output().unwrap();
     let sha = String::from_utf8_lossy(&sha.stdout);
     assert_eq!(
-        built.outputs["engine_digest"],
+        bin(&built).engine_digest,
         format!("sha256:{}", sha.split_whitespace().next().unwrap())
     );
-    assert_eq!(built.outputs["build_ref"], repo.head());
-    assert_eq!(configured.outputs["commit"], repo.head());
-    let flags = built.outputs["flags"].as_array().unwrap();
+    assert_eq!(bin(&built).build_ref, Some(repo.head()));
+    let flags = &cfg(&configured).flags;
     assert!(flags.iter().any(|f| f == "-DGGML_NATIVE=OFF"), "{flags:?}");
     assert!(flags.iter().any(|f| f == "-DCMAKE_BUILD_TYPE=Release"));
     let log = ws.log_text();
@@ -71,10 +70,10 @@ fn makefiles_when_configured_or_when_ninja_is_missing() {
     let repo = hello_repo();
     let ws = workspace(&repo, "          generator: Unix Makefiles\n");
     let (configured, built) = clone_configure_build(&ws);
-    assert_eq!(configured.outputs["generator"], "Unix Makefiles");
-    let dir = configured.outputs["build_dir"].as_str().unwrap();
+    assert_eq!(cfg(&configured).generator, "Unix Makefiles");
+    let dir = cfg(&configured).build_dir.as_str();
     assert!(Path::new(dir).join("Makefile").is_file());
-    assert!(run_binary(built.outputs["binary"].as_str().unwrap()).contains("hello"));
+    assert!(run_binary(bin(&built).binary.as_str()).contains("hello"));
 
     // Automatic: no ninja on this host's PATH gives Makefiles; then, with ninja, the same
     // build dir is reconfigured for Ninja (the old CMake cache is dropped).
@@ -82,10 +81,10 @@ fn makefiles_when_configured_or_when_ninja_is_missing() {
     let bare = tempfile::tempdir().unwrap();
     let spec = configure_spec(&ws);
     let out = configure_with(&ws, &spec, &host_path_only(bare.path())).unwrap();
-    assert_eq!(out.outputs["generator"], "Unix Makefiles");
-    assert_eq!(out.outputs["compiler_launcher"], serde_json::Value::Null);
+    assert_eq!(cfg(&out).generator, "Unix Makefiles");
+    assert_eq!(cfg(&out).compiler_launcher, None);
     let out = configure_with(&ws, &spec, &Host::current()).unwrap();
-    assert_eq!(out.outputs["generator"], "Ninja");
+    assert_eq!(cfg(&out).generator, "Ninja");
     assert!(ws
         .log_text()
         .contains("it was configured for the generator Unix Makefiles, now Ninja"));
@@ -101,15 +100,15 @@ fn ccache_is_the_compiler_launcher_when_installed() {
     let ws = workspace(&repo, "");
     let (configured, _) = clone_configure_build(&ws);
     assert_eq!(
-        configured.outputs["compiler_launcher"],
-        ccache.display().to_string()
+        cfg(&configured).compiler_launcher,
+        Some(ccache.display().to_string())
     );
     // ${cache} holds both the checkout (${cache}/src/…) and the build (${cache}/build/…).
     assert_eq!(
-        configured.outputs["ccache_basedir"],
-        ws.cache().display().to_string()
+        cfg(&configured).ccache_basedir,
+        Some(ws.cache().display().to_string())
     );
-    let dir = configured.outputs["build_dir"].as_str().unwrap();
+    let dir = cfg(&configured).build_dir.as_str();
     let cache = fs::read_to_string(Path::new(dir).join("CMakeCache.txt")).unwrap();
     for lang in ["C", "CXX"] {
         let line = format!(
@@ -161,15 +160,12 @@ fn build_dirs_are_keyed_by_the_normalised_flags() {
     );
     let (_, built_b) = clone_configure_build(&ws);
     // Both builds stay side by side, each with its own flags.
-    let a = built_a.outputs["binary"].as_str().unwrap();
-    let b = built_b.outputs["binary"].as_str().unwrap();
+    let a = bin(&built_a).binary.as_str();
+    let b = bin(&built_b).binary.as_str();
     assert_ne!(a, b);
     assert!(run_binary(a).contains("flag: a"));
     assert!(run_binary(b).contains("flag: b"));
-    assert_ne!(
-        built_a.outputs["engine_digest"],
-        built_b.outputs["engine_digest"]
-    );
+    assert_ne!(bin(&built_a).engine_digest, bin(&built_b).engine_digest);
 }
 
 #[test]
@@ -211,7 +207,7 @@ fn the_binary_must_exist_and_the_build_needs_a_configure() {
     let configured = configure_with(&ws, &configure_spec(&ws), &Host::current()).unwrap();
     spec.binary = spec.binary.replace("bin/llama-server", "bin/not-there");
     let id = ws.step("cmake-configure").id.clone();
-    let deps = BTreeMap::from([(id, configured.outputs)]);
+    let deps = BTreeMap::from([(id, configured.outputs.expect("configure outputs"))]);
     let err = build(&spec, &ws.cx("cmake-build", deps)).unwrap_err();
     assert!(
         err.message.contains("bin/not-there does not exist"),
@@ -277,13 +273,13 @@ fn a_cuda_toolkit_outside_path_is_passed_and_a_failed_configure_is_retried_once(
     let gxx13 = fake.path().join("bin/g++-13");
     stub(&gxx13);
     let out = configure_with(&ws, &spec, &host).unwrap();
-    assert_eq!(out.outputs["cuda_root"], root.display().to_string());
+    assert_eq!(cfg(&out).cuda_root, Some(root.display().to_string()));
     let log = ws.log_text();
     assert!(log.contains(&format!(
         "retrying once with the host compiler {}",
         gxx13.display()
     )));
-    let dir = out.outputs["build_dir"].as_str().unwrap();
+    let dir = cfg(&out).build_dir.as_str();
     let cache = fs::read_to_string(Path::new(dir).join("CMakeCache.txt")).unwrap();
     assert!(cache.contains(&format!(
         "CUDAToolkit_ROOT:UNINITIALIZED={}",

@@ -11,9 +11,9 @@
 use std::path::{Path, PathBuf};
 
 use provision_executor::{Outcome, StepContext, StepError};
+use provision_plan::outputs::GitCloneOutputs;
 use provision_plan::planner::redact_url;
 use provision_plan::step::GitClone;
-use serde_json::Value;
 
 use crate::credentials::Remote;
 use crate::error::GitError;
@@ -51,15 +51,11 @@ pub fn run(spec: &GitClone, cx: &StepContext<'_>) -> Result<Outcome, StepError> 
             })?
         }
     };
-    let mut outcome = Outcome::default();
-    outcome
-        .outputs
-        .insert("commit".into(), Value::String(commit));
-    outcome
-        .outputs
-        .insert("dir".into(), Value::String(dir.display().to_string()));
-    outcome.artifacts.push(dir);
-    Ok(outcome)
+    let outputs = GitCloneOutputs {
+        commit,
+        dir: dir.display().to_string(),
+    };
+    Ok(Outcome::new(outputs).artifact(dir))
 }
 
 /// Why an attempt failed: for good, or because of the cache (worth one fresh clone).

@@ -9,8 +9,10 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use provision_executor::Outcome;
+use provision_plan::outputs::GitCloneOutputs;
 use provision_plan::step::GitClone;
-use provision_plan::StepSpec;
+use provision_plan::{StepOutputs, StepSpec};
 use provision_steps_git::run;
 use provision_steps_testkit::{cpu_pool_config, git, TestRepo, Workspace};
 
@@ -127,8 +129,9 @@ fn credentials_reach_git_by_its_environment_not_its_command_line_or_its_config()
     let ws = Workspace::new(&cpu_pool_config(&url, "v1", false, ""));
 
     let out = run(&spec(&ws), &ws.cx("git-clone", BTreeMap::new())).unwrap();
-    assert_eq!(out.outputs["commit"].as_str().unwrap(), commit);
-    let dir = PathBuf::from(out.outputs["dir"].as_str().unwrap());
+    let first = cloned(&out);
+    assert_eq!(first.commit, commit);
+    let dir = PathBuf::from(&first.dir);
     {
         let s = seen.lock().unwrap();
         assert!(s.requests > 0);
@@ -144,7 +147,7 @@ fn credentials_reach_git_by_its_environment_not_its_command_line_or_its_config()
     // same origin), and its config loses them.
     git(&dir, &["remote", "set-url", "origin", &url]);
     let again = run(&spec(&ws), &ws.cx("git-clone", BTreeMap::new())).unwrap();
-    assert_eq!(again.outputs["commit"].as_str().unwrap(), commit);
+    assert_eq!(cloned(&again).commit, commit);
     let config = std::fs::read_to_string(dir.join(".git/config")).unwrap();
     assert!(!config.contains(PASSWORD), "{config}");
     assert!(
@@ -161,4 +164,12 @@ fn credentials_reach_git_by_its_environment_not_its_command_line_or_its_config()
     let s = seen.lock().unwrap();
     assert_eq!(s.refused, 0);
     assert!(s.leaks.is_empty(), "on a command line: {:?}", s.leaks);
+}
+
+/// What a passed git-clone recorded.
+fn cloned(out: &Outcome) -> &GitCloneOutputs {
+    out.outputs
+        .as_ref()
+        .and_then(StepOutputs::get::<GitCloneOutputs>)
+        .expect("git-clone outputs")
 }

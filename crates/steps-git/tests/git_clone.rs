@@ -5,8 +5,9 @@ use std::fs;
 use std::path::PathBuf;
 
 use provision_executor::StepError;
+use provision_plan::outputs::GitCloneOutputs;
 use provision_plan::step::GitClone;
-use provision_plan::StepSpec;
+use provision_plan::{StepOutputs, StepSpec};
 use provision_steps_git::{facts, run, RefLookup};
 use provision_steps_testkit::{cpu_pool_config, git, TestRepo, Workspace};
 
@@ -41,9 +42,14 @@ fn spec(ws: &Workspace) -> GitClone {
 
 fn run_step(ws: &Workspace) -> Result<(String, PathBuf), StepError> {
     let out = run(&spec(ws), &ws.cx("git-clone", BTreeMap::new()))?;
-    let dir = PathBuf::from(out.outputs["dir"].as_str().unwrap());
+    let cloned = out
+        .outputs
+        .as_ref()
+        .and_then(StepOutputs::get::<GitCloneOutputs>)
+        .expect("git-clone outputs");
+    let dir = PathBuf::from(&cloned.dir);
     assert_eq!(out.artifacts, std::slice::from_ref(&dir));
-    Ok((out.outputs["commit"].as_str().unwrap().to_string(), dir))
+    Ok((cloned.commit.clone(), dir))
 }
 
 fn fact(ws: &Workspace) -> Result<String, StepError> {

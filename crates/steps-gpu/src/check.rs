@@ -8,9 +8,9 @@
 //! pools that use it.
 
 use provision_executor::{Facts, Outcome, StepContext, StepError};
+use provision_plan::outputs::GpuCheckOutputs;
 use provision_plan::step::GpuCheck;
 use provision_steps_tools::Host;
-use serde_json::{json, Value};
 
 use crate::detect::{detect, DetectError, Gpu};
 
@@ -92,24 +92,16 @@ pub fn facts(spec: &GpuCheck, cx: &StepContext<'_>, host: &Host) -> Result<Facts
 /// Run gpu-check: output `gpus`.
 pub fn run(spec: &GpuCheck, cx: &StepContext<'_>, host: &Host) -> Result<Outcome, StepError> {
     let gpus = check(spec, host, &cx.cancel)?;
-    let mut outputs = provision_executor::Outputs::new();
-    outputs.insert("gpus".into(), json!(gpus));
-    Ok(Outcome {
-        outputs,
-        artifacts: Vec::new(),
-    })
+    Ok(Outcome::new(GpuCheckOutputs { gpus }))
 }
 
 /// Liveness: detect again and compare the requested devices with what the step recorded
 /// (`cx.previous`'s `gpus`): same uuid, name, total memory and driver. Free memory may differ.
 pub fn check_alive(spec: &GpuCheck, cx: &StepContext<'_>, host: &Host) -> Result<(), String> {
-    let recorded: Vec<Gpu> = cx
-        .previous
-        .as_ref()
-        .and_then(|o| o.get("gpus"))
-        .cloned()
-        .and_then(|v: Value| serde_json::from_value(v).ok())
-        .ok_or("no GPU list was recorded")?;
+    let recorded = &cx
+        .previous::<GpuCheckOutputs>()
+        .ok_or("no GPU list was recorded")?
+        .gpus;
     let now = check(spec, host, &cx.cancel).map_err(|e| e.message)?;
     for d in &spec.devices {
         let was = recorded.iter().find(|g| g.index == *d);

@@ -6,23 +6,12 @@ use std::time::{Duration, Instant};
 
 use provision_executor::{Cancel, ExitState, FailedCommand};
 use provision_steps_tools::Host;
-use serde::{Deserialize, Serialize};
 
 /// How long `nvidia-smi` may take (a wedged driver can hang it).
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One GPU as `nvidia-smi` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Gpu {
-    pub index: u32,
-    pub uuid: String,
-    pub name: String,
-    pub memory_total_mib: u64,
-    pub memory_free_mib: u64,
-    pub driver: String,
-    /// `8.6`; empty when the driver is too old to report it.
-    pub compute_capability: String,
-}
+/// One GPU as `nvidia-smi` reports it (a step output, hence in the plan crate).
+pub use provision_plan::outputs::Gpu;
 
 /// Why no GPU list could be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -63,8 +63,11 @@ fn two_gpus_pass_and_are_output() {
     let host = fake_smi(ws.dir.path(), TWO_GPUS, 0);
     let cx = ws.cx("gpu-check", Default::default());
     let out = run(&spec(&ws), &cx, &host).unwrap();
+    // As the state file records them (field names as state version 1 wrote them).
+    let recorded = serde_json::to_value(out.outputs.as_ref().expect("outputs")).unwrap();
+    assert_eq!(recorded["kind"], "gpu-check");
     assert_eq!(
-        out.outputs["gpus"],
+        recorded["gpus"],
         json!([
             {"index": 0, "uuid": "GPU-6f1a2b3c-0000-1111-2222-333344445555", "name": "NVIDIA GeForce RTX 3090",
              "memory_total_mib": 24576, "memory_free_mib": 23912, "driver": "550.54.14", "compute_capability": "8.6"},
@@ -181,7 +184,7 @@ fn liveness_compares_identity_not_free_memory() {
     let host = fake_smi(ws.dir.path(), ONE_GPU, 0);
     let mut cx = ws.cx("gpu-check", Default::default());
     let out = run(&spec(&ws), &cx, &host).unwrap();
-    cx.previous = Some(out.outputs.clone());
+    cx.previous = out.outputs.clone();
     check_alive(&spec(&ws), &cx, &host).unwrap();
 
     // Less free memory: still alive.

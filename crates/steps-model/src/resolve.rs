@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use provision_executor::{Cancel, Facts, Outcome, StepContext, StepError};
 use provision_plan::model_ref::ModelRef;
+use provision_plan::outputs::ModelResolveOutputs;
 use provision_plan::step::ModelResolve;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -518,13 +519,11 @@ pub fn run(
             r.fetched
         ),
     );
-    let mut outputs = provision_executor::Outputs::new();
-    outputs.insert("path".into(), json!(r.path.display().to_string()));
-    outputs.insert("digest".into(), json!(r.digest));
-    outputs.insert("size".into(), json!(r.size));
-    outputs.insert("architecture".into(), json!(arch));
-    Ok(Outcome {
-        outputs,
-        artifacts: vec![r.path],
-    })
+    let outputs = ModelResolveOutputs {
+        path: r.path.display().to_string(),
+        digest: r.digest,
+        size: r.size,
+        architecture: arch,
+    };
+    Ok(Outcome::new(outputs).artifact(r.path))
 }

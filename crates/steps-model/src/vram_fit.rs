@@ -18,8 +18,10 @@
 
 use provision_executor::{Outcome, StepContext, StepError};
 use provision_plan::memory_settings::{FlashAttn, GpuLayers as PlanGpuLayers, SplitMode};
+use provision_plan::outputs::{
+    DeviceFit, FitEstimate, FitInputs, Gpu, GpuCheckOutputs, ModelResolveOutputs, VramFitOutputs,
+};
 use provision_plan::step::VramFit;
-use serde_json::{json, Value};
 
 use crate::estimate::{
     estimate, human, kv_type_bytes, largest_fitting_ctx, Estimate, FitInput, GpuLayers,
@@ -143,17 +145,13 @@ pub fn fit_input(spec: &VramFit, model: &ModelInfo) -> Result<FitInput, String> 
 }
 
 /// Free bytes of each of `devices`, from the gpu-check output `gpus`.
-pub fn free_memory(devices: &[u32], gpus: &Value) -> Result<Vec<(u32, u64)>, String> {
-    let list = gpus
-        .as_array()
-        .ok_or("the gpu-check output `gpus` is missing or not a list")?;
+pub fn free_memory(devices: &[u32], gpus: &[Gpu]) -> Result<Vec<(u32, u64)>, String> {
     devices
         .iter()
         .map(|&d| {
-            list.iter()
-                .find(|g| g.get("index").and_then(Value::as_u64) == Some(u64::from(d)))
-                .and_then(|g| g.get("memory_free_mib").and_then(Value::as_u64))
-                .map(|free| (d, free * MIB))
+            gpus.iter()
+                .find(|g| g.index == d)
+                .map(|g| (d, g.memory_free_mib * MIB))
                 .ok_or_else(|| format!("gpu-check found no GPU {d} (or no free memory for it)"))
         })
         .collect()
@@ -211,13 +209,14 @@ pub fn check(
 /// Run vram-fit.
 pub fn run(spec: &VramFit, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let path = cx
-        .dep_output("path")
-        .and_then(Value::as_str)
-        .ok_or_else(|| StepError::new("vram-fit: the model-resolve step gave no `path`"))?
-        .to_string();
-    let gpus = cx
-        .dep_output("gpus")
-        .ok_or_else(|| StepError::new("vram-fit: the gpu-check step gave no `gpus`"))?;
+        .the_dep::<ModelResolveOutputs>()?
+        .ok_or_else(|| StepError::new("vram-fit: no model-resolve step before it"))?
+        .path
+        .clone();
+    let gpus = &cx
+        .the_dep::<GpuCheckOutputs>()?
+        .ok_or_else(|| StepError::new("vram-fit: no gpu-check step before it"))?
+        .gpus;
     let free = free_memory(&spec.devices, gpus).map_err(StepError::new)?;
     let model = ModelInfo::open(std::path::Path::new(&path))
         .map_err(|e| StepError::new(format!("cannot read the model header of {path}: {e}")))?;
@@ -235,25 +234,40 @@ pub fn run(spec: &VramFit, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         ));
     }
     crate::resolve::log_line(&cx.log, &summary);
-    let mut outputs = provision_executor::Outputs::new();
-    outputs.insert("fits".into(), json!(true));
-    // The spawn step depends on this step, not on model-resolve: pass the model file on.
-    if let Some(path) = cx.dep_output("path") {
-        outputs.insert("model_path".into(), path.clone());
+    Ok(Outcome::new(VramFitOutputs {
+        fits: true,
+        ctx: est.ctx,
+        estimate: fit_estimate(&est),
+        inputs: FitInputs {
+            flash_attn: input.flash_attn,
+            n_ubatch: input.n_ubatch,
+            parallel: input.parallel,
+        },
+        extra_flags: FIT_OFF.iter().map(|f| f.to_string()).collect(),
+        extra_flags_when: "the binary's --help lists --fit".into(),
+    }))
+}
+
+/// The estimate as the step's outputs record it.
+fn fit_estimate(est: &Estimate) -> FitEstimate {
+    FitEstimate {
+        ctx: est.ctx,
+        gpu_layers_offloaded: est.gpu_layers_offloaded,
+        layers_on_host: est.layers_on_host,
+        devices: est
+            .devices
+            .iter()
+            .map(|d| DeviceFit {
+                device: d.device,
+                layers: d.layers,
+                output_layer: d.output_layer,
+                weights: d.weights,
+                kv_cache: d.kv_cache,
+                compute: d.compute,
+                margin: d.margin,
+                need: d.need,
+                free: d.free,
+            })
+            .collect(),
     }
-    outputs.insert("ctx".into(), json!(est.ctx));
-    outputs.insert("estimate".into(), json!(est));
-    outputs.insert(
-        "inputs".into(),
-        json!({"flash_attn": input.flash_attn, "n_ubatch": input.n_ubatch, "parallel": input.parallel}),
-    );
-    outputs.insert("extra_flags".into(), json!(FIT_OFF));
-    outputs.insert(
-        "extra_flags_when".into(),
-        json!("the binary's --help lists --fit"),
-    );
-    Ok(Outcome {
-        outputs,
-        artifacts: Vec::new(),
-    })
 }

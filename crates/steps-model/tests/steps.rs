@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::fs;
 
-use provision_executor::Outputs;
+use provision_plan::outputs::{Gpu, GpuCheckOutputs, ModelResolveOutputs};
 use provision_plan::step::{ModelResolve, StepSpec, VramFit};
+use provision_plan::StepOutputs;
 use provision_steps_model::estimate::{estimate, MIB};
 use provision_steps_model::gguf_writer::{GgufWriter, LlamaShape};
 use provision_steps_model::hf::HfEnv;
@@ -97,17 +98,12 @@ fn local_model_resolve_outputs_and_warm_facts_read_nothing() {
     let cx = ws.cx("model-resolve", BTreeMap::new());
     let facts1 = provision_steps_model::facts(&spec, &cx, &env()).unwrap();
     let out = provision_steps_model::run(&spec, &cx, &env()).unwrap();
-    assert!(out.outputs["path"]
-        .as_str()
-        .unwrap()
-        .ends_with("models/tiny.gguf"));
+    let out = recorded(out.outputs);
+    assert!(out["path"].as_str().unwrap().ends_with("models/tiny.gguf"));
     let digest = facts1["digest"].clone();
-    assert_eq!(out.outputs["digest"], json!(digest));
-    assert_eq!(
-        out.outputs["size"],
-        json!(fs::metadata(&path).unwrap().len())
-    );
-    assert_eq!(out.outputs["architecture"], "llama");
+    assert_eq!(out["digest"], json!(digest));
+    assert_eq!(out["size"], json!(fs::metadata(&path).unwrap().len()));
+    assert_eq!(out["architecture"], "llama");
     // Same facts on a warm apply, and the digest comes from the cache (no read).
     let facts2 = provision_steps_model::facts(&spec, &cx, &env()).unwrap();
     assert_eq!(facts1, facts2);
@@ -157,20 +153,37 @@ fn local_checksum_mismatch_and_missing_and_foreign_files() {
     assert!(err.message.contains("not a GGUF file"), "{}", err.message);
 }
 
-fn deps(model: &std::path::Path, free_mib: u64) -> BTreeMap<String, Outputs> {
+/// Outputs as the state file records them (the field names state version 1 wrote).
+fn recorded(outputs: Option<StepOutputs>) -> serde_json::Value {
+    serde_json::to_value(outputs.expect("outputs")).unwrap()
+}
+
+fn deps(model: &std::path::Path, free_mib: u64) -> BTreeMap<String, StepOutputs> {
     let mut d = BTreeMap::new();
     d.insert(
         "model-resolve:tiny.gguf".into(),
-        Outputs::from([("path".to_string(), json!(model.display().to_string()))]),
+        ModelResolveOutputs {
+            path: model.display().to_string(),
+            digest: "sha256:00".into(),
+            size: 0,
+            architecture: "llama".into(),
+        }
+        .into(),
     );
     d.insert(
         "gpu-check".into(),
-        Outputs::from([(
-            "gpus".to_string(),
-            json!([{"index": 0, "uuid": "GPU-1", "name": "NVIDIA GeForce RTX 3090",
-                    "memory_total_mib": 24576, "memory_free_mib": free_mib,
-                    "driver": "550.54.14", "compute_capability": "8.6"}]),
-        )]),
+        GpuCheckOutputs {
+            gpus: vec![Gpu {
+                index: 0,
+                uuid: "GPU-1".into(),
+                name: "NVIDIA GeForce RTX 3090".into(),
+                memory_total_mib: 24576,
+                memory_free_mib: free_mib,
+                driver: "550.54.14".into(),
+                compute_capability: "8.6".into(),
+            }],
+        }
+        .into(),
     );
     d
 }
@@ -181,10 +194,11 @@ fn vram_fit_passes_with_its_estimate_and_the_residency_flags() {
     let model = write_model(&ws);
     let cx = ws.cx("vram-fit", deps(&model, 23_912));
     let out = provision_steps_model::vram_fit::run(&fit_spec(&ws), &cx).unwrap();
-    assert_eq!(out.outputs["fits"], true);
-    assert_eq!(out.outputs["ctx"], 4096);
-    assert_eq!(out.outputs["extra_flags"], json!(["--fit", "off"]));
-    let dev = &out.outputs["estimate"]["devices"][0];
+    let out = recorded(out.outputs);
+    assert_eq!(out["fits"], true);
+    assert_eq!(out["ctx"], 4096);
+    assert_eq!(out["extra_flags"], json!(["--fit", "off"]));
+    let dev = &out["estimate"]["devices"][0];
     assert_eq!(dev["device"], 0);
     assert_eq!(dev["free"], 23_912 * MIB);
     // KV: 4096 × 2 layers × 2 heads × 16 × 2 × 2 bytes.
@@ -376,7 +390,7 @@ fn a_signed_model_url_gets_its_signature_from_the_step_secrets_only_at_the_reque
     );
     let cx = ws.cx("model-resolve", BTreeMap::new());
     let out = provision_steps_model::run(&spec, &cx, &env()).unwrap_or_else(|e| panic!("{e:?}"));
-    assert_eq!(out.outputs["architecture"], "llama");
+    assert_eq!(recorded(out.outputs.clone())["architecture"], "llama");
     assert!(seen
         .lock()
         .unwrap()

@@ -7,11 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use provision_executor::state::now_rfc3339;
-use provision_executor::{
-    Outputs, State, StateError, StateFile, StepError, StepRecord, StepStatus,
-};
+use provision_executor::{State, StateError, StateFile, StepError, StepRecord, StepStatus};
+use provision_plan::outputs::{HandoffOutputs, SpawnOutputs};
 use provision_plan::step_traits::retire_rank_of;
-use provision_plan::{ReplicaId, Roots, StepId, StepKind};
+use provision_plan::{ReplicaId, Roots, StepId, StepKind, StepOutputs};
 use serde_json::Value;
 
 use crate::handoff_owner::{
@@ -40,12 +39,8 @@ fn pool_of(record: &StepRecord) -> Option<&str> {
     record.spec.get("pool").and_then(Value::as_str)
 }
 
-fn out_str<'a>(outputs: &'a Outputs, key: &str) -> Option<&'a str> {
-    outputs.get(key).and_then(Value::as_str)
-}
-
 /// Stop the server recorded in a spawn step's outputs and remove its pid file.
-pub fn stop_server(outputs: &Outputs, grace: Duration) -> Result<Stopped, String> {
+pub fn stop_server(outputs: &StepOutputs, grace: Duration) -> Result<Stopped, String> {
     let result = match ServerProcess::from_outputs(outputs) {
         Some(server) => process::stop(&server, grace)?,
         None => Stopped::NotRunning("no process recorded".into()),
@@ -55,13 +50,9 @@ pub fn stop_server(outputs: &Outputs, grace: Duration) -> Result<Stopped, String
 }
 
 /// The recorded pid file, while it still holds the recorded pid (see [`pid_file`]).
-fn cleanup(outputs: &Outputs) {
-    if let Some(p) = out_str(outputs, "pid_file") {
-        let pid = outputs
-            .get("pid")
-            .and_then(Value::as_u64)
-            .and_then(|p| u32::try_from(p).ok());
-        pid_file::remove_if_of(Path::new(p), pid);
+fn cleanup(outputs: &StepOutputs) {
+    if let Some(s) = outputs.get::<SpawnOutputs>() {
+        pid_file::remove_if_of(Path::new(&s.pid_file), Some(s.server.pid));
     }
 }
 
@@ -175,7 +166,7 @@ pub fn stop_unrecorded(
     let recorded: Vec<u32> = state
         .steps
         .values()
-        .filter_map(|r| ServerProcess::from_outputs(&r.outputs))
+        .filter_map(|r| ServerProcess::of_record(r.outputs.as_ref()))
         .filter(|s| ServerProcess::of_pid(s.pid).is_some_and(|now| now.start_time == s.start_time))
         .map(|s| s.pid)
         .collect();
@@ -189,11 +180,16 @@ pub fn stop_unrecorded(
 /// is this replica's provision handoff). Only the resolved path in the outputs is used: a
 /// planned path is never expanded again, and a step that recorded no path removes nothing.
 pub fn take_handoff_away(record: &StepRecord) -> Result<Option<String>, String> {
-    let Some(p) = out_str(&record.outputs, "path") else {
+    let Some(handoff) = record
+        .outputs
+        .as_ref()
+        .and_then(|o| o.get::<HandoffOutputs>())
+    else {
         return Ok(None);
     };
+    let p = &handoff.path;
     let path = Path::new(p);
-    let removal = match out_str(&record.outputs, "sha256") {
+    let removal = match &handoff.sha256 {
         Some(digest) => remove_if_unchanged(path, digest)?,
         // Recorded before digests were: the marker, pool and replica decide.
         None => remove_if_ours(
@@ -228,28 +224,27 @@ pub fn undo(
 ) -> Result<Option<String>, String> {
     match StepKind::parse(&record.kind) {
         Some(StepKind::Handoff) => take_handoff_away(record),
-        Some(StepKind::Spawn) if !record.outputs.contains_key("pid") => {
-            match unrecorded(record, roots) {
-                Ok(Some(server)) => {
-                    let s = process::stop(&server, grace)?;
-                    if let Some(p) = record.spec.get("pid_file").and_then(Value::as_str) {
-                        let p = roots.map_or(p.to_string(), |r| r.expand(p));
-                        pid_file::remove_if_of(Path::new(&p), Some(server.pid));
-                    }
-                    Ok(Some(format!("unrecorded pid {}: {s}", server.pid)))
+        Some(StepKind::Spawn) if record.outputs.is_none() => match unrecorded(record, roots) {
+            Ok(Some(server)) => {
+                let s = process::stop(&server, grace)?;
+                if let Some(p) = record.spec.get("pid_file").and_then(Value::as_str) {
+                    let p = roots.map_or(p.to_string(), |r| r.expand(p));
+                    pid_file::remove_if_of(Path::new(&p), Some(server.pid));
                 }
-                Ok(None) => Ok(None),
-                Err(warning) => Ok(Some(format!("warning: {warning}"))),
+                Ok(Some(format!("unrecorded pid {}: {s}", server.pid)))
             }
+            Ok(None) => Ok(None),
+            Err(warning) => Ok(Some(format!("warning: {warning}"))),
+        },
+        Some(StepKind::Spawn) => {
+            let outputs = record.outputs.as_ref().expect("checked above");
+            stop_server(outputs, grace).map(|s| {
+                let pid = outputs
+                    .get::<SpawnOutputs>()
+                    .map_or("-".to_string(), |o| o.server.pid.to_string());
+                Some(format!("pid {pid}: {s}"))
+            })
         }
-        Some(StepKind::Spawn) => stop_server(&record.outputs, grace).map(|s| {
-            let pid = record
-                .outputs
-                .get("pid")
-                .and_then(Value::as_u64)
-                .map_or("-".to_string(), |p| p.to_string());
-            Some(format!("pid {pid}: {s}"))
-        }),
         _ => Ok(None),
     }
 }
@@ -265,7 +260,7 @@ pub fn retire(id: &str, record: &StepRecord) -> Result<(), StepError> {
 fn mark_down(record: &mut StepRecord) {
     record.status = StepStatus::Cancelled;
     record.fingerprint = None;
-    record.outputs.clear();
+    record.outputs = None;
     record.artifacts.clear();
     record.finished_at = Some(now_rfc3339());
     record.error = Some("stopped by `provision down`".into());
@@ -287,7 +282,7 @@ pub fn down(
         .iter()
         .filter(|(_, r)| StepKind::parse(&r.kind).is_some_and(StepKind::is_replica))
         .filter(|(_, r)| pool.is_none() || pool_of(r) == pool)
-        .filter(|(_, r)| r.status != StepStatus::Cancelled || !r.outputs.is_empty())
+        .filter(|(_, r)| r.status != StepStatus::Cancelled || r.outputs.is_some())
         .map(|(id, r)| (retire_rank_of(&r.kind), id.clone()))
         .collect();
     ids.sort();
@@ -295,7 +290,7 @@ pub fn down(
     // Servers the records name (stopped or not): the marker search below leaves them alone.
     let recorded: Vec<u32> = ids
         .iter()
-        .filter_map(|(_, id)| ServerProcess::from_outputs(&state.steps[id].outputs))
+        .filter_map(|(_, id)| ServerProcess::of_record(state.steps[id].outputs.as_ref()))
         .map(|s| s.pid)
         .collect();
     for (_, id) in ids {

@@ -11,15 +11,17 @@ use std::path::PathBuf;
 
 use provision_executor::private_file::FILE_MODE;
 use provision_executor::state::{now_rfc3339, write_atomic_mode, Durability};
-use provision_executor::{Outcome, Outputs, StepContext, StepError};
+use provision_executor::{Outcome, StepContext, StepError};
+use provision_plan::outputs::{CmakeBuildOutputs, HandoffOutputs, ProbeOutputs, SpawnOutputs};
 use provision_plan::step::Handoff;
+use provision_plan::StepId;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::handoff_owner::{inspect, sha256, Found, Owner, WRITTEN_BY};
 use crate::process::ServerProcess;
-use crate::replica::{dep_str, expand, replica_name};
+use crate::replica::{expand, replica_name};
 
 /// A handoff file its group may read (`handoff_group_readable: true`).
 const GROUP_READABLE: u32 = 0o640;
@@ -117,15 +119,16 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
             path.display()
         )));
     }
-    let (Some(version), external) = (
-        dep_str(cx, "engine_version"),
-        spec.provisioning_mode == "external",
-    ) else {
+    let external = spec.provisioning_mode == "external";
+    let Some(probed) = cx.maybe_dep::<ProbeOutputs>(&StepId::probe(&spec.pool, spec.replica))?
+    else {
         return Err(StepError::new(format!(
             "{name} has no passed probe: the handoff file is written only for a ready replica"
         )));
     };
-    let server = cx.deps.values().find_map(ServerProcess::from_outputs);
+    // The server, as its spawn step records it (none is spawned for an external one).
+    let spawned = cx.maybe_dep::<SpawnOutputs>(&StepId::spawn(&spec.pool, spec.replica))?;
+    let server = spawned.and_then(|s| ServerProcess::recorded(&s.server));
     if !external {
         let server = server.as_ref().ok_or_else(|| {
             StepError::new(format!("no server process recorded for {name}"))
@@ -138,14 +141,11 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
             );
         }
     }
-    let port = cx
-        .dep_output("port")
-        .and_then(Value::as_u64)
-        .and_then(|p| u16::try_from(p).ok());
+    let port = spawned.map(|s| s.port);
     let url = if external {
         spec.url.clone()
     } else {
-        dep_str(cx, "url").unwrap_or_else(|| expand(cx, &spec.url, port))
+        probed.url.clone()
     };
     // Never hand off a port that another process answers on.
     if let (Some(server), false) = (&server, external) {
@@ -159,17 +159,16 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
         (Some(host), false) => with_host(&url, host),
         _ => url,
     };
-    let model_path = match expand(cx, &spec.model.path, port) {
-        p if p.contains("${model_path}") => dep_str(cx, "model_path").unwrap_or(p),
-        p => p,
-    };
+    let model_path = expand(cx, &spec.model.path, port);
+    // The build the server runs (mode source): its digest and commit; else the binary's.
+    let build = cx.the_dep::<CmakeBuildOutputs>()?;
     let file = HandoffFile {
         handoff_version: HANDOFF_VERSION,
         written_by: WRITTEN_BY.into(),
         runtime_dir: cx.roots.runtime.clone(),
         runtime_id: crate::identity::runtime_id(&cx.roots.runtime),
         engine: spec.engine.clone(),
-        engine_version: version,
+        engine_version: probed.engine_version.clone(),
         provisioning_mode: spec.provisioning_mode.clone(),
         url: cx.redactor.redact(&url),
         pool_id: spec.pool.clone(),
@@ -186,10 +185,12 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
         pid: server.as_ref().map(|s| s.pid),
         devices: spec.devices.clone(),
         backend: spec.backend.as_str().into(),
-        engine_digest: dep_str(cx, "engine_digest"),
-        build_ref: dep_str(cx, "build_ref"),
-        started_at: dep_str(cx, "started_at"),
-        log: dep_str(cx, "log"),
+        engine_digest: build
+            .map(|b| b.engine_digest.clone())
+            .or_else(|| spawned.map(|s| s.binary_digest.clone())),
+        build_ref: build.and_then(|b| b.build_ref.clone()),
+        started_at: spawned.map(|s| s.started_at.clone()),
+        log: spawned.map(|s| s.log.clone()),
         written_at: now_rfc3339(),
         auth: spec.auth.clone(),
     };
@@ -210,17 +211,13 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
         ))
         .hint("check that the directory is writable")
     })?;
-    let mut outputs = Outputs::new();
-    outputs.insert("path".into(), json!(path.display().to_string()));
-    outputs.insert("sha256".into(), json!(digest));
-    outputs.insert("url".into(), json!(file.url));
-    if let Some(pid) = file.pid {
-        outputs.insert("pid".into(), json!(pid));
-    }
-    Ok(Outcome {
-        outputs,
-        artifacts: vec![path],
+    Ok(Outcome::new(HandoffOutputs {
+        path: path.display().to_string(),
+        sha256: Some(digest),
+        url: file.url,
+        pid: file.pid,
     })
+    .artifact(path))
 }
 
 /// `url` (`scheme://host:port`) with `host` in place of its host.

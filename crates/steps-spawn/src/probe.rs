@@ -11,9 +11,11 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use provision_executor::{ExitState, FailedCommand, Outcome, Outputs, StepContext, StepError};
+use provision_executor::{ExitState, FailedCommand, Outcome, StepContext, StepError};
+use provision_plan::outputs::{CmakeBuildOutputs, ProbeOutputs, SpawnOutputs};
 use provision_plan::step::Probe;
-use serde_json::{json, Value};
+use provision_plan::StepId;
+use serde_json::Value;
 
 use crate::http::{reason, Http, NoReply};
 use crate::listener_owner;
@@ -21,7 +23,7 @@ use crate::pinned_tls;
 use crate::port;
 use crate::process::{self, NotRunning, ServerProcess};
 use crate::replica::{
-    api_key, dep_str, expand, note, remove_handoff, replica_name, server_log_tail, DEFAULT_GRACE,
+    api_key, expand, note, remove_handoff, replica_name, server_log_tail, DEFAULT_GRACE,
 };
 
 /// The shortest pause between two polls.
@@ -41,25 +43,19 @@ fn poll_pause(waited: Duration) -> Duration {
 /// How long one health request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Outputs of the spawn step that the probe passes on to the handoff.
-const PASS_THROUGH: &[&str] = &[
-    "pid",
-    "pgid",
-    "start_time",
-    "boot_id",
-    "instance",
-    "port",
-    "log",
-    "pid_file",
-    "binary",
-    "engine_digest",
-    "build_ref",
-    "model_path",
-    "backend",
-    "devices",
-    "started_at",
-    "handoff_path",
-];
+/// The outputs of the replica's spawn step: `None` for an external server (none is spawned);
+/// `Err` when a server of provision's own recorded none.
+fn spawned<'c>(
+    spec: &Probe,
+    cx: &'c StepContext<'_>,
+) -> Result<Option<&'c SpawnOutputs>, StepError> {
+    let id = StepId::spawn(&spec.pool, spec.replica);
+    if spec.external {
+        cx.maybe_dep(&id)
+    } else {
+        cx.dep(&id).map(Some)
+    }
+}
 
 /// The URL to ask, placeholders expanded and its credentials (`${secret:url.userinfo}`, an
 /// external server's) filled in from the step's secrets: for the request only, never shown. A
@@ -75,13 +71,18 @@ pub fn check_probe(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
 }
 
 fn check_recorded(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
-    let previous = cx.previous.as_ref().ok_or("never probed")?;
+    let previous = cx.previous::<ProbeOutputs>().ok_or("never probed")?;
     // The recorded URL is redacted: an external server's credentials come from the plan.
-    let url = match previous.get("url").and_then(Value::as_str) {
-        Some(u) if !spec.external => u.to_string(),
-        _ => real_url(spec, cx, None).map_err(|e| e.message)?,
+    let url = if spec.external {
+        real_url(spec, cx, None).map_err(|e| e.message)?
+    } else {
+        previous.url.clone()
     };
-    let server = ServerProcess::from_outputs(previous);
+    // The server is the one its spawn step records (a new one dirties this step: the spawn's
+    // outputs are in its fingerprint).
+    let server = spawned(spec, cx)
+        .map_err(|e| e.message)?
+        .and_then(|s| ServerProcess::recorded(&s.server));
     if let Some(server) = &server {
         server.check().map_err(|e| e.to_string())?;
     }
@@ -117,14 +118,12 @@ fn check_recorded(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
 /// Wait for the replica to be ready.
 pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let name = replica_name(&spec.pool, spec.replica);
-    let port = cx
-        .dep_output("port")
-        .and_then(Value::as_u64)
-        .and_then(|p| u16::try_from(p).ok());
+    let spawned = spawned(spec, cx)?;
+    let port = spawned.map(|s| s.port);
     // The port stays reserved (host-wide) until its server is seen listening, or this fails.
     let _reservation = port.filter(|_| !spec.external).map(ReleasePort);
-    let url = match (spec.external, dep_str(cx, "url")) {
-        (false, Some(u)) => u,
+    let url = match (spec.external, spawned) {
+        (false, Some(s)) => s.url.clone(),
         _ => real_url(spec, cx, port)?,
     };
     if url.contains("${port}") {
@@ -134,26 +133,21 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         .hint("rerun apply with --force"));
     }
     // Until it is ready again, nobody may be sent to it.
-    let handoff = dep_str(cx, "handoff_path")
+    let handoff = spawned
+        .and_then(|s| s.handoff_path.as_deref())
         .map(PathBuf::from)
         .or_else(|| spec.handoff_path.as_deref().map(|h| cx.path(h)));
     if let Some(h) = &handoff {
         let _ = remove_handoff(h, &crate::replica::Owner::of(cx, &spec.pool, spec.replica));
     }
-    let server = if spec.external {
-        None
-    } else {
-        Some(
-            cx.deps
-                .values()
-                .find_map(ServerProcess::from_outputs)
-                .ok_or_else(|| {
-                    StepError::new(format!("no server process recorded for {name}"))
-                        .hint("rerun apply with --force")
-                })?,
-        )
+    let server = match spawned {
+        Some(s) if !spec.external => Some(ServerProcess::recorded(&s.server).ok_or_else(|| {
+            StepError::new(format!("no server process recorded for {name}"))
+                .hint("rerun apply with --force")
+        })?),
+        _ => None,
     };
-    let log = dep_str(cx, "log").map(PathBuf::from);
+    let log = spawned.map(|s| PathBuf::from(&s.log));
     let key = api_key(spec, cx);
     let shown_url = cx.redactor.redact(&url);
     let health = format!("{url}{}", spec.health_path);
@@ -164,6 +158,7 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         name: &name,
         server: server.as_ref(),
         log: log.as_deref(),
+        binary: spawned.map(|s| s.binary.as_str()),
         shown_url: &shown_url,
     };
     let started = Instant::now();
@@ -191,23 +186,19 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         check_metrics(&replica, &http, &url, key.as_deref())?;
     }
 
-    let (version, source) = engine_version(cx, &http, &url, key.as_deref());
+    let (version, source) = engine_version(cx, &http, (&url, key.as_deref()), spawned);
     note(
         cx,
         &format!("{name}: engine version {version} (from {source})"),
     );
 
-    let outputs = outputs(
-        cx,
-        handoff.as_deref(),
-        &shown_url,
+    Ok(Outcome::new(ProbeOutputs {
+        url: shown_url,
         ready_ms,
-        (version, source),
-    );
-    Ok(Outcome {
-        outputs,
-        artifacts: Vec::new(),
-    })
+        engine_version: version,
+        engine_version_source: source.to_string(),
+        handoff_path: handoff.map(|h| h.display().to_string()),
+    }))
 }
 
 /// The replica being probed: its server (none when external) and the log it writes.
@@ -216,6 +207,8 @@ struct Replica<'a> {
     name: &'a str,
     server: Option<&'a ServerProcess>,
     log: Option<&'a Path>,
+    /// The binary it runs (none when external).
+    binary: Option<&'a str>,
     /// The URL as shown (credentials redacted).
     shown_url: &'a str,
 }
@@ -236,6 +229,7 @@ fn wait_ready(
         name,
         server,
         log,
+        binary,
         shown_url,
     } = *replica;
     let timeout = Duration::from_millis(spec.timeout_ms);
@@ -251,6 +245,7 @@ fn wait_ready(
                     name,
                     why: &why,
                     log,
+                    binary,
                 };
                 return Err(fail_exited(cx, &exited, started, port));
             }
@@ -321,31 +316,6 @@ fn check_metrics(
         ));
     }
     Ok(())
-}
-
-/// The probe's outputs: the spawn step's passed on, the handoff path, the URL as shown, the
-/// time to ready and the engine version with its source.
-fn outputs(
-    cx: &StepContext<'_>,
-    handoff: Option<&Path>,
-    shown_url: &str,
-    ready_ms: u64,
-    (version, source): (String, &str),
-) -> Outputs {
-    let mut outputs = Outputs::new();
-    for k in PASS_THROUGH {
-        if let Some(v) = cx.dep_output(k) {
-            outputs.insert((*k).into(), v.clone());
-        }
-    }
-    if let (Some(h), false) = (handoff, outputs.contains_key("handoff_path")) {
-        outputs.insert("handoff_path".into(), json!(h.display().to_string()));
-    }
-    outputs.insert("url".into(), json!(shown_url));
-    outputs.insert("ready_ms".into(), json!(ready_ms));
-    outputs.insert("engine_version".into(), json!(version));
-    outputs.insert("engine_version_source".into(), json!(source));
-    outputs
 }
 
 /// The client for the probe's requests: https trusting exactly the pool's certificate when the
@@ -431,15 +401,17 @@ struct Exited<'a> {
     why: &'a NotRunning,
     /// Its own log.
     log: Option<&'a Path>,
+    /// The binary it ran.
+    binary: Option<&'a str>,
 }
 
 impl Exited<'_> {
     /// The server as the failed command: its binary, its exit status when it was our child,
     /// its log.
     fn failed_command(&self, cx: &StepContext<'_>) -> FailedCommand {
-        let binary = dep_str(cx, "binary").unwrap_or_else(|| "llama-server".into());
+        let binary = self.binary.unwrap_or("llama-server");
         FailedCommand {
-            command: cx.redactor.redact(&binary),
+            command: cx.redactor.redact(binary),
             cwd: None,
             status: self.why.exit_status().map(ExitState::from),
             output_log: self.log.map(|l| l.display().to_string()),
@@ -453,7 +425,7 @@ fn fail_exited(
     started: Instant,
     port: Option<u16>,
 ) -> StepError {
-    let Exited { name, why, log } = *exited;
+    let Exited { name, why, log, .. } = *exited;
     // A server that could not bind: who holds its port (it cannot be the server: it exited).
     let holder = port.and_then(|p| port::holder(p).map(|h| (p, h)));
     let held = holder
@@ -485,8 +457,8 @@ fn fail_exited(
 fn engine_version(
     cx: &StepContext<'_>,
     http: &Http,
-    url: &str,
-    key: Option<&str>,
+    (url, key): (&str, Option<&str>),
+    spawned: Option<&SpawnOutputs>,
 ) -> (String, &'static str) {
     if let Ok(r) = http.get(&format!("{url}/props"), key) {
         if r.status == 200 {
@@ -508,11 +480,17 @@ fn engine_version(
             }
         }
     }
-    if let Some(v) = dep_str(cx, "binary").and_then(|b| version_of(Path::new(&b))) {
+    if let Some(v) = spawned.and_then(|s| version_of(Path::new(&s.binary))) {
         return (v, "--version");
     }
-    let build_ref = dep_str(cx, "build_ref").unwrap_or_else(|| "unknown".into());
-    let backend = dep_str(cx, "backend").unwrap_or_else(|| "cuda".into());
+    // The commit of the build the server runs (none for a binary or an external server).
+    let build_ref = cx
+        .the_dep::<CmakeBuildOutputs>()
+        .ok()
+        .flatten()
+        .and_then(|b| b.build_ref.as_deref())
+        .unwrap_or("unknown");
+    let backend = spawned.map_or("cuda", |s| s.backend.as_str());
     (format!("{build_ref}-{backend}"), "ref")
 }
 

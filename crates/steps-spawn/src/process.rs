@@ -11,10 +11,9 @@ use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
 use provision_executor::pidfd::{valid_pid, Pidfd};
-use provision_executor::Outputs;
+use provision_plan::outputs::{ServerIdentity, SpawnOutputs};
+use provision_plan::StepOutputs;
 
 use crate::identity;
 
@@ -131,30 +130,38 @@ impl ServerProcess {
         })
     }
 
-    /// The process recorded in a spawn step's outputs (`pid`, `pgid`, `start_time`, `boot_id`,
-    /// `instance`). `None` when absent, or when the pid or group is 0 or 1 (never a server).
-    pub fn from_outputs(outputs: &Outputs) -> Option<ServerProcess> {
-        let num = |k: &str| outputs.get(k).and_then(Value::as_u64);
-        let pid = num("pid").filter(|&p| valid_pid(p))?;
-        let pgid = num("pgid").filter(|&p| valid_pid(p))?;
-        let text = |k: &str| outputs.get(k).and_then(Value::as_str).map(str::to_string);
+    /// The process a spawn step recorded. `None` when the pid or group is 0 or 1 (never a
+    /// server).
+    pub fn recorded(identity: &ServerIdentity) -> Option<ServerProcess> {
+        let pid = Some(identity.pid).filter(|&p| valid_pid(u64::from(p)))?;
+        let pgid = Some(identity.pgid).filter(|&p| valid_pid(u64::from(p)))?;
         Some(ServerProcess {
-            pid: pid as u32,
-            pgid: pgid as u32,
-            start_time: num("start_time")?,
-            boot_id: text("boot_id").unwrap_or_default(),
-            instance: text("instance").filter(|i| !i.is_empty()),
+            pid,
+            pgid,
+            start_time: identity.start_time,
+            boot_id: identity.boot_id.clone(),
+            instance: identity.instance.clone().filter(|i| !i.is_empty()),
         })
     }
 
-    /// The identity outputs of a spawn step.
-    pub fn to_outputs(&self, outputs: &mut Outputs) {
-        outputs.insert("pid".into(), json!(self.pid));
-        outputs.insert("pgid".into(), json!(self.pgid));
-        outputs.insert("start_time".into(), json!(self.start_time));
-        outputs.insert("boot_id".into(), json!(self.boot_id));
-        if let Some(i) = &self.instance {
-            outputs.insert("instance".into(), json!(i));
+    /// The process recorded in a step's outputs: a spawn step's; `None` for another kind.
+    pub fn from_outputs(outputs: &StepOutputs) -> Option<ServerProcess> {
+        Self::recorded(&outputs.get::<SpawnOutputs>()?.server)
+    }
+
+    /// The process recorded in a state record's outputs, if any.
+    pub fn of_record(outputs: Option<&StepOutputs>) -> Option<ServerProcess> {
+        outputs.and_then(Self::from_outputs)
+    }
+
+    /// The identity a spawn step records.
+    pub fn identity(&self) -> ServerIdentity {
+        ServerIdentity {
+            pid: self.pid,
+            pgid: self.pgid,
+            start_time: self.start_time,
+            boot_id: self.boot_id.clone(),
+            instance: self.instance.clone(),
         }
     }
 

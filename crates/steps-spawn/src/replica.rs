@@ -6,7 +6,6 @@ use std::io::Write;
 use provision_executor::private_file;
 use provision_executor::StepContext;
 use provision_plan::step::Probe;
-use serde_json::Value;
 
 pub use crate::handoff_owner::Owner;
 use crate::handoff_owner::{remove_if_ours, Removal};
@@ -25,15 +24,10 @@ pub fn replica_name(pool: &str, replica: u32) -> String {
     provision_plan::ReplicaId::new(pool, replica).to_string()
 }
 
-/// Expand the plan's placeholders, `${model_path}` from whichever dependency carries it (the
-/// model-resolve step's `path`, or `model_path` passed through), and `${port}` when known.
+/// Expand the plan's placeholders (`${model_path}` from the model-resolve step the replica
+/// depends on, through its spawn), and `${port}` when known.
 pub fn expand(cx: &StepContext<'_>, s: &str, port: Option<u16>) -> String {
     let mut out = cx.expand(s);
-    if out.contains("${model_path}") {
-        if let Some(p) = cx.dep_output("model_path").and_then(Value::as_str) {
-            out = out.replace("${model_path}", p);
-        }
-    }
     if let Some(port) = port {
         out = out.replace("${port}", &port.to_string());
     }
@@ -76,11 +70,4 @@ pub fn note(cx: &StepContext<'_>, line: &str) {
 pub fn server_log_tail(cx: &StepContext<'_>, log: &std::path::Path) -> String {
     cx.redactor
         .redact(&provision_executor::log_tail(log, TAIL_LINES))
-}
-
-/// The string output `name` of the dependencies.
-pub fn dep_str(cx: &StepContext<'_>, name: &str) -> Option<String> {
-    cx.dep_output(name)
-        .and_then(Value::as_str)
-        .map(String::from)
 }

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use provision_executor::state::{now_rfc3339, write_atomic, Durability};
-use provision_executor::{Facts, Outcome, Outputs, StepContext, StepError};
+use provision_executor::{Facts, Outcome, StepContext, StepError};
+use provision_plan::outputs::SpawnOutputs;
 use provision_plan::secret_ref::SecretRef;
 use provision_plan::step::{PortSpec, Spawn};
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::binary_digest::{binary_digest, digest_cache};
@@ -25,7 +25,7 @@ use crate::key_files::check_private;
 use crate::port;
 use crate::process::{self, rotated, ServerProcess};
 use crate::replica::{
-    self, dep_str, expand, note, remove_handoff, replica_name, API_KEY_ENV, DEFAULT_GRACE,
+    self, expand, note, remove_handoff, replica_name, API_KEY_ENV, DEFAULT_GRACE,
 };
 
 /// Facts that decide whether a running replica is still current: the digest of the binary it
@@ -72,18 +72,14 @@ pub fn spawn_facts(spec: &Spawn, cx: &StepContext<'_>) -> Result<Facts, StepErro
 /// other replica is configured for now? (An automatic port that another replica's config now
 /// fixes: this server moves, alone, so that one can start.)
 pub fn check_spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<(), String> {
-    let previous = cx.previous.as_ref().ok_or("no server recorded")?;
-    let server = ServerProcess::from_outputs(previous).ok_or("no server recorded")?;
+    let previous = cx.previous::<SpawnOutputs>().ok_or("no server recorded")?;
+    let server = ServerProcess::recorded(&previous.server).ok_or("no server recorded")?;
     server.check().map_err(|e| e.to_string())?;
-    let port = previous.get("port").and_then(Value::as_u64);
-    match (spec.port, port) {
-        (PortSpec::Auto { .. }, Some(port))
-            if u16::try_from(port).is_ok_and(|p| spec.reserved_ports.contains(&p)) =>
-        {
-            Err(format!(
-                "its automatic port {port} is now configured for another replica"
-            ))
-        }
+    let port = previous.port;
+    match spec.port {
+        PortSpec::Auto { .. } if spec.reserved_ports.contains(&port) => Err(format!(
+            "its automatic port {port} is now configured for another replica"
+        )),
         _ => Ok(()),
     }
 }
@@ -170,36 +166,22 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     }
 
     let host = provision_plan::listen::connect_host(&spec.host);
-    let mut outputs = Outputs::new();
-    started.to_outputs(&mut outputs);
-    outputs.insert("port".into(), json!(port));
-    outputs.insert("host".into(), json!(spec.host));
     let scheme = if spec.tls.is_some() { "https" } else { "http" };
-    outputs.insert("url".into(), json!(format!("{scheme}://{host}:{port}")));
-    outputs.insert("log".into(), json!(server_log.display().to_string()));
-    outputs.insert("pid_file".into(), json!(pid_file.display().to_string()));
-    outputs.insert("binary".into(), json!(binary.display().to_string()));
-    outputs.insert("binary_digest".into(), json!(digest));
-    outputs.insert(
-        "engine_digest".into(),
-        json!(dep_str(cx, "engine_digest").unwrap_or_else(|| digest.clone())),
-    );
-    if let Some(r) = dep_str(cx, "build_ref") {
-        outputs.insert("build_ref".into(), json!(r));
-    }
-    if let Some(m) = flag_value(&shown, "--model") {
-        outputs.insert("model_path".into(), json!(m));
-    }
-    outputs.insert("backend".into(), json!(spec.backend.as_str()));
-    outputs.insert("devices".into(), json!(spec.devices));
-    outputs.insert("started_at".into(), json!(now_rfc3339()));
-    if let Some(h) = handoff {
-        outputs.insert("handoff_path".into(), json!(h.display().to_string()));
-    }
-    Ok(Outcome {
-        outputs,
-        artifacts: Vec::new(),
-    })
+    let outputs = SpawnOutputs {
+        server: started.identity(),
+        port,
+        host: spec.host.clone(),
+        url: format!("{scheme}://{host}:{port}"),
+        log: server_log.display().to_string(),
+        pid_file: pid_file.display().to_string(),
+        binary: binary.display().to_string(),
+        binary_digest: digest,
+        backend: spec.backend,
+        devices: spec.devices.clone(),
+        started_at: now_rfc3339(),
+        handoff_path: handoff.map(|h| h.display().to_string()),
+    };
+    Ok(Outcome::new(outputs))
 }
 
 /// Remove the replica's handoff file before its server changes (nobody may be sent to it
@@ -372,12 +354,7 @@ fn by_marker(runtime: &str, name: &str) -> Vec<ServerProcess> {
 /// base, preferring the port this replica had last time.
 fn choose_port(spec: &Spawn, cx: &StepContext<'_>, name: &str) -> Result<u16, StepError> {
     // The port this replica had: taken again when free and reserved by nobody.
-    let previous = cx
-        .previous
-        .as_ref()
-        .and_then(|o| o.get("port"))
-        .and_then(Value::as_u64)
-        .and_then(|p| u16::try_from(p).ok());
+    let previous = cx.previous::<SpawnOutputs>().map(|p| p.port);
     pick_port(spec, cx, name, previous)
 }
 

@@ -199,14 +199,15 @@ fn health(state: &State, replica: &ReplicaId) -> Result<(), Unhealthy> {
         Some(r) => return Err(down(format!("its last spawn {}", status_text(r.status)))),
         None => return Err(down("never started".into())),
     };
-    let server = ServerProcess::from_outputs(&record.outputs)
+    let spawned = record
+        .outputs
+        .as_ref()
+        .and_then(|o| o.get::<provision_plan::outputs::SpawnOutputs>())
+        .ok_or_else(|| down("no process recorded".into()))?;
+    let server = ServerProcess::recorded(&spawned.server)
         .ok_or_else(|| down("no process recorded".into()))?;
     server.check().map_err(|e| down(e.to_string()))?;
-    let url = record
-        .outputs
-        .get("url")
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| down("no URL recorded".into()))?;
+    let url = spawned.url.as_str();
     crate::listener_owner::verify(server.pid, url).map_err(|e| Unhealthy {
         why: format!("{e}; its server was stopped"),
         serverless: Some(server),

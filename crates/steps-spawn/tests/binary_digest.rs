@@ -183,10 +183,7 @@ fn a_missing_binary_is_an_error() {
 fn the_spawn_step_caches_the_binary_digest_under_the_cache_root() {
     let mut rig = Rig::new(&Pool::default());
     rig.up(0).unwrap();
-    let digest = rig.outputs("spawn:fake/r0")["binary_digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let digest = rig.spawned(0).binary_digest;
     let cache = DigestCache::new(rig.ws.cache().join("binaries/digests.json"));
     let again = compute(Path::new(common::FAKE), &cache, &Cancel::new()).unwrap();
     assert_eq!((again.bytes_read, again.digest), (0, digest));

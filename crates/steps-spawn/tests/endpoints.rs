@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use common::{assert_gone, json_file, Pool, Rig, FAKE};
 use provision_plan::step::PortSpec;
-use provision_plan::StepSpec;
+use provision_plan::{StepOutputs, StepSpec};
 use provision_steps_spawn as spawn;
 use provision_steps_spawn::HandoffFile;
 use provision_steps_spawn::{port, port_reservation};
-use serde_json::json;
 
 /// A process this test started; killed and reaped when dropped.
 struct Started(Child);
@@ -83,7 +82,7 @@ fn a_foreign_server_answering_health_on_our_port_fails_the_probe_and_is_never_ha
     auto_ports_from(&mut rig, free_port());
     rig.run("spawn:fake/r0").unwrap();
     let ours = rig.server(0);
-    let port = rig.outputs("spawn:fake/r0")["port"].as_u64().unwrap() as u16;
+    let port = rig.spawned(0).port;
     let foreign = foreign_server(&rig.model, port);
     let foreign_pid = foreign.0.id();
 
@@ -117,10 +116,10 @@ fn the_handoff_and_the_liveness_check_refuse_a_port_that_another_process_holds()
     // The state says our server is on a port that another server answers on (an apply killed
     // at the wrong moment, a port taken while the server was down).
     let probe = rig.state.steps.get_mut("probe:fake/r0").unwrap();
-    probe
-        .outputs
-        .insert("url".into(), json!(format!("http://127.0.0.1:{other}")));
-    probe.outputs.insert("port".into(), json!(other));
+    let Some(StepOutputs::Probe(probed)) = &mut probe.outputs else {
+        unreachable!()
+    };
+    probed.url = format!("http://127.0.0.1:{other}");
 
     let StepSpec::Probe(p) = rig.step("probe:fake/r0").spec.clone() else {
         unreachable!()
@@ -295,7 +294,7 @@ fn a_server_that_cannot_bind_its_port_fails_naming_who_holds_it() {
     });
     auto_ports_from(&mut rig, free_port());
     rig.run("spawn:fake/r0").unwrap();
-    let port = rig.outputs("spawn:fake/r0")["port"].as_u64().unwrap() as u16;
+    let port = rig.spawned(0).port;
     // Someone takes the port first and answers nothing (connections accepted and dropped).
     let thief = TcpListener::bind(("127.0.0.1", port)).unwrap();
     std::thread::spawn(move || {
@@ -332,11 +331,7 @@ fn a_server_holds_its_port_reservation_until_it_exits_and_no_other_server_does()
     rig.run("spawn:fake/r0").unwrap();
     rig.run("spawn:fake/r1").unwrap();
     let (s0, s1) = (rig.server(0), rig.server(1));
-    let port_of = |r: u32| {
-        rig.outputs(&format!("spawn:fake/r{r}"))["port"]
-            .as_u64()
-            .unwrap() as u16
-    };
+    let port_of = |r: u32| rig.spawned(r).port;
     let (p0, p1) = (port_of(0), port_of(1));
     // The apply that chose them lets go (it was killed, or its probes gave up).
     port::release(p0);
@@ -356,7 +351,7 @@ fn a_server_holds_its_port_reservation_until_it_exits_and_no_other_server_does()
 
     // r0's server exits: its port is free again, although r1's server still runs (it did not
     // inherit r0's reservation).
-    spawn::stop_server(&rig.outputs("spawn:fake/r0"), Duration::from_secs(5)).unwrap();
+    spawn::stop_server(&rig.spawned(0).into(), Duration::from_secs(5)).unwrap();
     assert_gone(&s0);
     assert!(s1.is_running());
     assert!(port::reserve("127.0.0.1", p0), "freed with its server");

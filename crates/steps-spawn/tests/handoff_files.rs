@@ -25,10 +25,7 @@ fn a_handoff_is_marked_private_and_its_digest_recorded() {
         let mode = std::fs::metadata(&private).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{}: {mode:o}", private.display());
     }
-    let sha = rig.outputs("handoff:fake/r0")["sha256"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sha = rig.handed_off(0).sha256.expect("a digest");
     assert!(sha.starts_with("sha256:") && sha.len() == 71, "{sha}");
     // Written again over its own file: fine.
     rig.run("spawn:fake/r0").unwrap();

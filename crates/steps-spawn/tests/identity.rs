@@ -10,8 +10,10 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{assert_gone, Pool, Rig};
-use provision_executor::{Outputs, State};
+use common::{assert_gone, spawn_record, Pool, Rig};
+use provision_executor::State;
+use provision_plan::outputs::ServerIdentity;
+use provision_plan::StepOutputs;
 use provision_steps_spawn as spawn;
 use provision_steps_spawn::identity;
 use provision_steps_spawn::process::{self, group_members, ProcStat, ServerProcess, Stopped};
@@ -76,18 +78,18 @@ impl Drop for Stranger {
     }
 }
 
-fn record(pid: u32, start_time: u64, boot_id: &str, instance: Option<&str>) -> Outputs {
-    let mut o: Outputs = serde_json::from_value(json!({
-        "pid": pid, "pgid": pid, "start_time": start_time, "boot_id": boot_id,
-    }))
-    .unwrap();
-    if let Some(i) = instance {
-        o.insert("instance".into(), json!(i));
-    }
-    o
+fn record(pid: u32, start_time: u64, boot_id: &str, instance: Option<&str>) -> StepOutputs {
+    let server = ServerIdentity {
+        pid,
+        pgid: pid,
+        start_time,
+        boot_id: boot_id.into(),
+        instance: instance.map(String::from),
+    };
+    spawn_record(server, "")
 }
 
-fn stop(outputs: &Outputs) -> Stopped {
+fn stop(outputs: &StepOutputs) -> Stopped {
     let server = ServerProcess::from_outputs(outputs).expect("a valid record");
     process::stop(&server, Duration::from_millis(300)).unwrap()
 }
@@ -233,17 +235,21 @@ fn a_record_without_a_marker_stops_its_verified_leader_only() {
 
 #[test]
 fn pids_0_and_1_are_never_a_server() {
-    for pid in [0u64, 1] {
-        let o: Outputs = serde_json::from_value(
-            json!({"pid": pid, "pgid": pid, "start_time": 1, "boot_id": ""}),
-        )
-        .unwrap();
+    for pid in [0, 1] {
+        let o = record(pid, 1, "", None);
         assert_eq!(ServerProcess::from_outputs(&o), None, "pid {pid}");
     }
     // A group id of 0 or 1 neither.
-    let o: Outputs =
-        serde_json::from_value(json!({"pid": 4242, "pgid": 1, "start_time": 1, "boot_id": ""}))
-            .unwrap();
+    let o = spawn_record(
+        ServerIdentity {
+            pid: 4242,
+            pgid: 1,
+            start_time: 1,
+            boot_id: String::new(),
+            instance: None,
+        },
+        "",
+    );
     assert_eq!(ServerProcess::from_outputs(&o), None);
 }
 
@@ -269,10 +275,11 @@ fn the_server_carries_the_marker_and_the_record_names_it() {
     let mut rig = Rig::new(&Pool::default());
     rig.up(0).unwrap();
     let server = rig.server(0);
-    let instance = rig.outputs("spawn:fake/r0")["instance"]
-        .as_str()
-        .expect("the marker is recorded")
-        .to_string();
+    let instance = rig
+        .spawned(0)
+        .server
+        .instance
+        .expect("the marker is recorded");
     assert!(instance.ends_with("/fake/r0"), "{instance}");
     let environ = std::fs::read(format!("/proc/{}/environ", server.pid)).unwrap();
     let wanted = format!("PROVISION_INSTANCE={instance}");

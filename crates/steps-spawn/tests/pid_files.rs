@@ -7,13 +7,20 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Pool, Rig};
-use provision_executor::Outputs;
+use common::{spawn_record, Pool, Rig};
+use provision_plan::outputs::ServerIdentity;
 use provision_steps_spawn::down::stop_server;
-use serde_json::json;
 
-fn outputs(value: serde_json::Value) -> Outputs {
-    serde_json::from_value(value).unwrap()
+/// A spawn record of process `pid` with its pid file at `pid_file`.
+fn record(pid: u32, pid_file: &std::path::Path) -> provision_plan::StepOutputs {
+    let server = ServerIdentity {
+        pid,
+        pgid: pid,
+        start_time: 1,
+        boot_id: String::new(),
+        instance: None,
+    };
+    spawn_record(server, &pid_file.display().to_string())
 }
 
 #[test]
@@ -30,23 +37,15 @@ fn a_recorded_pid_file_that_is_not_the_servers_is_kept() {
     // A pid no process has (above the kernel's pid_max): nothing is signalled.
     let dead = 4_194_304 + 7;
     for path in [&precious, &other_pid, &link] {
-        let record = outputs(json!({
-            "pid": dead, "pgid": dead, "start_time": 1, "boot_id": "",
-            "pid_file": path.display().to_string(),
-        }));
-        stop_server(&record, Duration::from_millis(10)).unwrap();
+        stop_server(&record(dead, path), Duration::from_millis(10)).unwrap();
         assert!(
             path.symlink_metadata().is_ok(),
             "{} was removed",
             path.display()
         );
     }
-    // A record with no process names a pid file: kept too.
-    stop_server(
-        &outputs(json!({"pid_file": precious.display().to_string()})),
-        Duration::from_millis(10),
-    )
-    .unwrap();
+    // A record with no valid process (pid 0) names a pid file: kept too.
+    stop_server(&record(0, &precious), Duration::from_millis(10)).unwrap();
     assert!(precious.is_file());
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "4243\n");
 }
@@ -55,9 +54,9 @@ fn a_recorded_pid_file_that_is_not_the_servers_is_kept() {
 fn the_servers_own_pid_file_is_removed() {
     let mut rig = Rig::new(&Pool::default());
     rig.up(0).unwrap();
-    let record = rig.outputs("spawn:fake/r0");
-    let pid_file = std::path::PathBuf::from(record["pid_file"].as_str().unwrap());
+    let spawned = rig.spawned(0);
+    let pid_file = std::path::PathBuf::from(&spawned.pid_file);
     assert!(pid_file.is_file());
-    stop_server(&record, Duration::from_secs(5)).unwrap();
+    stop_server(&spawned.into(), Duration::from_secs(5)).unwrap();
     assert!(!pid_file.exists());
 }

@@ -22,8 +22,8 @@ fn two_replicas_come_up_are_kept_and_go_down() {
     rig.up(1).unwrap();
     let (s0, s1) = (rig.server(0), rig.server(1));
     assert_eq!(s0.pgid, s0.pid, "its own process group");
-    let p0 = rig.outputs("spawn:fake/r0")["port"].as_u64().unwrap();
-    let p1 = rig.outputs("spawn:fake/r1")["port"].as_u64().unwrap();
+    let p0 = rig.spawned(0).port;
+    let p1 = rig.spawned(1).port;
     assert_ne!(p0, p1, "two auto ports");
     assert!(p0 >= 8080 && p1 >= 8080);
 
@@ -76,10 +76,7 @@ fn two_replicas_come_up_are_kept_and_go_down() {
     );
     let log = std::fs::read_to_string(rig.server_log(0)).unwrap();
     assert!(log.contains(&format!("--port {p0}")), "{log}");
-    let digest = rig.outputs("spawn:fake/r0")["binary_digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let digest = rig.spawned(0).binary_digest;
     let cached = rig.ws.cache().join(format!(
         "llama-help/{}.flags",
         digest.trim_start_matches("sha256:")
@@ -169,7 +166,7 @@ fn readiness_lag() -> u128 {
         "it waited for the load"
     );
     // When the probe saw the 200 (the metrics and version requests come after).
-    let ready_ms = rig.outputs("probe:fake/r0")["ready_ms"].as_u64().unwrap();
+    let ready_ms = rig.probed(0).ready_ms;
     let seen = probe_start + u128::from(ready_ms);
     let log = std::fs::read_to_string(rig.server_log(0)).unwrap();
     let ready_at: u128 = log
@@ -351,7 +348,7 @@ fn a_taken_configured_port_names_its_holder() {
     drop(holder);
     // Freed: it starts on exactly that port.
     rig.up(0).unwrap();
-    assert_eq!(rig.outputs("spawn:fake/r0")["port"], port);
+    assert_eq!(rig.spawned(0).port, port);
 }
 
 #[test]
@@ -363,7 +360,7 @@ fn a_changed_replica_is_restarted_alone_and_an_unrecorded_one_is_found() {
     rig.up(0).unwrap();
     rig.up(1).unwrap();
     let (old0, s1) = (rig.server(0), rig.server(1));
-    let port0 = rig.outputs("spawn:fake/r0")["port"].clone();
+    let port0 = rig.spawned(0).port;
     // Flags changed for r0 only: its spawn reruns with its previous outputs.
     rig.run("spawn:fake/r0").unwrap();
     assert_gone(&old0);
@@ -375,11 +372,7 @@ fn a_changed_replica_is_restarted_alone_and_an_unrecorded_one_is_found() {
     assert!(s1.is_running());
     let new0 = rig.server(0);
     assert_ne!(new0.pid, old0.pid);
-    assert_eq!(
-        rig.outputs("spawn:fake/r0")["port"],
-        port0,
-        "same port again"
-    );
+    assert_eq!(rig.spawned(0).port, port0, "same port again");
     assert!(
         rig.server_log(0).with_extension("log.1").exists(),
         "previous log kept"
@@ -410,8 +403,7 @@ fn sigterm_ignored_means_sigkill_after_the_grace_and_helpers_go_too() {
         "the helper is in its group"
     );
     let started = Instant::now();
-    let how =
-        spawn::stop_server(&rig.outputs("spawn:fake/r0"), Duration::from_millis(300)).unwrap();
+    let how = spawn::stop_server(&rig.spawned(0).into(), Duration::from_millis(300)).unwrap();
     assert!(matches!(how, Stopped::Killed { .. }), "{how:?}");
     assert!(
         how.to_string().contains("ignored SIGTERM for 300 ms"),
@@ -461,10 +453,7 @@ fn api_keys_never_reach_logs_state_or_handoff_but_are_used() {
     });
     rig.up(0).unwrap();
     // /props needs the key: the version came from there.
-    assert_eq!(
-        rig.outputs("probe:fake/r0")["engine_version_source"],
-        "/props"
-    );
+    assert_eq!(rig.probed(0).engine_version_source, "/props");
     let written = rig.everything_written();
     assert!(written.contains("LLAMA_API_KEY=<redacted>"), "{written}");
     assert!(!written.contains(secret), "a secret leaked:\n{written}");
@@ -477,9 +466,9 @@ fn the_version_falls_back_to_the_binary() {
         ..Pool::default()
     });
     rig.up(0).unwrap();
-    let out = rig.outputs("probe:fake/r0");
-    assert_eq!(out["engine_version_source"], "--version");
-    assert_eq!(out["engine_version"], "b1-46fdb7a");
+    let out = rig.probed(0);
+    assert_eq!(out.engine_version_source, "--version");
+    assert_eq!(out.engine_version, "b1-46fdb7a");
 }
 
 #[test]
@@ -501,10 +490,7 @@ fn one_replica_writes_the_default_handoff_path() {
     rig.up(0).unwrap();
     let h = rig.handoff_file(0);
     assert!(h.ends_with("runtime/engines/llamacpp.json"), "{h:?}");
-    assert_eq!(
-        rig.outputs("handoff:fake/r0")["path"],
-        h.display().to_string()
-    );
+    assert_eq!(rig.handed_off(0).path, h.display().to_string());
     let leftovers: Vec<_> = std::fs::read_dir(h.parent().unwrap())
         .unwrap()
         .flatten()
@@ -547,17 +533,14 @@ fn a_crashed_server_leaves_no_helper_holding_its_port_and_restarts_on_the_same_f
     }
     // The restart stops what the crashed server left in its group, then takes its port again.
     rig.run("spawn:fake/r0").unwrap();
-    assert_eq!(rig.outputs("spawn:fake/r0")["port"], port);
+    assert_eq!(rig.spawned(0).port, port);
     assert_gone(&old);
     rig.run("probe:fake/r0").unwrap();
 }
 
 /// The spawn's recorded port (its outputs).
 fn recorded_port(rig: &Rig, r: u32) -> u16 {
-    rig.outputs(&format!("spawn:fake/r{r}"))["port"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .expect("a recorded port")
+    rig.spawned(r).port
 }
 
 /// Pool `fake` (one replica, automatic port) and pool `fixed`, configured for `port`.

@@ -18,8 +18,8 @@ const URL_PASSWORD: &str = "url-password-must-not-see";
 const SIGNATURE: &str = "signature0must0not0see";
 
 /// The status line of `GET path` on the replica, with `Authorization: Bearer key` if given.
-fn status_of(port: u64, path: &str, key: Option<&str>) -> String {
-    let mut conn = TcpStream::connect(("127.0.0.1", port as u16)).unwrap();
+fn status_of(port: u16, path: &str, key: Option<&str>) -> String {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let auth = key
         .map(|k| format!("Authorization: Bearer {k}\r\n"))
         .unwrap_or_default();
@@ -66,15 +66,12 @@ fn no_secret_reaches_the_server_argv_and_the_key_is_still_required() {
     assert!(environ.contains(&format!("HF_TOKEN={HF_TOKEN}\0")));
 
     // The server requires the key, and the probe presented it (the version came from /props).
-    let port = rig.outputs("spawn:fake/r0")["port"].as_u64().unwrap();
+    let port = rig.spawned(0).port;
     assert!(status_of(port, "/health", None).contains(" 200 "));
     assert!(status_of(port, "/props", None).contains(" 401 "));
     assert!(status_of(port, "/props", Some("wrong")).contains(" 401 "));
     assert!(status_of(port, "/props", Some(API_KEY)).contains(" 200 "));
-    assert_eq!(
-        rig.outputs("probe:fake/r0")["engine_version_source"],
-        "/props"
-    );
+    assert_eq!(rig.probed(0).engine_version_source, "/props");
 
     let written = rig.everything_written();
     for secret in [API_KEY, HF_TOKEN, DB_PASS] {
@@ -140,14 +137,11 @@ fn a_pool_listening_beyond_loopback_requires_its_key_by_reference() {
     assert!(cmdline.contains("--host 0.0.0.0"), "{cmdline}");
     assert!(!cmdline.contains(FILE_KEY), "the key in argv: {cmdline}");
 
-    let port = rig.outputs("spawn:fake/r0")["port"].as_u64().unwrap();
+    let port = rig.spawned(0).port;
     assert!(status_of(port, "/props", None).contains(" 401 "));
     assert!(status_of(port, "/props", Some(FILE_KEY)).contains(" 200 "));
     // The probe authenticated.
-    assert_eq!(
-        rig.outputs("probe:fake/r0")["engine_version_source"],
-        "/props"
-    );
+    assert_eq!(rig.probed(0).engine_version_source, "/props");
     let handoff = common::json_file(&rig.handoff_file(0));
     assert_eq!(handoff["auth"], "bearer");
     assert_eq!(handoff["url"], format!("http://127.0.0.1:{port}"));
@@ -190,7 +184,7 @@ fn a_changed_key_behind_its_reference_makes_the_replica_dirty() {
 /// `/proc/<pid>/cmdline` (the port made `<port>`) and `/proc/<pid>/environ` of replica 0.
 fn argv_and_env(rig: &Rig) -> (Vec<String>, Vec<String>) {
     let server = rig.server(0);
-    let port = rig.outputs("spawn:fake/r0")["port"].to_string();
+    let port = rig.spawned(0).port.to_string();
     let split = |what: &str| -> Vec<String> {
         let bytes = std::fs::read(format!("/proc/{}/{what}", server.pid)).unwrap();
         String::from_utf8_lossy(&bytes)
@@ -210,9 +204,9 @@ fn a_plan_read_back_from_json_starts_the_server_the_in_memory_plan_starts() {
     rig.up(0).unwrap();
     let (argv, env) = argv_and_env(&rig);
     assert!(env.contains(&format!("LLAMA_API_KEY={API_KEY}")), "{env:?}");
-    let in_memory_probe = rig.outputs("probe:fake/r0")["engine_version_source"].clone();
+    let in_memory_probe = rig.probed(0).engine_version_source;
     assert_eq!(in_memory_probe, "/props", "the probe presented the key");
-    spawn::stop_server(&rig.outputs("spawn:fake/r0"), Duration::from_millis(200)).unwrap();
+    spawn::stop_server(&rig.spawned(0).into(), Duration::from_millis(200)).unwrap();
     rig.state = Default::default();
 
     // Written as JSON (no secret in it: placeholders), read back, given its secrets from their
@@ -234,10 +228,7 @@ fn a_plan_read_back_from_json_starts_the_server_the_in_memory_plan_starts() {
     // The exact argv and environment of the in-memory plan's server, and its probe presented
     // the key (from its own secrets) as the in-memory one did.
     assert_eq!(argv_and_env(&rig), (argv, env));
-    assert_eq!(
-        rig.outputs("probe:fake/r0")["engine_version_source"],
-        in_memory_probe
-    );
+    assert_eq!(rig.probed(0).engine_version_source, in_memory_probe);
     let written = rig.everything_written();
     for secret in [API_KEY, HF_TOKEN, DB_PASS] {
         assert!(!written.contains(secret), "{secret} leaked:\n{written}");

@@ -108,8 +108,8 @@ fn a_crashed_replica_loses_its_handoff_is_restarted_and_all_stop_on_cancel() {
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_gone(&s1);
     let saved = rig.file.load().unwrap();
-    let second0 = provision_steps_spawn::process::ServerProcess::from_outputs(
-        &rig.state.steps["spawn:fake/r0"].outputs,
+    let second0 = provision_steps_spawn::process::ServerProcess::of_record(
+        rig.state.steps["spawn:fake/r0"].outputs.as_ref(),
     );
     let second0 = second0.expect("the restart recorded a server");
     assert_ne!(second0.pid, first0.pid, "restarted: a new process");
@@ -221,7 +221,7 @@ fn a_replica_whose_port_another_process_took_is_restarted_and_never_handed_that_
     });
     rig.up(0).unwrap();
     let first = rig.server(0);
-    let port = rig.outputs("spawn:fake/r0")["port"].as_u64().unwrap() as u16;
+    let port = rig.spawned(0).port;
     let handoff = rig.handoff_file(0);
     assert!(handoff.exists());
     // The foreign listener: taken as soon as the server let the port go.

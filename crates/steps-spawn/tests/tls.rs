@@ -74,13 +74,10 @@ fn a_tls_pool_is_probed_and_handed_off_over_https_with_the_pinned_certificate() 
         "{cmdline}"
     );
 
-    let port = rig.outputs("spawn:fake/r0")["port"].as_u64().unwrap();
+    let port = rig.spawned(0).port;
     let handoff = json_file(&rig.handoff_file(0));
     assert_eq!(handoff["url"], format!("https://127.0.0.1:{port}"));
-    assert_eq!(
-        rig.outputs("probe:fake/r0")["engine_version_source"],
-        "/props"
-    );
+    assert_eq!(rig.probed(0).engine_version_source, "/props");
 
     // An orchestrator trusting that certificate reaches it; plain http does not.
     let pinned = Http::pinned(Duration::from_secs(5), read_leaf(&cert).unwrap());
@@ -204,11 +201,8 @@ fn the_handoff_names_the_advertised_host_and_the_probe_dials_the_bound_one() {
         ", advertise: gpu1.example.com",
     ));
     rig.up(0).unwrap();
-    let port = rig.outputs("spawn:fake/r0")["port"].as_u64().unwrap();
-    assert_eq!(
-        rig.outputs("probe:fake/r0")["url"],
-        format!("https://127.0.0.1:{port}")
-    );
+    let port = rig.spawned(0).port;
+    assert_eq!(rig.probed(0).url, format!("https://127.0.0.1:{port}"));
     let handoff = json_file(&rig.handoff_file(0));
     assert_eq!(handoff["url"], format!("https://gpu1.example.com:{port}"));
 }

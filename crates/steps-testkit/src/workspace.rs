@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use provision_executor::{Cancel, Outputs, StepContext};
+use provision_executor::{Cancel, StepContext};
 use provision_plan::redact::Redactor;
-use provision_plan::{plan, validate, Document, Plan, PlanOptions, Roots, Step};
+use provision_plan::{plan, validate, Document, Plan, PlanOptions, Roots, Step, StepOutputs};
 use tempfile::TempDir;
 
 /// A temp directory holding `cache/`, `runtime/` and `config/`, and the plan of a config.
@@ -79,7 +79,7 @@ impl Workspace {
     }
 
     /// A context for the first step of `kind`, with `deps` as its dependencies' outputs.
-    pub fn cx(&self, kind: &str, deps: BTreeMap<String, Outputs>) -> StepContext<'_> {
+    pub fn cx(&self, kind: &str, deps: BTreeMap<String, StepOutputs>) -> StepContext<'_> {
         let step = self.step(kind);
         StepContext {
             roots: &self.plan.roots,

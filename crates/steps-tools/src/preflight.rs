@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use provision_executor::command::StepCommand;
 use provision_executor::{Facts, Outcome, StepContext, StepError};
+use provision_plan::outputs::PreflightToolsOutputs;
 use provision_plan::step::{PreflightTools, ToolRequirement};
-use serde_json::{Map, Value};
 
 use crate::cuda::{candidate_roots, find_cuda};
 use crate::distro::{OsRelease, PackageManager};
@@ -93,14 +93,12 @@ pub fn run(spec: &PreflightTools, host: &Host, cx: &StepContext<'_>) -> Result<O
             )));
         }
     }
-    let tools: Map<String, Value> = checked
+    let tools = checked
         .found
         .iter()
-        .map(|(t, p)| (t.name.clone(), Value::String(p.display().to_string())))
+        .map(|(t, p)| (t.name.clone(), p.display().to_string()))
         .collect();
-    let mut outcome = Outcome::default();
-    outcome.outputs.insert("tools".into(), Value::Object(tools));
-    Ok(outcome)
+    Ok(Outcome::new(PreflightToolsOutputs { tools }))
 }
 
 /// Packages that provide `missing` with `pm`, deduplicated, in order.

@@ -5,6 +5,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use provision_plan::outputs::PreflightToolsOutputs;
 use provision_plan::step::{PreflightTools, ToolRequirement};
 use provision_plan::StepSpec;
 use provision_steps_testkit::{cpu_pool_config, Workspace};
@@ -106,7 +107,7 @@ fn everything_present_passes_with_paths() {
         &ws.cx("preflight-tools", BTreeMap::new()),
     )
     .unwrap();
-    let tools = &out.outputs["tools"];
+    let tools = &tools_of(&out);
     assert_eq!(tools["git"], h.bin().join("git").display().to_string());
     // `cc` is absent: the next command of any_of is used.
     assert_eq!(
@@ -262,7 +263,7 @@ fn arch_with_permission_installs_with_pacman_as_root_then_rechecks() {
         "-S --needed --noconfirm cmake ninja\n"
     );
     assert_eq!(
-        out.outputs["tools"]["cmake"],
+        tools_of(&out)["cmake"],
         h.bin().join("cmake").display().to_string()
     );
     assert!(ws
@@ -409,4 +410,13 @@ fn the_current_host_has_this_machines_tools() {
     let host = Host::current();
     assert!(host.find("git").is_some());
     assert!(host.os_release.ends_with("os-release"));
+}
+
+/// The tools a passed preflight recorded.
+fn tools_of(out: &provision_executor::Outcome) -> BTreeMap<String, String> {
+    let outputs = out.outputs.as_ref().expect("outputs");
+    let tools = outputs
+        .get::<PreflightToolsOutputs>()
+        .expect("preflight outputs");
+    tools.tools.clone()
 }

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use provision_executor::{Preview, StepStatus};
-use provision_plan::{Plan, StepId};
+use provision_plan::outputs::SpawnOutputs;
+use provision_plan::{Plan, StepId, StepOutputs};
 use provision_steps_spawn::{PoolStatus, ReplicaState, ReplicaStatus, StatusReport};
 
 use crate::args::{Loudness, Output, Target};
@@ -83,7 +84,9 @@ fn status_report(session: &Session, plan: &Plan) -> StatusReport {
                 })
                 .collect();
             let up = handoff.is_some_and(|h| h.status == StepStatus::Passed) && drift.is_empty();
-            let output = |key: &str| spawn.and_then(|s| s.outputs.get(key));
+            let spawned = spawn
+                .and_then(|s| s.outputs.as_ref())
+                .and_then(StepOutputs::get::<SpawnOutputs>);
             replicas.push(ReplicaStatus {
                 state: if up {
                     ReplicaState::Up
@@ -92,10 +95,8 @@ fn status_report(session: &Session, plan: &Plan) -> StatusReport {
                 } else {
                     ReplicaState::DownOrOutOfDate
                 },
-                pid: output("pid")
-                    .and_then(|v| v.as_u64())
-                    .and_then(|p| u32::try_from(p).ok()),
-                url: output("url").and_then(|v| v.as_str()).map(str::to_string),
+                pid: spawned.map(|s| s.server.pid),
+                url: spawned.map(|s| s.url.clone()),
                 replica: r,
                 matches_config: drift.is_empty(),
                 drift,

@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use provision_executor::{Outcome, Outputs, StepError};
+use provision_executor::{Outcome, StepError};
+use provision_plan::outputs::{CmakeBuildOutputs, CmakeConfigureOutputs, KindOutputs};
 use provision_plan::step::{CmakeBuild, CmakeConfigure};
-use provision_plan::StepSpec;
+use provision_plan::{StepOutputs, StepSpec};
 use provision_steps_cmake::{build, configure_on};
 use provision_steps_testkit::{cpu_pool_config, TestRepo, Workspace};
 use provision_steps_tools::Host;
@@ -44,13 +45,13 @@ pub fn build_spec(ws: &Workspace) -> CmakeBuild {
 }
 
 /// Run the git-clone step; its outputs keyed by its id (the configure's deps).
-pub fn clone(ws: &Workspace) -> BTreeMap<String, Outputs> {
+pub fn clone(ws: &Workspace) -> BTreeMap<String, StepOutputs> {
     let step = ws.step("git-clone");
     let StepSpec::GitClone(spec) = &step.spec else {
         unreachable!()
     };
     let out = provision_steps_git::run(spec, &ws.cx("git-clone", BTreeMap::new())).unwrap();
-    BTreeMap::from([(step.id.clone(), out.outputs)])
+    BTreeMap::from([(step.id.clone(), out.outputs.expect("clone outputs"))])
 }
 
 pub fn configure_with(
@@ -62,10 +63,32 @@ pub fn configure_with(
     configure_on(spec, &ws.cx("cmake-configure", deps), host)
 }
 
+/// Build after `configured`, with the outputs of the configure and of the clone (as the
+/// executor gives a step every dependency's, direct and indirect).
 pub fn build_after(ws: &Workspace, configured: &Outcome) -> Result<Outcome, StepError> {
+    let mut deps = clone(ws);
     let id = ws.step("cmake-configure").id.clone();
-    let deps = BTreeMap::from([(id, configured.outputs.clone())]);
+    deps.insert(id, configured.outputs.clone().expect("configure outputs"));
     build(&build_spec(ws), &ws.cx("cmake-build", deps))
+}
+
+/// The typed outputs of a passed step.
+pub fn typed<T: KindOutputs>(outcome: &Outcome) -> &T {
+    outcome
+        .outputs
+        .as_ref()
+        .and_then(T::of)
+        .unwrap_or_else(|| panic!("no {} outputs", T::KIND))
+}
+
+/// What a configure recorded.
+pub fn cfg(outcome: &Outcome) -> &CmakeConfigureOutputs {
+    typed(outcome)
+}
+
+/// What a build recorded.
+pub fn bin(outcome: &Outcome) -> &CmakeBuildOutputs {
+    typed(outcome)
 }
 
 /// Clone, configure and build with this machine's tools.

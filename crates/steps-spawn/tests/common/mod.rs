@@ -9,14 +9,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use provision_executor::{
-    Outcome, Outputs, State, StateFile, StepContext, StepError, StepRecord, StepStatus,
+    Outcome, State, StateFile, StepContext, StepError, StepRecord, StepStatus,
+};
+use provision_plan::config::Backend;
+use provision_plan::outputs::{
+    HandoffOutputs, KindOutputs, ModelResolveOutputs, ProbeOutputs, ServerIdentity, SpawnOutputs,
 };
 use provision_plan::redact::Redactor;
-use provision_plan::{Step, StepSpec};
+use provision_plan::{Step, StepOutputs, StepSpec};
 use provision_steps_spawn as spawn;
 use provision_steps_spawn::process::{group_members, ServerProcess};
 use provision_steps_testkit::Workspace;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub const FAKE: &str = env!("CARGO_BIN_EXE_fake-llama-server");
 
@@ -162,40 +166,70 @@ impl Rig {
             .unwrap_or_else(|| panic!("no step {id}"))
     }
 
-    /// The context the executor would build for step `id`.
+    /// The context the executor would build for step `id`: the outputs of its dependencies,
+    /// direct and indirect.
     pub fn cx(&self, id: &str) -> StepContext<'_> {
         let step = self.step(id);
-        let deps = step
-            .deps
-            .iter()
-            .map(|d| {
-                let outputs = if d.starts_with("model-resolve:") {
-                    Outputs::from([("path".into(), json!(self.model.display().to_string()))])
-                } else {
-                    self.outputs(d)
-                };
-                (d.clone(), outputs)
-            })
-            .collect::<BTreeMap<_, _>>();
+        let mut deps = BTreeMap::new();
+        let mut todo: Vec<&String> = step.deps.iter().collect();
+        while let Some(d) = todo.pop() {
+            if deps.contains_key(d) {
+                continue;
+            }
+            todo.extend(self.step(d).deps.iter());
+            let outputs = if d.starts_with("model-resolve:") {
+                Some(StepOutputs::from(ModelResolveOutputs {
+                    path: self.model.display().to_string(),
+                    digest: "sha256:00".into(),
+                    size: 0,
+                    architecture: "llama".into(),
+                }))
+            } else {
+                self.outputs(d)
+            };
+            if let Some(o) = outputs {
+                deps.insert(d.clone(), o);
+            }
+        }
         StepContext {
             roots: &self.ws.plan.roots,
             redactor: std::sync::Arc::new(Redactor::for_plan(&self.ws.plan)),
             step,
             secrets: self.ws.plan.secrets.for_step(id),
             deps,
-            previous: self.state.steps.get(id).map(|r| r.outputs.clone()),
+            previous: self.state.steps.get(id).and_then(|r| r.outputs.clone()),
             log: self.ws.log.clone(),
             jobs: 2,
             cancel: self.ws.cancel.clone(),
         }
     }
 
-    pub fn outputs(&self, id: &str) -> Outputs {
-        self.state
-            .steps
-            .get(id)
-            .map(|r| r.outputs.clone())
-            .unwrap_or_default()
+    pub fn outputs(&self, id: &str) -> Option<StepOutputs> {
+        self.state.steps.get(id).and_then(|r| r.outputs.clone())
+    }
+
+    /// The outputs step `id` recorded, of its kind `T`.
+    pub fn typed<T: KindOutputs + Clone>(&self, id: &str) -> T {
+        self.outputs(id)
+            .as_ref()
+            .and_then(StepOutputs::get::<T>)
+            .unwrap_or_else(|| panic!("{id} recorded no {} outputs", T::KIND))
+            .clone()
+    }
+
+    /// What the spawn step of replica `r` recorded.
+    pub fn spawned(&self, r: u32) -> SpawnOutputs {
+        self.typed(&format!("spawn:fake/r{r}"))
+    }
+
+    /// What the probe step of replica `r` recorded.
+    pub fn probed(&self, r: u32) -> ProbeOutputs {
+        self.typed(&format!("probe:fake/r{r}"))
+    }
+
+    /// What the handoff step of replica `r` recorded.
+    pub fn handed_off(&self, r: u32) -> HandoffOutputs {
+        self.typed(&format!("handoff:fake/r{r}"))
     }
 
     /// Run step `id` with the step crate and record it, as the executor does.
@@ -221,10 +255,7 @@ impl Rig {
             spec: provision_executor::fingerprint::spec_value(&step),
             facts: BTreeMap::new(),
             deps: BTreeMap::new(),
-            outputs: result
-                .as_ref()
-                .map(|o| o.outputs.clone())
-                .unwrap_or_default(),
+            outputs: result.as_ref().ok().and_then(|o| o.outputs.clone()),
             artifacts: result
                 .as_ref()
                 .map(|o| {
@@ -254,7 +285,7 @@ impl Rig {
     }
 
     pub fn server(&self, r: u32) -> ServerProcess {
-        ServerProcess::from_outputs(&self.outputs(&format!("spawn:fake/r{r}")))
+        ServerProcess::of_record(self.outputs(&format!("spawn:fake/r{r}")).as_ref())
             .expect("a recorded server")
     }
 
@@ -316,8 +347,8 @@ pub fn assert_gone(server: &ServerProcess) {
 impl Drop for Rig {
     fn drop(&mut self) {
         for r in self.state.steps.values() {
-            if r.kind == "spawn" {
-                let _ = spawn::stop_server(&r.outputs, Duration::from_millis(200));
+            if let (true, Some(outputs)) = (r.kind == "spawn", &r.outputs) {
+                let _ = spawn::stop_server(outputs, Duration::from_millis(200));
             }
         }
     }
@@ -325,4 +356,23 @@ impl Drop for Rig {
 
 pub fn json_file(path: &std::path::Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A spawn step's record of the server `server`, with its pid file at `pid_file` (the rest
+/// as a spawn records it, naming nothing that exists).
+pub fn spawn_record(server: ServerIdentity, pid_file: &str) -> StepOutputs {
+    StepOutputs::from(SpawnOutputs {
+        server,
+        port: 1,
+        host: "127.0.0.1".into(),
+        url: "http://127.0.0.1:1".into(),
+        log: String::new(),
+        pid_file: pid_file.into(),
+        binary: "llama-server".into(),
+        binary_digest: "sha256:00".into(),
+        backend: Backend::Cpu,
+        devices: Vec::new(),
+        started_at: String::new(),
+        handoff_path: None,
+    })
 }

@@ -1,0 +1,74 @@
+//! Outputs of a replica's steps: spawn, probe, handoff.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Backend;
+
+/// Which process a server is: enough to tell it from a later process with its pid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServerIdentity {
+    pub pid: u32,
+    pub pgid: u32,
+    /// Its start time, in clock ticks since boot (`/proc/<pid>/stat`).
+    pub start_time: u64,
+    /// The boot it was started in (empty: unknown).
+    #[serde(default)]
+    pub boot_id: String,
+    /// The marker in its environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}
+
+/// spawn: the running server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SpawnOutputs {
+    #[serde(flatten)]
+    pub server: ServerIdentity,
+    pub port: u16,
+    /// The address it binds (`--host`).
+    pub host: String,
+    /// `scheme://host:port`, as the probe asks it.
+    pub url: String,
+    /// Its own log.
+    pub log: String,
+    pub pid_file: String,
+    /// The binary it runs …
+    pub binary: String,
+    /// … and that binary's `sha256:<hex>`.
+    pub binary_digest: String,
+    pub backend: Backend,
+    pub devices: Vec<u32>,
+    pub started_at: String,
+    /// Its handoff file, removed while it is not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_path: Option<String>,
+}
+
+/// probe: the replica answered, and what it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProbeOutputs {
+    /// The URL probed, credentials redacted.
+    pub url: String,
+    /// How long it took to become ready.
+    pub ready_ms: u64,
+    pub engine_version: String,
+    /// Where the version came from (`/props`, `/v1/models`, `--version`, `ref`).
+    pub engine_version_source: String,
+    /// The handoff file it removed while it waited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_path: Option<String>,
+}
+
+/// handoff: the file written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HandoffOutputs {
+    pub path: String,
+    /// `sha256:<hex>` of the file as written: removed only while it still matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub url: String,
+    /// The server handed off (none for an external one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
