@@ -21,7 +21,7 @@ use provision_plan::memory_settings::{FlashAttn, GpuLayers, MemorySettings, Spli
 use provision_plan::model_ref::ModelRef;
 use provision_plan::secrets::StepSecrets;
 use provision_plan::step::*;
-use provision_plan::{Backend, Step, StepSpec};
+use provision_plan::{Backend, Engine, Step, StepSpec};
 use serde_json::Value;
 
 /// Secrets a step reads that are deliberately not part of what it is, and why.
@@ -126,6 +126,8 @@ fn full_specs() -> Vec<StepSpec> {
         StepSpec::Spawn(Spawn {
             pool: s("a"),
             replica: 0,
+            // Not the default: `llamacpp` is not serialised.
+            engine: Engine::Vllm,
             backend: Backend::Cuda,
             binary: s("/opt/llama-server"),
             argv: vec![s("--threads"), s("1")],
@@ -149,6 +151,7 @@ fn full_specs() -> Vec<StepSpec> {
         StepSpec::Probe(Probe {
             pool: s("a"),
             replica: 0,
+            engine: Engine::Vllm,
             url: s("http://${secret:url.userinfo}@127.0.0.1:8080"),
             health_path: s("/health"),
             metrics: true,
@@ -274,6 +277,7 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
         StepSpec::Spawn(Spawn {
             pool: _,
             replica: _,
+            engine: _,
             backend: _,
             binary: _,
             argv: _,
@@ -290,6 +294,7 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
         }) => vec![
             "pool",
             "replica",
+            "engine",
             "backend",
             "binary",
             "argv",
@@ -309,6 +314,7 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
         StepSpec::Probe(Probe {
             pool: _,
             replica: _,
+            engine: _,
             url: _,
             health_path: _,
             metrics: _,
@@ -320,6 +326,7 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
         }) => vec![
             "pool",
             "replica",
+            "engine",
             "url",
             "health_path",
             "metrics",

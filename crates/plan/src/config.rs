@@ -35,9 +35,10 @@ pub struct Config {
 
 /// The inference engine a pool runs. Only `llamacpp` is provisioned today; the others are
 /// accepted by the contract and rejected at plan time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
+    #[default]
     Llamacpp,
     Vllm,
     Tgi,
@@ -52,6 +53,12 @@ impl Engine {
             Engine::Tgi => "tgi",
             Engine::Triton => "triton",
         }
+    }
+
+    /// `llamacpp`, the engine a step spec names by saying none (so plans and state files of
+    /// llama.cpp pools read as they did before specs named their engine).
+    pub fn is_llamacpp(&self) -> bool {
+        *self == Engine::Llamacpp
     }
 }
 

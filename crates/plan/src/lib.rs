@@ -7,10 +7,10 @@ pub mod config;
 mod config_file;
 pub mod diagnostic;
 pub mod document;
+pub mod engine;
 mod excerpt;
 pub mod input_limits;
 pub mod listen;
-pub mod llama_flags;
 pub mod memory_settings;
 pub mod model_ref;
 pub mod outputs;
@@ -32,6 +32,9 @@ pub mod tls;
 mod unpassable;
 pub mod validate;
 mod yaml_value;
+
+/// llama.cpp's flag table, where it always was (it lives in [`engine::llamacpp_flags`]).
+pub use engine::llamacpp_flags as llama_flags;
 
 pub use config::{config_schema, Backend, Config, Engine, Pool, ProvisioningMode};
 pub use diagnostic::{ConfigError, Diagnostic, Location, Severity};

@@ -16,9 +16,6 @@ use crate::secrets::Secrets;
 use crate::step::{PortSpec, Step, StepSpec};
 use crate::step_id::StepId;
 
-/// The variable llama-server reads its API key from.
-pub const API_KEY_ENV: &str = "LLAMA_API_KEY";
-
 /// Fill in the replica inputs of every spawn and probe step of `steps`.
 pub fn link(steps: &mut [Step]) {
     let handoffs: BTreeMap<(String, u32), String> = steps
@@ -75,7 +72,8 @@ pub fn link_secrets(steps: &[Step], secrets: &mut Secrets) {
         let StepSpec::Spawn(sp) = &step.spec else {
             continue;
         };
-        let Some(shown) = sp.env.get(API_KEY_ENV).filter(|_| sp.api_key.is_none()) else {
+        let key_env = crate::engine::planned(sp.engine).api_key_env();
+        let Some(shown) = sp.env.get(key_env).filter(|_| sp.api_key.is_none()) else {
             continue;
         };
         let key = secrets.for_step(&step.id).expand_known(shown);

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Backend, SecretRef};
+use crate::config::{Backend, Engine, SecretRef};
 use crate::memory_settings::MemorySettings;
 use crate::model_ref::ModelRef;
 
@@ -179,6 +179,9 @@ pub enum PortSpec {
 pub struct Spawn {
     pub pool: String,
     pub replica: u32,
+    /// The engine the server runs (`llamacpp` when absent).
+    #[serde(default, skip_serializing_if = "Engine::is_llamacpp")]
+    pub engine: Engine,
     pub backend: Backend,
     pub binary: String,
     /// The exact argv (it holds no secret).
@@ -227,6 +230,9 @@ pub struct TlsFiles {
 pub struct Probe {
     pub pool: String,
     pub replica: u32,
+    /// The engine the server runs (`llamacpp` when absent): what its endpoints answer.
+    #[serde(default, skip_serializing_if = "Engine::is_llamacpp")]
+    pub engine: Engine,
     /// The server's URL; its credentials (an external server's) are `${secret:url.userinfo}`.
     pub url: String,
     pub health_path: String,

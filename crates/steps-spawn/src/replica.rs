@@ -14,7 +14,7 @@ use crate::handoff_owner::{remove_if_ours, Removal};
 pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The variable llama-server reads its API key from.
-pub const API_KEY_ENV: &str = provision_plan::replica_inputs::API_KEY_ENV;
+pub const API_KEY_ENV: &str = provision_plan::engine::llamacpp::API_KEY_ENV;
 
 /// Lines of a server log quoted in an error.
 pub const TAIL_LINES: usize = 40;

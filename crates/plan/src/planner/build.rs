@@ -12,7 +12,7 @@ use crate::validate::PoolInput;
 use super::builder::PoolSteps;
 use super::checks::Checks;
 use super::names::{checkout_base, repo_name, source_root, Names};
-use super::{config_path, short_hash, SERVER_TARGET};
+use super::{config_path, short_hash};
 
 /// The steps that build a source pool's server: its binary, and the step that makes it.
 pub(super) fn source(
@@ -50,20 +50,21 @@ pub(super) fn source(
     let build_dir = format!("{root}/build/{name}-{}", short_hash(build_key));
     let dirs = (src_dir.as_str(), build_dir.as_str());
     let configure = configure(steps, &build_name, source, cmake, dirs, vec![clone, pre]);
-    let binary = format!("{build_dir}/bin/{SERVER_TARGET}");
+    let target = crate::engine::planned(input.pool.engine).build_target();
+    let binary = format!("{build_dir}/bin/{target}");
     let build = steps.add(
         StepId::CmakeBuild(build_name).into(),
         vec![configure],
         || {
             StepSpec::CmakeBuild(CmakeBuild {
                 build_dir: build_dir.clone(),
-                target: SERVER_TARGET.into(),
+                target: target.into(),
                 argv: [
                     "cmake",
                     "--build",
                     &build_dir,
                     "--target",
-                    SERVER_TARGET,
+                    target,
                     "--parallel",
                     "${jobs}",
                 ]

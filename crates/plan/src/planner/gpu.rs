@@ -56,7 +56,8 @@ pub(super) fn fit(
 /// The memory-relevant settings of a pool's server, from its normalised flags: the vram-fit
 /// step's inputs. A value the estimate cannot read is a config error at the flag.
 fn memory_settings(valid: &ValidConfig, input: &PoolInput) -> Result<MemorySettings, ConfigError> {
-    MemorySettings::from_flags(&input.flags).map_err(|bad| {
+    let engine = crate::engine::planned(input.pool.engine);
+    engine.memory_settings(&input.flags).map_err(|bad| {
         let at = valid
             .pools
             .iter()

@@ -31,8 +31,6 @@ mod replica;
 pub const HOST: &str = crate::listen::DEFAULT_HOST;
 /// First port tried for replicas without a configured port.
 pub const AUTO_PORT_BASE: u16 = 8080;
-/// The one target provision builds.
-pub const SERVER_TARGET: &str = "llama-server";
 
 #[derive(Debug, Clone)]
 pub struct PlanOptions {

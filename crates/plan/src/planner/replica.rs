@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use crate::config::{Backend, Pool, ProvisioningMode, SecretRef};
 use crate::listen::{bind_host, connect_host, handoff_host, requires_key};
-use crate::llama_flags::{split_secret_flags, to_argv, to_redacted_argv, Flag};
+use crate::engine::{PlannedEngine, ServerArgs};
+use crate::llama_flags::{to_redacted_argv, Flag};
 use crate::redact::is_secret_env_value;
 use crate::secret_placeholder::{is_valid_name, names_in, placeholder, url_with_placeholders};
 use crate::secrets::StepSecrets;
@@ -18,6 +19,8 @@ use super::{config_path, handoff_path, redact_url, AUTO_PORT_BASE};
 
 /// What a pool's replicas share: the server's flags, environment, address and TLS files.
 pub(super) struct Server<'i> {
+    /// The engine the pool runs.
+    engine: &'static dyn PlannedEngine,
     flags: &'i [Flag],
     /// The flags as plans show them.
     pub(super) redacted_flags: Vec<String>,
@@ -36,6 +39,7 @@ pub(super) struct Server<'i> {
 impl<'i> Server<'i> {
     pub(super) fn of(input: &'i PoolInput) -> Self {
         let pool = &input.pool;
+        let engine = crate::engine::planned(pool.engine);
         // An external server's flags are not provision's to set.
         let flags = if pool.provisioning.mode == ProvisioningMode::External {
             &[][..]
@@ -43,7 +47,7 @@ impl<'i> Server<'i> {
             &input.flags[..]
         };
         let redacted_flags = to_redacted_argv(flags);
-        let (arg_flags, env, env_secrets) = server_env(pool, flags);
+        let (arg_flags, env, env_secrets) = server_env(engine, pool, flags);
         let host = bind_host(pool);
         let tls = crate::tls::files(pool).map(|(cert, key)| TlsFiles {
             cert_file: config_path(cert),
@@ -60,6 +64,7 @@ impl<'i> Server<'i> {
             env => env.clone(),
         });
         Server {
+            engine,
             flags,
             redacted_flags,
             arg_flags,
@@ -128,30 +133,20 @@ impl Replica<'_> {
             PortSpec::Fixed { port } => port.to_string(),
             PortSpec::Auto { .. } => "${port}".into(),
         };
-        let head: Vec<String> = vec![
-            up.binary.clone(),
-            "--host".into(),
-            server.host.clone(),
-            "--port".into(),
-            port_text.clone(),
-            "--model".into(),
-            up.model_path.clone(),
-        ];
-        let tls_args = server.tls.iter().flat_map(|t| {
-            [
-                crate::tls::CERT_FLAG.to_string(),
-                t.cert_file.clone(),
-                crate::tls::KEY_FLAG.to_string(),
-                t.key_file.clone(),
-            ]
-        });
-        let head: Vec<String> = head.into_iter().chain(tls_args).collect();
-        let argv: Vec<String> = head.into_iter().chain(to_argv(&server.arg_flags)).collect();
+        let args = ServerArgs {
+            binary: &up.binary,
+            host: &server.host,
+            port: &port_text,
+            model: &up.model_path,
+            tls: server.tls.as_ref(),
+        };
+        let argv = server.engine.argv(args, &server.arg_flags);
         let deps = up.binary_step.into_iter().chain(up.fit);
         let spawn = steps.add_with_secrets(StepId::spawn(pid, r).into(), deps, || {
             let spec = StepSpec::Spawn(Spawn {
                 pool: pid.into(),
                 replica: r,
+                engine: pool.engine,
                 backend: pool.backend,
                 binary: up.binary.clone(),
                 argv,
@@ -186,9 +181,10 @@ impl Replica<'_> {
             let spec = StepSpec::Probe(Probe {
                 pool: pid.into(),
                 replica: r,
+                engine: pool.engine,
                 url,
-                health_path: "/health".into(),
-                metrics: server.flags.iter().any(|f| f.name == "--metrics"),
+                health_path: server.engine.health_path().into(),
+                metrics: server.engine.serves_metrics(server.flags),
                 timeout_ms: pool.readiness_timeout_ms,
                 external,
                 pinned_cert: server.tls.as_ref().map(|t| t.cert_file.clone()),
@@ -240,11 +236,16 @@ impl Replica<'_> {
 }
 
 /// The flags for a server's argv, its environment (each secret value a `${secret:env.NAME}`
-/// placeholder), and the secret values. Secret flags (`--api-key`, `--hf-token`) reach the
-/// server in its environment (`LLAMA_API_KEY`, `HF_TOKEN`), never in its argv.
-fn server_env(pool: &Pool, flags: &[Flag]) -> (Vec<Flag>, BTreeMap<String, String>, StepSecrets) {
-    let (arg_flags, flag_env) =
-        split_secret_flags(flags).expect("every secret flag has an environment variable");
+/// placeholder), and the secret values. Secret flags (llama.cpp's `--api-key`, `--hf-token`)
+/// reach the server in its environment (`LLAMA_API_KEY`, `HF_TOKEN`), never in its argv.
+fn server_env(
+    engine: &dyn PlannedEngine,
+    pool: &Pool,
+    flags: &[Flag],
+) -> (Vec<Flag>, BTreeMap<String, String>, StepSecrets) {
+    let (arg_flags, flag_env) = engine
+        .secret_flags_env(flags)
+        .expect("every secret flag has an environment variable");
     let mut env: BTreeMap<String, String> = pool.provisioning.env.clone();
     if pool.backend == Backend::Cuda {
         let devices: Vec<String> = pool.devices.iter().map(u32::to_string).collect();

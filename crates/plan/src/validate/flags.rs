@@ -5,8 +5,8 @@ use crate::cmake_flags::{self, CmakeFlags};
 use crate::config::{Pool, ProvisioningMode};
 use crate::diagnostic::Diagnostic;
 use crate::document::{join_index, join_key};
-use crate::llama_flags::{self, Flag, FlagContext};
-use crate::memory_settings::{raw_index, MemorySettings};
+use crate::llama_flags::{Flag, FlagContext};
+use crate::memory_settings::raw_index;
 
 use super::checker::Checker;
 
@@ -15,7 +15,8 @@ impl Checker<'_> {
     /// no other error (since `before` errors).
     pub(super) fn llama_flags(&mut self, pp: &str, pool: &Pool, before: usize) -> Vec<Flag> {
         let prov = &pool.provisioning;
-        let normalized = llama_flags::normalize(
+        let engine = crate::engine::flags_of(pool.engine);
+        let normalized = engine.normalize(
             &prov.flags,
             FlagContext {
                 backend: pool.backend,
@@ -40,7 +41,7 @@ impl Checker<'_> {
         // The memory settings the vram-fit step estimates with must be readable (checked
         // once the pool is otherwise valid: a bad `tensor_split` is reported at the field).
         if self.errors == before && prov.mode != ProvisioningMode::External {
-            if let Err(bad) = MemorySettings::from_flags(&normalized.flags) {
+            if let Err(bad) = engine.memory_settings(&normalized.flags) {
                 let path = raw_index(&prov.flags, &bad.flag)
                     .map_or(flags_path.clone(), |i| join_index(&flags_path, i));
                 self.error(&path, false, &bad.message, Some(&bad.help));

@@ -1,6 +1,6 @@
 //! One pool's checks, section by section, and its normalised inputs to the planner.
 
-use crate::config::{Engine, Pool};
+use crate::config::Pool;
 use crate::document::join_key;
 
 use super::checker::Checker;
@@ -55,7 +55,7 @@ impl Checker<'_> {
             };
             self.error(&join_key(p, "id"), false, &msg, Some(POOL_ID_HELP));
         }
-        if pool.engine != Engine::Llamacpp {
+        if crate::engine::of(pool.engine).is_none() {
             let msg = format!(
                 "engine `{}` is not supported yet: provision runs llamacpp pools only",
                 pool.engine.as_str()

@@ -1,0 +1,124 @@
+//! llama.cpp's `llama-server`, as the planner sees it: its flag table
+//! ([`super::llamacpp_flags`]), its argv (`--host`, `--port`, `--model`, the TLS files), the
+//! variables it reads secrets from, `/health`, `--metrics` and its memory-relevant flags.
+
+use crate::config::Engine;
+use crate::memory_settings::{BadFlag, MemorySettings};
+
+use super::llamacpp_flags::{self, Flag, FlagContext, Normalized, SecretFlagEnv};
+use super::{PlannedEngine, ServerArgs};
+
+/// The server program, and the one target a source pool builds.
+pub const SERVER_PROGRAM: &str = "llama-server";
+
+/// The variable llama-server reads its API key from.
+pub const API_KEY_ENV: &str = "LLAMA_API_KEY";
+
+/// The path that answers 200 once the model is loaded (503 while loading).
+pub const HEALTH_PATH: &str = "/health";
+
+/// llama.cpp's server.
+#[derive(Debug, Clone, Copy)]
+pub struct LlamaCpp;
+
+impl PlannedEngine for LlamaCpp {
+    fn engine(&self) -> Engine {
+        Engine::Llamacpp
+    }
+
+    fn build_target(&self) -> &'static str {
+        SERVER_PROGRAM
+    }
+
+    fn normalize(&self, raw: &[String], cx: FlagContext<'_>) -> Normalized {
+        llamacpp_flags::normalize(raw, cx)
+    }
+
+    fn memory_settings(&self, flags: &[Flag]) -> Result<MemorySettings, BadFlag> {
+        MemorySettings::from_flags(flags)
+    }
+
+    fn argv(&self, server: ServerArgs<'_>, flags: &[Flag]) -> Vec<String> {
+        let mut argv: Vec<String> = [
+            server.binary,
+            "--host",
+            server.host,
+            "--port",
+            server.port,
+            "--model",
+            server.model,
+        ]
+        .map(str::to_string)
+        .into();
+        if let Some(t) = server.tls {
+            argv.extend([
+                crate::tls::CERT_FLAG.to_string(),
+                t.cert_file.clone(),
+                crate::tls::KEY_FLAG.to_string(),
+                t.key_file.clone(),
+            ]);
+        }
+        argv.extend(llamacpp_flags::to_argv(flags));
+        argv
+    }
+
+    fn secret_flags_env(&self, flags: &[Flag]) -> Result<(Vec<Flag>, SecretFlagEnv), String> {
+        llamacpp_flags::split_secret_flags(flags)
+    }
+
+    fn api_key_env(&self) -> &'static str {
+        API_KEY_ENV
+    }
+
+    fn health_path(&self) -> &'static str {
+        HEALTH_PATH
+    }
+
+    fn serves_metrics(&self, flags: &[Flag]) -> bool {
+        flags.iter().any(|f| f.name == "--metrics")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::step::TlsFiles;
+
+    #[test]
+    fn argv_is_binary_then_what_provision_sets_then_the_flags() {
+        let tls = TlsFiles {
+            cert_file: "/c.pem".into(),
+            key_file: "/k.pem".into(),
+        };
+        let flags = [Flag {
+            name: "--ctx-size".into(),
+            value: Some("4096".into()),
+            secret: false,
+        }];
+        let server = ServerArgs {
+            binary: "/bin/llama-server",
+            host: "127.0.0.1",
+            port: "${port}",
+            model: "/m.gguf",
+            tls: Some(&tls),
+        };
+        assert_eq!(
+            LlamaCpp.argv(server, &flags),
+            [
+                "/bin/llama-server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "${port}",
+                "--model",
+                "/m.gguf",
+                "--ssl-cert-file",
+                "/c.pem",
+                "--ssl-key-file",
+                "/k.pem",
+                "--ctx-size",
+                "4096"
+            ]
+        );
+    }
+}
