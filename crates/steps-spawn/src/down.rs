@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use provision_executor::state::now_rfc3339;
 use provision_executor::{State, StateError, StateFile, StepError, StepRecord, StepStatus};
-use provision_plan::outputs::{HandoffOutputs, SpawnOutputs};
+use provision_plan::outputs::HandoffOutputs;
 use provision_plan::step_traits::retire_rank_of;
 use provision_plan::{ReplicaId, Roots, StepId, StepKind, StepOutputs};
 use serde_json::Value;
@@ -19,6 +19,7 @@ use crate::handoff_owner::{
 use crate::identity;
 use crate::pid_file;
 use crate::process::{self, ServerProcess, Stopped};
+use crate::server_handle::ServerHandle;
 
 /// What `down` did for one step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,19 +42,16 @@ fn pool_of(record: &StepRecord) -> Option<&str> {
 
 /// Stop the server recorded in a spawn step's outputs and remove its pid file.
 pub fn stop_server(outputs: &StepOutputs, grace: Duration) -> Result<Stopped, String> {
-    let result = match ServerProcess::from_outputs(outputs) {
-        Some(server) => process::stop(&server, grace)?,
+    let server = ServerHandle::of_outputs(outputs);
+    let result = match &server {
+        Some(server) => server.stop(grace)?,
         None => Stopped::NotRunning("no process recorded".into()),
     };
-    cleanup(outputs);
-    Ok(result)
-}
-
-/// The recorded pid file, while it still holds the recorded pid (see [`pid_file`]).
-fn cleanup(outputs: &StepOutputs) {
-    if let Some(s) = outputs.get::<SpawnOutputs>() {
-        pid_file::remove_if_of(Path::new(&s.pid_file), Some(s.server.pid));
+    if let Some(local) = server.as_ref().and_then(ServerHandle::local) {
+        // The recorded pid file, while it still holds the recorded pid (see [`pid_file`]).
+        pid_file::remove_if_of(&local.pid_file, Some(local.process.pid));
     }
+    Ok(result)
 }
 
 /// A spawn step with no recorded process (an apply killed between start and record): the
@@ -166,7 +164,8 @@ pub fn stop_unrecorded(
     let recorded: Vec<u32> = state
         .steps
         .values()
-        .filter_map(|r| ServerProcess::of_record(r.outputs.as_ref()))
+        .filter_map(|r| r.outputs.as_ref().and_then(ServerHandle::of_outputs))
+        .filter_map(|h| h.process().cloned())
         .filter(|s| ServerProcess::of_pid(s.pid).is_some_and(|now| now.start_time == s.start_time))
         .map(|s| s.pid)
         .collect();
@@ -240,7 +239,7 @@ pub fn undo(
             let outputs = record.outputs.as_ref().expect("checked above");
             stop_server(outputs, grace).map(|s| {
                 let pid = outputs
-                    .get::<SpawnOutputs>()
+                    .get::<provision_plan::outputs::SpawnOutputs>()
                     .map_or("-".to_string(), |o| o.server.pid.to_string());
                 Some(format!("pid {pid}: {s}"))
             })
@@ -290,8 +289,9 @@ pub fn down(
     // Servers the records name (stopped or not): the marker search below leaves them alone.
     let recorded: Vec<u32> = ids
         .iter()
-        .filter_map(|(_, id)| ServerProcess::of_record(state.steps[id].outputs.as_ref()))
-        .map(|s| s.pid)
+        .filter_map(|(_, id)| state.steps[id].outputs.as_ref())
+        .filter_map(ServerHandle::of_outputs)
+        .filter_map(|h| h.pid())
         .collect();
     for (_, id) in ids {
         let record = state.steps.get_mut(&id).expect("listed above");

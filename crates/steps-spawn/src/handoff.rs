@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::handoff_owner::{inspect, sha256, Found, Owner, WRITTEN_BY};
-use crate::process::ServerProcess;
 use crate::replica::{expand, replica_name};
+use crate::server_handle::ServerHandle;
 
 /// A handoff file its group may read (`handoff_group_readable: true`).
 const GROUP_READABLE: u32 = 0o640;
@@ -128,31 +128,32 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
     };
     // The server, as its spawn step records it (none is spawned for an external one).
     let spawned = cx.maybe_dep::<SpawnOutputs>(&StepId::spawn(&spec.pool, spec.replica))?;
-    let server = spawned.and_then(|s| ServerProcess::recorded(&s.server));
-    if !external {
-        let server = server.as_ref().ok_or_else(|| {
+    let server = if external {
+        ServerHandle::External {
+            url: spec.url.clone(),
+        }
+    } else {
+        spawned.and_then(ServerHandle::recorded).ok_or_else(|| {
             StepError::new(format!("no server process recorded for {name}"))
                 .hint("rerun apply with --force")
-        })?;
-        if let Err(why) = server.check() {
-            return Err(
-                StepError::new(format!("{name} stopped after its probe passed: {why}"))
-                    .hint("read its log; rerun apply to start it again"),
-            );
-        }
+        })?
+    };
+    if let Err(why) = server.check() {
+        return Err(
+            StepError::new(format!("{name} stopped after its probe passed: {why}"))
+                .hint("read its log; rerun apply to start it again"),
+        );
     }
-    let port = spawned.map(|s| s.port);
+    let port = server.local().map(|l| l.port);
     let url = if external {
         spec.url.clone()
     } else {
         probed.url.clone()
     };
     // Never hand off a port that another process answers on.
-    if let (Some(server), false) = (&server, external) {
-        if let Err(why) = crate::listener_owner::verify(server.pid, &url) {
-            return Err(StepError::new(format!("{name} is not handed off: {why}"))
-                .hint("stop the process holding the port, or change `provisioning.ports`; or rerun apply: the probe stops a server whose port another process holds, and the apply after starts it on a free port"));
-        }
+    if let Err(why) = server.verify_listener(&url) {
+        return Err(StepError::new(format!("{name} is not handed off: {why}"))
+            .hint("stop the process holding the port, or change `provisioning.ports`; or rerun apply: the probe stops a server whose port another process holds, and the apply after starts it on a free port"));
     }
     // Probed at the bound address; handed off at the advertised one (`listen.advertise`).
     let url = match (&spec.advertise, external) {
@@ -182,15 +183,15 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
             .iter()
             .map(|f| cx.redactor.redact(&expand(cx, f, port)))
             .collect(),
-        pid: server.as_ref().map(|s| s.pid),
+        pid: server.pid(),
         devices: spec.devices.clone(),
         backend: spec.backend.as_str().into(),
         engine_digest: build
             .map(|b| b.engine_digest.clone())
-            .or_else(|| spawned.map(|s| s.binary_digest.clone())),
+            .or_else(|| server.local().map(|l| l.binary_digest.clone())),
         build_ref: build.and_then(|b| b.build_ref.clone()),
-        started_at: spawned.map(|s| s.started_at.clone()),
-        log: spawned.map(|s| s.log.clone()),
+        started_at: server.local().map(|l| l.started_at.clone()),
+        log: server.local().map(|l| l.log.display().to_string()),
         written_at: now_rfc3339(),
         auth: spec.auth.clone(),
     };

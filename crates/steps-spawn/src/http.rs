@@ -139,18 +139,3 @@ fn classify(e: ureq::Error) -> NoReply {
         other => NoReply::Other(other.to_string()),
     }
 }
-
-/// The short reason of a llama-server error body (`{"error":{"message":"Loading model"}}`),
-/// else the body's first line.
-pub fn reason(body: &str) -> String {
-    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
-    if let Some(msg) = parsed
-        .as_ref()
-        .and_then(|v| v.pointer("/error/message").or_else(|| v.get("status")))
-        .and_then(|m| m.as_str())
-    {
-        return msg.to_string();
-    }
-    let line = body.lines().next().unwrap_or_default();
-    line.chars().take(120).collect()
-}

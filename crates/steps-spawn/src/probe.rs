@@ -1,13 +1,14 @@
-//! The probe step: poll `/health` until it answers 200 (connection refused and 503 "Loading
-//! model" mean not yet), every 1 ms at first and then every twentieth of the time waited so
-//! far (at most 15 ms), so readiness is seen within 5% of the load time; fail at once when
-//! the server exits while loading. Once `/health` says 200, the listener on the port must be
-//! the server's own (else another process answered: the probe fails at once and the server is
-//! stopped), and the port's reservation is released. Then `/metrics` (when `--metrics`
-//! is set) and the engine version.
+//! The probe step: poll the server's health path until its engine calls the answer ready
+//! (connection refused, or llama.cpp's 503 "Loading model", mean not yet), every 1 ms at first
+//! and then every twentieth of the time waited so far (at most 15 ms), so readiness is seen
+//! within 5% of the load time; fail at once when the server exits while loading. Once it is
+//! ready, the listener on the port must be the server's own (else another process answered:
+//! the probe fails at once and the server is stopped), and the port's reservation is released.
+//! Then the metrics endpoint (when the flags ask for it) and the engine version. What the
+//! endpoints are and what their answers mean is the engine's ([`crate::engine`]); the server
+//! is a [`ServerHandle`].
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -15,16 +16,17 @@ use provision_executor::{ExitState, FailedCommand, Outcome, StepContext, StepErr
 use provision_plan::outputs::{CmakeBuildOutputs, ProbeOutputs, SpawnOutputs};
 use provision_plan::step::Probe;
 use provision_plan::StepId;
-use serde_json::Value;
 
-use crate::http::{reason, Http, NoReply};
+use crate::engine::RuntimeEngine;
+use crate::http::{Http, NoReply};
 use crate::listener_owner;
 use crate::pinned_tls;
 use crate::port;
-use crate::process::{self, NotRunning, ServerProcess};
+use crate::process::NotRunning;
 use crate::replica::{
     api_key, expand, note, remove_handoff, replica_name, server_log_tail, DEFAULT_GRACE,
 };
+use crate::server_handle::ServerHandle;
 
 /// The shortest pause between two polls.
 const POLL_MIN: Duration = Duration::from_millis(1);
@@ -64,52 +66,56 @@ fn real_url(spec: &Probe, cx: &StepContext<'_>, port: Option<u16>) -> Result<Str
     cx.expand_secrets(&expand(cx, &spec.url, port))
 }
 
-/// Is the replica recorded last time still healthy? (`/health` 200, and `/metrics` 200 when
-/// required.) The reason it is not names no credential.
+/// Is the replica recorded last time still healthy? (Its health path ready, and its metrics
+/// endpoint 200 when required.) The reason it is not names no credential.
 pub fn check_probe(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
     check_recorded(spec, cx).map_err(|why| cx.redactor.redact(&why))
 }
 
 fn check_recorded(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
     let previous = cx.previous::<ProbeOutputs>().ok_or("never probed")?;
-    // The recorded URL is redacted: an external server's credentials come from the plan.
-    let url = if spec.external {
-        real_url(spec, cx, None).map_err(|e| e.message)?
-    } else {
-        previous.url.clone()
-    };
+    let engine = crate::engine::of(spec.engine)?;
     // The server is the one its spawn step records (a new one dirties this step: the spawn's
-    // outputs are in its fingerprint).
-    let server = spawned(spec, cx)
-        .map_err(|e| e.message)?
-        .and_then(|s| ServerProcess::recorded(&s.server));
-    if let Some(server) = &server {
-        server.check().map_err(|e| e.to_string())?;
-    }
+    // outputs are in its fingerprint). The recorded URL is redacted: an external server's
+    // credentials come from the plan.
+    let server = if spec.external {
+        ServerHandle::External {
+            url: real_url(spec, cx, None).map_err(|e| e.message)?,
+        }
+    } else {
+        spawned(spec, cx)
+            .map_err(|e| e.message)?
+            .and_then(ServerHandle::recorded)
+            .ok_or("no server recorded")?
+    };
+    let url = if spec.external {
+        server.url()
+    } else {
+        &previous.url
+    };
+    server.check().map_err(|e| e.to_string())?;
     let http = client(spec, cx)?;
     let health = format!("{url}{}", spec.health_path);
     match http.get(&health, None) {
-        Ok(r) if r.status == 200 => {}
+        Ok(r) if engine.is_ready(&r) => {}
         Ok(r) => {
             return Err(format!(
                 "{health} answered {}: {}",
                 r.status,
-                reason(&r.body)
+                engine.reason(&r.body)
             ))
         }
         Err(e) => return Err(format!("{health}: {e}")),
     }
     // Kept only while the answer is its own server's.
-    if !spec.external {
-        let server = server.ok_or("no server recorded")?;
-        listener_owner::verify(server.pid, &url).map_err(|e| e.to_string())?;
-    }
+    server.verify_listener(url).map_err(|e| e.to_string())?;
     if spec.metrics {
         let key = api_key(spec, cx);
-        match http.get(&format!("{url}/metrics"), key.as_deref()) {
+        let metrics = format!("{url}{}", engine.metrics_path());
+        match http.get(&metrics, key.as_deref()) {
             Ok(r) if r.status == 200 => {}
-            Ok(r) => return Err(format!("{url}/metrics answered {}", r.status)),
-            Err(e) => return Err(format!("{url}/metrics: {e}")),
+            Ok(r) => return Err(format!("{metrics} answered {}", r.status)),
+            Err(e) => return Err(format!("{metrics}: {e}")),
         }
     }
     Ok(())
@@ -118,6 +124,7 @@ fn check_recorded(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
 /// Wait for the replica to be ready.
 pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let name = replica_name(&spec.pool, spec.replica);
+    let engine = crate::engine::of(spec.engine).map_err(StepError::new)?;
     let spawned = spawned(spec, cx)?;
     let port = spawned.map(|s| s.port);
     // The port stays reserved (host-wide) until its server is seen listening, or this fails.
@@ -141,40 +148,30 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         let _ = remove_handoff(h, &crate::replica::Owner::of(cx, &spec.pool, spec.replica));
     }
     let server = match spawned {
-        Some(s) if !spec.external => Some(ServerProcess::recorded(&s.server).ok_or_else(|| {
+        Some(s) if !spec.external => ServerHandle::recorded(s).ok_or_else(|| {
             StepError::new(format!("no server process recorded for {name}"))
                 .hint("rerun apply with --force")
-        })?),
-        _ => None,
+        })?,
+        _ => ServerHandle::External { url },
     };
-    let log = spawned.map(|s| PathBuf::from(&s.log));
+    let url = server.url();
     let key = api_key(spec, cx);
-    let shown_url = cx.redactor.redact(&url);
+    let shown_url = cx.redactor.redact(url);
     let health = format!("{url}{}", spec.health_path);
     let http = client(spec, cx).map_err(|e| cert_unreadable(spec, &name, e))?;
 
     let replica = Replica {
         spec,
+        engine,
         name: &name,
-        server: server.as_ref(),
-        log: log.as_deref(),
-        binary: spawned.map(|s| s.binary.as_str()),
+        server: &server,
         shown_url: &shown_url,
     };
     let started = Instant::now();
     let polls = wait_ready(cx, &replica, &http, &health, port, started)?;
-    if let Some(server) = &server {
-        if let Err(why) = listener_owner::verify(server.pid, &url) {
-            let asked = format!("{shown_url}{}", spec.health_path);
-            return Err(fail_not_owner(
-                cx,
-                &name,
-                &asked,
-                server,
-                &why,
-                log.as_deref(),
-            ));
-        }
+    if let Err(why) = server.verify_listener(url) {
+        let asked = format!("{shown_url}{}", spec.health_path);
+        return Err(fail_not_owner(cx, &name, &asked, &server, &why));
     }
     let ready_ms = started.elapsed().as_millis() as u64;
     note(
@@ -183,10 +180,10 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     );
 
     if spec.metrics {
-        check_metrics(&replica, &http, &url, key.as_deref())?;
+        check_metrics(&replica, &http, url, key.as_deref())?;
     }
 
-    let (version, source) = engine_version(cx, &http, (&url, key.as_deref()), spawned);
+    let (version, source) = engine_version(cx, engine, &http, (url, key.as_deref()), spawned);
     note(
         cx,
         &format!("{name}: engine version {version} (from {source})"),
@@ -201,16 +198,21 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     }))
 }
 
-/// The replica being probed: its server (none when external) and the log it writes.
+/// The replica being probed: the engine it runs and its server.
 struct Replica<'a> {
     spec: &'a Probe,
+    engine: &'static dyn RuntimeEngine,
     name: &'a str,
-    server: Option<&'a ServerProcess>,
-    log: Option<&'a Path>,
-    /// The binary it runs (none when external).
-    binary: Option<&'a str>,
+    server: &'a ServerHandle,
     /// The URL as shown (credentials redacted).
     shown_url: &'a str,
+}
+
+impl Replica<'_> {
+    /// The log its server writes (none when external).
+    fn log(&self) -> Option<&Path> {
+        self.server.local().map(|l| l.log.as_path())
+    }
 }
 
 /// Poll `health` until it answers 200; the number of polls. Fails at once when the server
@@ -226,12 +228,12 @@ fn wait_ready(
 ) -> Result<u64, StepError> {
     let Replica {
         spec,
+        engine,
         name,
         server,
-        log,
-        binary,
         shown_url,
     } = *replica;
+    let log = replica.log();
     let timeout = Duration::from_millis(spec.timeout_ms);
     let mut last: String;
     let mut polls = 0u64;
@@ -239,21 +241,20 @@ fn wait_ready(
         if cx.cancel.is_cancelled() {
             return Err(StepError::cancelled());
         }
-        if let Some(server) = server {
-            if let Err(why) = server.check() {
-                let exited = Exited {
-                    name,
-                    why: &why,
-                    log,
-                    binary,
-                };
-                return Err(fail_exited(cx, &exited, started, port));
-            }
+        if let Err(why) = server.check() {
+            let exited = Exited {
+                name,
+                why: &why,
+                log,
+                binary: server.local().map(|l| l.binary.as_str()),
+                program: engine.program(),
+            };
+            return Err(fail_exited(cx, &exited, started, port));
         }
         polls += 1;
         match http.get(health, None) {
-            Ok(r) if r.status == 200 => break,
-            Ok(r) => last = format!("{} {}", r.status, reason(&r.body)),
+            Ok(r) if engine.is_ready(&r) => break,
+            Ok(r) => last = format!("{} {}", r.status, engine.reason(&r.body)),
             Err(NoReply::Refused) => last = "connection refused".into(),
             Err(NoReply::NotPinned) => {
                 return Err(fail_not_pinned(cx, name, shown_url, server, log))
@@ -262,7 +263,7 @@ fn wait_ready(
         }
         if started.elapsed() >= timeout {
             // Not ready in time: a server that is ours does not stay behind half-loaded.
-            let stopped = server.map(|s| process::stop(s, DEFAULT_GRACE));
+            let stopped = server.local().map(|_| server.stop(DEFAULT_GRACE));
             let mut err = StepError::new(format!(
                 "{name} did not become ready within {} ms: {shown_url}{} last answered: {last}",
                 spec.timeout_ms, spec.health_path
@@ -285,7 +286,8 @@ fn wait_ready(
     Ok(polls)
 }
 
-/// `/metrics` answers 200, or the server (if ours) is stopped and the probe fails.
+/// The engine's metrics endpoint answers 200, or the server (if ours) is stopped and the
+/// probe fails.
 fn check_metrics(
     replica: &Replica,
     http: &Http,
@@ -293,27 +295,25 @@ fn check_metrics(
     key: Option<&str>,
 ) -> Result<(), StepError> {
     let Replica {
+        engine,
         name,
         server,
         shown_url,
         ..
     } = *replica;
-    let metrics = format!("{url}/metrics");
-    let problem = match http.get(&metrics, key) {
+    let path = engine.metrics_path();
+    let problem = match http.get(&format!("{url}{path}"), key) {
         Ok(r) if r.status == 200 => None,
-        Ok(r) => Some(format!("answered {} {}", r.status, reason(&r.body))),
+        Ok(r) => Some(format!("answered {} {}", r.status, engine.reason(&r.body))),
         Err(e) => Some(e.to_string()),
     };
     if let Some(problem) = problem {
-        if let Some(server) = server {
-            let _ = process::stop(server, DEFAULT_GRACE);
-        }
+        let _ = server.stop(DEFAULT_GRACE);
         return Err(StepError::new(format!(
-            "{name}: {shown_url}/metrics {problem}, but the pool's flags ask for --metrics"
+            "{name}: {shown_url}{path} {problem}, but the pool's flags ask for {}",
+            engine.metrics_flag()
         ))
-        .hint(
-            "the binary may not support --metrics; remove it from `flags` or use a newer llama.cpp",
-        ));
+        .hint(engine.metrics_hint()));
     }
     Ok(())
 }
@@ -344,10 +344,10 @@ fn fail_not_pinned(
     cx: &StepContext<'_>,
     name: &str,
     url: &str,
-    server: Option<&ServerProcess>,
+    server: &ServerHandle,
     log: Option<&Path>,
 ) -> StepError {
-    let stopped = server.map(|s| process::stop(s, DEFAULT_GRACE));
+    let stopped = server.local().map(|_| server.stop(DEFAULT_GRACE));
     let mut err = StepError::new(format!(
         "{url} presented a TLS certificate other than the pool's `listen.tls.cert_file`: it is not provably the server of {name}; it is not handed off"
     ))
@@ -370,17 +370,18 @@ impl Drop for ReleasePort {
     }
 }
 
-/// `/health` answered 200, but from a listener that is not the server's: it never serves there
-/// (it lost the port, or binds too late), so it is stopped and nobody is sent to it.
+/// The health path answered ready, but from a listener that is not the server's: it never
+/// serves there (it lost the port, or binds too late), so it is stopped and nobody is sent to
+/// it.
 fn fail_not_owner(
     cx: &StepContext<'_>,
     name: &str,
     asked: &str,
-    server: &ServerProcess,
+    server: &ServerHandle,
     why: &listener_owner::NotOwned,
-    log: Option<&Path>,
 ) -> StepError {
-    let stopped = process::stop(server, DEFAULT_GRACE);
+    let log = server.local().map(|l| l.log.as_path());
+    let stopped = server.stop(DEFAULT_GRACE);
     let mut err = StepError::new(format!(
         "{asked} answered 200, but not from the server of {name}: {why}; it is not handed off"
     ))
@@ -403,13 +404,15 @@ struct Exited<'a> {
     log: Option<&'a Path>,
     /// The binary it ran.
     binary: Option<&'a str>,
+    /// The engine's program, named when the binary is not known.
+    program: &'a str,
 }
 
 impl Exited<'_> {
     /// The server as the failed command: its binary, its exit status when it was our child,
     /// its log.
     fn failed_command(&self, cx: &StepContext<'_>) -> FailedCommand {
-        let binary = self.binary.unwrap_or("llama-server");
+        let binary = self.binary.unwrap_or(self.program);
         FailedCommand {
             command: cx.redactor.redact(binary),
             cwd: None,
@@ -452,36 +455,21 @@ fn fail_exited(
     err.command(exited.failed_command(cx))
 }
 
-/// The engine version and where it came from: `/props` `build_info`, then `/v1/models`, then
-/// `llama-server --version`, then `<build ref>-<backend>`.
+/// The engine version and where it came from: what the server reports (llama.cpp: `/props`
+/// `build_info`, then `/v1/models`), then what its binary prints (`--version`), then
+/// `<build ref>-<backend>`.
 fn engine_version(
     cx: &StepContext<'_>,
+    engine: &dyn RuntimeEngine,
     http: &Http,
     (url, key): (&str, Option<&str>),
     spawned: Option<&SpawnOutputs>,
 ) -> (String, &'static str) {
-    if let Ok(r) = http.get(&format!("{url}/props"), key) {
-        if r.status == 200 {
-            if let Some(v) = serde_json::from_str::<Value>(&r.body)
-                .ok()
-                .and_then(|v| find_string(&v, &["build_info"]))
-            {
-                return (v, "/props");
-            }
-        }
+    if let Some(reported) = engine.reported_version(http, url, key) {
+        return reported;
     }
-    if let Ok(r) = http.get(&format!("{url}/v1/models"), key) {
-        if r.status == 200 {
-            if let Some(v) = serde_json::from_str::<Value>(&r.body)
-                .ok()
-                .and_then(|v| find_string(&v, &["build_info", "system_fingerprint"]))
-            {
-                return (v, "/v1/models");
-            }
-        }
-    }
-    if let Some(v) = spawned.and_then(|s| version_of(Path::new(&s.binary))) {
-        return (v, "--version");
+    if let Some(printed) = spawned.and_then(|s| engine.binary_version(Path::new(&s.binary))) {
+        return printed;
     }
     // The commit of the build the server runs (none for a binary or an external server).
     let build_ref = cx
@@ -492,51 +480,6 @@ fn engine_version(
         .unwrap_or("unknown");
     let backend = spawned.map_or("cuda", |s| s.backend.as_str());
     (format!("{build_ref}-{backend}"), "ref")
-}
-
-/// The first string under any of `keys`, anywhere in `v`.
-fn find_string(v: &Value, keys: &[&str]) -> Option<String> {
-    match v {
-        Value::Object(map) => keys
-            .iter()
-            .find_map(|k| map.get(*k).and_then(Value::as_str).map(String::from))
-            .filter(|s| !s.is_empty())
-            .or_else(|| map.values().find_map(|x| find_string(x, keys))),
-        Value::Array(items) => items.iter().find_map(|x| find_string(x, keys)),
-        _ => None,
-    }
-}
-
-/// `b<build>-<commit>` from `llama-server --version` (`version: 0.5.0-dev (build 1, commit
-/// 46fdb7a)`, printed to stderr).
-pub fn version_of(binary: &Path) -> Option<String> {
-    let out = Command::new(binary)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    parse_version(&text)
-}
-
-pub fn parse_version(text: &str) -> Option<String> {
-    let line = text
-        .lines()
-        .find(|l| l.contains("build") && l.contains("commit"))?;
-    let num = |after: &str| {
-        let rest = &line[line.find(after)? + after.len()..];
-        let v: String = rest
-            .trim_start()
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric())
-            .collect();
-        (!v.is_empty()).then_some(v)
-    };
-    Some(format!("b{}-{}", num("build")?, num("commit")?))
 }
 
 #[cfg(test)]
@@ -558,24 +501,5 @@ mod tests {
             polls += 1;
         }
         assert!((3_900..4_200).contains(&polls), "{polls} polls");
-    }
-
-    #[test]
-    fn version_line_becomes_build_info() {
-        assert_eq!(
-            parse_version("version: 0.5.0-dev (build 1, commit 46fdb7a)\nbuilt with cc").as_deref(),
-            Some("b1-46fdb7a")
-        );
-        assert_eq!(parse_version("llama-server 1.0"), None);
-    }
-
-    #[test]
-    fn build_info_is_found_anywhere() {
-        let v: Value =
-            serde_json::json!({"data": [{"id": "m", "meta": {}}], "system_fingerprint": "b9-abc"});
-        assert_eq!(
-            find_string(&v, &["build_info", "system_fingerprint"]).as_deref(),
-            Some("b9-abc")
-        );
     }
 }

@@ -13,9 +13,6 @@ use crate::handoff_owner::{remove_if_ours, Removal};
 /// How long a server gets between SIGTERM and SIGKILL when provision stops it.
 pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The variable llama-server reads its API key from.
-pub const API_KEY_ENV: &str = provision_plan::engine::llamacpp::API_KEY_ENV;
-
 /// Lines of a server log quoted in an error.
 pub const TAIL_LINES: usize = 40;
 
@@ -45,8 +42,8 @@ pub fn remove_handoff(path: &std::path::Path, owner: &Owner) -> std::io::Result<
     }
 }
 
-/// The replica's API key (to ask `/props` and `/metrics`): the `LLAMA_API_KEY` its server
-/// gets: the pool's `api_key` reference, read again, or `--api-key` (or `env`) as the step's
+/// The replica's API key (to ask its version and metrics endpoints): the key its server gets
+/// (`LLAMA_API_KEY` for llama.cpp): the pool's `api_key` reference, read again, or `--api-key` (or `env`) as the step's
 /// secret `api_key`.
 pub fn api_key(spec: &Probe, cx: &StepContext<'_>) -> Option<String> {
     match &spec.api_key {

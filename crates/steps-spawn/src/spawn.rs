@@ -18,15 +18,14 @@ use provision_plan::step::{PortSpec, Spawn};
 use sha2::{Digest, Sha256};
 
 use crate::binary_digest::{binary_digest, digest_cache};
-use crate::flags::{known_flags, KnownFlags};
+use crate::engine::{KnownFlags, RuntimeEngine};
 use crate::handoff_owner::{inspect, Found};
 use crate::identity;
 use crate::key_files::check_private;
 use crate::port;
 use crate::process::{self, rotated, ServerProcess};
-use crate::replica::{
-    self, expand, note, remove_handoff, replica_name, API_KEY_ENV, DEFAULT_GRACE,
-};
+use crate::replica::{self, expand, note, remove_handoff, replica_name, DEFAULT_GRACE};
+use crate::server_handle::ServerHandle;
 
 /// Facts that decide whether a running replica is still current: the digest of the binary it
 /// runs (a binary replaced in place restarts the replica).
@@ -73,7 +72,7 @@ pub fn spawn_facts(spec: &Spawn, cx: &StepContext<'_>) -> Result<Facts, StepErro
 /// fixes: this server moves, alone, so that one can start.)
 pub fn check_spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<(), String> {
     let previous = cx.previous::<SpawnOutputs>().ok_or("no server recorded")?;
-    let server = ServerProcess::recorded(&previous.server).ok_or("no server recorded")?;
+    let server = ServerHandle::recorded(previous).ok_or("no server recorded")?;
     server.check().map_err(|e| e.to_string())?;
     let port = previous.port;
     match spec.port {
@@ -87,6 +86,7 @@ pub fn check_spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<(), String> {
 /// Start the replica.
 pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let name = replica_name(&spec.pool, spec.replica);
+    let engine = crate::engine::of(spec.engine).map_err(StepError::new)?;
     let server_log = cx.path(&spec.log);
     let pid_file = cx.path(&spec.pid_file);
     // Before anything changes: a key file others may read is not used, a certificate that
@@ -100,7 +100,8 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let binary = PathBuf::from(expand(cx, &spec.binary, None));
     if !binary.is_file() {
         return Err(StepError::new(format!(
-            "the llama-server binary {} does not exist",
+            "the {} binary {} does not exist",
+            engine.program(),
             binary.display()
         ))
         .hint(
@@ -111,7 +112,7 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let digest = binary_digest(&binary, &digest_cache(cx), &cx.cancel)
         .map_err(|e| StepError::new(format!("cannot read the binary {}: {e}", binary.display())))?;
 
-    let real_env = &server_env(spec, cx)?;
+    let real_env = &server_env(spec, cx, engine)?;
     // The argv holds no secret (they go in the environment): it is shown as is.
     let shown: Vec<String> = spec.argv.iter().map(|a| expand(cx, a, None)).collect();
     if let Some(model) = flag_value(&shown, "--model") {
@@ -123,14 +124,16 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         }
     }
 
-    let cache = PathBuf::from(&cx.roots.cache).join("llama-help");
-    let known = known_flags(&binary, &digest, real_env, &cache).map_err(|e| {
-        StepError::new(e.message)
-            .tail(e.tail)
-            .hint("check that the binary runs on this machine (shared libraries, CPU features)")
-            .with_command(e.command)
-    })?;
-    check_flags(spec, &known, &shown, &binary, &digest)?;
+    let cache = PathBuf::from(&cx.roots.cache);
+    let known = engine
+        .accepted_flags(&binary, &digest, real_env, &cache)
+        .map_err(|e| {
+            StepError::new(e.message)
+                .tail(e.tail)
+                .hint("check that the binary runs on this machine (shared libraries, CPU features)")
+                .with_command(e.command)
+        })?;
+    check_flags(spec, engine, &known, &shown, (&binary, &digest))?;
 
     let port = choose_port(spec, cx, &name)?;
     let shown: Vec<String> = spec
@@ -222,16 +225,16 @@ fn withdraw_handoff(
 /// The binary accepts every flag of the argv, and serves TLS when the pool asks for it.
 fn check_flags(
     spec: &Spawn,
+    engine: &dyn RuntimeEngine,
     known: &KnownFlags,
     shown: &[String],
-    binary: &Path,
-    digest: &str,
+    (binary, digest): (&Path, &str),
 ) -> Result<(), StepError> {
-    if spec.tls.is_some() && !known.0.contains(provision_plan::tls::KEY_FLAG) {
+    if spec.tls.is_some() && !known.0.contains(engine.tls_flag()) {
         return Err(StepError::new(format!(
             "{} ({digest}) was built without TLS support: its --help lists no {}, so it cannot serve the pool's `listen.tls`; nothing was started",
             binary.display(),
-            provision_plan::tls::KEY_FLAG
+            engine.tls_flag()
         ))
         .hint(format!(
             "install OpenSSL's headers (apt install libssl-dev pkg-config; dnf install openssl-devel; pacman -S openssl) and rebuild llama.cpp (LLAMA_OPENSSL=ON is the default; mode source: `provision apply --force` rebuilds), or remove `listen.tls` from pool {}",
@@ -297,9 +300,9 @@ fn stop_previous(
     server_log: &Path,
     pid_file: &Path,
 ) -> Result<(), StepError> {
-    let recorded = cx.previous.as_ref().and_then(ServerProcess::from_outputs);
-    let servers = match recorded {
-        Some(s) => vec![s],
+    let recorded = cx.previous.as_ref().and_then(ServerHandle::of_outputs);
+    let servers = match recorded.as_ref().and_then(ServerHandle::process) {
+        Some(s) => vec![s.clone()],
         None => match process::find_by_pid_file(
             pid_file,
             server_log,
@@ -399,7 +402,11 @@ const MARKER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// secrets (only here, for the process: never logged or stored). A plan that lacks one (read
 /// back from JSON alone) starts nothing, naming the secret, rather than a server whose key is
 /// the text of a placeholder.
-fn server_env(spec: &Spawn, cx: &StepContext<'_>) -> Result<BTreeMap<String, String>, StepError> {
+fn server_env(
+    spec: &Spawn,
+    cx: &StepContext<'_>,
+    engine: &dyn RuntimeEngine,
+) -> Result<BTreeMap<String, String>, StepError> {
     let mut env: BTreeMap<String, String> = spec
         .env
         .iter()
@@ -410,7 +417,7 @@ fn server_env(spec: &Spawn, cx: &StepContext<'_>) -> Result<BTreeMap<String, Str
             StepError::new(format!("{}: {e}", replica_name(&spec.pool, spec.replica)))
                 .hint("set the variable or write the file named by the pool's `api_key`")
         })?;
-        env.insert(API_KEY_ENV.into(), value);
+        env.insert(engine.api_key_env().into(), value);
     }
     Ok(env)
 }

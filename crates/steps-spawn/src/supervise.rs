@@ -13,7 +13,7 @@ use provision_executor::{Cancel, State, StateError, StateFile, StepStatus};
 use provision_plan::{ReplicaId, StepId};
 
 use crate::down::{down, DownReport};
-use crate::process::ServerProcess;
+use crate::server_handle::ServerHandle;
 
 #[derive(Debug, Clone)]
 pub struct SuperviseOptions {
@@ -122,7 +122,7 @@ pub fn supervise(
                     // Alive but not serving its port: stopped, so that the restart starts a
                     // new server rather than keeping this one.
                     if let Some(server) = serverless {
-                        let _ = crate::process::stop(server, opts.grace);
+                        let _ = server.stop(opts.grace);
                     }
                     if w.up_since.is_some_and(|t| t.elapsed() >= opts.reset_after) {
                         w.failures = 0;
@@ -184,7 +184,7 @@ struct Unhealthy {
     why: String,
     /// Its server, still running (proven provision's), whose port another process holds or
     /// nobody listens on.
-    serverless: Option<ServerProcess>,
+    serverless: Option<Box<ServerHandle>>,
 }
 
 /// Is `replica` healthy: its spawn passed, its server still runs, and the listener on its
@@ -199,18 +199,15 @@ fn health(state: &State, replica: &ReplicaId) -> Result<(), Unhealthy> {
         Some(r) => return Err(down(format!("its last spawn {}", status_text(r.status)))),
         None => return Err(down("never started".into())),
     };
-    let spawned = record
+    let server = record
         .outputs
         .as_ref()
-        .and_then(|o| o.get::<provision_plan::outputs::SpawnOutputs>())
-        .ok_or_else(|| down("no process recorded".into()))?;
-    let server = ServerProcess::recorded(&spawned.server)
+        .and_then(ServerHandle::of_outputs)
         .ok_or_else(|| down("no process recorded".into()))?;
     server.check().map_err(|e| down(e.to_string()))?;
-    let url = spawned.url.as_str();
-    crate::listener_owner::verify(server.pid, url).map_err(|e| Unhealthy {
+    server.verify_listener(server.url()).map_err(|e| Unhealthy {
         why: format!("{e}; its server was stopped"),
-        serverless: Some(server),
+        serverless: Some(Box::new(server)),
     })
 }
 

@@ -2,8 +2,8 @@
 //! captured in tests/data): every flag the planner emits is known, renamed or misspelt ones are
 //! not, and deprecated spellings the binary still lists (`--no-webui`) pass.
 
-use provision_steps_spawn::flags::{parse_help, UnknownFlag};
-use provision_steps_spawn::probe::parse_version;
+use provision_steps_spawn::engine::llamacpp::parse_version;
+use provision_steps_spawn::engine::llamacpp_help::{parse_help, UnknownFlag};
 
 const HELP: &str = include_str!("data/llama-server-help.txt");
 

@@ -228,7 +228,7 @@ fn a_certificate_renewed_in_place_changes_the_spawn_facts() {
 
 #[test]
 fn tls_support_is_read_from_help_as_a_real_build_prints_it() {
-    use provision_steps_spawn::flags::parse_help;
+    use provision_steps_spawn::engine::llamacpp_help::parse_help;
     // llama.cpp built with OpenSSL (tests/data: a real build's --help).
     let real = parse_help(include_str!("data/llama-server-help.txt"));
     assert!(real.0.contains(provision_plan::tls::KEY_FLAG));

@@ -4,9 +4,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use provision_executor::{Preview, StepStatus};
-use provision_plan::outputs::SpawnOutputs;
-use provision_plan::{Plan, StepId, StepOutputs};
-use provision_steps_spawn::{PoolStatus, ReplicaState, ReplicaStatus, StatusReport};
+use provision_plan::{Plan, StepId};
+use provision_steps_spawn::{PoolStatus, ReplicaState, ReplicaStatus, ServerHandle, StatusReport};
 
 use crate::args::{Loudness, Output, Target};
 use crate::dispatch::StepDispatch;
@@ -84,9 +83,9 @@ fn status_report(session: &Session, plan: &Plan) -> StatusReport {
                 })
                 .collect();
             let up = handoff.is_some_and(|h| h.status == StepStatus::Passed) && drift.is_empty();
-            let spawned = spawn
+            let server = spawn
                 .and_then(|s| s.outputs.as_ref())
-                .and_then(StepOutputs::get::<SpawnOutputs>);
+                .and_then(ServerHandle::of_outputs);
             replicas.push(ReplicaStatus {
                 state: if up {
                     ReplicaState::Up
@@ -95,8 +94,8 @@ fn status_report(session: &Session, plan: &Plan) -> StatusReport {
                 } else {
                     ReplicaState::DownOrOutOfDate
                 },
-                pid: spawned.map(|s| s.server.pid),
-                url: spawned.map(|s| s.url.clone()),
+                pid: server.as_ref().and_then(ServerHandle::pid),
+                url: server.as_ref().map(|s| s.url().to_string()),
                 replica: r,
                 matches_config: drift.is_empty(),
                 drift,

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::config::{Backend, Pool, ProvisioningMode, SecretRef};
-use crate::listen::{bind_host, connect_host, handoff_host, requires_key};
 use crate::engine::{PlannedEngine, ServerArgs};
+use crate::listen::{bind_host, connect_host, handoff_host, requires_key};
 use crate::llama_flags::{to_redacted_argv, Flag};
 use crate::redact::is_secret_env_value;
 use crate::secret_placeholder::{is_valid_name, names_in, placeholder, url_with_placeholders};

@@ -1,6 +1,6 @@
 //! The flags a llama-server binary accepts, read from its `--help` once per binary digest and
 //! cached on disk, so an unknown or renamed flag fails before the server is started, with the
-//! nearest valid spelling.
+//! nearest valid spelling. llama.cpp's side of the engine seam ([`super::llamacpp`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;

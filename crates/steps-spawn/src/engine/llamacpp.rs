@@ -1,0 +1,178 @@
+//! llama.cpp's `llama-server` at runtime: `--help` lists its flags ([`super::llamacpp_help`]),
+//! `/health` answers 200 once the model is loaded (503 `Loading model` before), `/metrics`
+//! serves Prometheus text with `--metrics`, and `/props` `build_info` (else `/v1/models`, else
+//! `llama-server --version`) says which build it is.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::http::{Http, Reply};
+
+use super::llamacpp_help::{known_flags, HelpError, KnownFlags};
+use super::RuntimeEngine;
+
+/// llama.cpp's server.
+#[derive(Debug, Clone, Copy)]
+pub struct LlamaCpp;
+
+impl RuntimeEngine for LlamaCpp {
+    fn program(&self) -> &'static str {
+        provision_plan::engine::llamacpp::SERVER_PROGRAM
+    }
+
+    fn accepted_flags(
+        &self,
+        binary: &Path,
+        digest: &str,
+        env: &BTreeMap<String, String>,
+        cache_root: &Path,
+    ) -> Result<KnownFlags, HelpError> {
+        known_flags(binary, digest, env, &cache_root.join("llama-help"))
+    }
+
+    fn tls_flag(&self) -> &'static str {
+        provision_plan::tls::KEY_FLAG
+    }
+
+    fn is_ready(&self, reply: &Reply) -> bool {
+        reply.status == 200
+    }
+
+    fn reason(&self, body: &str) -> String {
+        reason(body)
+    }
+
+    fn metrics_path(&self) -> &'static str {
+        "/metrics"
+    }
+
+    fn metrics_flag(&self) -> &'static str {
+        "--metrics"
+    }
+
+    fn metrics_hint(&self) -> &'static str {
+        "the binary may not support --metrics; remove it from `flags` or use a newer llama.cpp"
+    }
+
+    fn reported_version(
+        &self,
+        http: &Http,
+        url: &str,
+        key: Option<&str>,
+    ) -> Option<(String, &'static str)> {
+        let ask = |path: &'static str, keys: &[&str]| {
+            let r = http.get(&format!("{url}{path}"), key).ok()?;
+            if r.status != 200 {
+                return None;
+            }
+            let v = serde_json::from_str::<Value>(&r.body).ok()?;
+            find_string(&v, keys).map(|v| (v, path))
+        };
+        ask("/props", &["build_info"])
+            .or_else(|| ask("/v1/models", &["build_info", "system_fingerprint"]))
+    }
+
+    fn binary_version(&self, binary: &Path) -> Option<(String, &'static str)> {
+        version_of(binary).map(|v| (v, "--version"))
+    }
+
+    fn api_key_env(&self) -> &'static str {
+        provision_plan::engine::llamacpp::API_KEY_ENV
+    }
+}
+
+/// The short reason of a llama-server error body (`{"error":{"message":"Loading model"}}`),
+/// else the body's first line.
+pub fn reason(body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    if let Some(msg) = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/error/message").or_else(|| v.get("status")))
+        .and_then(|m| m.as_str())
+    {
+        return msg.to_string();
+    }
+    let line = body.lines().next().unwrap_or_default();
+    line.chars().take(120).collect()
+}
+
+/// The first string under any of `keys`, anywhere in `v`.
+fn find_string(v: &Value, keys: &[&str]) -> Option<String> {
+    match v {
+        Value::Object(map) => keys
+            .iter()
+            .find_map(|k| map.get(*k).and_then(Value::as_str).map(String::from))
+            .filter(|s| !s.is_empty())
+            .or_else(|| map.values().find_map(|x| find_string(x, keys))),
+        Value::Array(items) => items.iter().find_map(|x| find_string(x, keys)),
+        _ => None,
+    }
+}
+
+/// `b<build>-<commit>` from `llama-server --version` (`version: 0.5.0-dev (build 1, commit
+/// 46fdb7a)`, printed to stderr).
+pub fn version_of(binary: &Path) -> Option<String> {
+    let out = Command::new(binary)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    parse_version(&text)
+}
+
+pub fn parse_version(text: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .find(|l| l.contains("build") && l.contains("commit"))?;
+    let num = |after: &str| {
+        let rest = &line[line.find(after)? + after.len()..];
+        let v: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        (!v.is_empty()).then_some(v)
+    };
+    Some(format!("b{}-{}", num("build")?, num("commit")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_line_becomes_build_info() {
+        assert_eq!(
+            parse_version("version: 0.5.0-dev (build 1, commit 46fdb7a)\nbuilt with cc").as_deref(),
+            Some("b1-46fdb7a")
+        );
+        assert_eq!(parse_version("llama-server 1.0"), None);
+    }
+
+    #[test]
+    fn build_info_is_found_anywhere() {
+        let v: Value =
+            serde_json::json!({"data": [{"id": "m", "meta": {}}], "system_fingerprint": "b9-abc"});
+        assert_eq!(
+            find_string(&v, &["build_info", "system_fingerprint"]).as_deref(),
+            Some("b9-abc")
+        );
+    }
+
+    #[test]
+    fn an_error_body_gives_its_message() {
+        assert_eq!(
+            reason(r#"{"error":{"code":503,"message":"Loading model"}}"#),
+            "Loading model"
+        );
+        assert_eq!(reason("plain text\nmore"), "plain text");
+    }
+}

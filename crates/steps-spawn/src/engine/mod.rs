@@ -1,0 +1,70 @@
+//! The engine seam, runtime side: what spawn and probe need from the engine a server runs
+//! (the flags its binary accepts, what its health answer means, its metrics endpoint, the
+//! version it reports). The planner side (argv, flag table, health path) is
+//! `provision_plan::engine`.
+//!
+//! [`of`] is the one place at runtime that dispatches on [`Engine`]; `llamacpp` is its one
+//! implementation. Probe, handoff, down, status and supervise know no engine: they ask this
+//! trait, or the [`crate::ServerHandle`] of a server.
+
+pub mod llamacpp;
+pub mod llamacpp_help;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use provision_plan::Engine;
+
+use crate::http::{Http, Reply};
+
+pub use llamacpp_help::{HelpError, KnownFlags, UnknownFlag};
+
+/// An inference engine's server, as spawn and probe see it.
+pub trait RuntimeEngine: Sync {
+    /// The server program, as messages name it (`llama-server`).
+    fn program(&self) -> &'static str;
+    /// The flags `binary` (of digest `digest`) accepts, asked once per digest and cached
+    /// under `cache_root`.
+    fn accepted_flags(
+        &self,
+        binary: &Path,
+        digest: &str,
+        env: &BTreeMap<String, String>,
+        cache_root: &Path,
+    ) -> Result<KnownFlags, HelpError>;
+    /// The flag a binary lists when it can serve TLS.
+    fn tls_flag(&self) -> &'static str;
+    /// Does this answer of the health path say the server is ready?
+    fn is_ready(&self, reply: &Reply) -> bool;
+    /// The short reason in an error body (`Loading model`).
+    fn reason(&self, body: &str) -> String;
+    /// The path that serves metrics.
+    fn metrics_path(&self) -> &'static str;
+    /// The flag that makes the server serve them.
+    fn metrics_flag(&self) -> &'static str;
+    /// What to do when the server does not serve the metrics its flags ask for.
+    fn metrics_hint(&self) -> &'static str;
+    /// The version the server at `url` reports, and where it came from (`/props`).
+    fn reported_version(
+        &self,
+        http: &Http,
+        url: &str,
+        key: Option<&str>,
+    ) -> Option<(String, &'static str)>;
+    /// The version `binary` prints, and where it came from (`--version`).
+    fn binary_version(&self, binary: &Path) -> Option<(String, &'static str)>;
+    /// The environment variable the server reads its API key from.
+    fn api_key_env(&self) -> &'static str;
+}
+
+/// The engine a server runs. Validation rejects an engine without an implementation, so a
+/// plan never names one; a plan read back from JSON that does fails here.
+pub fn of(engine: Engine) -> Result<&'static dyn RuntimeEngine, String> {
+    match engine {
+        Engine::Llamacpp => Ok(&llamacpp::LlamaCpp),
+        Engine::Vllm | Engine::Tgi | Engine::Triton => Err(format!(
+            "engine `{}` is not supported yet: provision runs llamacpp pools only",
+            engine.as_str()
+        )),
+    }
+}
