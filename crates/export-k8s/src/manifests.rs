@@ -204,9 +204,20 @@ fn pool(
     }
 
     let tls_secret = provision_plan::tls::files(pool).map(|_| format!("{name}-tls"));
-    let args = args(port, &placement.path, tls_secret.is_some(), &env.arg_flags);
+    let engine = provision_plan::engine::planned(pool.engine);
+    let args = args(
+        engine,
+        port,
+        &placement.path,
+        tls_secret.is_some(),
+        &env.arg_flags,
+    );
     let resources = resources::requirements(input, &env.arg_flags, models, opts, warnings);
-    let probes = probes(pool.readiness_timeout_ms, tls_secret.is_some());
+    let probes = probes(
+        engine.health_path(),
+        pool.readiness_timeout_ms,
+        tls_secret.is_some(),
+    );
     let (mounts, volumes) = volumes(placement.volume, tls_secret.as_deref());
     let container = container(Parts {
         image,

@@ -38,14 +38,12 @@ pub fn tls_mount() -> VolumeMount {
     }
 }
 
-/// llama-server's TLS flags, naming the mounted Secret's files.
-pub fn tls_args() -> Vec<String> {
-    vec![
-        provision_plan::tls::CERT_FLAG.into(),
-        format!("{TLS_MOUNT}/tls.crt"),
-        provision_plan::tls::KEY_FLAG.into(),
-        format!("{TLS_MOUNT}/tls.key"),
-    ]
+/// The mounted Secret's certificate and key files, which the server's TLS flags name.
+pub fn tls_files() -> provision_plan::step::TlsFiles {
+    provision_plan::step::TlsFiles {
+        cert_file: format!("{TLS_MOUNT}/tls.crt"),
+        key_file: format!("{TLS_MOUNT}/tls.key"),
+    }
 }
 
 /// The environment variable that carries a secret flag's value, if llama-server has one.

@@ -6,29 +6,35 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, Probe, ResourceRequirements, VolumeMount,
 };
-use provision_plan::llama_flags::{to_argv, Flag};
+use provision_plan::engine::{PlannedEngine, ServerArgs};
+use provision_plan::llama_flags::Flag;
 
 use crate::secrets;
 
 use super::{CONTAINER, PORT_NAME};
 
-/// `llama-server`'s args: listen on every address at `port`, the model at `model_path`, the
-/// TLS files when `tls`, then the flags (`arg_flags`: secrets removed).
-pub(super) fn args(port: u16, model_path: &str, tls: bool, arg_flags: &[Flag]) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "--host".into(),
-        "0.0.0.0".into(),
-        "--port".into(),
-        port.to_string(),
-        "--model".into(),
-        model_path.to_string(),
-    ];
+/// The server's args, as its engine makes them (the image's entrypoint is the server): listen
+/// on every address at `port`, the model at `model_path`, the TLS files when `tls`, then the
+/// flags (`arg_flags`: secrets removed).
+pub(super) fn args(
+    engine: &dyn PlannedEngine,
+    port: u16,
+    model_path: &str,
+    tls: bool,
+    arg_flags: &[Flag],
+) -> Vec<String> {
     // `listen.tls`: the certificate and key from the pool's TLS Secret.
-    if tls {
-        args.extend(secrets::tls_args());
-    }
-    args.extend(to_argv(arg_flags));
-    args
+    let tls = tls.then(secrets::tls_files);
+    let port = port.to_string();
+    let server = ServerArgs {
+        binary: "",
+        host: "0.0.0.0",
+        port: &port,
+        model: model_path,
+        tls: tls.as_ref(),
+    };
+    // Without the binary: the image runs it.
+    engine.argv(server, arg_flags).split_off(1)
 }
 
 /// What the server container is made of.

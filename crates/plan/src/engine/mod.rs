@@ -72,3 +72,21 @@ pub fn planned(engine: Engine) -> &'static dyn PlannedEngine {
 pub fn flags_of(engine: Engine) -> &'static dyn PlannedEngine {
     of(engine).unwrap_or(&llamacpp::LlamaCpp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llamacpp_is_the_one_engine_with_an_implementation() {
+        assert_eq!(
+            of(Engine::Llamacpp).map(|e| e.engine()),
+            Some(Engine::Llamacpp)
+        );
+        for e in [Engine::Vllm, Engine::Tgi, Engine::Triton] {
+            assert!(of(e).is_none(), "{e:?}");
+            // Its flags are still checked, with llama.cpp's table.
+            assert_eq!(flags_of(e).engine(), Engine::Llamacpp);
+        }
+    }
+}

@@ -68,3 +68,15 @@ pub fn of(engine: Engine) -> Result<&'static dyn RuntimeEngine, String> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_naming_an_engine_without_an_implementation_runs_nothing() {
+        assert_eq!(of(Engine::Llamacpp).unwrap().program(), "llama-server");
+        let err = of(Engine::Vllm).err().expect("no vllm yet");
+        assert!(err.contains("`vllm` is not supported yet"), "{err}");
+    }
+}
