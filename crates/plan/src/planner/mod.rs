@@ -21,8 +21,8 @@ use replica::{Replica, Server, Upstream};
 mod build;
 mod builder;
 mod checks;
-mod engine;
 mod gpu;
+mod mode;
 mod model;
 mod names;
 mod replica;
@@ -132,7 +132,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
     for &input in &selected {
         let pool = &input.pool;
         let mut steps = PoolSteps::new(&mut b, pool.id.as_str());
-        let (binary, binary_step) = engine::binary(&mut steps, input, &names, &checks);
+        let (binary, binary_step) = mode::binary(&mut steps, input, &names, &checks);
         let model = model::resolve(&mut steps, input, &names);
         let fit = gpu::fit(
             &mut steps,

@@ -1,5 +1,5 @@
-//! The engine binary of a pool, per provisioning mode: built from source, a binary on disk,
-//! or none (an external server).
+//! The server binary of a pool, per provisioning mode (the planner's mode dispatch): built from
+//! source, a binary on disk, or none (an external server).
 
 use crate::config::ProvisioningMode;
 use crate::validate::PoolInput;
@@ -9,7 +9,7 @@ use super::checks::Checks;
 use super::config_path;
 use super::names::Names;
 
-/// The pool's `llama-server` path, and the step that makes it (source mode only).
+/// The pool's server binary, and the step that makes it (source mode only).
 pub(super) fn binary(
     steps: &mut PoolSteps,
     input: &PoolInput,
