@@ -94,8 +94,12 @@ pub fn check(plan: &Plan, config: &Path, state: &Path, lock: &Path) -> Result<()
     for s in &plan.steps {
         if let StepSpec::Spawn(sp) = &s.spec {
             let name = provision_plan::ReplicaId::new(&sp.pool, sp.replica).to_string();
+            let binary = provision_steps_spawn::engine::of(sp.engine)
+                .map_or("server binary".into(), |e| {
+                    format!("{} binary", e.program())
+                });
             for (p, what) in [
-                (&sp.binary, "llama-server binary"),
+                (&sp.binary, binary.as_str()),
                 (&sp.log, "server log"),
                 (&sp.pid_file, "pid file"),
             ] {

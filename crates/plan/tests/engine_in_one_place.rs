@@ -1,8 +1,9 @@
 //! The engine seam (issue 14 item 4): what is llama.cpp's (`llama-server`, its endpoints
 //! `/health`, `/props`, `/metrics`, `/v1/models`, its `--help` and `--version`, its
 //! `LLAMA_API_KEY`) is spelled only in the engine modules (crates/plan/src/engine/ for the
-//! planner, crates/steps-spawn/src/engine/ at runtime), never in the executor or in what
-//! follows a server (probe, handoff, down, status, supervise, the server handle). And only
+//! planner, crates/steps-spawn/src/engine/ at runtime), never in the executor, in the spawn of
+//! a local server, or in what follows a server (probe, handoff, down, status, supervise, the
+//! server handle). And only
 //! those modules dispatch on the `Engine` enum. Comments and test code may name anything.
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,9 @@ const ENGINE_NAMES: &[&str] = &[
     "LLAMA_",
     "parse_help",
     "Engine::",
+    "\"--model",
+    "\"--host",
+    "\"--port",
 ];
 
 /// The files that follow a server without knowing its engine.
@@ -56,6 +60,7 @@ fn engine_free_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
     sources(&root.join("executor/src"), &mut files);
     for f in [
+        "steps-spawn/src/spawn.rs",
         "steps-spawn/src/probe.rs",
         "steps-spawn/src/handoff.rs",
         "steps-spawn/src/down.rs",
@@ -67,6 +72,7 @@ fn engine_free_files() -> Vec<PathBuf> {
         "cli/src/cmd/down.rs",
         "cli/src/cmd/supervise.rs",
         "cli/src/session.rs",
+        "cli/src/handoff_paths.rs",
     ] {
         let path = root.join(f);
         assert!(

@@ -115,7 +115,7 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let real_env = &server_env(spec, cx, engine)?;
     // The argv holds no secret (they go in the environment): it is shown as is.
     let shown: Vec<String> = spec.argv.iter().map(|a| expand(cx, a, None)).collect();
-    if let Some(model) = flag_value(&shown, "--model") {
+    if let Some(model) = flag_value(&shown, engine.model_flag()) {
         if !model.contains("${") && !Path::new(&model).is_file() {
             return Err(StepError::new(format!(
                 "the model file {model} for {name} does not exist"
@@ -232,14 +232,12 @@ fn check_flags(
 ) -> Result<(), StepError> {
     if spec.tls.is_some() && !known.0.contains(engine.tls_flag()) {
         return Err(StepError::new(format!(
-            "{} ({digest}) was built without TLS support: its --help lists no {}, so it cannot serve the pool's `listen.tls`; nothing was started",
+            "{} ({digest}) was built without TLS support: its {} lists no {}, so it cannot serve the pool's `listen.tls`; nothing was started",
             binary.display(),
+            engine.flags_source(),
             engine.tls_flag()
         ))
-        .hint(format!(
-            "install OpenSSL's headers (apt install libssl-dev pkg-config; dnf install openssl-devel; pacman -S openssl) and rebuild llama.cpp (LLAMA_OPENSSL=ON is the default; mode source: `provision apply --force` rebuilds), or remove `listen.tls` from pool {}",
-            spec.pool
-        )));
+        .hint(engine.no_tls_hint(&spec.pool)));
     }
     let unknown = known.unknown(shown);
     if !unknown.is_empty() {
@@ -252,11 +250,7 @@ fn check_flags(
             digest,
             "the server would exit while loading"
         ))
-        .hint(format!(
-            "fix `flags` of pool {} (llama.cpp renames flags between versions); `{} --help` lists what this build accepts",
-            spec.pool,
-            binary.display()
-        )));
+        .hint(engine.unknown_flags_hint(&spec.pool, binary)));
     }
     Ok(())
 }

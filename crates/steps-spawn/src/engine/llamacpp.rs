@@ -33,8 +33,29 @@ impl RuntimeEngine for LlamaCpp {
         known_flags(binary, digest, env, &cache_root.join("llama-help"))
     }
 
+    fn flags_source(&self) -> &'static str {
+        "--help"
+    }
+
+    fn unknown_flags_hint(&self, pool: &str, binary: &Path) -> String {
+        format!(
+            "fix `flags` of pool {pool} (llama.cpp renames flags between versions); `{} --help` lists what this build accepts",
+            binary.display()
+        )
+    }
+
     fn tls_flag(&self) -> &'static str {
         provision_plan::tls::KEY_FLAG
+    }
+
+    fn no_tls_hint(&self, pool: &str) -> String {
+        format!(
+            "install OpenSSL's headers (apt install libssl-dev pkg-config; dnf install openssl-devel; pacman -S openssl) and rebuild llama.cpp (LLAMA_OPENSSL=ON is the default; mode source: `provision apply --force` rebuilds), or remove `listen.tls` from pool {pool}"
+        )
+    }
+
+    fn model_flag(&self) -> &'static str {
+        "--model"
     }
 
     fn is_ready(&self, reply: &Reply) -> bool {

@@ -32,8 +32,16 @@ pub trait RuntimeEngine: Sync {
         env: &BTreeMap<String, String>,
         cache_root: &Path,
     ) -> Result<KnownFlags, HelpError>;
+    /// Where a binary's accepted flags are read from, as messages name it (`--help`).
+    fn flags_source(&self) -> &'static str;
+    /// What to do about flags of pool `pool` that `binary` does not accept.
+    fn unknown_flags_hint(&self, pool: &str, binary: &Path) -> String;
     /// The flag a binary lists when it can serve TLS.
     fn tls_flag(&self) -> &'static str;
+    /// What to do when the binary cannot serve the TLS pool `pool` asks for.
+    fn no_tls_hint(&self, pool: &str) -> String;
+    /// The flag of the argv that names the model file (checked to exist before a start).
+    fn model_flag(&self) -> &'static str;
     /// Does this answer of the health path say the server is ready?
     fn is_ready(&self, reply: &Reply) -> bool;
     /// The short reason in an error body (`Loading model`).
