@@ -35,7 +35,7 @@ impl PlannedEngine for LlamaCpp {
     }
 
     fn memory_settings(&self, flags: &[Flag]) -> Result<MemorySettings, BadFlag> {
-        MemorySettings::from_flags(flags)
+        super::llamacpp_memory::memory_settings(flags)
     }
 
     fn argv(&self, server: ServerArgs<'_>, flags: &[Flag]) -> Vec<String> {

@@ -8,6 +8,7 @@
 
 pub mod llamacpp;
 pub mod llamacpp_flags;
+pub mod llamacpp_memory;
 
 use crate::config::Engine;
 use crate::memory_settings::{BadFlag, MemorySettings};
