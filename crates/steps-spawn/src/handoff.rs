@@ -129,9 +129,7 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
     // The server, as its spawn step records it (none is spawned for an external one).
     let spawned = cx.maybe_dep::<SpawnOutputs>(&StepId::spawn(&spec.pool, spec.replica))?;
     let server = if external {
-        ServerHandle::External {
-            url: spec.url.clone(),
-        }
+        ServerHandle::external(spec.url.clone())
     } else {
         spawned.and_then(ServerHandle::recorded).ok_or_else(|| {
             StepError::new(format!("no server process recorded for {name}"))

@@ -39,7 +39,7 @@ pub use down::{down, retire, stop_server, DownReport};
 pub use handoff::{handoff, handoff_schema, HandoffFile, HandoffFileModel, HANDOFF_VERSION};
 pub use probe::{check_probe, probe};
 pub use replica::DEFAULT_GRACE;
-pub use server_handle::{LocalServer, ServerHandle};
+pub use server_handle::{Access, LocalServer, Server, ServerHandle};
 pub use spawn::{check_spawn, spawn, spawn_facts};
 pub use status_report::{status_schema, PoolStatus, ReplicaState, ReplicaStatus, StatusReport};
 pub use supervise::{backoff, supervise, ReplicaKey, SuperviseEvent, SuperviseOptions};

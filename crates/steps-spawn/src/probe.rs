@@ -20,13 +20,12 @@ use provision_plan::StepId;
 use crate::engine::RuntimeEngine;
 use crate::http::{Http, NoReply};
 use crate::listener_owner;
-use crate::pinned_tls;
 use crate::port;
 use crate::process::NotRunning;
 use crate::replica::{
     api_key, expand, note, remove_handoff, replica_name, server_log_tail, DEFAULT_GRACE,
 };
-use crate::server_handle::ServerHandle;
+use crate::server_handle::{Access, ServerHandle};
 
 /// The shortest pause between two polls.
 const POLL_MIN: Duration = Duration::from_millis(1);
@@ -79,22 +78,21 @@ fn check_recorded(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
     // outputs are in its fingerprint). The recorded URL is redacted: an external server's
     // credentials come from the plan.
     let server = if spec.external {
-        ServerHandle::External {
-            url: real_url(spec, cx, None).map_err(|e| e.message)?,
-        }
+        ServerHandle::external(real_url(spec, cx, None).map_err(|e| e.message)?)
     } else {
         spawned(spec, cx)
             .map_err(|e| e.message)?
             .and_then(ServerHandle::recorded)
             .ok_or("no server recorded")?
-    };
+    }
+    .with_access(access(spec, cx));
     let url = if spec.external {
         server.url()
     } else {
         &previous.url
     };
     server.check().map_err(|e| e.to_string())?;
-    let http = client(spec, cx)?;
+    let http = server.client(REQUEST_TIMEOUT)?;
     let health = format!("{url}{}", spec.health_path);
     match http.get(&health, None) {
         Ok(r) if engine.is_ready(&r) => {}
@@ -110,9 +108,8 @@ fn check_recorded(spec: &Probe, cx: &StepContext<'_>) -> Result<(), String> {
     // Kept only while the answer is its own server's.
     server.verify_listener(url).map_err(|e| e.to_string())?;
     if spec.metrics {
-        let key = api_key(spec, cx);
         let metrics = format!("{url}{}", engine.metrics_path());
-        match http.get(&metrics, key.as_deref()) {
+        match http.get(&metrics, server.api_key()) {
             Ok(r) if r.status == 200 => {}
             Ok(r) => return Err(format!("{metrics} answered {}", r.status)),
             Err(e) => return Err(format!("{metrics}: {e}")),
@@ -152,13 +149,16 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
             StepError::new(format!("no server process recorded for {name}"))
                 .hint("rerun apply with --force")
         })?,
-        _ => ServerHandle::External { url },
-    };
+        _ => ServerHandle::external(url),
+    }
+    .with_access(access(spec, cx));
     let url = server.url();
-    let key = api_key(spec, cx);
+    let key = server.api_key();
     let shown_url = cx.redactor.redact(url);
     let health = format!("{url}{}", spec.health_path);
-    let http = client(spec, cx).map_err(|e| cert_unreadable(spec, &name, e))?;
+    let http = server
+        .client(REQUEST_TIMEOUT)
+        .map_err(|e| cert_unreadable(spec, &name, e))?;
 
     let replica = Replica {
         spec,
@@ -180,10 +180,10 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     );
 
     if spec.metrics {
-        check_metrics(&replica, &http, url, key.as_deref())?;
+        check_metrics(&replica, &http, url, key)?;
     }
 
-    let (version, source) = engine_version(cx, engine, &http, (url, key.as_deref()), spawned);
+    let (version, source) = engine_version(cx, engine, &http, (url, key), spawned);
     note(
         cx,
         &format!("{name}: engine version {version} (from {source})"),
@@ -318,15 +318,15 @@ fn check_metrics(
     Ok(())
 }
 
-/// The client for the probe's requests: https trusting exactly the pool's certificate when the
-/// replica serves `listen.tls`.
-fn client(spec: &Probe, cx: &StepContext<'_>) -> Result<Http, String> {
-    match &spec.pinned_cert {
-        Some(cert) if !spec.external => {
-            let leaf = pinned_tls::read_leaf(Path::new(&cx.expand(cert)))?;
-            Ok(Http::pinned(REQUEST_TIMEOUT, leaf))
-        }
-        _ => Ok(Http::new(REQUEST_TIMEOUT, spec.external)),
+/// How the probe asks its server: trusting exactly the pool's certificate when the replica
+/// serves `listen.tls`, with the API key its server requires.
+fn access(spec: &Probe, cx: &StepContext<'_>) -> Access {
+    Access {
+        pin: spec
+            .pinned_cert
+            .as_ref()
+            .map(|c| PathBuf::from(cx.expand(c))),
+        api_key: api_key(spec, cx),
     }
 }
 

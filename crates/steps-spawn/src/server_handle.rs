@@ -1,8 +1,9 @@
 //! A running server as one typed value: a process provision started on this host (its
 //! identity: pid, process group, start time, boot id and marker; its URL, port, log, binary
-//! and start time), or a server provision does not own, known by its URL only. Probe,
-//! handoff, down, status and supervise take the server from here, never from a spawn's
-//! outputs field by field; a mode that runs servers another way (a container) is another
+//! and start time), or a server provision does not own, known by its URL only; and how it is
+//! asked (the certificate it must present, the API key its endpoints need). Probe, handoff,
+//! down, status and supervise take the server from here, never from a spawn's outputs field
+//! by field; a mode that runs servers another way (a container) is another [`Server`]
 //! variant, and they follow.
 
 use std::path::PathBuf;
@@ -11,12 +12,40 @@ use std::time::Duration;
 use provision_plan::outputs::SpawnOutputs;
 use provision_plan::StepOutputs;
 
+use crate::http::Http;
 use crate::listener_owner::{self, NotOwned};
 use crate::process::{self, NotRunning, ServerProcess, Stopped};
 
-/// A server a replica's steps talk to.
+/// A server a replica's steps talk to, and how they ask it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerHandle {
+pub struct ServerHandle {
+    pub server: Server,
+    pub access: Access,
+}
+
+/// How a server is asked, besides its URL's scheme.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// The PEM file whose first certificate the server must present (`listen.tls`): https
+    /// trusting exactly that certificate.
+    pub pin: Option<PathBuf>,
+    /// The API key its endpoints other than health need (`Authorization: Bearer`); never
+    /// shown.
+    pub api_key: Option<String>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("pin", &self.pin)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Where a server runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Server {
     /// A process provision started on this host (modes `source` and `binary`).
     Local(LocalServer),
     /// A server provision does not own (mode `external`). Its URL may hold credentials: for
@@ -47,7 +76,7 @@ impl ServerHandle {
     /// (pid or group 0 or 1).
     pub fn recorded(spawned: &SpawnOutputs) -> Option<ServerHandle> {
         let process = ServerProcess::recorded(&spawned.server)?;
-        Some(ServerHandle::Local(LocalServer {
+        Some(ServerHandle::of(Server::Local(LocalServer {
             process,
             url: spawned.url.clone(),
             port: spawned.port,
@@ -56,7 +85,24 @@ impl ServerHandle {
             pid_file: PathBuf::from(&spawned.pid_file),
             binary: spawned.binary.clone(),
             binary_digest: spawned.binary_digest.clone(),
-        }))
+        })))
+    }
+
+    /// A server provision does not own, at `url`.
+    pub fn external(url: String) -> ServerHandle {
+        ServerHandle::of(Server::External { url })
+    }
+
+    fn of(server: Server) -> ServerHandle {
+        ServerHandle {
+            server,
+            access: Access::default(),
+        }
+    }
+
+    /// The same server, asked with `access`.
+    pub fn with_access(self, access: Access) -> ServerHandle {
+        ServerHandle { access, ..self }
     }
 
     /// The server a step's outputs record: a spawn step's; `None` for another kind.
@@ -66,17 +112,37 @@ impl ServerHandle {
 
     /// Where it answers.
     pub fn url(&self) -> &str {
-        match self {
-            ServerHandle::Local(l) => &l.url,
-            ServerHandle::External { url } => url,
+        match &self.server {
+            Server::Local(l) => &l.url,
+            Server::External { url } => url,
         }
     }
 
     /// The server provision started (none for an external one).
     pub fn local(&self) -> Option<&LocalServer> {
-        match self {
-            ServerHandle::Local(l) => Some(l),
-            ServerHandle::External { .. } => None,
+        match &self.server {
+            Server::Local(l) => Some(l),
+            Server::External { .. } => None,
+        }
+    }
+
+    /// The API key its endpoints other than health need.
+    pub fn api_key(&self) -> Option<&str> {
+        self.access.api_key.as_deref()
+    }
+
+    /// A client for its requests, each taking at most `timeout`: https trusting exactly the
+    /// pinned certificate when there is one (a local server serving `listen.tls`); through
+    /// `*_proxy` only to an external server, never to one on this host.
+    pub fn client(&self, timeout: Duration) -> Result<Http, String> {
+        match (&self.access.pin, &self.server) {
+            (Some(pin), Server::Local(_)) => {
+                Ok(Http::pinned(timeout, crate::pinned_tls::read_leaf(pin)?))
+            }
+            (_, server) => Ok(Http::new(
+                timeout,
+                matches!(server, Server::External { .. }),
+            )),
         }
     }
 
@@ -97,20 +163,18 @@ impl ServerHandle {
     /// Is the listener on `url`'s port (its own URL, or the one a step asked) its own
     /// process's? (An external server's always is.)
     pub fn verify_listener(&self, url: &str) -> Result<(), NotOwned> {
-        match self {
-            ServerHandle::Local(l) => listener_owner::verify(l.process.pid, url),
-            ServerHandle::External { .. } => Ok(()),
+        match &self.server {
+            Server::Local(l) => listener_owner::verify(l.process.pid, url),
+            Server::External { .. } => Ok(()),
         }
     }
 
     /// Stop it (SIGTERM, `grace`, SIGKILL to its group); an external server is never
     /// stopped.
     pub fn stop(&self, grace: Duration) -> Result<Stopped, String> {
-        match self {
-            ServerHandle::Local(l) => process::stop(&l.process, grace),
-            ServerHandle::External { .. } => {
-                Ok(Stopped::NotRunning("not provision's to stop".into()))
-            }
+        match &self.server {
+            Server::Local(l) => process::stop(&l.process, grace),
+            Server::External { .. } => Ok(Stopped::NotRunning("not provision's to stop".into())),
         }
     }
 }
@@ -159,12 +223,32 @@ mod tests {
 
     #[test]
     fn an_external_server_is_neither_checked_nor_stopped() {
-        let h = ServerHandle::External {
-            url: "http://u:p@h:1".into(),
-        };
+        let h = ServerHandle::external("http://u:p@h:1".into()).with_access(Access {
+            pin: Some(PathBuf::from("/nonexistent.pem")),
+            api_key: Some("k3y".into()),
+        });
         assert_eq!(h.pid(), None);
         assert!(h.check().is_ok());
         assert!(h.verify_listener("http://h:1").is_ok());
         assert!(matches!(h.stop(Duration::ZERO), Ok(Stopped::NotRunning(_))));
+        // Never pinned (the pin is a local server's own certificate), and the key never shown.
+        assert!(h.client(Duration::from_secs(1)).is_ok());
+        assert_eq!(h.api_key(), Some("k3y"));
+        assert!(!format!("{h:?}").contains("k3y"));
+    }
+
+    #[test]
+    fn a_local_server_serving_tls_is_asked_trusting_its_pin_only() {
+        let h = ServerHandle::recorded(&spawned(4242)).unwrap();
+        assert!(h.client(Duration::from_secs(1)).is_ok(), "no pin: plain");
+        let pinned = h.with_access(Access {
+            pin: Some(PathBuf::from("/nonexistent.pem")),
+            api_key: None,
+        });
+        let err = pinned
+            .client(Duration::from_secs(1))
+            .err()
+            .expect("unreadable");
+        assert!(err.contains("/nonexistent.pem"), "{err}");
     }
 }
