@@ -7,7 +7,8 @@
 For target/bench-configs/ready.yaml (2 replicas) and p1x4.yaml (4 replicas): a warm re-apply
 of running servers (figure 2; nothing may start) WARM_N times per binary, then `down` + apply
 from stopped (figure 3) COLD_N times per binary, the two binaries alternating and swapping
-places each round. Prints median, min-max and n per binary, and the load average.
+places each round (each binary with its own runtime dir: their state formats may differ).
+Prints median, min-max and n per binary, and the load average.
 """
 import os
 import statistics
@@ -54,23 +55,26 @@ def main():
     cold_n = int(sys.argv[4]) if len(sys.argv) > 4 else 15
     load = lambda: " ".join(open("/proc/loadavg").read().split()[:3])
     print("load average before", load())
-    for config, runtime in (("ready.yaml", "rt-ready"), ("p1x4.yaml", "rt-p1x4")):
-        run(bins[1], "apply", config, runtime)
-
-        def warm(b):
-            ms, out = run(b, "apply", config, runtime)
-            if '"started"' in out:
-                sys.exit(f"a warm apply of {config} by {b} started a step:\n{out}")
-            return ms
-
-        show(f"warm re-apply {config}", alternate(bins, warm_n, warm))
-
-        def cold(b):
-            run(b, "down", config, runtime)
-            return run(b, "apply", config, runtime)[0]
-
-        show(f"from stopped {config}", alternate(bins, cold_n, cold))
-        run(bins[1], "down", config, runtime)
+    # Each binary has its own runtime dir (state files of two versions may differ in format);
+    # their servers take turns on the config's ports: each round, each binary in turn applies
+    # from stopped (figure 3), re-applies warm (figure 2) and stops its servers; the order of
+    # the binaries swaps every round.
+    per_round = max(1, warm_n // cold_n)
+    for config in ("ready.yaml", "p1x4.yaml"):
+        runtime = {b: f"rt-ab-{i}-{config}" for i, b in enumerate(bins)}
+        warm_ms = {b: [] for b in bins}
+        cold_ms = {b: [] for b in bins}
+        for i in range(cold_n):
+            for b in (bins if i % 2 == 0 else bins[::-1]):
+                cold_ms[b].append(run(b, "apply", config, runtime[b])[0])
+                for _ in range(per_round):
+                    ms, out = run(b, "apply", config, runtime[b])
+                    if '"started"' in out:
+                        sys.exit(f"a warm apply of {config} by {b} started a step:\n{out}")
+                    warm_ms[b].append(ms)
+                run(b, "down", config, runtime[b])
+        show(f"warm re-apply {config}", warm_ms)
+        show(f"from stopped {config}", cold_ms)
     print("load average after", load())
 
 

@@ -223,3 +223,28 @@ fn a_secret_looking_cmake_definition_is_refused_without_its_value() {
         assert_wrote_nothing(&cwd);
     }
 }
+
+#[test]
+fn an_ssh_url_with_a_password_is_refused_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pools.yaml");
+    let pool = |repo: &str| {
+        format!("pools:\n  - id: a\n    engine: llamacpp\n    model: m.gguf\n    backend: cpu\n    devices: []\n    provisioning:\n      source:\n        repo: \"{repo}\"\n        ref: b1\n")
+    };
+    std::fs::write(
+        &config,
+        pool("ssh://git:hunter4-value@host/org/llama.cpp.git"),
+    )
+    .unwrap();
+    let config_s = config.display().to_string();
+    let (out, cwd) = provision(&["validate", "--config", &config_s]);
+    assert_eq!(out.status.code(), Some(2));
+    let shown = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(shown.contains("holds a password"), "{shown}");
+    assert!(!shown.contains("hunter4-value"), "{shown}");
+    assert_wrote_nothing(&cwd);
+    // A user name alone (a key does the rest) is fine.
+    std::fs::write(&config, pool("ssh://git@host/org/llama.cpp.git")).unwrap();
+    let (out, _) = provision(&["validate", "--config", &config_s]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -184,7 +184,7 @@ pub(crate) struct Decision {
 }
 
 /// Check a step whose dependencies all passed against its record: fresh or dirty, and why.
-/// `deps` are the dependencies' contributions to its fingerprint. Runs on a check worker or the scheduler thread.
+/// `deps` are the dependencies' contributions to its fingerprint. Runs on a check worker.
 pub(crate) fn decide(
     dispatch: &dyn Dispatch,
     cx: &StepContext<'_>,

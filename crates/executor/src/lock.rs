@@ -29,6 +29,11 @@ pub struct Holder {
     pub pid: u32,
     pub host: String,
     pub started_at: String,
+    /// The lock file's absolute path when it was taken: a holder whose file was since renamed
+    /// away is still found by it ([`crate::lock_holders`]). Absent in records of earlier
+    /// versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
 }
 
 impl std::fmt::Display for Holder {
@@ -44,7 +49,7 @@ impl std::fmt::Display for Holder {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("another apply holds the lock {path}{}: {}",
-        if *removed { " (through a lock file that was removed while it ran)" } else { "" },
+        if *removed { " (through a lock file that was removed or renamed while it ran)" } else { "" },
         holder.as_ref().map_or("a provision that has not recorded itself yet".to_string(), |h| h.to_string()))]
     Held {
         path: PathBuf,
@@ -286,6 +291,7 @@ pub fn acquire(state: &Path, wait: bool) -> Result<ApplyLock, LockError> {
                 pid,
                 host: hostname(),
                 started_at: "an unknown time".into(),
+                lock: None,
             };
             return Err(LockError::Held {
                 path,
@@ -305,6 +311,7 @@ pub fn acquire(state: &Path, wait: bool) -> Result<ApplyLock, LockError> {
         pid: std::process::id(),
         host: hostname(),
         started_at: now_rfc3339(),
+        lock: crate::lock_holders::absolute(&path).map(|p| p.display().to_string()),
     };
     file.set_len(0).map_err(io)?;
     file.seek(SeekFrom::Start(0)).map_err(io)?;
@@ -377,5 +384,22 @@ mod tests {
         let shown = acquire(&state, false).unwrap_err().to_string();
         assert!(!shown.contains("pid 0"), "{shown}");
         assert!(shown.contains("not recorded itself yet"), "{shown}");
+    }
+
+    #[test]
+    fn a_holder_whose_lock_file_was_renamed_away_still_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let first = acquire(&state, false).unwrap();
+        std::fs::rename(lock_path(&state), dir.path().join("moved.lock")).unwrap();
+        let err = acquire(&state, false).unwrap_err();
+        assert!(
+            matches!(err, LockError::Held { removed: true, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("removed or renamed"), "{err}");
+        drop(first);
+        // Released: the lock at the path is free again.
+        drop(acquire(&state, false).unwrap());
     }
 }

@@ -9,16 +9,45 @@ use std::path::{Path, PathBuf};
 
 /// The pid of a live process holding a `flock` on a removed file that was at `path`.
 pub fn removed_holder(path: &Path) -> Option<u32> {
-    let dir = absolute_dir(path)?;
-    let dev = std::fs::metadata(&dir).ok()?.dev();
-    let removed = format!("{} (deleted)", dir.join(path.file_name()?).display());
+    let at_path = absolute(path)?;
+    let dev = std::fs::metadata(at_path.parent()?).ok()?.dev();
+    // The file at the path now is the caller's (it holds it): not a removed one.
+    let current = std::fs::metadata(&at_path).ok().map(|m| m.ino());
+    let removed = format!("{} (deleted)", at_path.display());
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
     locks
         .lines()
         .filter_map(parse_flock)
         .filter(|l| l.major == libc::major(dev) && l.minor == libc::minor(dev))
-        .find(|l| holds_removed(l.pid, l.ino, &removed))
+        .filter(|l| Some(l.ino) != current)
+        .find(|l| holds_removed(l.pid, l.ino, &removed) || holds_moved(l.pid, l.ino, &at_path))
         .map(|l| l.pid)
+}
+
+/// `path` with its directory resolved (the file itself need not exist).
+pub(crate) fn absolute(path: &Path) -> Option<PathBuf> {
+    Some(absolute_dir(path)?.join(path.file_name()?))
+}
+
+/// Whether process `pid` holds open inode `ino` as a provision lock file taken at `lock`
+/// (its holder record says so) that has since been renamed away from it.
+fn holds_moved(pid: u32, ino: u64, lock: &Path) -> bool {
+    use std::io::Read;
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let lock = lock.display().to_string();
+    fds.flatten().any(|fd| {
+        if !std::fs::metadata(fd.path()).is_ok_and(|m| m.is_file() && m.ino() == ino) {
+            return false;
+        }
+        let mut text = String::new();
+        let read =
+            std::fs::File::open(fd.path()).and_then(|f| f.take(4096).read_to_string(&mut text));
+        read.is_ok()
+            && serde_json::from_str::<crate::lock::Holder>(&text)
+                .is_ok_and(|h| h.lock.as_deref() == Some(lock.as_str()))
+    })
 }
 
 /// The directory of `path`, absolute with links resolved (as `/proc/<pid>/fd` shows it).

@@ -5,10 +5,9 @@
 //! rescans the plan.
 //!
 //! A ready step is first *checked*: its facts, its outputs on disk and, for a liveness step,
-//! the world (`git ls-remote`, `nvidia-smi`, `/health`). Of the steps ready together, the first
-//! is checked on the scheduler thread and the others at the same time on check workers
-//! ([`Checkers`]), so independent checks overlap and a lone check costs no thread wake-up. A
-//! fresh step passes at once; a dirty one gets its `running` record and then runs on a thread
+//! the world (`git ls-remote`, `nvidia-smi`, `/health`), on the check workers ([`Checkers`]),
+//! never on the scheduler thread, so independent checks overlap and a slow one holds up only
+//! its own dependents. A fresh step passes at once; a dirty one gets its `running` record and then runs on a thread
 //! of its own. Checking and running steps together are at most `jobs`, and at most one heavy
 //! step (a build that already uses every core) is checking or running at a time.
 //!
@@ -16,11 +15,11 @@
 //! cancellation stops everything (what was not started stays not started). Each step's events
 //! come in causal order; independent steps' events come in the order they complete.
 //!
-//! The scheduler works in passes: take every report waiting and check what it made ready;
-//! once no check is outstanding, write the state file once (the results taken and the
-//! `running` records of the steps found dirty), then emit the events of what changed and start
-//! those steps (see [`Unsaved`]). Checks run side by side, so a pass waits for the slowest of
-//! them, not for their sum.
+//! The scheduler works in passes: take every report waiting and hand what it made ready to
+//! the checkers; when steps were found dirty, write the state file once (the results taken and
+//! the `running` records of those steps), then emit the events of what changed and start them
+//! (see [`Unsaved`]); checks still out do not hold them back. A pass with nothing to start
+//! leaves what changed for the write of a later pass.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -31,7 +30,7 @@ use std::time::{Duration, Instant};
 use provision_plan::redact::Redactor;
 use provision_plan::{Plan, Step};
 
-use crate::apply::{context, decide, is_heavy, step_log, ApplyOptions, Decision, StepResult};
+use crate::apply::{context, is_heavy, step_log, ApplyOptions, Decision, StepResult};
 use crate::checkers::{Check, Checkers};
 use crate::dispatch::{Cancel, Dispatch, Outcome, StepContext, StepError};
 use crate::events::{Event, EventSink};
@@ -198,18 +197,20 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    /// Decide what is ready (within `jobs` and the one heavy step), then, once no check is
-    /// outstanding, write the state once and start the steps found dirty.
+    /// Check what is ready (within `jobs` and the one heavy step), then write the state once
+    /// and start the steps found dirty. Checks still out do not hold them back (a `git
+    /// ls-remote` that takes 20 s must not delay another pool's server); with no step to
+    /// start, what changed waits for the checks out, to share their write.
     fn start<'s>(
         &mut self,
         scope: &'s Scope<'s, 'a>,
         checkers: &mut Checkers<'s, 'a>,
         tx: &Sender<Report<'a>>,
     ) -> Result<(), StateError> {
-        while !self.stopping() && self.submit_ready(checkers) {}
-        if self.deciding > 0 {
-            // The pass goes on until every check it started has reported: the steps those
-            // checks start share this pass's write.
+        if !self.stopping() {
+            self.submit_ready(checkers);
+        }
+        if self.deciding > 0 && self.starting.is_empty() {
             return Ok(());
         }
         self.flush()?;
@@ -225,10 +226,10 @@ impl<'a> Scheduler<'a> {
         Ok(())
     }
 
-    /// Check the ready steps (within `jobs` and the one heavy step): all but the first on the
-    /// check workers, the first here meanwhile (a thread wake-up costs more than many checks
-    /// take, on a loaded machine up to milliseconds). Then `true`: look again.
-    fn submit_ready(&mut self, checkers: &mut Checkers<'_, 'a>) -> bool {
+    /// Hand the ready steps (within `jobs` and the one heavy step) to the check workers: never
+    /// checked here, so a slow check (an unreachable git host, a hung `nvidia-smi`) never
+    /// keeps the scheduler from taking the reports of the others.
+    fn submit_ready(&mut self, checkers: &mut Checkers<'_, 'a>) {
         let jobs = self.env.opts.jobs.max(1);
         let mut picked = Vec::new();
         for &i in &self.ready {
@@ -243,27 +244,11 @@ impl<'a> Scheduler<'a> {
             }
             picked.push(i);
         }
-        let Some((&here, others)) = picked.split_first() else {
-            return false;
-        };
-        for &i in picked.iter() {
+        for &i in &picked {
             self.ready.remove(&i);
             self.deciding += 1;
+            checkers.submit(self.check(i), self.deciding);
         }
-        for &i in others {
-            checkers.submit(self.check(i), self.deciding - 1);
-        }
-        let check = self.check(here);
-        let (dispatch, force) = (self.env.dispatch, self.env.opts.force);
-        let decision = decide(
-            dispatch,
-            &check.cx,
-            check.deps,
-            check.record.as_ref(),
-            force,
-        );
-        self.finish(Report::Decided(here, check.cx, decision));
-        true
     }
 
     /// What a worker needs to check step `i`.

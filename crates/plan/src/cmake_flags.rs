@@ -60,6 +60,10 @@ pub fn normalize(raw: &[String], backend: Backend) -> (CmakeFlags, Vec<CmakeNote
         let at = i;
         let arg = raw[i].trim();
         i += 1;
+        if let Some(note) = secret_in(at, arg) {
+            n.notes.push(note);
+            continue;
+        }
         if arg == "-G" || arg.starts_with("-G") && !arg.starts_with("-G=") && arg.len() > 2 {
             n.notes.push(CmakeNote {
                 index: Some(at),
@@ -82,10 +86,6 @@ pub fn normalize(raw: &[String], backend: Backend) -> (CmakeFlags, Vec<CmakeNote
                     ),
                     help: Some("remove it; use `build.cache_dir` to move the cache".into()),
                 });
-                continue;
-            }
-            if let Some(note) = secret_note(at, arg.split_once('=').map(|(name, _)| name)) {
-                n.notes.push(note);
                 continue;
             }
             n.flags.extra.push(arg.to_string());
@@ -123,6 +123,38 @@ fn secret_note(at: usize, name: Option<&str>) -> Option<CmakeNote> {
             "llama.cpp's build options take no secret: remove it (a credential for the clone goes in `source.repo`'s URL or git's credential helper)".into(),
         ),
     })
+}
+
+/// The error for a CMake argument that carries a secret anywhere in it: a URL with
+/// credentials (`-DX=https://u:pw@host/…`), or a `NAME=…`, `-DNAME=…` or `--name` whose name
+/// looks like a secret, also inside a value (`-DCMAKE_C_FLAGS=-DAPI_KEY=…`) or as the first
+/// of two items (`--auth`, then the value). Never quotes the value.
+fn secret_in(at: usize, arg: &str) -> Option<CmakeNote> {
+    if crate::redact::redact_text(arg) != arg {
+        return Some(CmakeNote {
+            index: Some(at),
+            error: true,
+            message: "a URL with credentials, and provision never puts a secret on a command line (every local user can read it)".into(),
+            help: Some("remove the credentials from the URL (llama.cpp's build options take none)".into()),
+        });
+    }
+    arg.split(|c: char| c.is_whitespace() || c == ';')
+        .flat_map(names_in)
+        .map(|part| part.trim_start_matches("-D").trim_start_matches('-'))
+        .map(|name| name.split(':').next().unwrap_or(name))
+        .find(|name| !name.is_empty() && crate::redact::is_secret_name(name))
+        .and_then(|name| secret_note(at, Some(name)))
+}
+
+/// The names a token gives values to: every part before an `=` (`-DA=-DB=v`: `-DA`, `-DB`),
+/// or the token itself when it is a flag (`--auth`); a bare value names nothing.
+fn names_in(token: &str) -> Vec<&str> {
+    let parts: Vec<&str> = token.split('=').collect();
+    match parts.split_last() {
+        Some((_, names)) if !names.is_empty() => names.to_vec(),
+        _ if token.starts_with('-') => vec![token],
+        _ => Vec::new(),
+    }
 }
 
 /// What normalising has found so far.
@@ -318,5 +350,32 @@ mod tests {
     fn generator_and_directories_are_not_flags() {
         let (_, notes) = normalize(&args(&["-G", "Ninja", "-B/tmp/x", "-DX"]), Backend::Cpu);
         assert_eq!(notes.iter().filter(|n| n.error).count(), 3, "{notes:?}");
+    }
+
+    #[test]
+    fn secrets_anywhere_in_an_argument_are_refused_without_their_value() {
+        for bad in [
+            &["-DMY_API_TOKEN=hunter2"][..],
+            &["-D", "MY_API_TOKEN=hunter2"],
+            &["-DCMAKE_C_FLAGS=-DAPI_KEY=hunter2"],
+            &["--auth", "hunter2"],
+            &["--auth=hunter2"],
+            &["-DLLAMA_URL=https://u:hunter2@host/x"],
+            &["-DX:STRING=a;PASSWORD=hunter2"],
+        ] {
+            let (_, notes) = normalize(&args(bad), Backend::Cpu);
+            let errors: Vec<_> = notes.iter().filter(|n| n.error).collect();
+            assert!(!errors.is_empty(), "{bad:?} passed");
+            for n in errors {
+                assert!(!n.message.contains("hunter2"), "{}", n.message);
+            }
+        }
+        // Values that merely contain a marker are values, not names.
+        let (flags, notes) = normalize(
+            &args(&["-DLLAMA_NAME=keystone", "-DGGML_NATIVE=OFF", "-Wno-dev"]),
+            Backend::Cpu,
+        );
+        assert!(notes.iter().all(|n| !n.error), "{notes:?}");
+        assert_eq!(flags.defines["LLAMA_NAME"], "keystone");
     }
 }

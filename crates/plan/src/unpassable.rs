@@ -7,13 +7,27 @@ use serde_json::Value;
 use crate::document::{join_index, join_key};
 
 /// The field path of every string (value or mapping key) in `value` that holds a NUL byte,
-/// and whether it is the key that holds it. Iterative, one frame per open list or mapping (the
+/// and whether it is the key that holds it (see [`strings_where`]).
+pub(crate) fn nul_bytes(value: &Value) -> Vec<(String, bool)> {
+    strings_where(value, |s| s.contains('\0'))
+}
+
+/// The field path of every string (value or mapping key) in `value` that holds the text
+/// provision reserves for its secret placeholders (`${secret:`): a step expands it, so it
+/// could never reach a server, a URL or a file as written, and the fingerprint could not tell
+/// two such values apart.
+pub(crate) fn secret_placeholders(value: &Value) -> Vec<(String, bool)> {
+    strings_where(value, |s| s.contains("${secret:"))
+}
+
+/// The field path of every string (value or mapping key) in `value` for which `hit` holds,
+/// and whether it is the key. Iterative, one frame per open list or mapping (the
 /// depth is bounded when the document is read, but this does not rely on it); a path is built
 /// only for a collection it enters and for what it finds, not for every item (a list of a
 /// million items once cost a million path strings here).
-pub(crate) fn nul_bytes(value: &Value) -> Vec<(String, bool)> {
+fn strings_where(value: &Value, hit: impl Fn(&str) -> bool) -> Vec<(String, bool)> {
     let mut found = Vec::new();
-    if matches!(value, Value::String(s) if s.contains('\0')) {
+    if matches!(value, Value::String(s) if hit(s)) {
         found.push((String::new(), false));
     }
     let mut stack: Vec<(String, Items)> = Items::of(value)
@@ -30,7 +44,7 @@ pub(crate) fn nul_bytes(value: &Value) -> Vec<(String, bool)> {
                 }
             },
             Items::Map(map) => match map.next() {
-                Some((key, _)) if key.contains('\0') => {
+                Some((key, _)) if hit(key) => {
                     found.push((join_key(path, key), true));
                     continue;
                 }
@@ -46,7 +60,7 @@ pub(crate) fn nul_bytes(value: &Value) -> Vec<(String, bool)> {
             Place::Key(k) => join_key(path, k),
         };
         match child {
-            Value::String(s) if s.contains('\0') => found.push((child_path(path), false)),
+            Value::String(s) if hit(s) => found.push((child_path(path), false)),
             _ => {
                 if let Some(items) = Items::of(child) {
                     let child_path = child_path(path);
@@ -80,6 +94,10 @@ enum Place<'k> {
     Index(usize),
     Key(&'k str),
 }
+
+pub(crate) const PLACEHOLDER_MESSAGE: &str =
+    "holds `${secret:`, which provision reserves for the placeholders of its secrets";
+pub(crate) const PLACEHOLDER_HELP: &str = "give a secret by reference (`api_key: {env: NAME}` or `{file: PATH}`) or as an env value whose name marks it secret; the text `${secret:` itself cannot be passed through";
 
 pub(crate) const NUL_MESSAGE: &str =
     "holds a NUL byte (`\\0`), which cannot be passed to a process or be part of a path";

@@ -23,7 +23,20 @@ where
         .env("GCM_INTERACTIVE", "never")
         .env("LC_ALL", "C");
     if std::env::var_os("GIT_SSH_COMMAND").is_none() {
-        cmd = cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+        cmd = cmd.env(
+            "GIT_SSH_COMMAND",
+            "ssh -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=4",
+        );
+    }
+    // A host that stops sending (or never answers) fails the command instead of holding the
+    // apply: under 1 KB/s for a minute over HTTP. Provision's own environment may say otherwise.
+    for (name, value) in [
+        ("GIT_HTTP_LOW_SPEED_LIMIT", "1000"),
+        ("GIT_HTTP_LOW_SPEED_TIME", "60"),
+    ] {
+        if std::env::var_os(name).is_none() {
+            cmd = cmd.env(name, value);
+        }
     }
     cmd
 }

@@ -13,7 +13,9 @@ use crate::document::{parent_path, Document};
 use crate::llama_flags::Flag;
 use crate::model_ref::ModelRef;
 use crate::schema_check::SchemaChecker;
-use crate::unpassable::{nul_bytes, NUL_HELP, NUL_MESSAGE};
+use crate::unpassable::{
+    nul_bytes, secret_placeholders, NUL_HELP, NUL_MESSAGE, PLACEHOLDER_HELP, PLACEHOLDER_MESSAGE,
+};
 
 use checker::Checker;
 pub(crate) use checker::KEPT_DIAGNOSTICS;
@@ -93,6 +95,10 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
     for (path, at_key) in nul_bytes(&doc.value) {
         let message = format!("`{path}` {NUL_MESSAGE}");
         checker.error(&path, at_key, &message, Some(NUL_HELP));
+    }
+    for (path, at_key) in secret_placeholders(&doc.value) {
+        let message = format!("`{path}` {PLACEHOLDER_MESSAGE}");
+        checker.error(&path, at_key, &message, Some(PLACEHOLDER_HELP));
     }
     // Over the limit, `pools` is one structural error and its pools are not checked.
     let pools = doc.value.get("pools").and_then(|p| p.as_array());

@@ -61,6 +61,9 @@ impl Checker<'_> {
                 } else if !repo_url_ok(&source.repo) {
                     let msg = format!("`{}` is not a git URL or a path", crate::planner::redact_url(&source.repo));
                     self.error(&join_key(&sp, "repo"), false, &msg, Some("use https://, ssh://, git@host:path, file://, an absolute path, or ./ or ../ (relative to the config file)"));
+                } else if password_outside_http(&source.repo) {
+                    let msg = format!("`{}` holds a password, which git passes on to ssh's command line (every local user can read it) and ssh never uses", crate::planner::redact_url(&source.repo));
+                    self.error(&join_key(&sp, "repo"), false, &msg, Some("authenticate ssh with a key (ssh-agent or ~/.ssh), and keep only the user name in the URL (`ssh://git@host/…`); a password or token goes in an https:// URL"));
                 }
                 let r = source.git_ref.trim();
                 if r.is_empty() {
@@ -144,6 +147,22 @@ impl Checker<'_> {
             );
         }
     }
+}
+
+/// Whether a non-HTTP URL (`ssh://`, `git://`) has a password in its userinfo (`user:pw@`):
+/// provision hands credentials to git out of its argv for http(s) only.
+fn password_outside_http(repo: &str) -> bool {
+    let r = repo.trim();
+    let Some((scheme, rest)) = r.split_once("://") else {
+        return false;
+    };
+    if matches!(scheme, "http" | "https") {
+        return false;
+    }
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    authority
+        .rfind('@')
+        .is_some_and(|at| authority[..at].contains(':'))
 }
 
 fn repo_url_ok(repo: &str) -> bool {
