@@ -291,15 +291,29 @@ pub fn link_snapshot(
     }
     target.push("blobs");
     target.push(etag);
-    if fs::symlink_metadata(&snap).is_ok() {
-        if fs::read_link(&snap).ok().as_deref() == Some(target.as_path()) {
-            return write_ref(env, f, commit).map(|()| snap);
+    if fs::read_link(&snap).ok().as_deref() != Some(target.as_path()) {
+        // Made aside and renamed over: another resolve of the same file (a thread, a process)
+        // doing the same at the same time finds a link, never a gap or EEXIST.
+        let tmp = dir.join(unique_temp_name(&snap));
+        std::os::unix::fs::symlink(&target, &tmp)?;
+        if let Err(e) = fs::rename(&tmp, &snap) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
-        fs::remove_file(&snap)?;
     }
-    std::os::unix::fs::symlink(&target, &snap)?;
     write_ref(env, f, commit)?;
     Ok(snap)
+}
+
+/// `.<file name>.tmp<pid>.<n>`, unique among this process's threads and other processes.
+fn unique_temp_name(path: &Path) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(".{name}.tmp{}.{n}", std::process::id())
 }
 
 fn write_ref(env: &HfEnv, f: &HfFile, commit: &str) -> std::io::Result<()> {
@@ -312,7 +326,9 @@ fn write_ref(env: &HfEnv, f: &HfFile, commit: &str) -> std::io::Result<()> {
     if fs::read_to_string(&path).ok().as_deref() == Some(commit) {
         return Ok(());
     }
-    let tmp = refs.join(format!(".{}.tmp{}", f.revision, std::process::id()));
+    let tmp = refs.join(unique_temp_name(&path));
     fs::write(&tmp, commit)?;
-    fs::rename(tmp, path)
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
 }
