@@ -16,4 +16,3 @@ pub use estimate::{estimate, largest_fitting_ctx, Estimate, FitInput, GpuLayers}
 pub use gguf::{Gguf, GgufError};
 pub use model_info::ModelInfo;
 pub use resolve::{facts, resolve, run, ModelEnv, Resolved, Where};
-pub use vram_fit::residency_flags;
