@@ -52,7 +52,137 @@ fn inspect_prints_metadata_and_the_estimate_as_json() {
     assert_eq!(v["estimate"]["kv_cache"], 65_536);
     // Both layers (147968 bytes each) and the output layer (77056).
     assert_eq!(v["estimate"]["weights"], 2 * 147_968 + 77_056);
-    assert!(v["digest"].as_str().unwrap().starts_with("sha256:"));
+    // Header only: no digest without `--verify`.
+    assert_eq!(v["digest"], serde_json::Value::Null);
+}
+
+/// The GGUF header of `tiny` then a hole: a sparse file of `size` bytes.
+fn sparse(path: &std::path::Path, size: u64) -> u64 {
+    tiny(path);
+    let header = std::fs::metadata(path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    header
+}
+
+/// `provision ARGS` run by a shell that then prints its own `/proc/<pid>/io`: a reaped child's
+/// I/O is added to its parent's, so `rchar` is what the command read (plus the shell's few
+/// bytes). The command's output, and the bytes it read.
+fn provision_reading(args: &[&str], cache: &std::path::Path) -> (std::process::Output, u64) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#""$@" >&2; echo "exit $?"; cat /proc/$$/io"#)
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_provision"))
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rchar = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rchar in {text}"));
+    (out, rchar)
+}
+
+/// The exit status `provision_reading`'s shell printed.
+fn exit_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("exit "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn inspect_reads_only_the_header_of_a_huge_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("huge.gguf");
+    let size = 8 << 30;
+    let header = sparse(&model, size);
+    let started = std::time::Instant::now();
+    let (out, rchar) = provision_reading(
+        &["inspect", model.to_str().unwrap(), "--json"],
+        &dir.path().join("cache"),
+    );
+    assert_eq!(
+        exit_of(&out),
+        "exit 0",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        rchar < header + (1 << 20),
+        "inspect read {rchar} bytes of an {size}-byte file whose header is {header} bytes"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn inspect_verify_hashes_every_byte_and_compares_the_checksum() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.gguf");
+    let size = 64 << 20;
+    sparse(&model, size);
+    let bytes = std::fs::read(&model).unwrap();
+    let digest: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let digest = format!("sha256:{digest}");
+    let m = model.to_str().unwrap();
+
+    let (out, rchar) = provision_reading(
+        &["inspect", m, "--json", "--verify", "--checksum", &digest],
+        &dir.path().join("cache-1"),
+    );
+    assert_eq!(
+        exit_of(&out),
+        "exit 0",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(rchar >= size, "--verify read {rchar} of {size} bytes");
+    let json_start = String::from_utf8_lossy(&out.stderr).into_owned();
+    let v: serde_json::Value =
+        serde_json::from_str(&json_start[json_start.find('{').expect("json on stdout")..]).unwrap();
+    assert_eq!(v["digest"], digest.as_str());
+
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let (out, _) = provision_reading(
+        &["inspect", m, "--verify", "--checksum", &wrong],
+        &dir.path().join("cache-2"),
+    );
+    assert_eq!(exit_of(&out), "exit 1");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&digest),
+        "the mismatch names what the file has: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A checksum means nothing without `--verify`; a malformed one is a usage error.
+    let out = provision(
+        &["inspect", m, "--checksum", &digest],
+        &dir.path().join("c"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let out = provision(
+        &["inspect", m, "--verify", "--checksum", "md5:x"],
+        &dir.path().join("c"),
+    );
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

@@ -85,6 +85,9 @@ fn detail(plan: &Plan, step: &Step) -> Vec<String> {
                 lines.push(format!("${{port}}: the first free port from {base}"));
             }
             lines.push(format!("$ {}", command(plan, &s.argv)));
+            for flag in &s.unless_unknown {
+                lines.push(format!("{flag} is left out for a binary that does not accept it"));
+            }
             lines.push(format!("log {}", x(&s.log)));
             lines
         }

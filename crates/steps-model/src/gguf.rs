@@ -214,6 +214,9 @@ pub struct Gguf {
     pub file_size: u64,
 }
 
+/// How many bytes the header reader asks the file for at a time.
+const HEADER_READ: usize = 64 << 10;
+
 impl Gguf {
     /// Read the header of the file at `path`; the tensor data is not read, only checked to be
     /// within the file.
@@ -225,7 +228,8 @@ impl Gguf {
         let file = File::open(path).map_err(io_err)?;
         let size = file.metadata().map_err(io_err)?.len();
         let mut r = Reader {
-            inner: BufReader::with_capacity(1 << 20, file),
+            // Small reads: only the header is wanted, and a file may be all tensor data after it.
+            inner: BufReader::with_capacity(HEADER_READ, file),
             pos: 0,
             len: size,
         };

@@ -15,5 +15,4 @@ pub mod vram_fit;
 pub use estimate::{estimate, largest_fitting_ctx, Estimate, FitInput, GpuLayers};
 pub use gguf::{Gguf, GgufError};
 pub use model_info::ModelInfo;
-pub use resolve::{facts, resolve, run, ModelEnv, Resolved, Where};
-pub use vram_fit::residency_flags;
+pub use resolve::{facts, locate, resolve, run, Located, ModelEnv, Resolved, Where};

@@ -219,12 +219,34 @@ fn download_error(e: DownloadError) -> StepError {
 
 /// Verify a file already on disk: digest from the cache (or by reading it once), then the
 /// checksum.
+/// How much of a model file resolving reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Every byte: its sha256 (cached by file identity), compared with the checksum if any.
+    Digest,
+    /// None: the file is found (downloaded when missing), not hashed.
+    Presence,
+}
+
 fn verify_local(
     path: &Path,
     checksum: Option<&str>,
     at: &Where,
     cancel: &Cancel,
+    check: Check,
 ) -> Result<Resolved, StepError> {
+    if check == Check::Presence {
+        let size = fs::metadata(path)
+            .map_err(|e| StepError::new(format!("cannot read the model {}: {e}", path.display())))?
+            .len();
+        return Ok(Resolved {
+            path: path.to_path_buf(),
+            size,
+            digest: String::new(),
+            bytes_read: 0,
+            fetched: 0,
+        });
+    }
     let d = at.digests.digest(path, cancel).map_err(|e| {
         if cancel.is_cancelled() {
             StepError::cancelled()
@@ -255,6 +277,44 @@ pub fn resolve(
     cancel: &Cancel,
     log: &mut dyn FnMut(String),
 ) -> Result<Resolved, StepError> {
+    resolve_as(source, checksum, at, env, cancel, log, Check::Digest)
+}
+
+/// A model file found (downloaded when missing, checked as any download is) but not hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub path: PathBuf,
+    pub size: u64,
+    /// Bytes downloaded.
+    pub fetched: u64,
+}
+
+/// Make the model of `source` present without reading a byte of a file already there (`inspect`
+/// reads only its header): no digest, no checksum compare.
+pub fn locate(
+    source: &ModelRef,
+    at: &Where,
+    env: &ModelEnv,
+    cancel: &Cancel,
+    log: &mut dyn FnMut(String),
+) -> Result<Located, StepError> {
+    let r = resolve_as(source, None, at, env, cancel, log, Check::Presence)?;
+    Ok(Located {
+        path: r.path,
+        size: r.size,
+        fetched: r.fetched,
+    })
+}
+
+fn resolve_as(
+    source: &ModelRef,
+    checksum: Option<&str>,
+    at: &Where,
+    env: &ModelEnv,
+    cancel: &Cancel,
+    log: &mut dyn FnMut(String),
+    check: Check,
+) -> Result<Resolved, StepError> {
     match source {
         ModelRef::Path { .. } | ModelRef::Cached { .. } => {
             let path = local_path(source, at).expect("local");
@@ -272,7 +332,7 @@ pub fn resolve(
                 ))
                 .hint(hint));
             }
-            verify_local(&path, checksum, at, cancel)
+            verify_local(&path, checksum, at, cancel, check)
         }
         ModelRef::Hf {
             repo,
@@ -280,19 +340,19 @@ pub fn resolve(
             revision,
         } => resolve_hf(
             &HfFile::new(repo, file, revision).map_err(StepError::new)?,
-            checksum,
+            (checksum, check),
             at,
             env,
             cancel,
             log,
         ),
-        ModelRef::Url { url } => resolve_url(url, checksum, at, cancel, log),
+        ModelRef::Url { url } => resolve_url(url, (checksum, check), at, cancel, log),
     }
 }
 
 fn resolve_hf(
     f: &HfFile,
-    checksum: Option<&str>,
+    (checksum, check): (Option<&str>, Check),
     at: &Where,
     env: &ModelEnv,
     cancel: &Cancel,
@@ -336,7 +396,7 @@ fn resolve_hf(
     let etag_digest = (etag.len() == 64 && etag.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| format!("sha256:{}", etag.to_ascii_lowercase()));
     let mut fetched = 0;
-    if blob.is_file() {
+    if blob.is_file() && check == Check::Digest {
         if let (Some(expected), Ok(d)) = (&etag_digest, at.digests.digest(&blob, cancel)) {
             if d.digest != *expected {
                 let bad = PathBuf::from(format!("{}.bad", blob.display()));
@@ -389,9 +449,9 @@ fn resolve_hf(
             hf.hub_cache.display()
         ))
     })?;
-    let mut r = verify_local(&snap, checksum, at, cancel)?;
+    let mut r = verify_local(&snap, checksum, at, cancel, check)?;
     r.fetched = fetched;
-    if is_commit(&f.revision) || fetched > 0 {
+    if (is_commit(&f.revision) || fetched > 0) && check == Check::Digest {
         log(format!("{what} is {} ({})", snap.display(), r.digest));
     }
     Ok(r)
@@ -399,7 +459,7 @@ fn resolve_hf(
 
 fn resolve_url(
     url: &str,
-    checksum: Option<&str>,
+    (checksum, check): (Option<&str>, Check),
     at: &Where,
     cancel: &Cancel,
     log: &mut dyn FnMut(String),
@@ -446,7 +506,7 @@ fn resolve_url(
             );
         }
     }
-    let mut r = verify_local(&dest, checksum, at, cancel)?;
+    let mut r = verify_local(&dest, checksum, at, cancel, check)?;
     r.fetched = fetched;
     Ok(r)
 }

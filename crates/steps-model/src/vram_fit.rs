@@ -12,9 +12,9 @@
 //! bytes), `ctx`, `fits` (true) and `extra_flags`: the flags the spawn step must add so that
 //! llama.cpp keeps every layer in VRAM. Recent llama.cpp has `--fit on` by default, which may
 //! shrink unset arguments or keep layers in host memory to make a model fit; a GPU pool must
-//! instead fail loudly. `extra_flags` is `["--fit", "off"]`; the spawn step adds them only when
-//! the built binary's `--help` lists `--fit` ([`residency_flags`] does that check), since
-//! older builds reject unknown flags.
+//! instead fail loudly. `extra_flags` is `["--fit", "off"]`, a record of what the planner puts
+//! in every GPU spawn's argv (the engine's `residency_flags`); the spawn leaves it out when the
+//! binary's `--help` does not list `--fit`, since older builds reject unknown flags.
 
 use provision_executor::{Outcome, StepContext, StepError};
 use provision_plan::memory_settings::{FlashAttn, GpuLayers as PlanGpuLayers, SplitMode};
@@ -31,20 +31,6 @@ use crate::model_info::ModelInfo;
 
 /// What the spawn step adds to a GPU pool's argv so that nothing is moved to host memory.
 pub const FIT_OFF: [&str; 2] = ["--fit", "off"];
-
-/// The flags to add for a binary whose `--help` printed `help`: `--fit off` when it knows
-/// `--fit`, nothing otherwise (older builds never move layers on their own).
-pub fn residency_flags(help: &str) -> Vec<String> {
-    let knows_fit = help.lines().any(|l| {
-        l.split([',', ' ', '\t', '='])
-            .any(|w| w == "--fit" || w == "-fit")
-    });
-    if knows_fit {
-        FIT_OFF.iter().map(|s| s.to_string()).collect()
-    } else {
-        Vec::new()
-    }
-}
 
 /// `--parallel` as llama-server reads it (for callers that hold raw flags; the vram-fit step
 /// reads its spec): `-1`/`auto` is 4 slots sharing one context.

@@ -9,7 +9,7 @@ use provision_plan::StepOutputs;
 use provision_steps_model::estimate::{estimate, MIB};
 use provision_steps_model::gguf_writer::{GgufWriter, LlamaShape};
 use provision_steps_model::hf::HfEnv;
-use provision_steps_model::vram_fit::{check, residency_flags};
+use provision_steps_model::vram_fit::check;
 use provision_steps_model::{ModelEnv, ModelInfo};
 use provision_steps_testkit::Workspace;
 use serde_json::json;
@@ -275,14 +275,6 @@ fn pool_unavailable_names_the_largest_ctx_that_fits() {
     two.memory.tensor_split = Some(vec![1.0, 1.0]);
     let (_, est) = check(&two, &model, &[(0, 12_288 * MIB), (1, 12_288 * MIB)]).unwrap();
     assert_eq!(est.devices[0].layers + est.devices[1].layers, 32);
-}
-
-#[test]
-fn residency_flags_follow_the_binary_help() {
-    let new_help = "-fit,  --fit [on|off]                   whether to adjust unset arguments to fit in device memory\n";
-    assert_eq!(residency_flags(new_help), vec!["--fit", "off"]);
-    let old_help = "-ngl,  --gpu-layers, --n-gpu-layers N  max. number of layers to store in VRAM\n--fit-target N\n";
-    assert!(residency_flags(old_help).is_empty());
 }
 
 #[test]

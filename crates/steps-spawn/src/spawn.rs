@@ -133,14 +133,12 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
                 .hint("check that the binary runs on this machine (shared libraries, CPU features)")
                 .with_command(e.command)
         })?;
+    let argv = drop_unknown(cx, spec, engine, &known, &binary);
+    let shown: Vec<String> = argv.iter().map(|a| expand(cx, a, None)).collect();
     check_flags(spec, engine, &known, &shown, (&binary, &digest))?;
 
     let port = choose_port(spec, cx, &name)?;
-    let shown: Vec<String> = spec
-        .argv
-        .iter()
-        .map(|a| expand(cx, a, Some(port)))
-        .collect();
+    let shown: Vec<String> = argv.iter().map(|a| expand(cx, a, Some(port))).collect();
     let started =
         launch(cx, &shown, &shown, real_env, spec, &server_log, port).inspect_err(|_| {
             port::release(port);
@@ -220,6 +218,37 @@ fn withdraw_handoff(
         }
     }
     Ok(handoff)
+}
+
+/// The planned argv less the flags provision added (`unless_unknown`, each with its value)
+/// that this binary does not accept: an older build that needs none of them.
+fn drop_unknown(
+    cx: &StepContext<'_>,
+    spec: &Spawn,
+    engine: &dyn RuntimeEngine,
+    known: &KnownFlags,
+    binary: &Path,
+) -> Vec<String> {
+    let mut argv = spec.argv.clone();
+    for flag in spec.unless_unknown.iter().filter(|f| !known.0.contains(*f)) {
+        let Some(at) = argv.iter().position(|a| a == flag) else {
+            continue;
+        };
+        let end = match argv.get(at + 1) {
+            Some(v) if !v.starts_with('-') => at + 2,
+            _ => at + 1,
+        };
+        let dropped = argv.drain(at..end).collect::<Vec<_>>().join(" ");
+        note(
+            cx,
+            &format!(
+                "left out `{dropped}`: `{} {}` does not list {flag}",
+                binary.display(),
+                engine.flags_source()
+            ),
+        );
+    }
+    argv
 }
 
 /// The binary accepts every flag of the argv, and serves TLS when the pool asks for it.

@@ -1,16 +1,17 @@
 //! `provision inspect MODEL_REF`: resolve a model ref (a path, `file:`, `hf:`, `https://`, or a
 //! bare name in the model cache), read its GGUF header and print its metadata and the memory
-//! estimate for a context size.
+//! estimate for a context size. Only the header of a file already there is read; `--verify`
+//! hashes the whole file (and compares it with `--checksum` when given).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
 use provision_executor::Cancel;
-use provision_plan::model_ref::ModelRef;
+use provision_plan::model_ref::{parse_checksum, ModelRef};
 use provision_steps_model::digest::DigestCache;
 use provision_steps_model::estimate::{estimate, human, DeviceNeed, FitInput, GpuLayers};
-use provision_steps_model::{resolve, ModelEnv, ModelInfo, Resolved, Where};
+use provision_steps_model::{locate, resolve, ModelEnv, ModelInfo, Resolved, Where};
 use serde_json::json;
 
 use crate::exit::Exit;
@@ -27,6 +28,12 @@ pub struct InspectArgs {
     /// `--parallel` slots (they share the context in llama-server).
     #[arg(long, value_name = "N", default_value_t = 1)]
     parallel: u64,
+    /// Hash the whole file (sha256) [default: read only its header].
+    #[arg(long)]
+    verify: bool,
+    /// With `--verify`: the sha256 the file must have (`sha256:HEX`), else exit 1.
+    #[arg(long, value_name = "SHA256", requires = "verify")]
+    checksum: Option<String>,
     // Downloaded models go to `<cache>/models`.
     #[command(flatten)]
     cache: CacheDir,
@@ -39,24 +46,49 @@ pub struct InspectArgs {
 /// `provision inspect`.
 pub fn run(args: InspectArgs) -> ExitCode {
     args.loudness.init_tracing();
+    let checksum = match args.checksum.as_deref().map(parse_checksum).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: --checksum: {e}");
+            return ExitCode::from(Exit::Invalid);
+        }
+    };
+    let check = match (args.verify, checksum) {
+        (false, _) => Check::Header,
+        (true, c) => Check::Verify(c),
+    };
     inspect(
         &args.model_ref,
-        args.ctx,
-        args.parallel,
-        args.output.json(),
-        args.loudness.quiet(),
+        (args.ctx, args.parallel),
+        &check,
+        (args.output.json(), args.loudness.quiet()),
         &args.cache.dir(),
     )
 }
 
-/// Run `inspect`. `cache_dir` is the provision cache root (models go to `<cache>/models`);
-/// `quiet`: no download progress on stderr.
+/// How much of the file `inspect` reads.
+enum Check {
+    /// Its GGUF header only.
+    Header,
+    /// Every byte: its sha256, compared with this checksum when given.
+    Verify(Option<String>),
+}
+
+/// The model file, hashed or not.
+struct Found {
+    path: PathBuf,
+    size: u64,
+    /// With `--verify`.
+    digest: Option<String>,
+}
+
+/// Run `inspect` for `(ctx, parallel)`. `cache_dir` is the provision cache root (models go to
+/// `<cache>/models`); `(json, quiet)`: the output, and no download progress on stderr.
 fn inspect(
     model_ref: &str,
-    ctx: Option<u64>,
-    parallel: u64,
-    json: bool,
-    quiet: bool,
+    (ctx, parallel): (Option<u64>, u64),
+    check: &Check,
+    (json, quiet): (bool, bool),
     cache_dir: &Path,
 ) -> ExitCode {
     let source = match ModelRef::parse(model_ref) {
@@ -71,18 +103,30 @@ fn inspect(
         digests: DigestCache::new(cache_dir.join("models/digests.json")),
         base_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
     };
-    let resolved = match resolve(
-        &source,
-        None,
-        &at,
-        &ModelEnv::from_env(),
-        &Cancel::new(),
-        &mut |line| {
-            if !json && !quiet {
-                eprintln!("{line}");
-            }
-        },
-    ) {
+    let env = ModelEnv::from_env();
+    let cancel = Cancel::new();
+    let mut log = |line: String| {
+        if !json && !quiet {
+            eprintln!("{line}");
+        }
+    };
+    let found = match check {
+        Check::Header => locate(&source, &at, &env, &cancel, &mut log).map(|l| Found {
+            path: l.path,
+            size: l.size,
+            digest: None,
+        }),
+        Check::Verify(checksum) => {
+            resolve(&source, checksum.as_deref(), &at, &env, &cancel, &mut log).map(
+                |r: Resolved| Found {
+                    path: r.path,
+                    size: r.size,
+                    digest: Some(r.digest),
+                },
+            )
+        }
+    };
+    let resolved = match found {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {}", e.message);
@@ -123,7 +167,7 @@ fn inspect(
 }
 
 /// The metadata and the estimate as one JSON object on stdout.
-fn print_json(resolved: &Resolved, info: &ModelInfo, d: &DeviceNeed, ctx: u64, parallel: u64) {
+fn print_json(resolved: &Found, info: &ModelInfo, d: &DeviceNeed, ctx: u64, parallel: u64) {
     let body = json!({
         "path": resolved.path.display().to_string(),
         "size": resolved.size,
@@ -149,14 +193,17 @@ fn print_json(resolved: &Resolved, info: &ModelInfo, d: &DeviceNeed, ctx: u64, p
 }
 
 /// The metadata and the estimate, one line each, on stdout.
-fn print_text(resolved: &Resolved, info: &ModelInfo, d: &DeviceNeed, ctx: u64, parallel: u64) {
+fn print_text(resolved: &Found, info: &ModelInfo, d: &DeviceNeed, ctx: u64, parallel: u64) {
     println!("{}", resolved.path.display());
     println!(
         "  size          {} ({} bytes)",
         human(resolved.size),
         resolved.size
     );
-    println!("  digest        {}", resolved.digest);
+    match &resolved.digest {
+        Some(d) => println!("  digest        {d}"),
+        None => println!("  digest        not computed (header only: --verify hashes the file)"),
+    }
     println!("  gguf version  {}", info.gguf_version);
     println!("  architecture  {}", info.architecture);
     if let Some(n) = &info.name {

@@ -2,7 +2,7 @@
 //! ([`super::llamacpp_flags`]), its argv (`--host`, `--port`, `--model`, the TLS files), the
 //! variables it reads secrets from, `/health`, `--metrics` and its memory-relevant flags.
 
-use crate::config::Engine;
+use crate::config::{Backend, Engine};
 use crate::memory_settings::{BadFlag, MemorySettings};
 
 use super::llamacpp_flags::{self, Flag, FlagContext, Normalized, SecretFlagEnv};
@@ -16,6 +16,12 @@ pub const API_KEY_ENV: &str = "LLAMA_API_KEY";
 
 /// The path that answers 200 once the model is loaded (503 while loading).
 pub const HEALTH_PATH: &str = "/health";
+
+/// Recent llama.cpp's `--fit` (on by default) may keep layers in host memory, or shrink unset
+/// settings, to make a model fit; a GPU pool runs entirely in VRAM or fails (vram-fit), so
+/// its servers get `--fit off`. Builds older than `--fit` never move layers on their own: the
+/// spawn drops it for a binary whose `--help` does not list it.
+pub const FIT_FLAG: &str = "--fit";
 
 /// llama.cpp's server.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +68,19 @@ impl PlannedEngine for LlamaCpp {
         argv
     }
 
+    fn residency_flags(&self, backend: Backend, flags: &[Flag]) -> (Vec<Flag>, Vec<String>) {
+        // A `--fit` of the pool's own flags is honoured as it is.
+        if backend != Backend::Cuda || flags.iter().any(|f| f.name == FIT_FLAG) {
+            return (Vec::new(), Vec::new());
+        }
+        let fit_off = Flag {
+            name: FIT_FLAG.into(),
+            value: Some("off".into()),
+            secret: false,
+        };
+        (vec![fit_off], vec![FIT_FLAG.into()])
+    }
+
     fn secret_flags_env(&self, flags: &[Flag]) -> Result<(Vec<Flag>, SecretFlagEnv), String> {
         llamacpp_flags::split_secret_flags(flags)
     }
@@ -83,6 +102,34 @@ impl PlannedEngine for LlamaCpp {
 mod tests {
     use super::*;
     use crate::step::TlsFiles;
+
+    fn flag(name: &str, value: &str) -> Flag {
+        Flag {
+            name: name.into(),
+            value: Some(value.into()),
+            secret: false,
+        }
+    }
+
+    #[test]
+    fn a_gpu_server_gets_fit_off_a_cpu_server_nothing() {
+        let (flags, optional) = LlamaCpp.residency_flags(Backend::Cuda, &[]);
+        assert_eq!(flags, [flag("--fit", "off")]);
+        assert_eq!(optional, ["--fit"]);
+        assert_eq!(
+            LlamaCpp.residency_flags(Backend::Cpu, &[]),
+            (vec![], vec![])
+        );
+    }
+
+    #[test]
+    fn a_fit_of_the_pools_own_flags_is_honoured() {
+        let own = [flag("--fit", "on")];
+        assert_eq!(
+            LlamaCpp.residency_flags(Backend::Cuda, &own),
+            (vec![], vec![])
+        );
+    }
 
     #[test]
     fn argv_is_binary_then_what_provision_sets_then_the_flags() {

@@ -118,6 +118,7 @@ const FLAGS: &[FlagSpec] = &[
     spec("--webui", &["--ui"], Switch, Any),
     spec("--tensor-split", &["-ts"], Value, Any),
     spec("--split-mode", &["-sm"], Value, Any),
+    spec("--fit", &["-fit"], Value, Any),
     spec("--main-gpu", &["-mg"], Value, Int),
     spec("--cache-type-k", &["-ctk"], Value, Any),
     spec("--cache-type-v", &["-ctv"], Value, Any),

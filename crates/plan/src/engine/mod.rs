@@ -10,7 +10,7 @@ pub mod llamacpp;
 pub mod llamacpp_flags;
 pub mod llamacpp_memory;
 
-use crate::config::Engine;
+use crate::config::{Backend, Engine};
 use crate::memory_settings::{BadFlag, MemorySettings};
 use crate::step::TlsFiles;
 
@@ -45,6 +45,10 @@ pub trait PlannedEngine: Sync {
     /// The argv of one server: the binary, then what provision sets, then `flags` (none of
     /// them secret: see [`PlannedEngine::secret_flags_env`]).
     fn argv(&self, server: ServerArgs<'_>, flags: &[Flag]) -> Vec<String>;
+    /// The flags provision adds after its own arguments so that a server of `backend` keeps
+    /// every layer where the pool puts it (none when `flags` set them already), and the
+    /// names among them that the spawn drops for a binary that does not accept them.
+    fn residency_flags(&self, backend: Backend, flags: &[Flag]) -> (Vec<Flag>, Vec<String>);
     /// The flags for argv and the environment that carries the secret ones.
     fn secret_flags_env(&self, flags: &[Flag]) -> Result<(Vec<Flag>, SecretFlagEnv), String>;
     /// The environment variable the server reads its API key from.

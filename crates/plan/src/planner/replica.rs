@@ -140,7 +140,12 @@ impl Replica<'_> {
             model: &up.model_path,
             tls: server.tls.as_ref(),
         };
-        let argv = server.engine.argv(args, &server.arg_flags);
+        // What keeps the layers where the pool puts them (`--fit off` on a GPU), then the flags.
+        let (mut flags, unless_unknown) = server
+            .engine
+            .residency_flags(pool.backend, &server.arg_flags);
+        flags.extend(server.arg_flags.iter().cloned());
+        let argv = server.engine.argv(args, &flags);
         let deps = up.binary_step.into_iter().chain(up.fit);
         let spawn = steps.add_with_secrets(StepId::spawn(pid, r).into(), deps, || {
             let spec = StepSpec::Spawn(Spawn {
@@ -150,6 +155,7 @@ impl Replica<'_> {
                 backend: pool.backend,
                 binary: up.binary.clone(),
                 argv,
+                unless_unknown,
                 env: server.env.clone(),
                 host: server.host.clone(),
                 port,

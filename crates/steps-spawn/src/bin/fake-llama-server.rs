@@ -27,6 +27,8 @@
 //! certificate chain and key.
 //! - `FAKE_NO_TLS=1`: a build without OpenSSL: `--help` lists no `--ssl-*` flag and they are
 //!   invalid arguments
+//! - `FAKE_NO_FIT=1`: a build older than `--fit`: `--help` lists no `-fit, --fit` and it is
+//!   an invalid argument
 //! - `FAKE_SSL_CERT_FILE=PATH`, `FAKE_SSL_KEY_FILE=PATH`: present this certificate and key
 //!   instead of the configured ones (a server that is not who the config says)
 
@@ -54,6 +56,7 @@ const VALUED: &[&[&str]] = &[
     &["-ngl", "--gpu-layers", "--n-gpu-layers"],
     &["-np", "--parallel"],
     &["-ts", "--tensor-split"],
+    &["-fit", "--fit"],
     &["--api-key"],
     &["-hft", "--hf-token"],
     &["-a", "--alias"],
@@ -71,9 +74,11 @@ fn with_tls() -> bool {
 
 /// The spellings of the valued flags this build accepts.
 fn valued() -> impl Iterator<Item = &'static &'static [&'static str]> {
+    let no_fit = env_on("FAKE_NO_FIT");
     VALUED
         .iter()
         .filter(|s| with_tls() || !s.iter().any(|f| TLS_FLAGS.contains(f)))
+        .filter(move |s| !(no_fit && s.contains(&"--fit")))
 }
 const SWITCHES: &[&[&str]] = &[
     &["-h", "--help", "--usage"],

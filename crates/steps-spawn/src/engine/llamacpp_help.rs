@@ -293,6 +293,18 @@ fn tempfile_in_tmp() -> Result<std::fs::File, HelpError> {
 mod tests {
 
     #[test]
+    fn fit_is_known_from_its_help_line_and_not_from_fit_target() {
+        let new_help = "-fit,  --fit [on|off]                   whether to adjust unset arguments to fit in device memory\n";
+        let known = parse_help(new_help);
+        assert!(
+            known.0.contains("--fit") && known.0.contains("-fit"),
+            "{known:?}"
+        );
+        let old_help = "-ngl,  --gpu-layers, --n-gpu-layers N  max. number of layers to store in VRAM\n--fit-target N   a target\n";
+        assert!(!parse_help(old_help).0.contains("--fit"));
+    }
+
+    #[test]
     fn a_failing_help_is_a_failed_command_with_its_exit_code() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
