@@ -248,3 +248,25 @@ fn an_ssh_url_with_a_password_is_refused_without_it() {
     let (out, _) = provision(&["validate", "--config", &config_s]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[test]
+fn a_gpu_pool_may_not_set_its_own_cuda_device_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pools.yaml");
+    std::fs::write(
+        &config,
+        "pools:\n  - id: g\n    engine: llamacpp\n    model: m.gguf\n    devices: [0]\n    provisioning:\n      mode: binary\n      binary: {path: /opt/llama-server}\n      env: {CUDA_DEVICE_ORDER: FASTEST_FIRST}\n",
+    )
+    .unwrap();
+    let (out, _) = provision(&["validate", "--config", &config.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`CUDA_DEVICE_ORDER` is set by provision"),
+        "{err}"
+    );
+    assert!(
+        err.contains("pools[0].provisioning.env.CUDA_DEVICE_ORDER"),
+        "{err}"
+    );
+}

@@ -143,6 +143,19 @@ impl World {
             .collect())
     }
 
+    /// The environment of replica r0's running server, from `/proc/<pid>/environ`.
+    fn server_env(&self) -> Result<Vec<String>, Failed> {
+        let pid_file = self.dir.path().join(".runtime/run/p-r0.pid");
+        let pid = std::fs::read_to_string(&pid_file)
+            .map_err(|e| format!("{}: {e}", pid_file.display()))?;
+        let environ = std::fs::read(format!("/proc/{}/environ", pid.trim()))
+            .map_err(|e| format!("the server {pid} is not running: {e}"))?;
+        Ok(environ
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect())
+    }
+
     /// `provision plan`'s text.
     fn plan(&self) -> String {
         let out = self.run(&["plan", "-c", "pools.yaml", "--cache-dir", "cache"]);
@@ -175,6 +188,13 @@ fn gpu_fit_off() -> Result<(), Failed> {
     );
     let argv = world.apply_and_read_argv()?;
     assert_eq!(values_of(&argv, "--fit"), ["off"], "{argv:?}");
+    // nvidia-smi's indices (what `devices` names) are in PCI bus order: CUDA must count so too.
+    let env = world.server_env()?;
+    assert!(
+        env.contains(&"CUDA_DEVICE_ORDER=PCI_BUS_ID".to_string())
+            && env.contains(&"CUDA_VISIBLE_DEVICES=0".to_string()),
+        "{env:?}"
+    );
     Ok(())
 }
 

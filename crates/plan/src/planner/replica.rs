@@ -256,6 +256,10 @@ fn server_env(
     if pool.backend == Backend::Cuda {
         let devices: Vec<String> = pool.devices.iter().map(u32::to_string).collect();
         env.insert("CUDA_VISIBLE_DEVICES".into(), devices.join(","));
+        // `devices` are nvidia-smi's indices, which follow the PCI bus; CUDA's own order is
+        // fastest first, which differs on a mixed host (a 3090 beside a 3060): without this the
+        // server could get another card than the one gpu-check and vram-fit looked at.
+        env.insert("CUDA_DEVICE_ORDER".into(), "PCI_BUS_ID".into());
     }
     let mut secret_names: Vec<String> = pool.provisioning.secret_env.clone();
     for (var, value) in flag_env {

@@ -28,6 +28,14 @@ impl Checker<'_> {
                         Some("remove it from env and list the GPUs in `devices`"),
                     );
                 }
+                if prov.env.contains_key("CUDA_DEVICE_ORDER") {
+                    self.error(
+                        &join_key(&join_key(pp, "env"), "CUDA_DEVICE_ORDER"),
+                        true,
+                        "`CUDA_DEVICE_ORDER` is set by provision (`PCI_BUS_ID`, the order of nvidia-smi's indices that `devices` uses)",
+                        Some("remove it from env: another order would give the server other cards than the ones checked"),
+                    );
+                }
             }
             Backend::Cpu => {
                 if !pool.devices.is_empty() {
