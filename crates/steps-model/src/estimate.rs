@@ -95,44 +95,9 @@ pub struct FitInput {
     pub n_ubatch: u64,
 }
 
-/// One device's share.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DeviceNeed {
-    /// The GPU index as `nvidia-smi` numbers it.
-    pub device: u32,
-    /// Repeating layers on this device.
-    pub layers: u64,
-    pub output_layer: bool,
-    pub weights: u64,
-    pub kv_cache: u64,
-    pub compute: u64,
-    pub margin: u64,
-    /// weights + kv_cache + compute + margin.
-    pub need: u64,
-    pub free: u64,
-}
-
-impl DeviceNeed {
-    pub fn fits(&self) -> bool {
-        self.need <= self.free
-    }
-}
-
-/// The estimate for a pool.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Estimate {
-    pub ctx: u64,
-    pub gpu_layers_offloaded: u64,
-    /// Repeating layers left in host memory.
-    pub layers_on_host: u64,
-    pub devices: Vec<DeviceNeed>,
-}
-
-impl Estimate {
-    pub fn fits(&self) -> bool {
-        self.devices.iter().all(DeviceNeed::fits)
-    }
-}
+/// One device's share, and the estimate for a pool: the types the vram-fit step records in its
+/// outputs (`provision_plan::outputs`), so the estimate is recorded as computed.
+pub use provision_plan::outputs::{DeviceFit as DeviceNeed, FitEstimate as Estimate};
 
 /// Which device each of the offloaded layers goes to, as llama.cpp's `load_tensors` does:
 /// layer `il` (counting from the first offloaded one) goes to the first device whose

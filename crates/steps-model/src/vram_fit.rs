@@ -19,7 +19,7 @@
 use provision_executor::{Outcome, StepContext, StepError};
 use provision_plan::memory_settings::{FlashAttn, GpuLayers as PlanGpuLayers, SplitMode};
 use provision_plan::outputs::{
-    DeviceFit, FitEstimate, FitInputs, Gpu, GpuCheckOutputs, ModelResolveOutputs, VramFitOutputs,
+    FitInputs, Gpu, GpuCheckOutputs, ModelResolveOutputs, VramFitOutputs,
 };
 use provision_plan::step::VramFit;
 
@@ -223,7 +223,7 @@ pub fn run(spec: &VramFit, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     Ok(Outcome::new(VramFitOutputs {
         fits: true,
         ctx: est.ctx,
-        estimate: fit_estimate(&est),
+        estimate: est.clone(),
         inputs: FitInputs {
             flash_attn: input.flash_attn,
             n_ubatch: input.n_ubatch,
@@ -232,28 +232,4 @@ pub fn run(spec: &VramFit, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         extra_flags: FIT_OFF.iter().map(|f| f.to_string()).collect(),
         extra_flags_when: "the binary's --help lists --fit".into(),
     }))
-}
-
-/// The estimate as the step's outputs record it.
-fn fit_estimate(est: &Estimate) -> FitEstimate {
-    FitEstimate {
-        ctx: est.ctx,
-        gpu_layers_offloaded: est.gpu_layers_offloaded,
-        layers_on_host: est.layers_on_host,
-        devices: est
-            .devices
-            .iter()
-            .map(|d| DeviceFit {
-                device: d.device,
-                layers: d.layers,
-                output_layer: d.output_layer,
-                weights: d.weights,
-                kv_cache: d.kv_cache,
-                compute: d.compute,
-                margin: d.margin,
-                need: d.need,
-                free: d.free,
-            })
-            .collect(),
-    }
 }

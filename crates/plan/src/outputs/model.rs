@@ -40,18 +40,35 @@ pub struct FitEstimate {
     pub devices: Vec<DeviceFit>,
 }
 
+impl FitEstimate {
+    /// Whether every device has what it needs.
+    pub fn fits(&self) -> bool {
+        self.devices.iter().all(DeviceFit::fits)
+    }
+}
+
 /// What one device needs and has, in bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DeviceFit {
+    /// The GPU index as `nvidia-smi` numbers it.
     pub device: u32,
+    /// Repeating layers on this device.
     pub layers: u64,
     pub output_layer: bool,
     pub weights: u64,
     pub kv_cache: u64,
     pub compute: u64,
     pub margin: u64,
+    /// weights + kv_cache + compute + margin.
     pub need: u64,
     pub free: u64,
+}
+
+impl DeviceFit {
+    /// Whether the device has what it needs.
+    pub fn fits(&self) -> bool {
+        self.need <= self.free
+    }
 }
 
 /// The spawn flags the estimate read besides the context.
