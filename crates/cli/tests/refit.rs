@@ -9,21 +9,16 @@
 
 #[path = "../../steps-spawn/src/bin/fake-llama-server.rs"]
 mod fake;
+mod gpu_host;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Output, Stdio};
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use provision_steps_model::gguf_writer::{GgufWriter, LlamaShape};
 use serde_json::Value;
 
 /// Set in the pool's env: this binary then runs as the fake llama-server.
 const AS_SERVER: &str = "PROVISION_TEST_AS_LLAMA_SERVER";
-
-const QUERY: &str =
-    "--query-gpu=index,uuid,name,memory.total,memory.free,driver_version,compute_cap";
-const ONE_GPU: &str = "0, GPU-6f1a2b3c-0000-1111-2222-333344445555, NVIDIA GeForce RTX 3090, 24576, 23912, 550.54.14, 8.6\n";
 
 fn main() -> ExitCode {
     if std::env::var_os(AS_SERVER).is_some() {
@@ -45,31 +40,7 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        GgufWriter::llama(LlamaShape {
-            n_layer: 2,
-            n_embd: 64,
-            n_head: 4,
-            n_head_kv: 2,
-            n_ff: 128,
-            n_vocab: 300,
-            n_ctx_train: 4096,
-            weight_type: 1,
-            output: true,
-        })
-        .write(&dir.path().join("model.gguf"))
-        .unwrap();
-        let bin = dir.path().join("bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        let smi = bin.join("nvidia-smi");
-        std::fs::write(
-            &smi,
-            format!(
-                "#!/bin/sh\n[ \"$1\" = \"{QUERY}\" ] || {{ echo \"unexpected args: $*\" >&2; exit 64; }}\ncat <<'EOF'\n{ONE_GPU}EOF\n"
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = gpu_host::project();
         World { dir }
     }
 
