@@ -6,11 +6,14 @@ use provision_steps_git::RefLookup;
 use provision_steps_model::ModelEnv;
 use provision_steps_tools::Host;
 
+use crate::gpu_reading::GpuReadings;
+
 /// Runs every step kind with its step crate.
 pub struct StepDispatch {
     host: Host,
     model_env: ModelEnv,
     refs: RefLookup,
+    gpus: GpuReadings,
 }
 
 impl StepDispatch {
@@ -19,6 +22,7 @@ impl StepDispatch {
             host: Host::current(),
             model_env: ModelEnv::from_env(),
             refs: RefLookup::Cached,
+            gpus: GpuReadings::default(),
         }
     }
 
@@ -52,7 +56,10 @@ impl Dispatch for StepDispatch {
             StepSpec::CmakeBuild(s) => provision_steps_cmake::build(s, cx),
             StepSpec::ModelResolve(s) => provision_steps_model::run(s, cx, &self.model_env),
             StepSpec::GpuCheck(s) => provision_steps_gpu::run(s, cx, &self.host),
-            StepSpec::VramFit(s) => provision_steps_model::vram_fit::run(s, cx),
+            StepSpec::VramFit(s) => {
+                let reading = self.gpus.get(&self.host, &cx.roots.runtime, &cx.cancel)?;
+                provision_steps_model::vram_fit::run(s, cx, &reading)
+            }
             StepSpec::Spawn(s) => provision_steps_spawn::spawn(s, cx),
             StepSpec::Probe(s) => provision_steps_spawn::probe(s, cx),
             StepSpec::Handoff(s) => provision_steps_spawn::handoff(s, cx),
@@ -62,6 +69,13 @@ impl Dispatch for StepDispatch {
     fn check_alive(&self, cx: &StepContext<'_>) -> Result<(), String> {
         match &cx.step.spec {
             StepSpec::GpuCheck(s) => provision_steps_gpu::check_alive(s, cx, &self.host),
+            StepSpec::VramFit(s) => {
+                let reading = self
+                    .gpus
+                    .get(&self.host, &cx.roots.runtime, &cx.cancel)
+                    .map_err(|e| e.message)?;
+                provision_steps_model::vram_fit::check_alive(s, cx, &reading)
+            }
             StepSpec::Spawn(s) => provision_steps_spawn::check_spawn(s, cx),
             StepSpec::Probe(s) => provision_steps_spawn::check_probe(s, cx),
             _ => Ok(()),

@@ -5,6 +5,7 @@ mod args;
 mod cmd;
 mod dispatch;
 mod exit;
+mod gpu_reading;
 mod handoff_paths;
 mod interrupt;
 mod progress;

@@ -14,7 +14,7 @@ use provision_plan::{Plan, Step};
 use crate::dirty_reason::{compare, Current, DirtyReason};
 use crate::dispatch::{Cancel, Dispatch, Facts, StepContext, StepError};
 use crate::events::EventSink;
-use crate::fingerprint::{dep_contribution, fingerprint, outputs_value, secret_digest, spec_value};
+use crate::fingerprint::{contribution_of, fingerprint, secret_digest, spec_value};
 use crate::scheduler::{Env, Scheduler};
 use crate::state::{State, StateError, StateFile, StepRecord};
 use provision_plan::StepOutputs;
@@ -335,7 +335,7 @@ pub fn preview(
                         let out = state.steps[&step.id].outputs.clone();
                         contributions.insert(
                             &step.id,
-                            dep_contribution(&d.fingerprint, &outputs_value(out.as_ref())),
+                            contribution_of(step, &d.fingerprint, out.as_ref()),
                         );
                         outputs.insert(&step.id, out);
                         Preview::Skip {

@@ -65,15 +65,24 @@ pub struct StepContext<'a> {
 
 impl StepContext<'_> {
     /// Expand the plan's placeholders: the roots, `${jobs}`, and `${model_path}` from the
-    /// dependency whose outputs give it (model-resolve's `path`).
+    /// dependency whose outputs give it (model-resolve's `path`): a direct dependency first,
+    /// since a step may also have other pools' models among its indirect ones (a server
+    /// reaches them through its pool's vram-fit, which counts the pools sharing its GPUs).
     pub fn expand(&self, s: &str) -> String {
         let mut out = self
             .roots
             .expand(s)
             .replace("${jobs}", &self.jobs.to_string());
         if out.contains("${model_path}") {
-            if let Some(path) = self.deps.values().find_map(|o| o.placeholder("model_path")) {
-                out = out.replace("${model_path}", path);
+            let placeholder = |o: &'_ StepOutputs| o.placeholder("model_path").map(str::to_string);
+            let direct = self
+                .step
+                .deps
+                .iter()
+                .filter_map(|d| self.deps.get(d))
+                .find_map(placeholder);
+            if let Some(path) = direct.or_else(|| self.deps.values().find_map(placeholder)) {
+                out = out.replace("${model_path}", &path);
             }
         }
         out

@@ -62,6 +62,19 @@ pub fn dep_contribution(fingerprint: &str, outputs: &Value) -> String {
     sha256_hex(canonical(&v).as_bytes())
 }
 
+/// What a gate step ([`provision_plan::StepKind::is_gate`]) contributes to its dependents'
+/// fingerprints, whatever it recorded: running it again changes none of them.
+pub const GATE_CONTRIBUTION: &str = "gate";
+
+/// What `step`, finished or fresh with `fingerprint` and `outputs`, contributes to its
+/// dependents' fingerprints: [`dep_contribution`], or [`GATE_CONTRIBUTION`] for a gate.
+pub fn contribution_of(step: &Step, fingerprint: &str, outputs: Option<&StepOutputs>) -> String {
+    if step.spec.step_kind().is_gate() {
+        return GATE_CONTRIBUTION.into();
+    }
+    dep_contribution(fingerprint, &outputs_value(outputs))
+}
+
 pub fn fingerprint(
     spec: &Value,
     facts: &BTreeMap<String, String>,

@@ -34,7 +34,7 @@ use crate::apply::{context, is_heavy, step_log, ApplyOptions, Decision, StepResu
 use crate::checkers::{Check, Checkers};
 use crate::dispatch::{Cancel, Dispatch, Outcome, StepContext, StepError};
 use crate::events::{Event, EventSink};
-use crate::fingerprint::{dep_contribution, outputs_value};
+use crate::fingerprint::contribution_of;
 use crate::state::{now_rfc3339, State, StateError, StateFile, StepRecord, StepStatus};
 use crate::unsaved::Unsaved;
 use provision_plan::StepOutputs;
@@ -329,7 +329,7 @@ impl<'a> Scheduler<'a> {
                 let out = self.state.steps[&step.id].outputs.clone();
                 self.contributions.insert(
                     &step.id,
-                    dep_contribution(&d.fingerprint, &outputs_value(out.as_ref())),
+                    contribution_of(step, &d.fingerprint, out.as_ref()),
                 );
                 self.outputs.insert(&step.id, out);
                 let kept = step.is_liveness();
@@ -402,7 +402,7 @@ impl<'a> Scheduler<'a> {
                 record.fingerprint = Some(fp.clone());
                 self.contributions.insert(
                     &step.id,
-                    dep_contribution(&fp, &outputs_value(outcome.outputs.as_ref())),
+                    contribution_of(step, &fp, outcome.outputs.as_ref()),
                 );
                 self.outputs.insert(&step.id, outcome.outputs);
                 let event = Event::Finished {

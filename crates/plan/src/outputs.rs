@@ -11,6 +11,7 @@
 
 mod build;
 mod host;
+mod ledger;
 mod model;
 mod replica;
 
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use build::{CmakeBuildOutputs, CmakeConfigureOutputs, GitCloneOutputs};
 pub use host::{Gpu, GpuCheckOutputs, PreflightToolsOutputs};
+pub use ledger::{ComputeApp, LedgerDevice, LedgerShare};
 pub use model::{DeviceFit, FitEstimate, FitInputs, ModelResolveOutputs, VramFitOutputs};
 pub use replica::{HandoffOutputs, ProbeOutputs, ServerIdentity, SpawnOutputs};
 

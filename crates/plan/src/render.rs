@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::plan::Plan;
 use crate::secret_placeholder;
-use crate::step::{PortSpec, Step, StepSpec};
+use crate::step::{PortSpec, Step, StepSpec, VramFit};
 
 fn quote(arg: &str) -> String {
     if !arg.is_empty()
@@ -69,12 +69,7 @@ fn detail(plan: &Plan, step: &Step) -> Vec<String> {
             }
             lines
         }
-        StepSpec::VramFit(v) => vec![format!(
-            "weights + KV cache (ctx {}, parallel {}) + activations must fit devices {:?}, else POOL_UNAVAILABLE",
-            v.memory.ctx.map_or("from model".to_string(), |c| c.to_string()),
-            v.memory.parallel,
-            v.devices
-        )],
+        StepSpec::VramFit(v) => vram_fit_lines(v),
         StepSpec::Spawn(s) => {
             let mut lines = Vec::new();
             if !s.env.is_empty() {
@@ -213,4 +208,33 @@ pub fn render_text(plan: &Plan) -> String {
         }
     }
     out
+}
+
+/// A vram-fit step: what must fit, and the device ledger it is checked on.
+fn vram_fit_lines(v: &VramFit) -> Vec<String> {
+    let servers = if v.replicas == 1 {
+        String::new()
+    } else {
+        format!("{} replicas × ", v.replicas)
+    };
+    let mut lines = vec![format!(
+        "{servers}(weights + KV cache (ctx {}, parallel {}) + activations) must fit devices {:?} beside what else is on them, else POOL_UNAVAILABLE",
+        v.memory.ctx.map_or("from model".to_string(), |c| c.to_string()),
+        v.memory.parallel,
+        v.devices
+    )];
+    if !v.placed_before.is_empty() {
+        // At most 3 named, as for the pools that share a step.
+        let mut before: Vec<String> = v
+            .placed_before
+            .iter()
+            .take(3)
+            .map(|p| format!("`{}` ({} × devices {:?})", p.pool, p.replicas, p.devices))
+            .collect();
+        if v.placed_before.len() > 3 {
+            before.push(format!("{} more", v.placed_before.len() - 3));
+        }
+        lines.push(format!("ledger: placed after {}", before.join(", ")));
+    }
+    lines
 }

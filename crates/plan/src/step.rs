@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Backend, Engine, SecretRef};
 use crate::memory_settings::MemorySettings;
 use crate::model_ref::ModelRef;
+use crate::step_id::StepId;
 
 /// One node of the plan DAG.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -152,14 +153,50 @@ pub struct ModelResolve {
     pub cache_dir: String,
 }
 
-/// Check, before anything is spawned, that weights, KV cache and activations fit in VRAM.
-/// Everything the estimate depends on is here (the planner resolves it from the pool's
-/// flags), so a change to any of it checks the fit again.
+/// The query gpu-check and the device ledger ask `nvidia-smi` (`--format=csv,noheader,nounits`).
+pub const GPU_QUERY: [&str; 3] = [
+    "nvidia-smi",
+    "--query-gpu=index,uuid,name,memory.total,memory.free,driver_version,compute_cap",
+    "--format=csv,noheader,nounits",
+];
+
+/// Check, before anything is spawned, that weights, KV cache and activations of every
+/// replica fit in VRAM, beside everything else on its devices: the device ledger. Everything
+/// the estimate depends on is here (the planner resolves it from the pool's flags), so a
+/// change to any of it checks the fit again; free memory is read on every apply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct VramFit {
     pub pool: String,
     pub devices: Vec<u32>,
+    /// The servers the pool runs on these devices, each its own process.
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// Its model-resolve step (a dependency): the model's path.
+    #[schemars(with = "String")]
+    pub model: StepId,
     /// The server's memory-relevant settings.
+    #[serde(flatten)]
+    pub memory: MemorySettings,
+    /// The GPU pools before this one in the config that share its devices (directly or
+    /// through one another), in config order: the ledger places them first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placed_before: Vec<LedgerPool>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A GPU pool as the device ledger counts it: its replicas on its devices, each needing what
+/// its model and memory settings need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LedgerPool {
+    pub pool: String,
+    pub devices: Vec<u32>,
+    pub replicas: u32,
+    /// Its model-resolve step (a dependency of the vram-fit step): the model's path.
+    #[schemars(with = "String")]
+    pub model: StepId,
     #[serde(flatten)]
     pub memory: MemorySettings,
 }

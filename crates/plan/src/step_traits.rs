@@ -15,13 +15,31 @@ impl StepKind {
     /// Liveness steps check the world every apply; a state file alone never makes them fresh.
     pub fn is_liveness(self) -> bool {
         match self {
-            StepKind::GpuCheck | StepKind::Spawn | StepKind::Probe => true,
+            StepKind::GpuCheck | StepKind::Spawn | StepKind::Probe | StepKind::VramFit => true,
             StepKind::PreflightTools
             | StepKind::GitClone
             | StepKind::CmakeConfigure
             | StepKind::CmakeBuild
             | StepKind::ModelResolve
-            | StepKind::VramFit
+            | StepKind::Handoff => false,
+        }
+    }
+
+    /// A check that lets its dependents start or stops them, and passes nothing on: its
+    /// dependents' fingerprints do not include it, so running it again (free memory is read
+    /// on every apply, the pools beside it changed) never restarts a server. What it checked
+    /// must reach the dependents through their own specs and other dependencies.
+    pub fn is_gate(self) -> bool {
+        match self {
+            StepKind::VramFit => true,
+            StepKind::PreflightTools
+            | StepKind::GpuCheck
+            | StepKind::GitClone
+            | StepKind::CmakeConfigure
+            | StepKind::CmakeBuild
+            | StepKind::ModelResolve
+            | StepKind::Spawn
+            | StepKind::Probe
             | StepKind::Handoff => false,
         }
     }
@@ -30,13 +48,16 @@ impl StepKind {
     /// changes only such records is not fsynced (a lost one is checked again next apply).
     pub fn is_volatile(self) -> bool {
         match self {
-            StepKind::GpuCheck | StepKind::Spawn | StepKind::Probe | StepKind::Handoff => true,
+            StepKind::GpuCheck
+            | StepKind::Spawn
+            | StepKind::Probe
+            | StepKind::Handoff
+            | StepKind::VramFit => true,
             StepKind::PreflightTools
             | StepKind::GitClone
             | StepKind::CmakeConfigure
             | StepKind::CmakeBuild
-            | StepKind::ModelResolve
-            | StepKind::VramFit => false,
+            | StepKind::ModelResolve => false,
         }
     }
 
@@ -150,12 +171,13 @@ mod tests {
     fn liveness_volatile_heavy_and_replica_tables() {
         assert_eq!(
             kinds_where(StepKind::is_liveness),
-            ["gpu-check", "spawn", "probe"]
+            ["gpu-check", "vram-fit", "spawn", "probe"]
         );
         assert_eq!(
             kinds_where(StepKind::is_volatile),
-            ["gpu-check", "spawn", "probe", "handoff"]
+            ["gpu-check", "vram-fit", "spawn", "probe", "handoff"]
         );
+        assert_eq!(kinds_where(StepKind::is_gate), ["vram-fit"]);
         assert_eq!(kinds_where(StepKind::is_heavy), ["cmake-build"]);
         assert_eq!(
             kinds_where(StepKind::is_replica),

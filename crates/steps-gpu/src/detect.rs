@@ -112,6 +112,16 @@ pub fn parse(command: &str, out: &str) -> Result<Vec<Gpu>, DetectError> {
 
 /// Run `argv` (its program looked up on `host`'s PATH) and parse the GPU list.
 pub fn detect(argv: &[String], host: &Host, cancel: &Cancel) -> Result<Vec<Gpu>, DetectError> {
+    let out = query(argv, host, cancel)?;
+    // "No devices were found" with exit 0 on some driver versions.
+    if out.trim().eq_ignore_ascii_case("No devices were found") {
+        return Ok(Vec::new());
+    }
+    parse(&argv.join(" "), &out)
+}
+
+/// Run `argv` (its program looked up on `host`'s PATH), bounded by [`TIMEOUT`]: its stdout.
+pub fn query(argv: &[String], host: &Host, cancel: &Cancel) -> Result<String, DetectError> {
     let (program, args) = argv.split_first().ok_or(DetectError::NotInstalled)?;
     let command = argv.join(" ");
     let exe = host.find(program).ok_or(DetectError::NotInstalled)?;
@@ -173,9 +183,5 @@ pub fn detect(argv: &[String], host: &Host, cancel: &Cancel) -> Result<Vec<Gpu>,
             },
         });
     }
-    // "No devices were found" with exit 0 on some driver versions.
-    if out.trim().eq_ignore_ascii_case("No devices were found") {
-        return Ok(Vec::new());
-    }
-    parse(&command, &out)
+    Ok(out)
 }

@@ -7,8 +7,11 @@ pub mod estimate;
 pub mod gguf;
 pub mod gguf_writer;
 pub mod hf;
+pub mod hints;
 pub mod http;
+pub mod ledger;
 pub mod model_info;
+pub mod refusal;
 pub mod resolve;
 pub mod vram_fit;
 

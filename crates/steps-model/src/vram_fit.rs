@@ -16,17 +16,19 @@
 //! in every GPU spawn's argv (the engine's `residency_flags`); the spawn leaves it out when the
 //! binary's `--help` does not list `--fit`, since older builds reject unknown flags.
 
-use provision_executor::{Outcome, StepContext, StepError};
-use provision_plan::memory_settings::{FlashAttn, GpuLayers as PlanGpuLayers, SplitMode};
-use provision_plan::outputs::{
-    FitInputs, Gpu, GpuCheckOutputs, ModelResolveOutputs, VramFitOutputs,
-};
-use provision_plan::step::VramFit;
+use std::collections::BTreeMap;
+use std::path::Path;
 
-use crate::estimate::{
-    estimate, human, kv_type_bytes, largest_fitting_ctx, Estimate, FitInput, GpuLayers,
-    DEFAULT_UBATCH, MIB,
+use provision_executor::{Outcome, StepContext, StepError};
+use provision_plan::memory_settings::{
+    FlashAttn, GpuLayers as PlanGpuLayers, MemorySettings, SplitMode,
 };
+use provision_plan::outputs::{ComputeApp, FitInputs, Gpu, ModelResolveOutputs, VramFitOutputs};
+use provision_plan::step::VramFit;
+use provision_plan::StepId;
+
+use crate::estimate::{human, kv_type_bytes, FitInput, GpuLayers, DEFAULT_UBATCH};
+use crate::ledger::{place, Entry, Placement};
 use crate::model_info::ModelInfo;
 
 /// What the spawn step adds to a GPU pool's argv so that nothing is moved to host memory.
@@ -85,8 +87,11 @@ pub fn attention_flags(argv: &[String]) -> (bool, u64) {
 
 /// The estimator's input for a pool's memory settings: everything comes from the spec (the
 /// planner resolved it from the pool's flags), nothing from the plan or other steps.
-pub fn fit_input(spec: &VramFit, model: &ModelInfo) -> Result<FitInput, String> {
-    let m = &spec.memory;
+pub fn fit_input(
+    m: &MemorySettings,
+    devices: &[u32],
+    model: &ModelInfo,
+) -> Result<FitInput, String> {
     let ctx = match m.ctx {
         Some(c) if c > 0 => u64::from(c),
         _ => model.context_length.filter(|&c| c > 0).ok_or(
@@ -97,15 +102,15 @@ pub fn fit_input(spec: &VramFit, model: &ModelInfo) -> Result<FitInput, String> 
         // Everything on the main GPU (its index among the pool's devices).
         SplitMode::None => {
             let main = m.main_gpu as usize;
-            if main >= spec.devices.len() {
+            if main >= devices.len() {
                 return Err(format!(
                     "--main-gpu {main} names no device of the pool (it has {}): give an index below {}",
-                    spec.devices.len(),
-                    spec.devices.len()
+                    devices.len(),
+                    devices.len()
                 ));
             }
             Some(
-                (0..spec.devices.len())
+                (0..devices.len())
                     .map(|i| if i == main { 1.0 } else { 0.0 })
                     .collect(),
             )
@@ -130,93 +135,97 @@ pub fn fit_input(spec: &VramFit, model: &ModelInfo) -> Result<FitInput, String> 
     })
 }
 
-/// Free bytes of each of `devices`, from the gpu-check output `gpus`.
-pub fn free_memory(devices: &[u32], gpus: &[Gpu]) -> Result<Vec<(u32, u64)>, String> {
-    devices
-        .iter()
-        .map(|&d| {
-            gpus.iter()
-                .find(|g| g.index == d)
-                .map(|g| (d, g.memory_free_mib * MIB))
-                .ok_or_else(|| format!("gpu-check found no GPU {d} (or no free memory for it)"))
-        })
-        .collect()
+/// What the GPUs hold now, read once per apply for every vram-fit step (the caller reads it:
+/// `nvidia-smi`, and which processes are this project's servers).
+#[derive(Debug, Clone, Default)]
+pub struct Reading {
+    pub gpus: Vec<Gpu>,
+    pub apps: Vec<ComputeApp>,
 }
 
-/// The `POOL_UNAVAILABLE` error for an estimate that does not fit.
-pub fn unavailable(pool: &str, est: &Estimate, largest: Option<u64>) -> StepError {
-    let mut lines = vec![format!(
-        "POOL_UNAVAILABLE: pool `{pool}` does not fit in the free VRAM of its GPUs at ctx {}",
-        est.ctx
-    )];
-    for d in &est.devices {
-        lines.push(format!(
-            "  GPU {}: need {} (weights {}, KV cache {}, compute {}, margin {}; {} layers{}), free {}{}",
-            d.device,
-            human(d.need),
-            human(d.weights),
-            human(d.kv_cache),
-            human(d.compute),
-            human(d.margin),
-            d.layers,
-            if d.output_layer { " + output" } else { "" },
-            human(d.free),
-            if d.fits() { "" } else { "  <- short" }
-        ));
-    }
-    lines.push(match largest {
-        Some(c) => format!("  largest ctx that fits: {c}"),
-        None => "  largest ctx that fits: none — the weights alone do not fit".into(),
-    });
-    let hint = match largest {
-        Some(c) => format!("set `ctx: {c}` (or less) on the pool, use a smaller quantisation or KV cache type (`--cache-type-k q8_0`), free the GPUs, or add devices"),
-        None => "use a smaller quantisation, free the GPUs, or add devices to the pool".into(),
+/// The ledger's entries of a vram-fit step: the pools placed before it, then its own pool;
+/// each model's header read once.
+fn entries(spec: &VramFit, cx: &StepContext<'_>) -> Result<Vec<Entry>, StepError> {
+    let mut models: BTreeMap<String, ModelInfo> = BTreeMap::new();
+    let mut model = |id: &StepId| -> Result<ModelInfo, StepError> {
+        let path = &cx.dep::<ModelResolveOutputs>(id)?.path;
+        if let Some(m) = models.get(path) {
+            return Ok(m.clone());
+        }
+        let m = ModelInfo::open(Path::new(path))
+            .map_err(|e| StepError::new(format!("cannot read the model header of {path}: {e}")))?;
+        models.insert(path.clone(), m.clone());
+        Ok(m)
     };
-    StepError::new(lines.join("\n")).hint(hint)
-}
-
-/// Check the estimate for a pool against free memory; `Ok` is the estimate, `Err` the
-/// `POOL_UNAVAILABLE` error.
-pub fn check(
-    spec: &VramFit,
-    model: &ModelInfo,
-    free: &[(u32, u64)],
-) -> Result<(FitInput, Estimate), StepError> {
-    let input = fit_input(spec, model)
-        .map_err(|e| StepError::new(format!("vram-fit for pool `{}`: {e}", spec.pool)))?;
-    let est = estimate(model, &input, free);
-    if !est.fits() {
-        let largest = largest_fitting_ctx(model, &input, free);
-        return Err(unavailable(&spec.pool, &est, largest));
+    let mut out = Vec::with_capacity(spec.placed_before.len() + 1);
+    for p in &spec.placed_before {
+        let m = model(&p.model)?;
+        let input = fit_input(&p.memory, &p.devices, &m).map_err(|e| {
+            StepError::new(format!("vram-fit for pool `{}`: pool `{}`: {e}", spec.pool, p.pool))
+        })?;
+        out.push(Entry {
+            pool: p.pool.clone(),
+            devices: p.devices.clone(),
+            replicas: p.replicas,
+            model: m,
+            input,
+        });
     }
-    Ok((input, est))
+    let m = model(&spec.model)?;
+    let input = fit_input(&spec.memory, &spec.devices, &m)
+        .map_err(|e| StepError::new(format!("vram-fit for pool `{}`: {e}", spec.pool)))?;
+    out.push(Entry {
+        pool: spec.pool.clone(),
+        devices: spec.devices.clone(),
+        replicas: spec.replicas,
+        model: m,
+        input,
+    });
+    Ok(out)
 }
 
-/// Run vram-fit.
-pub fn run(spec: &VramFit, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
-    let path = cx
-        .the_dep::<ModelResolveOutputs>()?
-        .ok_or_else(|| StepError::new("vram-fit: no model-resolve step before it"))?
-        .path
-        .clone();
-    let gpus = &cx
-        .the_dep::<GpuCheckOutputs>()?
-        .ok_or_else(|| StepError::new("vram-fit: no gpu-check step before it"))?
-        .gpus;
-    let free = free_memory(&spec.devices, gpus).map_err(StepError::new)?;
-    let model = ModelInfo::open(std::path::Path::new(&path))
-        .map_err(|e| StepError::new(format!("cannot read the model header of {path}: {e}")))?;
-    let (input, est) = check(spec, &model, &free)?;
+/// The placement of the step's pool beside the pools before it, on the GPUs as read.
+fn placement(
+    spec: &VramFit,
+    cx: &StepContext<'_>,
+    reading: &Reading,
+) -> Result<(Vec<Entry>, Placement), StepError> {
+    let entries = entries(spec, cx)?;
+    let placement = place(&entries, &reading.gpus, &reading.apps).map_err(|e| {
+        StepError::new(format!("vram-fit for pool `{}`: {e}", spec.pool))
+            .hint("check `devices` in the config against `nvidia-smi -L`")
+    })?;
+    Ok((entries, placement))
+}
+
+/// Run vram-fit: place the pool on the ledger of its devices; `POOL_UNAVAILABLE` when it does
+/// not fit beside what is there and the pools before it.
+pub fn run(spec: &VramFit, cx: &StepContext<'_>, reading: &Reading) -> Result<Outcome, StepError> {
+    let (entries, placement) = placement(spec, cx, reading)?;
+    let own = entries.last().expect("the pool itself is an entry");
+    let (est, placed) = placement.pools.last().expect("one result per entry");
+    if !placed {
+        return Err(crate::refusal::unavailable(own, est, &placement.devices));
+    }
     let mut summary = format!(
-        "pool `{}` fits at ctx {} ({} layers offloaded):",
-        spec.pool, est.ctx, est.gpu_layers_offloaded
+        "pool `{}` fits at ctx {} ({} layers offloaded, {} replica{}):",
+        spec.pool,
+        est.ctx,
+        est.gpu_layers_offloaded,
+        spec.replicas,
+        if spec.replicas == 1 { "" } else { "s" }
     );
-    for d in &est.devices {
+    for d in &placement.devices {
         summary.push_str(&format!(
-            " GPU {} needs {} of {} free;",
+            " GPU {} left {} after {};",
             d.device,
-            human(d.need),
-            human(d.free)
+            human(u64::try_from(d.left).unwrap_or(0)),
+            d.shares
+                .iter()
+                .filter(|s| s.placed)
+                .map(|s| format!("`{}` {}×{}", s.pool, s.replicas, human(s.per_replica)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     crate::resolve::log_line(&cx.log, &summary);
@@ -225,11 +234,49 @@ pub fn run(spec: &VramFit, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         ctx: est.ctx,
         estimate: est.clone(),
         inputs: FitInputs {
-            flash_attn: input.flash_attn,
-            n_ubatch: input.n_ubatch,
-            parallel: input.parallel,
+            flash_attn: own.input.flash_attn,
+            n_ubatch: own.input.n_ubatch,
+            parallel: own.input.parallel,
         },
+        ledger: placement.devices,
         extra_flags: FIT_OFF.iter().map(|f| f.to_string()).collect(),
         extra_flags_when: "the binary's --help lists --fit".into(),
     }))
+}
+
+/// Liveness: the pool still fits on its devices as read now. A pool whose every replica is
+/// running there is not refused here: its servers already hold their memory (a restart would
+/// be checked again, when its settings change).
+pub fn check_alive(spec: &VramFit, cx: &StepContext<'_>, reading: &Reading) -> Result<(), String> {
+    let (_, placement) = placement(spec, cx, reading).map_err(|e| e.message)?;
+    let (_, placed) = placement.pools.last().expect("one result per entry");
+    if *placed || all_running(spec, reading) {
+        return Ok(());
+    }
+    let short: Vec<String> = placement
+        .devices
+        .iter()
+        .filter(|d| d.left < 0)
+        .map(|d| format!("GPU {} is short by {}", d.device, human(d.left.unsigned_abs())))
+        .collect();
+    Err(format!(
+        "the pool no longer fits on its GPUs as they are now: {}",
+        short.join(", ")
+    ))
+}
+
+/// Whether every replica of the pool is a running server of this project on each device.
+fn all_running(spec: &VramFit, reading: &Reading) -> bool {
+    (0..spec.replicas).all(|r| {
+        let name = format!("{}/r{r}", spec.pool);
+        spec.devices.iter().all(|d| {
+            let Some(gpu) = reading.gpus.iter().find(|g| g.index == *d) else {
+                return false;
+            };
+            reading
+                .apps
+                .iter()
+                .any(|a| a.gpu_uuid == gpu.uuid && a.replica.as_deref() == Some(name.as_str()))
+        })
+    })
 }

@@ -3,13 +3,16 @@
 use std::collections::BTreeMap;
 use std::fs;
 
+use provision_executor::StepError;
 use provision_plan::outputs::{Gpu, GpuCheckOutputs, ModelResolveOutputs};
 use provision_plan::step::{ModelResolve, StepSpec, VramFit};
 use provision_plan::StepOutputs;
 use provision_steps_model::estimate::{estimate, MIB};
 use provision_steps_model::gguf_writer::{GgufWriter, LlamaShape};
 use provision_steps_model::hf::HfEnv;
-use provision_steps_model::vram_fit::check;
+use provision_steps_model::ledger::{place, Entry};
+use provision_steps_model::vram_fit::{fit_input, Reading};
+use provision_steps_model::{Estimate, FitInput};
 use provision_steps_model::{ModelEnv, ModelInfo};
 use provision_steps_testkit::Workspace;
 use serde_json::json;
@@ -61,6 +64,49 @@ fn resolve_spec(ws: &Workspace) -> ModelResolve {
         StepSpec::ModelResolve(m) => m.clone(),
         _ => unreachable!(),
     }
+}
+
+/// GPUs `(index, free MiB)` of 24 GiB each, with no process on them.
+fn reading(free: &[(u32, u64)]) -> Reading {
+    Reading {
+        gpus: free
+            .iter()
+            .map(|&(index, free)| Gpu {
+                index,
+                uuid: format!("GPU-{index}"),
+                name: "NVIDIA GeForce RTX 3090".into(),
+                memory_total_mib: 24576,
+                memory_free_mib: free,
+                driver: "550.54.14".into(),
+                compute_capability: "8.6".into(),
+            })
+            .collect(),
+        apps: Vec::new(),
+    }
+}
+
+/// The fit of one pool alone on GPUs with `free` bytes: its input and estimate, or the
+/// `POOL_UNAVAILABLE` error.
+fn check(
+    spec: &VramFit,
+    model: &ModelInfo,
+    free: &[(u32, u64)],
+) -> Result<(FitInput, Estimate), StepError> {
+    let input = fit_input(&spec.memory, &spec.devices, model).map_err(StepError::new)?;
+    let entry = Entry {
+        pool: spec.pool.clone(),
+        devices: spec.devices.clone(),
+        replicas: spec.replicas,
+        model: model.clone(),
+        input: input.clone(),
+    };
+    let mib: Vec<(u32, u64)> = free.iter().map(|&(d, b)| (d, b / MIB)).collect();
+    let p = place(std::slice::from_ref(&entry), &reading(&mib).gpus, &[]).unwrap();
+    let (est, placed) = &p.pools[0];
+    if !placed {
+        return Err(provision_steps_model::refusal::unavailable(&entry, est, &p.devices));
+    }
+    Ok((input, est.clone()))
 }
 
 fn fit_spec(ws: &Workspace) -> VramFit {
@@ -193,7 +239,8 @@ fn vram_fit_passes_with_its_estimate_and_the_residency_flags() {
     let ws = Workspace::new(&config("", ""));
     let model = write_model(&ws);
     let cx = ws.cx("vram-fit", deps(&model, 23_912));
-    let out = provision_steps_model::vram_fit::run(&fit_spec(&ws), &cx).unwrap();
+    let out =
+        provision_steps_model::vram_fit::run(&fit_spec(&ws), &cx, &reading(&[(0, 23_912)])).unwrap();
     let out = recorded(out.outputs);
     assert_eq!(out["fits"], true);
     assert_eq!(out["ctx"], 4096);
@@ -211,14 +258,19 @@ fn vram_fit_fails_with_pool_unavailable_before_spawn() {
     let model = write_model(&ws);
     // 100 MiB free: less than the safety margin alone.
     let cx = ws.cx("vram-fit", deps(&model, 100));
-    let err = provision_steps_model::vram_fit::run(&fit_spec(&ws), &cx).unwrap_err();
+    let err = provision_steps_model::vram_fit::run(&fit_spec(&ws), &cx, &reading(&[(0, 100)]))
+        .unwrap_err();
     assert!(
         err.message.starts_with("POOL_UNAVAILABLE: pool `gpu-pool`"),
         "{}",
         err.message
     );
-    assert!(err.message.contains("GPU 0: need"), "{}", err.message);
-    assert!(err.message.contains("free 100 MiB"), "{}", err.message);
+    assert!(
+        err.message.contains("GPU 0 (NVIDIA GeForce RTX 3090, GPU-0): 100 MiB of 24.00 GiB free now"),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains("pool `gpu-pool`: 1 replica × "), "{}", err.message);
     assert!(
         err.message.contains("largest ctx that fits: none"),
         "{}",
@@ -254,7 +306,7 @@ fn pool_unavailable_names_the_largest_ctx_that_fits() {
         largest > 0 && largest < 32_768 && largest.is_multiple_of(256),
         "{largest}"
     );
-    let input = provision_steps_model::vram_fit::fit_input(&spec, &model).unwrap();
+    let input = fit_input(&spec.memory, &spec.devices, &model).unwrap();
     assert!(input.flash_attn);
     let at = |ctx| {
         estimate(
@@ -301,11 +353,11 @@ fn the_fit_reads_split_mode_and_batch_sizes_from_its_spec() {
     spec.memory.ubatch_size = 4096;
     spec.memory.batch_size = 1024;
     spec.memory.flash_attn = FlashAttn::On;
-    let input = provision_steps_model::vram_fit::fit_input(&spec, &model).unwrap();
+    let input = fit_input(&spec.memory, &spec.devices, &model).unwrap();
     assert_eq!(input.n_ubatch, 1024);
     assert!(input.flash_attn);
     spec.memory.flash_attn = FlashAttn::Auto;
-    let input = provision_steps_model::vram_fit::fit_input(&spec, &model).unwrap();
+    let input = fit_input(&spec.memory, &spec.devices, &model).unwrap();
     assert!(
         !input.flash_attn,
         "auto may turn it off: the larger buffers"

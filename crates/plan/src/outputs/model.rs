@@ -3,6 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::LedgerDevice;
+
 /// model-resolve: the verified GGUF.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ModelResolveOutputs {
@@ -24,6 +26,10 @@ pub struct VramFitOutputs {
     pub estimate: FitEstimate,
     /// The memory-relevant inputs the estimate used.
     pub inputs: FitInputs,
+    /// The devices of the pool as the fit found them: what else is there, what each pool
+    /// sharing them takes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ledger: Vec<LedgerDevice>,
     /// Flags the spawn adds (`--fit off`) …
     pub extra_flags: Vec<String>,
     /// … when this holds.

@@ -12,45 +12,79 @@ use super::builder::PoolSteps;
 use super::checks::Checks;
 
 /// The step the pool's replicas wait for before they start: vram-fit on a GPU (after the
-/// gpu-check and model `model`), the model-resolve step `model` otherwise; none without a
-/// model.
+/// gpu-check, the model `model` and the models of the pools `ledger` places before it), the
+/// model-resolve step `model` otherwise; none without a model. A GPU pool is added to
+/// `ledger`, the GPU pools so far in config order.
 pub(super) fn fit(
     steps: &mut PoolSteps,
     valid: &ValidConfig,
     input: &PoolInput,
-    model: Option<usize>,
+    model: Option<(usize, &StepId)>,
     checks: &Checks,
+    ledger: &mut Vec<(LedgerPool, usize)>,
 ) -> Result<Option<usize>, ConfigError> {
     let pool = &input.pool;
     let pid = pool.id.as_str();
     Ok(match (model, pool.backend, &checks.gpu_check) {
-        (Some(model_id), Backend::Cuda, Some(gpu)) => {
+        (Some((model_at, model_id)), Backend::Cuda, Some(gpu)) => {
             let memory = memory_settings(valid, input)?;
             let gpu = steps.add(gpu.clone(), vec![], || {
                 StepSpec::GpuCheck(GpuCheck {
                     devices: checks.gpu_devices.iter().copied().collect(),
-                    argv: [
-                        "nvidia-smi",
-                        "--query-gpu=index,uuid,name,memory.total,memory.free,driver_version,compute_cap",
-                        "--format=csv,noheader,nounits",
-                    ]
-                    .map(String::from)
-                    .to_vec(),
+                    argv: GPU_QUERY.map(String::from).to_vec(),
                 })
             });
-            Some(
-                steps.add(StepId::vram_fit(pid).into(), vec![model_id, gpu], || {
-                    StepSpec::VramFit(VramFit {
-                        pool: pid.into(),
-                        devices: pool.devices.clone(),
-                        memory,
-                    })
-                }),
-            )
+            let before = sharing(ledger, &pool.devices);
+            let deps = [model_at, gpu]
+                .into_iter()
+                .chain(before.iter().map(|&i| ledger[i].1));
+            let placed_before: Vec<LedgerPool> = before.iter().map(|&i| ledger[i].0.clone()).collect();
+            let fit = steps.add(StepId::vram_fit(pid).into(), deps, || {
+                StepSpec::VramFit(VramFit {
+                    pool: pid.into(),
+                    devices: pool.devices.clone(),
+                    replicas: pool.replicas,
+                    model: model_id.clone(),
+                    memory: memory.clone(),
+                    placed_before,
+                })
+            });
+            ledger.push((
+                LedgerPool {
+                    pool: pid.into(),
+                    devices: pool.devices.clone(),
+                    replicas: pool.replicas,
+                    model: model_id.clone(),
+                    memory,
+                },
+                model_at,
+            ));
+            Some(fit)
         }
-        (Some(model_id), _, _) => Some(model_id),
         _ => None,
     })
+}
+
+/// The pools of `ledger` (positions, in order) that share a device with `devices`, directly
+/// or through one another: those whose placement decides what is left for a pool on
+/// `devices`.
+fn sharing(ledger: &[(LedgerPool, usize)], devices: &[u32]) -> Vec<usize> {
+    let mut reach: std::collections::BTreeSet<u32> = devices.iter().copied().collect();
+    let mut taken = vec![false; ledger.len()];
+    loop {
+        let mut grew = false;
+        for (i, (p, _)) in ledger.iter().enumerate() {
+            if !taken[i] && p.devices.iter().any(|d| reach.contains(d)) {
+                taken[i] = true;
+                reach.extend(p.devices.iter().copied());
+                grew = true;
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+    (0..ledger.len()).filter(|&i| taken[i]).collect()
 }
 
 /// The memory-relevant settings of a pool's server, from its normalised flags: the vram-fit

@@ -129,6 +129,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
 
     let mut b = Builder::default();
     let mut summaries = Vec::new();
+    let mut ledger = Vec::new();
     for &input in &selected {
         let pool = &input.pool;
         let mut steps = PoolSteps::new(&mut b, pool.id.as_str());
@@ -138,13 +139,15 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
             &mut steps,
             valid,
             input,
-            model.as_ref().map(|m| m.0),
+            model.as_ref().map(|m| (m.0, &m.2)),
             &checks,
+            &mut ledger,
         )?;
         let server = Server::of(input);
         let upstream = Upstream {
             binary,
             binary_step,
+            model_step: model.as_ref().map(|m| m.0),
             model_path: model.map(|m| m.1).unwrap_or_default(),
             fit,
             total_replicas,

@@ -16,7 +16,7 @@ pub(super) fn resolve(
     steps: &mut PoolSteps,
     input: &PoolInput,
     names: &Names,
-) -> Option<(usize, String)> {
+) -> Option<(usize, String, StepId)> {
     let prov = &input.pool.provisioning;
     let k = names.keys(&input.pool.id);
     k.model.as_ref().map(|(base, key)| {
@@ -35,8 +35,9 @@ pub(super) fn resolve(
             ModelRef::Cached { name } => format!("{cache_dir}/{name}"),
             ModelRef::Hf { .. } | ModelRef::Url { .. } => "${model_path}".into(),
         };
+        let step_id = StepId::ModelResolve(names.models.id(base, key));
         let id = steps.add_with_secrets(
-            StepId::ModelResolve(names.models.id(base, key)).into(),
+            step_id.clone().into(),
             vec![],
             || {
                 let (source, secrets) = with_placeholders(source);
@@ -50,7 +51,7 @@ pub(super) fn resolve(
                 (spec, secrets)
             },
         );
-        (id, path)
+        (id, path, step_id)
     })
 }
 

@@ -84,9 +84,10 @@ pub(super) struct Upstream {
     /// The server binary, and the step that makes it.
     pub(super) binary: String,
     pub(super) binary_step: Option<usize>,
-    /// The model's path (empty without a model).
+    /// The model's resolve step and path (empty without a model).
+    pub(super) model_step: Option<usize>,
     pub(super) model_path: String,
-    /// The step spawns wait for (vram-fit or model-resolve).
+    /// The GPU pool's vram-fit: a gate spawns wait for, not part of their fingerprints.
     pub(super) fit: Option<usize>,
     /// Replicas in the whole config (the default handoff path depends on it).
     pub(super) total_replicas: u32,
@@ -146,7 +147,7 @@ impl Replica<'_> {
             .residency_flags(pool.backend, &server.arg_flags);
         flags.extend(server.arg_flags.iter().cloned());
         let argv = server.engine.argv(args, &flags);
-        let deps = up.binary_step.into_iter().chain(up.fit);
+        let deps = up.binary_step.into_iter().chain(up.model_step).chain(up.fit);
         let spawn = steps.add_with_secrets(StepId::spawn(pid, r).into(), deps, || {
             let spec = StepSpec::Spawn(Spawn {
                 pool: pid.into(),

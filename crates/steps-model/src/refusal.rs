@@ -1,0 +1,113 @@
+//! `POOL_UNAVAILABLE`: why a GPU pool does not fit, said per device — what is free, what this
+//! project's servers there hold, the other processes, each pool sharing the device and its
+//! share, and what one of this pool's servers needs — with the largest context that would fit
+//! and the concrete ways to make it fit.
+
+use provision_executor::StepError;
+use provision_plan::outputs::LedgerDevice;
+
+use crate::estimate::{human, largest_fitting_ctx, Estimate};
+use crate::ledger::Entry;
+
+/// A line per other process: `pid 4242 14.00 GiB` (`? MiB` when the driver does not say).
+fn others(d: &LedgerDevice) -> String {
+    if d.others.is_empty() {
+        return "none".into();
+    }
+    d.others
+        .iter()
+        .map(|a| {
+            let used = a
+                .used_memory_mib
+                .map_or("unknown".into(), |m| human(m * crate::estimate::MIB));
+            match &a.replica {
+                Some(r) => format!("pid {} {used} (this project's `{r}`, staying)", a.pid),
+                None => format!("pid {} {used}", a.pid),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The lines of one device.
+fn device_lines(own: &Entry, est: &Estimate, d: &LedgerDevice) -> Vec<String> {
+    let mut lines = vec![format!(
+        "  GPU {} ({}, {}): {} of {} free now{}; other processes: {}",
+        d.device,
+        d.name,
+        d.uuid,
+        human(d.free),
+        human(d.total),
+        if d.theirs > 0 {
+            format!(
+                ", + {} held by this project's servers of these pools",
+                human(d.theirs)
+            )
+        } else {
+            String::new()
+        },
+        others(d)
+    )];
+    for s in &d.shares {
+        let mark = if s.pool == own.pool {
+            "  <- this pool"
+        } else if s.placed {
+            ""
+        } else {
+            "  (does not fit either)"
+        };
+        lines.push(format!(
+            "    pool `{}`: {} replica{} × {} = {}{mark}",
+            s.pool,
+            s.replicas,
+            if s.replicas == 1 { "" } else { "s" },
+            human(s.per_replica),
+            human(s.total)
+        ));
+    }
+    if let Some(n) = est.devices.iter().find(|x| x.device == d.device) {
+        lines.push(format!(
+            "    one server of `{}` here: weights {}, KV cache {}, compute {}, margin {} ({} layers{})",
+            own.pool,
+            human(n.weights),
+            human(n.kv_cache),
+            human(n.compute),
+            human(n.margin),
+            n.layers,
+            if n.output_layer { " + output" } else { "" }
+        ));
+    }
+    lines.push(if d.left < 0 {
+        format!("    short by {}", human(d.left.unsigned_abs()))
+    } else {
+        format!("    left {}", human(d.left.unsigned_abs()))
+    });
+    lines
+}
+
+/// The `POOL_UNAVAILABLE` error for `own` (estimated `est`) on the ledger `devices`.
+pub fn unavailable(own: &Entry, est: &Estimate, devices: &[LedgerDevice]) -> StepError {
+    let replicas = own.replicas.max(1);
+    let mut lines = vec![format!(
+        "POOL_UNAVAILABLE: pool `{}` ({} replica{}) does not fit in the free VRAM of its GPUs at ctx {}, beside what else is on them",
+        own.pool,
+        replicas,
+        if replicas == 1 { "" } else { "s" },
+        est.ctx
+    )];
+    for d in devices.iter().filter(|d| own.devices.contains(&d.device)) {
+        lines.extend(device_lines(own, est, d));
+    }
+    // What one server of this pool could have, were it alone with what it found.
+    let room: Vec<(u32, u64)> = est
+        .devices
+        .iter()
+        .map(|d| (d.device, d.free / u64::from(replicas)))
+        .collect();
+    let largest = largest_fitting_ctx(&own.model, &own.input, &room);
+    lines.push(match largest {
+        Some(c) => format!("  largest ctx that fits: {c}"),
+        None => "  largest ctx that fits: none — the weights alone do not fit".into(),
+    });
+    StepError::new(lines.join("\n")).hint(crate::hints::ways_to_fit(own, largest))
+}
