@@ -421,7 +421,7 @@ fn first_apply_runs_everything_second_skips_everything() {
     );
     let kept = ids_where(&second, |r| *r == StepResult::Kept);
     assert!(
-        kept.iter().all(|id| ["gpu-check", "spawn:", "probe:"]
+        kept.iter().all(|id| ["gpu-check", "vram-fit:", "spawn:", "probe:"]
             .iter()
             .any(|p| id.starts_with(p))),
         "{kept:?}"
@@ -461,6 +461,38 @@ fn a_changed_fact_dirties_exactly_that_step_and_its_dependents() {
     ran_sorted.sort();
     assert_eq!(ran_sorted, expected);
     insta::assert_snapshot!("moved_branch_reasons", reasons(&run, &ran));
+}
+
+/// A gate (vram-fit) that runs again — free memory read anew, the pools beside it changed —
+/// and records something else dirties none of its dependents: no server restarts.
+#[test]
+fn a_gate_that_runs_again_restarts_nothing() {
+    let run = Run::new();
+    let fake = Fake::default();
+    run.apply(&fake, &opts());
+    fake.reset_runs();
+    fake.facts.lock().unwrap().insert(
+        "vram-fit:gpu".into(),
+        [("free".to_string(), "1 MiB less".to_string())].into(),
+    );
+    let (report, _) = run.apply(&fake, &opts());
+    let ran = ids_where(&report, |r| *r == StepResult::Ran);
+    assert_eq!(ran, ["vram-fit:gpu"], "{:?}", report.results);
+    assert!(
+        depends_on(&run.plan, "spawn:gpu/r0", "vram-fit:gpu"),
+        "the servers wait for it"
+    );
+    // A failing gate stops its dependents; a running server is left alone.
+    fake.facts.lock().unwrap().insert(
+        "vram-fit:gpu".into(),
+        [("free".to_string(), "none".to_string())].into(),
+    );
+    fake.fail.lock().unwrap().insert("vram-fit:gpu".into());
+    let (report, _) = run.apply(&fake, &opts());
+    assert!(ids_where(&report, |r| *r == StepResult::Ran).is_empty());
+    let failed: Vec<&str> = report.failures().iter().map(|(id, _)| *id).collect();
+    assert_eq!(failed, ["vram-fit:gpu"]);
+    assert!(ids_where(&report, |r| matches!(r, StepResult::Blocked(_))).contains(&"spawn:gpu/r0".to_string()));
 }
 
 #[test]

@@ -121,7 +121,16 @@ fn full_specs() -> Vec<StepSpec> {
         StepSpec::VramFit(VramFit {
             pool: s("a"),
             devices: vec![0, 1],
+            replicas: 2,
+            model: provision_plan::StepId::ModelResolve(s("m.gguf")),
             memory: memory(),
+            placed_before: vec![LedgerPool {
+                pool: s("b"),
+                devices: vec![1],
+                replicas: 1,
+                model: provision_plan::StepId::ModelResolve(s("n.gguf")),
+                memory: memory(),
+            }],
         }),
         StepSpec::Spawn(Spawn {
             pool: s("a"),
@@ -249,6 +258,9 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
         StepSpec::VramFit(VramFit {
             pool: _,
             devices: _,
+            replicas: _,
+            model: _,
+            placed_before: _,
             memory:
                 MemorySettings {
                     ctx: _,
@@ -266,6 +278,9 @@ fn field_names(spec: &StepSpec) -> Vec<&'static str> {
         }) => vec![
             "pool",
             "devices",
+            "replicas",
+            "model",
+            "placed_before",
             "ctx",
             "parallel",
             "n_gpu_layers",

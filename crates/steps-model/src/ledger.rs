@@ -6,8 +6,10 @@
 //! is theirs again: a re-apply does not count a server twice). Each pool needs, on each of
 //! its devices, its replicas × what one server needs there (every replica is its own process,
 //! with its own CUDA context and buffers). A pool is placed when every one of its devices has
-//! that left; otherwise it takes nothing, and its running servers (which stay where they are)
-//! no longer count as free: the placement is worked out again until no such pool is left.
+//! that left; otherwise it takes nothing, and its running servers stay where they are: their
+//! memory is then no longer free for the pools before it (only for their own pool), and the
+//! placement is worked out again until no such pool is left. So an earlier pool never takes
+//! the memory of a later pool's running servers unless that pool still fits after it.
 //! Other processes (other tenants, other projects) are already outside the free memory; they
 //! are listed so a refusal can name them.
 
@@ -114,20 +116,31 @@ fn walk(
         .collect();
     let mut pools = Vec::with_capacity(entries.len());
     for e in entries {
+        // A pool whose servers stay has their memory for itself, not for the pools before it.
+        let own = |d: u32| -> i128 {
+            if staying.contains(e.pool.as_str()) {
+                i128::from(devices[&d].theirs.get(e.pool.as_str()).copied().unwrap_or(0))
+            } else {
+                0
+            }
+        };
+        let room = |d: u32| left[&d] + own(d);
         let free: Vec<(u32, u64)> = e
             .devices
             .iter()
-            .map(|d| (*d, u64::try_from(left[d].max(0)).unwrap_or(u64::MAX)))
+            .map(|&d| (d, u64::try_from(room(d).max(0)).unwrap_or(u64::MAX)))
             .collect();
         let est = estimate(&e.model, &e.input, &free);
         let n = i128::from(e.replicas.max(1));
         let placed = est
             .devices
             .iter()
-            .all(|d| i128::from(d.need) * n <= left[&d.device]);
+            .all(|d| i128::from(d.need) * n <= room(d.device));
         if placed {
             for d in &est.devices {
-                *left.get_mut(&d.device).expect("a device of the entry") -= i128::from(d.need) * n;
+                let gain = own(d.device);
+                *left.get_mut(&d.device).expect("a device of the entry") +=
+                    gain - i128::from(d.need) * n;
             }
         }
         pools.push((est, placed));

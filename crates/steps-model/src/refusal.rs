@@ -77,10 +77,17 @@ fn device_lines(own: &Entry, est: &Estimate, d: &LedgerDevice) -> Vec<String> {
             if n.output_layer { " + output" } else { "" }
         ));
     }
-    lines.push(if d.left < 0 {
-        format!("    short by {}", human(d.left.unsigned_abs()))
+    // What the pool lacks here: its share beyond what the pools before it left.
+    let share = d.shares.iter().find(|s| s.pool == own.pool);
+    let short = share.map_or(0, |s| i128::from(s.total) - i128::from(d.left.max(0)));
+    lines.push(if short > 0 {
+        format!(
+            "    left by the pools before it: {}; short by {}",
+            human(d.left.max(0).unsigned_abs()),
+            human(u64::try_from(short).unwrap_or(u64::MAX))
+        )
     } else {
-        format!("    left {}", human(d.left.unsigned_abs()))
+        format!("    left: {} (enough here)", human(d.left.max(0).unsigned_abs()))
     });
     lines
 }

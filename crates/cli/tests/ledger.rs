@@ -1,0 +1,203 @@
+//! The device ledger through `provision apply` (issue 15, findings 1 and 2): replicas and
+//! pools on one GPU add up; free memory and the other processes on a GPU are read on every
+//! apply; a running server is never restarted because of a new reading, and is not counted
+//! twice.
+//!
+//! `nvidia-smi` is the stand-in of `gpu_host` (its answers are files the tests change); the
+//! llama-server is this test binary, run as the fake llama-server. Hence `harness = false`.
+
+#[path = "../../steps-spawn/src/bin/fake-llama-server.rs"]
+mod fake;
+mod gpu_host;
+
+use std::path::Path;
+use std::process::{ExitCode, Output};
+
+use gpu_host::{gpu_pool, one_3090_with_free, provision, set_apps, set_gpus, AS_SERVER, UUID0};
+use libtest_mimic::{Arguments, Failed, Trial};
+use serde_json::Value;
+
+fn main() -> ExitCode {
+    if std::env::var_os(AS_SERVER).is_some() {
+        fake::main();
+        return ExitCode::SUCCESS;
+    }
+    let args = Arguments::from_args();
+    let tests = vec![
+        Trial::test("replicas_and_pools_on_one_gpu_add_up", add_up),
+        Trial::test(
+            "free_memory_and_other_processes_are_read_on_every_apply",
+            read_every_apply,
+        ),
+        Trial::test(
+            "a_running_server_is_kept_and_not_counted_twice_when_the_reading_changes",
+            running_kept,
+        ),
+    ];
+    libtest_mimic::run(&args, tests).exit_code()
+}
+
+/// A project that takes its servers down when the test ends, even when it failed.
+struct Project(tempfile::TempDir);
+
+impl Project {
+    fn new(pools: &str) -> Project {
+        let p = Project(gpu_host::project());
+        p.configure(pools);
+        p
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    fn configure(&self, pools: &str) {
+        std::fs::write(self.path().join("pools.yaml"), format!("pools:\n{pools}")).unwrap();
+    }
+
+    fn apply(&self) -> (Output, Vec<Value>) {
+        let out = provision(
+            self.path(),
+            &["apply", "-c", "pools.yaml", "--cache-dir", "cache", "--json"],
+        )
+        .output()
+        .unwrap();
+        let events = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (out, events)
+    }
+
+    /// The pids the handoff files name.
+    fn handoff_pids(&self) -> Vec<u32> {
+        let Ok(dir) = std::fs::read_dir(self.path().join(".runtime/engines")) else {
+            return Vec::new();
+        };
+        let mut pids: Vec<u32> = dir
+            .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
+            .filter_map(|v| v["pid"].as_u64().map(|p| p as u32))
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = provision(self.path(), &["down", "--grace", "0.2"]).output();
+    }
+}
+
+/// What apply said: stderr, and the events' messages (`--json` puts a failure there).
+fn said(out: &Output) -> String {
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Ok(v) = serde_json::from_str::<Value>(line) {
+            for key in ["error", "message", "hint"] {
+                if let Some(s) = v.get(key).and_then(Value::as_str) {
+                    text.push_str(s);
+                    text.push('\n');
+                }
+            }
+            if let Some(s) = v.pointer("/error/message").and_then(Value::as_str) {
+                text.push_str(s);
+                text.push('\n');
+            }
+        }
+    }
+    text
+}
+
+fn started(events: &[Value], id: &str) -> bool {
+    events.iter().any(|e| {
+        e.get("event").and_then(Value::as_str) == Some("started")
+            && e.get("step").and_then(Value::as_str) == Some(id)
+    })
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+}
+
+/// One server of the tiny model needs a little over 512 MiB (the per-process margin): 1200
+/// MiB free hold two servers, not three. Two replicas of `a` and one of `b` on GPU 0: `a`
+/// (first in the config) is placed, `b` is refused naming the device and `a`'s share, and
+/// nothing of `b` is spawned. (Before the ledger each fit saw the whole free memory alone:
+/// all three servers were spawned.)
+fn add_up() -> Result<(), Failed> {
+    let p = Project::new(&(gpu_pool("a", 2, "[0]", "") + &gpu_pool("b", 1, "[0]", "")));
+    set_gpus(p.path(), &one_3090_with_free(1200));
+    let (out, events) = p.apply();
+    let err = said(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}\n{events:?}");
+    assert!(err.contains("POOL_UNAVAILABLE: pool `b` (1 replica)"), "{err}");
+    assert!(err.contains(&format!("GPU 0 (NVIDIA GeForce RTX 3090, {UUID0})")), "{err}");
+    assert!(err.contains("pool `a`: 2 replicas × "), "{err}");
+    assert!(started(&events, "spawn:a/r0") && started(&events, "spawn:a/r1"), "{events:?}");
+    assert!(!started(&events, "spawn:b/r0"), "{events:?}");
+    assert_eq!(p.handoff_pids().len(), 2, "a's two servers, none of b");
+    Ok(())
+}
+
+/// After `down`, another tenant takes most of the GPU: the next apply reads it and refuses
+/// before spawn, naming the tenant's process. (Before, gpu-check and vram-fit were fresh from
+/// the state file and the server was spawned on the old reading.)
+fn read_every_apply() -> Result<(), Failed> {
+    let p = Project::new(&gpu_pool("g", 1, "[0]", ""));
+    let (out, _) = p.apply();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let down = provision(p.path(), &["down", "--grace", "0.2"]).output().unwrap();
+    assert_eq!(down.status.code(), Some(0));
+    set_gpus(p.path(), &one_3090_with_free(300));
+    set_apps(p.path(), &format!("4242, {UUID0}, 23612\n"));
+    let (out, events) = p.apply();
+    let err = said(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}\n{events:?}");
+    assert!(err.contains("POOL_UNAVAILABLE: pool `g`"), "{err}");
+    assert!(err.contains("other processes: pid 4242 23.06 GiB"), "{err}");
+    assert!(!started(&events, "spawn:g/r0"), "{events:?}");
+    assert!(p.handoff_pids().is_empty());
+    Ok(())
+}
+
+/// A running server shows up among the GPU's processes (by its marker it is this project's):
+/// a re-apply on a new reading keeps it (its memory is its own again, not another tenant's),
+/// even when another tenant has since filled the card; a change of its memory settings is
+/// checked against the reading now and refused, leaving the running server alone.
+fn running_kept() -> Result<(), Failed> {
+    let p = Project::new(&gpu_pool("g", 1, "[0]", ""));
+    let (out, _) = p.apply();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let pids = p.handoff_pids();
+    assert_eq!(pids.len(), 1);
+    let server = pids[0];
+    // The server holds 600 MiB and leaves 1000 free: counted as another tenant's, a fresh
+    // server of 512+ MiB would still fit — so also let a tenant take 9 GiB.
+    set_apps(p.path(), &format!("{server}, {UUID0}, 600\n4242, {UUID0}, 9216\n"));
+    set_gpus(p.path(), &one_3090_with_free(23_912 - 600 - 9216));
+    let (out, events) = p.apply();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!started(&events, "spawn:g/r0"), "kept: {events:?}");
+    assert_eq!(p.handoff_pids(), [server]);
+
+    // The tenant fills the card: 100 MiB free. The running server is not refused.
+    set_apps(p.path(), &format!("{server}, {UUID0}, 600\n4242, {UUID0}, 23212\n"));
+    set_gpus(p.path(), &one_3090_with_free(100));
+    let (out, events) = p.apply();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!started(&events, "spawn:g/r0"), "kept: {events:?}");
+
+    // A second replica: checked against the reading now, refused; the old server runs on.
+    p.configure(&gpu_pool("g", 2, "[0]", ""));
+    let (out, events) = p.apply();
+    let err = said(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}\n{events:?}");
+    assert!(err.contains("POOL_UNAVAILABLE: pool `g`"), "{err}");
+    assert!(!started(&events, "spawn:g/r0") && !started(&events, "spawn:g/r1"), "{events:?}");
+    assert!(alive(server), "the running server is left alone");
+    assert_eq!(p.handoff_pids(), [server]);
+    Ok(())
+}
