@@ -47,14 +47,8 @@ fn main() -> ExitCode {
             "a_gpu_server_is_handed_off_with_what_it_allocated",
             good_gpu,
         ),
-        Trial::test(
-            "the_device_list_is_asked_once_per_binary",
-            devices_cached,
-        ),
-        Trial::test(
-            "a_cpu_pool_on_a_cpu_only_binary_is_unaffected",
-            cpu_pool,
-        ),
+        Trial::test("the_device_list_is_asked_once_per_binary", devices_cached),
+        Trial::test("a_cpu_pool_on_a_cpu_only_binary_is_unaffected", cpu_pool),
     ];
     libtest_mimic::run(&args, tests).exit_code()
 }
@@ -150,8 +144,11 @@ fn text(out: &Output) -> String {
 
 /// Is `pid` a live process (not a zombie)?
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
 }
 
 /// Apply fails with exit 3, saying `says`, with nothing running and nothing handed off.
@@ -268,7 +265,11 @@ fn devices_cached() -> Result<(), Failed> {
         }
     }
     let runs = std::fs::read_to_string(&count).unwrap_or_default();
-    assert_eq!(runs.lines().count(), 1, "the binary listed its devices: {runs:?}");
+    assert_eq!(
+        runs.lines().count(),
+        1,
+        "the binary listed its devices: {runs:?}"
+    );
     Ok(())
 }
 

@@ -26,7 +26,10 @@ fn a_real_cpu_build_lists_no_device_and_a_cuda_pool_is_refused() {
     let binary = dir.path().join("llama-server");
     std::fs::write(
         &binary,
-        format!("#!/bin/sh\ncat <<'EOF'\n{LIST_DEVICES}EOF\necho ran >> {}/count\n", dir.path().display()),
+        format!(
+            "#!/bin/sh\ncat <<'EOF'\n{LIST_DEVICES}EOF\necho ran >> {}/count\n",
+            dir.path().display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
