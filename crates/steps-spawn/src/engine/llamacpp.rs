@@ -59,7 +59,7 @@ impl RuntimeEngine for LlamaCpp {
 
     fn no_device_hint(&self, pool: &str, backend: Backend) -> String {
         format!(
-            "build llama.cpp with {} support (cmake -DGGML_CUDA=ON; mode source: add it to the pool's `provisioning.cmake_flags`; mode binary: point `provisioning.binary.path` at a CUDA build), or set `backend: cpu` on pool {pool} to run it on the CPU",
+            "point `provisioning.binary.path` of pool {pool} at a llama-server built with {} support (cmake -DGGML_CUDA=ON), or set `backend: cpu` on pool {pool} to run it on the CPU",
             backend.as_str().to_uppercase()
         )
     }
