@@ -30,6 +30,10 @@ use serde_json::{Map, Value};
 /// Set in the pool's env: this binary then runs as the fake llama-server.
 const AS_SERVER: &str = "PROVISION_TEST_AS_LLAMA_SERVER";
 
+/// Outputs added after version 1, by kind: what the probe read of the server's load report
+/// and the GPU layers the spawn asked for (issue 15).
+const SINCE_V1: &[(&str, &str)] = &[("probe", "memory"), ("spawn", "gpu_layers")];
+
 /// The state file main wrote over running servers.
 const FIXTURE: &str = include_str!("../../../fixtures/state/v1-main.json");
 
@@ -173,6 +177,12 @@ fn v1_outputs(steps: &Map<String, Value>) -> BTreeMap<String, Map<String, Value>
         .map(|(id, r)| {
             let mut o = r["outputs"].as_object().cloned().unwrap_or_default();
             o.remove("kind");
+            // Outputs added since (main never wrote them; absent, they read as their default).
+            for (kind, key) in SINCE_V1 {
+                if r["kind"] == *kind {
+                    o.remove(*key);
+                }
+            }
             (id.clone(), o)
         })
         .collect();

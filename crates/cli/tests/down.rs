@@ -106,6 +106,7 @@ fn spawn_outputs(server: ServerIdentity, pid_file: &Path) -> SpawnOutputs {
         devices: Vec::new(),
         started_at: String::new(),
         handoff_path: None,
+        gpu_layers: None,
     }
 }
 

@@ -152,6 +152,7 @@ fn fake_server(pid: u32, id: &str) -> SpawnOutputs {
         devices: Vec::new(),
         started_at: String::new(),
         handoff_path: None,
+        gpu_layers: None,
     }
 }
 

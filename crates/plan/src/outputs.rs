@@ -22,7 +22,7 @@ pub use build::{CmakeBuildOutputs, CmakeConfigureOutputs, GitCloneOutputs};
 pub use host::{Gpu, GpuCheckOutputs, PreflightToolsOutputs};
 pub use ledger::{ComputeApp, LedgerDevice, LedgerShare};
 pub use model::{DeviceFit, FitEstimate, FitInputs, ModelResolveOutputs, VramFitOutputs};
-pub use replica::{HandoffOutputs, ProbeOutputs, ServerIdentity, SpawnOutputs};
+pub use replica::{DeviceMemory, HandoffOutputs, ProbeOutputs, ServerIdentity, SpawnOutputs};
 
 use crate::step_kind::StepKind;
 

@@ -223,9 +223,9 @@ pub struct Spawn {
     pub binary: String,
     /// The exact argv (it holds no secret).
     pub argv: Vec<String>,
-    /// Flags of `argv` that provision added (`--fit`, with its value) and the spawn drops when
-    /// the binary does not accept them: older builds lack them and need none. Absent for a
-    /// server that gets none (CPU pools), so their fingerprints stay what they were.
+    /// Flags of `argv` that provision added (`--fit`, `--log-verbosity`, each with its value)
+    /// and the spawn drops when the binary does not accept them: older builds lack them and
+    /// need none. Absent for a server that gets none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unless_unknown: Vec<String>,
     /// Environment added to the process; a secret value is `${secret:env.NAME}` (`--api-key`

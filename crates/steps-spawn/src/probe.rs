@@ -8,12 +8,15 @@
 //! endpoints are and what their answers mean is the engine's ([`crate::engine`]); the server
 //! is a [`ServerHandle`].
 
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use provision_executor::{ExitState, FailedCommand, Outcome, StepContext, StepError};
-use provision_plan::outputs::{CmakeBuildOutputs, ProbeOutputs, SpawnOutputs};
+use provision_plan::config::Backend;
+use provision_plan::outputs::{CmakeBuildOutputs, DeviceMemory, ProbeOutputs, SpawnOutputs};
 use provision_plan::step::Probe;
 use provision_plan::StepId;
 
@@ -179,6 +182,8 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         &format!("{name} ready after {ready_ms} ms ({polls} polls of {shown_url})"),
     );
 
+    let memory = check_load_report(cx, &replica, spawned)?;
+
     if spec.metrics {
         check_metrics(&replica, &http, url, key)?;
     }
@@ -195,6 +200,7 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         engine_version: version,
         engine_version_source: source.to_string(),
         handoff_path: handoff.map(|h| h.display().to_string()),
+        memory,
     }))
 }
 
@@ -284,6 +290,70 @@ fn wait_ready(
         thread::sleep(poll_pause(started.elapsed()).min(left));
     }
     Ok(polls)
+}
+
+/// How long the load report may trail the server's ready answer in its log (a logger thread
+/// writes it).
+const REPORT_WAIT: Duration = Duration::from_secs(2);
+
+/// The server's own load report, from its log: what it allocated per device. A GPU pool's
+/// server must show there every layer it was asked for on its GPUs (issue 15 finding 5: a
+/// build without GPU support, or one that kept layers in host memory, serves from the CPU);
+/// else it is stopped and the probe fails, so it is never handed off. Nothing for an external
+/// server (its log is not ours).
+fn check_load_report(
+    cx: &StepContext<'_>,
+    replica: &Replica,
+    spawned: Option<&SpawnOutputs>,
+) -> Result<BTreeMap<String, DeviceMemory>, StepError> {
+    let (Some(s), Some(log), false) = (spawned, replica.log(), replica.spec.external) else {
+        return Ok(BTreeMap::new());
+    };
+    let engine = replica.engine;
+    let read = || engine.load_report(&read_start(log, engine.load_report_bytes()));
+    let gpu = s.backend != Backend::Cpu;
+    let mut report = read();
+    let waited = Instant::now();
+    while gpu && !report.tells_placement() && waited.elapsed() < REPORT_WAIT {
+        thread::sleep(Duration::from_millis(10));
+        report = read();
+    }
+    if gpu {
+        if let Err(why) = report.on_gpus(s.gpu_layers) {
+            let stopped = replica.server.stop(DEFAULT_GRACE);
+            let hint = if report.offloaded.is_some() {
+                format!(
+                    "a {} pool runs entirely on its GPUs: let the pool's flags keep every layer there, give it more or larger devices, or set `backend: cpu` on pool {}",
+                    s.backend.as_str(),
+                    replica.spec.pool
+                )
+            } else {
+                engine.no_device_hint(&replica.spec.pool, s.backend)
+            };
+            let hint = match stopped {
+                Ok(_) => hint,
+                Err(e) => format!("{hint}; stopping the server failed: {e}"),
+            };
+            return Err(StepError::new(format!(
+                "{} is not on its {} devices {:?}: {why}; it was stopped and is not handed off",
+                replica.name,
+                s.backend.as_str(),
+                s.devices
+            ))
+            .hint(hint)
+            .tail(server_log_tail(cx, log)));
+        }
+    }
+    Ok(report.memory(&s.devices))
+}
+
+/// The first `max` bytes of `log` (empty when it cannot be read).
+fn read_start(log: &Path, max: u64) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(f) = std::fs::File::open(log) {
+        let _ = f.take(max).read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// The engine's metrics endpoint answers 200, or the server (if ours) is stopped and the

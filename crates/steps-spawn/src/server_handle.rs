@@ -205,6 +205,7 @@ mod tests {
             devices: vec![],
             started_at: "2026-01-01T00:00:00Z".into(),
             handoff_path: None,
+            gpu_layers: None,
         }
     }
 

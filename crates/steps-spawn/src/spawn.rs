@@ -12,13 +12,14 @@ use std::process::{Command, Stdio};
 
 use provision_executor::state::{now_rfc3339, write_atomic, Durability};
 use provision_executor::{Facts, Outcome, StepContext, StepError};
+use provision_plan::config::Backend;
 use provision_plan::outputs::SpawnOutputs;
 use provision_plan::secret_ref::SecretRef;
 use provision_plan::step::{PortSpec, Spawn};
 use sha2::{Digest, Sha256};
 
 use crate::binary_digest::{binary_digest, digest_cache};
-use crate::engine::{KnownFlags, RuntimeEngine};
+use crate::engine::{BackendDevices, KnownFlags, RuntimeEngine};
 use crate::handoff_owner::{inspect, Found};
 use crate::identity;
 use crate::key_files::check_private;
@@ -136,6 +137,13 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
     let argv = drop_unknown(cx, spec, engine, &known, &binary);
     let shown: Vec<String> = argv.iter().map(|a| expand(cx, a, None)).collect();
     check_flags(spec, engine, &known, &shown, (&binary, &digest))?;
+    let binary_of = BinaryOf {
+        binary: &binary,
+        digest: &digest,
+        known: &known,
+        env: real_env,
+    };
+    check_devices(cx, spec, engine, &binary_of, &cache)?;
 
     let port = choose_port(spec, cx, &name)?;
     let shown: Vec<String> = argv.iter().map(|a| expand(cx, a, Some(port))).collect();
@@ -181,6 +189,9 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         devices: spec.devices.clone(),
         started_at: now_rfc3339(),
         handoff_path: handoff.map(|h| h.display().to_string()),
+        gpu_layers: (spec.backend != Backend::Cpu)
+            .then(|| engine.gpu_layers(&shown))
+            .flatten(),
     };
     Ok(Outcome::new(outputs))
 }
@@ -282,6 +293,71 @@ fn check_flags(
         .hint(engine.unknown_flags_hint(&spec.pool, binary)));
     }
     Ok(())
+}
+
+/// The binary a replica is about to run, and what it says about itself.
+struct BinaryOf<'a> {
+    binary: &'a Path,
+    digest: &'a str,
+    known: &'a KnownFlags,
+    /// The environment it runs in.
+    env: &'a BTreeMap<String, String>,
+}
+
+/// A GPU pool's binary lists a device of the pool's backend: a build without GPU support would
+/// serve the pool from the CPU (issue 15 finding 5). Asked before anything starts. A binary
+/// that cannot list its devices (an older build) is let through: the probe checks where the
+/// server says it loaded the model.
+fn check_devices(
+    cx: &StepContext<'_>,
+    spec: &Spawn,
+    engine: &dyn RuntimeEngine,
+    b: &BinaryOf<'_>,
+    cache: &Path,
+) -> Result<(), StepError> {
+    if spec.backend == Backend::Cpu {
+        return Ok(());
+    }
+    let name = replica_name(&spec.pool, spec.replica);
+    let devices = engine
+        .backend_devices(b.binary, (b.digest, b.known), spec.backend, b.env, cache)
+        .map_err(|e| {
+            StepError::new(e.message)
+                .tail(e.tail)
+                .hint("check that the binary runs on this machine (shared libraries, GPU driver)")
+                .with_command(e.command)
+        })?;
+    let backend = spec.backend.as_str().to_uppercase();
+    match devices {
+        BackendDevices::Listed(_) => Ok(()),
+        BackendDevices::Unknown => {
+            note(
+                cx,
+                &format!(
+                    "{name}: `{} {}` is not known to this build; its load report will show whether the model is on the GPU",
+                    b.binary.display(),
+                    engine.devices_source()
+                ),
+            );
+            Ok(())
+        }
+        BackendDevices::Missing(listed) => {
+            let what = if listed.is_empty() {
+                "no device at all: a build without GPU support".to_string()
+            } else {
+                format!("only {}", listed.join("; "))
+            };
+            Err(StepError::new(format!(
+                "{name}: pool {} has backend {}, but `{} {}` ({}) lists no {backend} device, {what}; the server would run on the CPU, so nothing was started",
+                spec.pool,
+                spec.backend.as_str(),
+                b.binary.display(),
+                engine.devices_source(),
+                b.digest,
+            ))
+            .hint(engine.no_device_hint(&spec.pool, spec.backend)))
+        }
+    }
 }
 
 /// The pool's key files (`api_key: {file}`, `listen.tls.key_file`) are private, and its TLS

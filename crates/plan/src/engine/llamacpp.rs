@@ -23,6 +23,15 @@ pub const HEALTH_PATH: &str = "/health";
 /// spawn drops it for a binary whose `--help` does not list it.
 pub const FIT_FLAG: &str = "--fit";
 
+/// The log verbosity at which llama-server prints its load report: `offloaded N/M layers to
+/// GPU` and each buffer's size per device (`CUDA0 model buffer size = … MiB`, KV, output,
+/// compute). Recent builds print them at 4 (trace) only, not at their default 3; the probe
+/// reads them to prove a GPU pool is on its GPUs and to record what it allocated. Builds older
+/// than the flag print them by default: the spawn drops it for a binary that does not list it.
+pub const LOG_VERBOSITY_FLAG: &str = "--log-verbosity";
+/// [`LOG_VERBOSITY_FLAG`]'s value.
+pub const LOAD_REPORT_VERBOSITY: &str = "4";
+
 /// llama.cpp's server.
 #[derive(Debug, Clone, Copy)]
 pub struct LlamaCpp;
@@ -81,6 +90,22 @@ impl PlannedEngine for LlamaCpp {
         (vec![fit_off], vec![FIT_FLAG.into()])
     }
 
+    fn report_flags(&self, flags: &[Flag]) -> (Vec<Flag>, Vec<String>) {
+        // A verbosity of the pool's own flags is honoured as it is (`--verbose` logs all).
+        if flags
+            .iter()
+            .any(|f| f.name == LOG_VERBOSITY_FLAG || f.name == "--verbose")
+        {
+            return (Vec::new(), Vec::new());
+        }
+        let verbosity = Flag {
+            name: LOG_VERBOSITY_FLAG.into(),
+            value: Some(LOAD_REPORT_VERBOSITY.into()),
+            secret: false,
+        };
+        (vec![verbosity], vec![LOG_VERBOSITY_FLAG.into()])
+    }
+
     fn secret_flags_env(&self, flags: &[Flag]) -> Result<(Vec<Flag>, SecretFlagEnv), String> {
         llamacpp_flags::split_secret_flags(flags)
     }
@@ -118,6 +143,17 @@ mod tests {
         assert_eq!(optional, ["--fit"]);
         assert_eq!(
             LlamaCpp.residency_flags(Backend::Cpu, &[]),
+            (vec![], vec![])
+        );
+    }
+
+    #[test]
+    fn every_server_logs_its_load_report_unless_its_flags_set_the_detail() {
+        let (flags, optional) = LlamaCpp.report_flags(&[]);
+        assert_eq!(flags, [flag("--log-verbosity", "4")]);
+        assert_eq!(optional, ["--log-verbosity"]);
+        assert_eq!(
+            LlamaCpp.report_flags(&[flag("--log-verbosity", "5")]),
             (vec![], vec![])
         );
     }

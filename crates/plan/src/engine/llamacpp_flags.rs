@@ -128,6 +128,7 @@ const FLAGS: &[FlagSpec] = &[
     spec("--n-predict", &["-n"], Value, Int),
     spec("--alias", &["-a"], Value, Any),
     spec("--verbose", &["-v"], Switch, Any),
+    spec("--log-verbosity", &["-lv", "--verbosity"], Value, Int),
     spec("--jinja", &[], Switch, Any),
     spec("--chat-template", &[], Value, Any),
     spec("--api-key", &[], Value, Secret),

@@ -1,5 +1,7 @@
 //! Outputs of a replica's steps: spawn, probe, handoff.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +45,10 @@ pub struct SpawnOutputs {
     /// Its handoff file, removed while it is not ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff_path: Option<String>,
+    /// The layers its argv asks to put on the GPUs (`--n-gpu-layers N`); absent: every one.
+    /// The probe checks the server's own load report against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_layers: Option<u64>,
 }
 
 /// probe: the replica answered, and what it is.
@@ -58,6 +64,29 @@ pub struct ProbeOutputs {
     /// The handoff file it removed while it waited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff_path: Option<String>,
+    /// What the server allocated, per device, as its own load report (its log) says: the
+    /// engine's device name (`CUDA0`, `Host`) → the bytes. Empty for an external server, or
+    /// a log that reports no buffer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub memory: BTreeMap<String, DeviceMemory>,
+}
+
+/// What a server allocated on one device, from its load report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceMemory {
+    /// The GPU as `nvidia-smi` numbers it (the pool's `devices`); absent for host memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<u32>,
+    /// Everything the server allocated there: the sum of the parts below.
+    pub actual_bytes: u64,
+    /// The model's weights.
+    pub model_bytes: u64,
+    /// The KV cache (and a recurrent model's state).
+    pub kv_bytes: u64,
+    /// The output (logits) buffer.
+    pub output_bytes: u64,
+    /// The compute (activations) buffer.
+    pub compute_bytes: u64,
 }
 
 /// handoff: the file written.

@@ -141,10 +141,15 @@ impl Replica<'_> {
             model: &up.model_path,
             tls: server.tls.as_ref(),
         };
-        // What keeps the layers where the pool puts them (`--fit off` on a GPU), then the flags.
-        let (mut flags, unless_unknown) = server
+        // What keeps the layers where the pool puts them (`--fit off` on a GPU), what makes the
+        // server report them, then the flags.
+        let (mut flags, mut unless_unknown) = server
             .engine
             .residency_flags(pool.backend, &server.arg_flags);
+        // What makes its log report where it loaded the model, which the probe reads.
+        let (report, optional) = server.engine.report_flags(&server.arg_flags);
+        flags.extend(report);
+        unless_unknown.extend(optional);
         flags.extend(server.arg_flags.iter().cloned());
         let argv = server.engine.argv(args, &flags);
         let deps = up.binary_step.into_iter().chain(up.model_step).chain(up.fit);

@@ -31,6 +31,19 @@
 //!   an invalid argument
 //! - `FAKE_SSL_CERT_FILE=PATH`, `FAKE_SSL_KEY_FILE=PATH`: present this certificate and key
 //!   instead of the configured ones (a server that is not who the config says)
+//!
+//! Devices and the load report, in llama.cpp's formats:
+//! - `FAKE_GPUS=N` (default 1): the CUDA devices this build sees (those of
+//!   `CUDA_VISIBLE_DEVICES` below N, when set); `0` is a CPU-only build: `--list-devices`
+//!   prints `(none)` and `-ngl` gets llama.cpp's "no usable GPU found" warning
+//! - `FAKE_OFFLOAD=N`: put only N layers on the GPUs whatever `-ngl` asks (as `--fit on` may)
+//! - `FAKE_NO_LIST_DEVICES=1`: a build older than `--list-devices`
+//! - `FAKE_LIST_DEVICES_COUNT=PATH`: append a line to PATH at each `--list-devices`
+//! - `FAKE_N_LAYER=N` (default 2): the model's layers
+//!
+//! With `-lv 4` (or `-v`) the load report is printed as recent llama.cpp prints it: `load_tensors:
+//! offloaded N/M layers to GPU` (GPU builds) and one `… buffer size = X MiB` line per buffer and
+//! device (`CUDA0`, `CPU_Mapped`, `CUDA_Host`, `CPU`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -62,6 +75,7 @@ const VALUED: &[&[&str]] = &[
     &["-a", "--alias"],
     &["--ssl-key-file"],
     &["--ssl-cert-file"],
+    &["-lv", "--verbosity", "--log-verbosity"],
 ];
 
 /// Flags a build without OpenSSL does not have.
@@ -87,7 +101,17 @@ const SWITCHES: &[&[&str]] = &[
     &["-nocb", "--no-cont-batching"],
     &["--webui", "--no-webui"],
     &["--metrics"],
+    &["-v", "--verbose", "--log-verbose"],
+    &["--list-devices"],
 ];
+
+/// The spellings of the switches this build accepts.
+fn switches() -> impl Iterator<Item = &'static &'static [&'static str]> {
+    let no_list = env_on("FAKE_NO_LIST_DEVICES");
+    SWITCHES
+        .iter()
+        .filter(move |s| !(no_list && s.contains(&"--list-devices")))
+}
 
 const VERSION: &str = "version: 0.5.0-dev (build 1, commit 46fdb7a)";
 const BUILD_INFO: &str = "b1-46fdb7a";
@@ -101,7 +125,7 @@ fn help() -> String {
             "a setting"
         ));
     }
-    for spellings in SWITCHES {
+    for spellings in switches() {
         out.push_str(&format!("{:<40}{}\n", spellings.join(", "), "a switch"));
     }
     out
@@ -122,7 +146,7 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut values = BTreeMap::new();
-    let mut switches = Vec::new();
+    let mut given = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         if let Some(spellings) = valued().find(|s| s.contains(&arg.as_str())) {
@@ -130,22 +154,34 @@ fn parse_args() -> Args {
                 eprintln!("error: expected value for argument {arg}");
                 exit(1);
             };
+            if spellings.contains(&"--n-gpu-layers") && gpus() == 0 {
+                // As llama.cpp's argument parser, for a build without GPU support.
+                eprintln!("warning: no usable GPU found, --gpu-layers option will be ignored");
+                eprintln!("warning: one possible reason is that llama.cpp was compiled without GPU support");
+                eprintln!("warning: consult docs/build.md for compilation instructions");
+            }
             values.insert(spellings.last().unwrap().to_string(), v);
-        } else if let Some(spellings) = SWITCHES.iter().find(|s| s.contains(&arg.as_str())) {
-            let _ = spellings;
-            switches.push(arg);
+        } else if switches().any(|s| s.contains(&arg.as_str())) {
+            given.push(arg);
         } else {
             eprintln!("error: invalid argument: {arg}");
             exit(1);
         }
     }
-    Args { values, switches }
+    Args {
+        values,
+        switches: given,
+    }
 }
 
 pub fn main() {
     let args = parse_args();
     if args.switches.iter().any(|s| s == "--help" || s == "-h") {
         print!("{}", help());
+        return;
+    }
+    if args.switches.iter().any(|s| s == "--list-devices") {
+        list_devices();
         return;
     }
     if args.switches.iter().any(|s| s == "--version") {
@@ -211,6 +247,18 @@ pub fn main() {
 
     // Loading.
     load(started);
+    if args
+        .switches
+        .iter()
+        .any(|s| matches!(s.as_str(), "-v" | "--verbose" | "--log-verbose"))
+        || args
+            .values
+            .get("--log-verbosity")
+            .and_then(|v| v.parse::<i64>().ok())
+            .is_some_and(|v| v >= 4)
+    {
+        load_report(&args, &model);
+    }
     println!("main: model loaded");
     println!("main: server is listening on http://{host}:{port} - starting the main loop");
     ready.store(true, Ordering::SeqCst);
@@ -279,6 +327,148 @@ fn load(started: Instant) {
         println!("load_tensors: loading line {line}");
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// The CUDA devices this build sees: `FAKE_GPUS` (default 1), those of `CUDA_VISIBLE_DEVICES`
+/// among them when it is set.
+fn gpus() -> usize {
+    let built: usize = std::env::var("FAKE_GPUS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    match std::env::var("CUDA_VISIBLE_DEVICES") {
+        Ok(v) => v
+            .split(',')
+            .filter_map(|d| d.trim().parse::<usize>().ok())
+            .filter(|d| *d < built)
+            .count(),
+        Err(_) => built,
+    }
+}
+
+/// `--list-devices`, as llama.cpp prints it (a CUDA build's `ggml_cuda_init` lines first).
+fn list_devices() {
+    if let Ok(count) = std::env::var("FAKE_LIST_DEVICES_COUNT") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(count)
+            .expect("the count file");
+        let _ = writeln!(f, "--list-devices");
+    }
+    let n = gpus();
+    if n > 0 {
+        eprintln!("ggml_cuda_init: found {n} CUDA devices:");
+        for i in 0..n {
+            eprintln!("  Device {i}: NVIDIA GeForce RTX 3090, compute capability 8.6, VMM: yes");
+        }
+    }
+    println!("Available devices:");
+    if n == 0 {
+        println!("  (none)");
+    }
+    for i in 0..n {
+        println!("  CUDA{i}: NVIDIA GeForce RTX 3090 (24135 MiB, 23700 MiB free)");
+    }
+}
+
+/// A log line as recent llama.cpp writes it: its time since start, its level, the text.
+fn log_line(text: &str) {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let us = START.get_or_init(Instant::now).elapsed().as_micros();
+    println!(
+        "{}.{:02}.{:03}.{:03} I {text}",
+        us / 3_600_000_000,
+        us / 60_000_000 % 60,
+        us / 1_000_000 % 60,
+        us / 1_000 % 1_000
+    );
+}
+
+/// The load report: the layers offloaded (a GPU build) and each buffer per device. The weights
+/// are the model file's size, spread over the GPUs with the layers; the token embeddings
+/// (a tenth) stay in host memory, as llama.cpp keeps them.
+fn load_report(args: &Args, model: &str) {
+    let n_layer: u64 = env_ms("FAKE_N_LAYER").unwrap_or(2);
+    let of = n_layer + 1;
+    let asked = match args.values.get("--n-gpu-layers").map(String::as_str) {
+        None | Some("auto" | "all") => of,
+        Some(v) => v
+            .parse::<i64>()
+            .map_or(of, |n| if n < 0 { of } else { (n as u64).min(of) }),
+    };
+    let gpus = gpus() as u64;
+    let layers = if gpus == 0 {
+        0
+    } else {
+        env_ms("FAKE_OFFLOAD").unwrap_or(asked).min(of)
+    };
+    let mib = |bytes: f64| bytes / 1_048_576.0;
+    let size = std::fs::metadata(model).map_or(0, |m| m.len()) as f64;
+    let host_weights = size / 10.0 + size * 0.9 * (of - layers) as f64 / of as f64;
+    let gpu_weights = size * 0.9 * layers as f64 / of as f64;
+    log_line("load_tensors: loading model tensors, this can take a while... (load_mode = mmap)");
+    if gpus > 0 {
+        if layers > 0 {
+            log_line("load_tensors: offloading output layer to GPU");
+        }
+        log_line(&format!(
+            "load_tensors: offloading {} repeating layers to GPU",
+            layers.saturating_sub(1)
+        ));
+        log_line(&format!(
+            "load_tensors: offloaded {layers}/{of} layers to GPU"
+        ));
+    }
+    let on_gpus = layers > 0;
+    for i in 0..gpus.min(if on_gpus { gpus } else { 0 }) {
+        log_line(&format!(
+            "load_tensors: {:>12} model buffer size = {:8.2} MiB",
+            format!("CUDA{i}"),
+            mib(gpu_weights / gpus as f64)
+        ));
+    }
+    log_line(&format!(
+        "load_tensors: {:>12} model buffer size = {:8.2} MiB",
+        "CPU_Mapped",
+        mib(host_weights)
+    ));
+    let host = if gpus > 0 { "CUDA_Host" } else { "CPU" };
+    log_line(&format!(
+        "llama_context: {host:>10}  output buffer size = {:8.2} MiB",
+        0.0
+    ));
+    let kv = 128.0 * 1024.0 * n_layer as f64 / 2.0;
+    let compute = 660_000.0;
+    let on = |what: &str, bytes: f64| {
+        if on_gpus {
+            for i in 0..gpus {
+                log_line(&format!(
+                    "{what}: {:>10} {} buffer size = {:8.2} MiB",
+                    format!("CUDA{i}"),
+                    if what == "llama_kv_cache" {
+                        "KV"
+                    } else {
+                        "compute"
+                    },
+                    mib(bytes / gpus as f64)
+                ));
+            }
+        } else {
+            log_line(&format!(
+                "{what}: {:>10} {} buffer size = {:8.2} MiB",
+                "CPU",
+                if what == "llama_kv_cache" {
+                    "KV"
+                } else {
+                    "compute"
+                },
+                mib(bytes)
+            ));
+        }
+    };
+    on("llama_kv_cache", kv);
+    on("sched_reserve", compute);
 }
 
 /// Once ready: close the listener (`FAKE_CLOSE_LISTENER_AFTER_READY_MS`) or crash

@@ -11,8 +11,11 @@ use serde_json::Value;
 
 use crate::http::{Http, Reply};
 
+use provision_plan::config::Backend;
+
 use super::llamacpp_help::{known_flags, HelpError, KnownFlags};
-use super::RuntimeEngine;
+use super::load_report::LoadReport;
+use super::{BackendDevices, RuntimeEngine};
 
 /// llama.cpp's server.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +34,53 @@ impl RuntimeEngine for LlamaCpp {
         cache_root: &Path,
     ) -> Result<KnownFlags, HelpError> {
         known_flags(binary, digest, env, &cache_root.join("llama-help"))
+    }
+
+    fn backend_devices(
+        &self,
+        binary: &Path,
+        digest_known: (&str, &KnownFlags),
+        backend: Backend,
+        env: &BTreeMap<String, String>,
+        cache_root: &Path,
+    ) -> Result<BackendDevices, HelpError> {
+        super::llamacpp_devices::backend_devices(
+            binary,
+            digest_known,
+            backend,
+            env,
+            &cache_root.join("llama-devices"),
+        )
+    }
+
+    fn devices_source(&self) -> &'static str {
+        super::llamacpp_devices::LIST_DEVICES
+    }
+
+    fn no_device_hint(&self, pool: &str, backend: Backend) -> String {
+        format!(
+            "point `provisioning.binary.path` of pool {pool} at a llama-server built with {} support (cmake -DGGML_CUDA=ON), or set `backend: cpu` on pool {pool} to run it on the CPU",
+            backend.as_str().to_uppercase()
+        )
+    }
+
+    fn gpu_layers(&self, argv: &[String]) -> Option<u64> {
+        let at = argv.iter().rposition(|a| {
+            matches!(
+                a.as_str(),
+                "--n-gpu-layers" | "-ngl" | "--ngl" | "--gpu-layers"
+            )
+        })?;
+        // `auto`, `all` and a negative number: every layer.
+        argv.get(at + 1)?.parse::<u64>().ok()
+    }
+
+    fn load_report_bytes(&self) -> u64 {
+        super::llamacpp_load::REPORT_BYTES
+    }
+
+    fn load_report(&self, log: &str) -> LoadReport {
+        super::llamacpp_load::parse_load_report(log)
     }
 
     fn flags_source(&self) -> &'static str {
@@ -186,6 +236,25 @@ mod tests {
             find_string(&v, &["build_info", "system_fingerprint"]).as_deref(),
             Some("b9-abc")
         );
+    }
+
+    #[test]
+    fn the_gpu_layers_asked_are_the_last_count_every_layer_otherwise() {
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            LlamaCpp.gpu_layers(&argv(&["s", "--n-gpu-layers", "999"])),
+            Some(999)
+        );
+        assert_eq!(
+            LlamaCpp.gpu_layers(&argv(&["s", "-ngl", "9", "-ngl", "20"])),
+            Some(20)
+        );
+        assert_eq!(
+            LlamaCpp.gpu_layers(&argv(&["s", "--n-gpu-layers", "all"])),
+            None
+        );
+        assert_eq!(LlamaCpp.gpu_layers(&argv(&["s", "-ngl", "-1"])), None);
+        assert_eq!(LlamaCpp.gpu_layers(&argv(&["s"])), None);
     }
 
     #[test]

@@ -3,13 +3,13 @@
 //! nearest valid spelling. llama.cpp's side of the engine seam ([`super::llamacpp`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use provision_executor::{ExitState, FailedCommand};
+use provision_executor::FailedCommand;
+
+use super::run::{run_bounded, tail};
 
 /// How long `llama-server --help` may take.
 const HELP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -110,12 +110,12 @@ impl KnownFlags {
     }
 }
 
-/// Why the accepted flags could not be read.
+/// Why what a binary prints about itself (its accepted flags, its devices) could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelpError {
     pub message: String,
     pub tail: String,
-    /// `binary --help` when it could not start or failed.
+    /// `binary --help` (or `--list-devices`) when it could not start or failed.
     pub command: Option<Box<FailedCommand>>,
 }
 
@@ -144,7 +144,7 @@ pub fn known_flags(
     let known = match cached.filter(|k| !k.0.is_empty()) {
         Some(k) => k,
         None => {
-            let help = run_help(binary, env)?;
+            let help = run_bounded(binary, "--help", env, HELP_TIMEOUT)?;
             let known = parse_help(&help);
             if known.0.len() < 3 {
                 return Err(HelpError {
@@ -171,124 +171,6 @@ pub fn known_flags(
     Ok(known)
 }
 
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// `binary --help`, stdout and stderr together (versions differ in where they print it).
-fn run_help(binary: &Path, env: &BTreeMap<String, String>) -> Result<String, HelpError> {
-    let out_file = tempfile_in_tmp()?;
-    let mut child = Command::new(binary)
-        .arg("--help")
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(out_file.try_clone().map_err(io_error(binary))?)
-        .stderr(out_file.try_clone().map_err(io_error(binary))?)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| HelpError {
-            message: format!("cannot run `{} --help`: {e}", binary.display()),
-            tail: String::new(),
-            command: Some(help_command(binary, None)),
-        })?;
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if started.elapsed() > HELP_TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(HelpError {
-                    message: format!(
-                        "`{} --help` did not finish within {} s",
-                        binary.display(),
-                        HELP_TIMEOUT.as_secs()
-                    ),
-                    tail: String::new(),
-                    command: None,
-                });
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => return Err(io_error(binary)(e)),
-        }
-    };
-    let mut text = String::new();
-    let mut f = out_file;
-    use std::io::Seek;
-    let _ = f.seek(std::io::SeekFrom::Start(0));
-    let _ = f.read_to_string(&mut text);
-    if !status.success() {
-        return Err(HelpError {
-            message: format!(
-                "`{} --help` failed with {}: the binary cannot run here",
-                binary.display(),
-                crate::process::describe_status(status)
-            ),
-            tail: tail(&text, 20),
-            command: Some(help_command(binary, Some(status.into()))),
-        });
-    }
-    Ok(text)
-}
-
-use std::os::unix::process::CommandExt;
-
-/// `binary --help` as a failed command: `status` when it ran.
-fn help_command(binary: &Path, status: Option<ExitState>) -> Box<FailedCommand> {
-    Box::new(FailedCommand {
-        command: format!("{} --help", binary.display()),
-        cwd: None,
-        status,
-        output_log: None,
-    })
-}
-
-fn io_error(binary: &Path) -> impl Fn(std::io::Error) -> HelpError + '_ {
-    move |e| HelpError {
-        message: format!("cannot run `{} --help`: {e}", binary.display()),
-        tail: String::new(),
-        command: None,
-    }
-}
-
-/// An unnamed temp file (deleted on close) for a child's output.
-fn tempfile_in_tmp() -> Result<std::fs::File, HelpError> {
-    let dir = std::env::temp_dir();
-    let path = dir.join(format!(
-        ".provision-help-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    // A new file (O_EXCL, O_NOFOLLOW, 0600): a file or link planted at this predictable name in
-    // a shared temp dir is removed (the link itself), never truncated or written through.
-    let create = || {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-    };
-    let f = create()
-        .or_else(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => {
-                std::fs::remove_file(&path)?;
-                create()
-            }
-            _ => Err(e),
-        })
-        .map_err(|e| HelpError {
-            message: format!("cannot create a temp file in {}: {e}", dir.display()),
-            tail: String::new(),
-            command: None,
-        })?;
-    let _ = std::fs::remove_file(&path);
-    Ok(f)
-}
-
 #[cfg(test)]
 mod tests {
 
@@ -304,42 +186,7 @@ mod tests {
         assert!(!parse_help(old_help).0.contains("--fit"));
     }
 
-    #[test]
-    fn a_failing_help_is_a_failed_command_with_its_exit_code() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let binary = dir.path().join("llama-server");
-        std::fs::write(
-            &binary,
-            "#!/bin/sh\necho 'cannot load libcuda.so' >&2\nexit 127\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let err = run_help(&binary, &BTreeMap::new()).unwrap_err();
-        assert!(err.tail.contains("libcuda"), "{err:?}");
-        let failed = err.command.expect("the failed --help as fields");
-        assert_eq!(failed.command, format!("{} --help", binary.display()));
-        assert_eq!(failed.status.and_then(|s| s.exit_code), Some(127));
-    }
     use super::*;
-
-    #[test]
-    fn the_help_temp_file_is_not_opened_through_a_planted_link() {
-        let keep = tempfile::tempdir().unwrap();
-        let target = keep.path().join("target");
-        std::fs::write(&target, "keep").unwrap();
-        let planted = std::env::temp_dir().join(format!(
-            ".provision-help-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_file(&planted);
-        std::os::unix::fs::symlink(&target, &planted).unwrap();
-        let f = tempfile_in_tmp().map_err(|e| e.message).unwrap();
-        drop(f);
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
-        assert!(std::fs::symlink_metadata(&planted).is_err(), "nothing left");
-    }
 
     const HELP: &str = "----- common params -----
 

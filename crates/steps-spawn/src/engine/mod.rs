@@ -8,16 +8,34 @@
 //! trait, or the [`crate::ServerHandle`] of a server.
 
 pub mod llamacpp;
+pub mod llamacpp_devices;
 pub mod llamacpp_help;
+pub mod llamacpp_load;
+pub mod load_report;
+mod run;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use provision_plan::config::Backend;
 use provision_plan::Engine;
 
 use crate::http::{Http, Reply};
 
 pub use llamacpp_help::{HelpError, KnownFlags, UnknownFlag};
+pub use load_report::LoadReport;
+
+/// The devices of a pool's backend that a server binary lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendDevices {
+    /// It lists these devices of the backend (at least one), as it prints them.
+    Listed(Vec<String>),
+    /// It lists none of the backend's devices; what it lists instead (maybe nothing).
+    Missing(Vec<String>),
+    /// It cannot list its devices (a build older than the flag): the server's load report is
+    /// then the only proof.
+    Unknown,
+}
 
 /// An inference engine's server, as spawn and probe see it.
 pub trait RuntimeEngine: Sync {
@@ -32,6 +50,26 @@ pub trait RuntimeEngine: Sync {
         env: &BTreeMap<String, String>,
         cache_root: &Path,
     ) -> Result<KnownFlags, HelpError>;
+    /// The devices of `backend` that `binary` (of digest `digest`, accepting `known`) lists,
+    /// asked once per digest and cached under `cache_root`.
+    fn backend_devices(
+        &self,
+        binary: &Path,
+        digest_known: (&str, &KnownFlags),
+        backend: Backend,
+        env: &BTreeMap<String, String>,
+        cache_root: &Path,
+    ) -> Result<BackendDevices, HelpError>;
+    /// Where a binary's devices are read from, as messages name it (`--list-devices`).
+    fn devices_source(&self) -> &'static str;
+    /// What to do when the server of pool `pool` cannot use the pool's `backend`.
+    fn no_device_hint(&self, pool: &str, backend: Backend) -> String;
+    /// The layers `argv` asks to put on GPUs (none: every one).
+    fn gpu_layers(&self, argv: &[String]) -> Option<u64>;
+    /// The most of a server's log that holds its load report (it comes first).
+    fn load_report_bytes(&self) -> u64;
+    /// The server's load report, read from (the start of) its log.
+    fn load_report(&self, log: &str) -> LoadReport;
     /// Where a binary's accepted flags are read from, as messages name it (`--help`).
     fn flags_source(&self) -> &'static str;
     /// What to do about flags of pool `pool` that `binary` does not accept.

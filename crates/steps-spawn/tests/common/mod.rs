@@ -374,5 +374,6 @@ pub fn spawn_record(server: ServerIdentity, pid_file: &str) -> StepOutputs {
         devices: Vec::new(),
         started_at: String::new(),
         handoff_path: None,
+        gpu_layers: None,
     })
 }
