@@ -54,6 +54,6 @@ fn read(host: &Host, runtime: &str, cancel: &Cancel) -> Result<Reading, StepErro
 
 /// Name the replica of a process whose marker says it is a server of this project.
 fn name_replica(app: &mut ComputeApp, ours: &str) {
-    app.replica = identity::marker_of(app.pid)
-        .and_then(|m| m.strip_prefix(ours).map(str::to_string));
+    app.replica =
+        identity::marker_of(app.pid).and_then(|m| m.strip_prefix(ours).map(str::to_string));
 }

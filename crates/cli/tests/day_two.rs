@@ -32,7 +32,11 @@ const AS_SERVER: &str = "PROVISION_TEST_AS_LLAMA_SERVER";
 
 /// Outputs added after version 1, by kind: what the probe read of the server's load report
 /// and the GPU layers the spawn asked for (issue 15).
-const SINCE_V1: &[(&str, &str)] = &[("probe", "memory"), ("spawn", "gpu_layers")];
+const SINCE_V1: &[(&str, &str)] = &[
+    ("probe", "memory"),
+    ("spawn", "gpu_layers"),
+    ("vram-fit", "ledger"),
+];
 
 /// The state file main wrote over running servers.
 const FIXTURE: &str = include_str!("../../../fixtures/state/v1-main.json");

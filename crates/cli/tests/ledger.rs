@@ -58,7 +58,14 @@ impl Project {
     fn apply(&self) -> (Output, Vec<Value>) {
         let out = provision(
             self.path(),
-            &["apply", "-c", "pools.yaml", "--cache-dir", "cache", "--json"],
+            &[
+                "apply",
+                "-c",
+                "pools.yaml",
+                "--cache-dir",
+                "cache",
+                "--json",
+            ],
         )
         .output()
         .unwrap();
@@ -118,8 +125,10 @@ fn started(events: &[Value], id: &str) -> bool {
 }
 
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
 }
 
 /// One server of the tiny model needs a little over 512 MiB (the per-process margin): 1200
@@ -133,10 +142,19 @@ fn add_up() -> Result<(), Failed> {
     let (out, events) = p.apply();
     let err = said(&out);
     assert_eq!(out.status.code(), Some(3), "{err}\n{events:?}");
-    assert!(err.contains("POOL_UNAVAILABLE: pool `b` (1 replica)"), "{err}");
-    assert!(err.contains(&format!("GPU 0 (NVIDIA GeForce RTX 3090, {UUID0})")), "{err}");
+    assert!(
+        err.contains("POOL_UNAVAILABLE: pool `b` (1 replica)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("GPU 0 (NVIDIA GeForce RTX 3090, {UUID0})")),
+        "{err}"
+    );
     assert!(err.contains("pool `a`: 2 replicas × "), "{err}");
-    assert!(started(&events, "spawn:a/r0") && started(&events, "spawn:a/r1"), "{events:?}");
+    assert!(
+        started(&events, "spawn:a/r0") && started(&events, "spawn:a/r1"),
+        "{events:?}"
+    );
     assert!(!started(&events, "spawn:b/r0"), "{events:?}");
     assert_eq!(p.handoff_pids().len(), 2, "a's two servers, none of b");
     Ok(())
@@ -148,8 +166,15 @@ fn add_up() -> Result<(), Failed> {
 fn read_every_apply() -> Result<(), Failed> {
     let p = Project::new(&gpu_pool("g", 1, "[0]", ""));
     let (out, _) = p.apply();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let down = provision(p.path(), &["down", "--grace", "0.2"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let down = provision(p.path(), &["down", "--grace", "0.2"])
+        .output()
+        .unwrap();
     assert_eq!(down.status.code(), Some(0));
     set_gpus(p.path(), &one_3090_with_free(300));
     set_apps(p.path(), &format!("4242, {UUID0}, 23612\n"));
@@ -170,24 +195,45 @@ fn read_every_apply() -> Result<(), Failed> {
 fn running_kept() -> Result<(), Failed> {
     let p = Project::new(&gpu_pool("g", 1, "[0]", ""));
     let (out, _) = p.apply();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pids = p.handoff_pids();
     assert_eq!(pids.len(), 1);
     let server = pids[0];
     // The server holds 600 MiB and leaves 1000 free: counted as another tenant's, a fresh
     // server of 512+ MiB would still fit — so also let a tenant take 9 GiB.
-    set_apps(p.path(), &format!("{server}, {UUID0}, 600\n4242, {UUID0}, 9216\n"));
+    set_apps(
+        p.path(),
+        &format!("{server}, {UUID0}, 600\n4242, {UUID0}, 9216\n"),
+    );
     set_gpus(p.path(), &one_3090_with_free(23_912 - 600 - 9216));
     let (out, events) = p.apply();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!started(&events, "spawn:g/r0"), "kept: {events:?}");
     assert_eq!(p.handoff_pids(), [server]);
 
     // The tenant fills the card: 100 MiB free. The running server is not refused.
-    set_apps(p.path(), &format!("{server}, {UUID0}, 600\n4242, {UUID0}, 23212\n"));
+    set_apps(
+        p.path(),
+        &format!("{server}, {UUID0}, 600\n4242, {UUID0}, 23212\n"),
+    );
     set_gpus(p.path(), &one_3090_with_free(100));
     let (out, events) = p.apply();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!started(&events, "spawn:g/r0"), "kept: {events:?}");
 
     // A second replica: checked against the reading now, refused; the old server runs on.
@@ -196,7 +242,10 @@ fn running_kept() -> Result<(), Failed> {
     let err = said(&out);
     assert_eq!(out.status.code(), Some(3), "{err}\n{events:?}");
     assert!(err.contains("POOL_UNAVAILABLE: pool `g`"), "{err}");
-    assert!(!started(&events, "spawn:g/r0") && !started(&events, "spawn:g/r1"), "{events:?}");
+    assert!(
+        !started(&events, "spawn:g/r0") && !started(&events, "spawn:g/r1"),
+        "{events:?}"
+    );
     assert!(alive(server), "the running server is left alone");
     assert_eq!(p.handoff_pids(), [server]);
     Ok(())

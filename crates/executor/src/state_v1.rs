@@ -119,9 +119,19 @@ fn refingerprint(
         recorded.clone()
     };
     let new_outputs = crate::fingerprint::outputs_value(typed.get(id).and_then(Option::as_ref));
+    // A gate contributes a constant now (its dependents' fingerprints do not include it).
+    let gate = record
+        .get("kind")
+        .and_then(Value::as_str)
+        .and_then(provision_plan::StepKind::parse)
+        .is_some_and(provision_plan::StepKind::is_gate);
     let c = Contribution {
         old: dep_contribution(&recorded, old_outputs.get(id)?),
-        new: dep_contribution(&new_fp, &new_outputs),
+        new: if gate {
+            crate::fingerprint::GATE_CONTRIBUTION.into()
+        } else {
+            dep_contribution(&new_fp, &new_outputs)
+        },
     };
     done.insert(id.to_string(), c.clone());
     Some(c)
@@ -151,10 +161,15 @@ mod tests {
             // contributions over their typed outputs, then its fingerprint.
             for (dep, contribution) in &record.deps {
                 let d = &state.steps[dep];
-                let expected = dep_contribution(
-                    d.fingerprint.as_deref().unwrap(),
-                    &outputs_value(d.outputs.as_ref()),
-                );
+                let gate = provision_plan::StepKind::parse(&d.kind).is_some_and(|k| k.is_gate());
+                let expected = if gate {
+                    crate::fingerprint::GATE_CONTRIBUTION.to_string()
+                } else {
+                    dep_contribution(
+                        d.fingerprint.as_deref().unwrap(),
+                        &outputs_value(d.outputs.as_ref()),
+                    )
+                };
                 assert_eq!(*contribution, expected, "{id} <- {dep}");
             }
             let fp = fingerprint(&record.spec, &record.facts, &record.deps);

@@ -422,9 +422,10 @@ fn first_apply_runs_everything_second_skips_everything() {
     );
     let kept = ids_where(&second, |r| *r == StepResult::Kept);
     assert!(
-        kept.iter().all(|id| ["gpu-check", "vram-fit:", "spawn:", "probe:"]
-            .iter()
-            .any(|p| id.starts_with(p))),
+        kept.iter()
+            .all(|id| ["gpu-check", "vram-fit:", "spawn:", "probe:"]
+                .iter()
+                .any(|p| id.starts_with(p))),
         "{kept:?}"
     );
     assert!(events.iter().all(|e| matches!(e, Event::Skipped { .. })));
@@ -493,7 +494,8 @@ fn a_gate_that_runs_again_restarts_nothing() {
     assert!(ids_where(&report, |r| *r == StepResult::Ran).is_empty());
     let failed: Vec<&str> = report.failures().iter().map(|(id, _)| *id).collect();
     assert_eq!(failed, ["vram-fit:gpu"]);
-    assert!(ids_where(&report, |r| matches!(r, StepResult::Blocked(_))).contains(&"spawn:gpu/r0".to_string()));
+    assert!(ids_where(&report, |r| matches!(r, StepResult::Blocked(_)))
+        .contains(&"spawn:gpu/r0".to_string()));
 }
 
 #[test]

@@ -33,7 +33,14 @@ fn detail(plan: &Plan, step: &Step) -> Vec<String> {
             let mut lines: Vec<String> = p
                 .tools
                 .iter()
-                .map(|t| format!("need {} ({}) for {}", t.name, t.any_of.join(" | "), t.needed_for))
+                .map(|t| {
+                    format!(
+                        "need {} ({}) for {}",
+                        t.name,
+                        t.any_of.join(" | "),
+                        t.needed_for
+                    )
+                })
                 .collect();
             lines.push(if p.allow_package_installs {
                 "missing tools: installed with pacman on Arch-like hosts, an error elsewhere".into()
@@ -47,7 +54,12 @@ fn detail(plan: &Plan, step: &Step) -> Vec<String> {
             format!("$ {}", command(plan, &g.argv)),
         ],
         StepSpec::GitClone(g) => {
-            let mut lines = vec![format!("into {} (ref {}, submodules {})", x(&g.dir), g.git_ref, g.submodules)];
+            let mut lines = vec![format!(
+                "into {} (ref {}, submodules {})",
+                x(&g.dir),
+                g.git_ref,
+                g.submodules
+            )];
             lines.extend(g.commands.iter().map(|c| format!("$ {}", command(plan, c))));
             lines
         }
@@ -56,14 +68,20 @@ fn detail(plan: &Plan, step: &Step) -> Vec<String> {
                 Some(g) => g.clone(),
                 None => "Ninja when installed, else Unix Makefiles".into(),
             };
-            vec![format!("generator: {generator}"), format!("$ {}", command(plan, &c.argv))]
+            vec![
+                format!("generator: {generator}"),
+                format!("$ {}", command(plan, &c.argv)),
+            ]
         }
         StepSpec::CmakeBuild(c) => vec![
             format!("$ {}", command(plan, &c.argv)),
             format!("produces {}", x(&c.binary)),
         ],
         StepSpec::ModelResolve(m) => {
-            let mut lines = vec![format!("ref {}", m.model_ref), format!("file {}", x(&m.path))];
+            let mut lines = vec![
+                format!("ref {}", m.model_ref),
+                format!("file {}", x(&m.path)),
+            ];
             if let Some(c) = &m.checksum {
                 lines.push(format!("verify {c}"));
             }
@@ -73,7 +91,11 @@ fn detail(plan: &Plan, step: &Step) -> Vec<String> {
         StepSpec::Spawn(s) => {
             let mut lines = Vec::new();
             if !s.env.is_empty() {
-                let env: Vec<String> = s.env.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
+                let env: Vec<String> = s
+                    .env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", quote(v)))
+                    .collect();
                 lines.push(format!("env {}", env.join(" ")));
             }
             if let PortSpec::Auto { base } = s.port {
@@ -81,19 +103,29 @@ fn detail(plan: &Plan, step: &Step) -> Vec<String> {
             }
             lines.push(format!("$ {}", command(plan, &s.argv)));
             for flag in &s.unless_unknown {
-                lines.push(format!("{flag} is left out for a binary that does not accept it"));
+                lines.push(format!(
+                    "{flag} is left out for a binary that does not accept it"
+                ));
             }
             lines.push(format!("log {}", x(&s.log)));
             lines
         }
         StepSpec::Probe(p) => {
-            let mut lines = vec![format!("GET {}{} until 200, within {} ms", p.url, p.health_path, p.timeout_ms)];
+            let mut lines = vec![format!(
+                "GET {}{} until 200, within {} ms",
+                p.url, p.health_path, p.timeout_ms
+            )];
             if p.metrics {
                 lines.push(format!("GET {}/metrics must answer 200", p.url));
             }
             lines
         }
-        StepSpec::Handoff(h) => vec![format!("write {} ({} at {})", x(&h.path), h.model.id, h.url)],
+        StepSpec::Handoff(h) => vec![format!(
+            "write {} ({} at {})",
+            x(&h.path),
+            h.model.id,
+            h.url
+        )],
     }
 }
 

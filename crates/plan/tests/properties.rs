@@ -332,7 +332,11 @@ fn ledger_follows_config_order(plan: &Plan) -> Result<(), TestCaseError> {
             }
         }
         let got: Vec<&str> = v.placed_before.iter().map(|p| p.pool.as_str()).collect();
-        let in_order: Vec<&str> = fits[..i].iter().map(|e| e.pool.as_str()).filter(|p| want.contains(p)).collect();
+        let in_order: Vec<&str> = fits[..i]
+            .iter()
+            .map(|e| e.pool.as_str())
+            .filter(|p| want.contains(p))
+            .collect();
         prop_assert_eq!(got, in_order, "vram-fit:{}", v.pool);
     }
     Ok(())

@@ -85,8 +85,11 @@ mod tests {
         assert!(parse_apps("q", "No running processes found\n")
             .unwrap()
             .is_empty());
-        let e = parse_apps("q", "Failed to initialize NVML: Driver/library version mismatch\n")
-            .unwrap_err();
+        let e = parse_apps(
+            "q",
+            "Failed to initialize NVML: Driver/library version mismatch\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
         assert!(parse_apps("q", "x, GPU-1, 5\n").is_err());
     }

@@ -5,6 +5,6 @@ pub mod apps;
 pub mod check;
 pub mod detect;
 
-pub use check::{check, check_alive, facts, run};
 pub use apps::{compute_apps, ComputeApp};
+pub use check::{check, check_alive, facts, run};
 pub use detect::{detect, parse, DetectError, Gpu};

@@ -38,9 +38,9 @@ pub struct Placement {
     pub devices: Vec<LedgerDevice>,
 }
 
-/// The pool of a replica name (`pool/rN`).
-fn pool_of(replica: &str) -> &str {
-    replica.rsplit_once('/').map_or(replica, |(p, _)| p)
+/// The pool of a replica name (`pool/rN`); none for a name no replica has.
+fn pool_of(replica: &str) -> Option<String> {
+    provision_plan::ReplicaId::parse(replica).map(|r| r.pool)
 }
 
 /// One device as read: the GPU, and what this project's servers of each counted pool hold.
@@ -54,7 +54,10 @@ struct Device<'a> {
 /// names a device that is not there.
 pub fn place(entries: &[Entry], gpus: &[Gpu], apps: &[ComputeApp]) -> Result<Placement, String> {
     let counted: BTreeSet<&str> = entries.iter().map(|e| e.pool.as_str()).collect();
-    let indices: BTreeSet<u32> = entries.iter().flat_map(|e| e.devices.iter().copied()).collect();
+    let indices: BTreeSet<u32> = entries
+        .iter()
+        .flat_map(|e| e.devices.iter().copied())
+        .collect();
     let mut devices: BTreeMap<u32, Device<'_>> = BTreeMap::new();
     for d in indices {
         let gpu = gpus
@@ -64,14 +67,21 @@ pub fn place(entries: &[Entry], gpus: &[Gpu], apps: &[ComputeApp]) -> Result<Pla
         let on: Vec<&ComputeApp> = apps.iter().filter(|a| a.gpu_uuid == gpu.uuid).collect();
         let mut theirs = BTreeMap::new();
         for a in &on {
-            let Some(pool) = a.replica.as_deref().map(pool_of) else {
+            let Some(pool) = a.replica.as_deref().and_then(pool_of) else {
                 continue;
             };
-            if let Some(&p) = counted.get(pool) {
+            if let Some(&p) = counted.get(pool.as_str()) {
                 *theirs.entry(p).or_insert(0) += a.used_memory_mib.unwrap_or(0) * MIB;
             }
         }
-        devices.insert(d, Device { gpu, theirs, apps: on });
+        devices.insert(
+            d,
+            Device {
+                gpu,
+                theirs,
+                apps: on,
+            },
+        );
     }
     let mut staying: BTreeSet<&str> = BTreeSet::new();
     loop {
@@ -119,7 +129,13 @@ fn walk(
         // A pool whose servers stay has their memory for itself, not for the pools before it.
         let own = |d: u32| -> i128 {
             if staying.contains(e.pool.as_str()) {
-                i128::from(devices[&d].theirs.get(e.pool.as_str()).copied().unwrap_or(0))
+                i128::from(
+                    devices[&d]
+                        .theirs
+                        .get(e.pool.as_str())
+                        .copied()
+                        .unwrap_or(0),
+                )
             } else {
                 0
             }
@@ -163,10 +179,9 @@ fn ledger(
                 .apps
                 .iter()
                 .filter(|a| {
-                    a.replica
-                        .as_deref()
-                        .map(pool_of)
-                        .is_none_or(|p| !d.theirs.contains_key(p) || staying.contains(p))
+                    a.replica.as_deref().and_then(pool_of).is_none_or(|p| {
+                        !d.theirs.contains_key(p.as_str()) || staying.contains(p.as_str())
+                    })
                 })
                 .map(|a| (*a).clone())
                 .collect();

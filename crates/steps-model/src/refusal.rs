@@ -87,7 +87,10 @@ fn device_lines(own: &Entry, est: &Estimate, d: &LedgerDevice) -> Vec<String> {
             human(u64::try_from(short).unwrap_or(u64::MAX))
         )
     } else {
-        format!("    left: {} (enough here)", human(d.left.max(0).unsigned_abs()))
+        format!(
+            "    left: {} (enough here)",
+            human(d.left.max(0).unsigned_abs())
+        )
     });
     lines
 }

@@ -161,7 +161,10 @@ fn entries(spec: &VramFit, cx: &StepContext<'_>) -> Result<Vec<Entry>, StepError
     for p in &spec.placed_before {
         let m = model(&p.model)?;
         let input = fit_input(&p.memory, &p.devices, &m).map_err(|e| {
-            StepError::new(format!("vram-fit for pool `{}`: pool `{}`: {e}", spec.pool, p.pool))
+            StepError::new(format!(
+                "vram-fit for pool `{}`: pool `{}`: {e}",
+                spec.pool, p.pool
+            ))
         })?;
         out.push(Entry {
             pool: p.pool.clone(),
@@ -257,7 +260,13 @@ pub fn check_alive(spec: &VramFit, cx: &StepContext<'_>, reading: &Reading) -> R
         .devices
         .iter()
         .filter(|d| d.left < 0)
-        .map(|d| format!("GPU {} is short by {}", d.device, human(d.left.unsigned_abs())))
+        .map(|d| {
+            format!(
+                "GPU {} is short by {}",
+                d.device,
+                human(d.left.unsigned_abs())
+            )
+        })
         .collect();
     Err(format!(
         "the pool no longer fits on its GPUs as they are now: {}",
@@ -268,7 +277,7 @@ pub fn check_alive(spec: &VramFit, cx: &StepContext<'_>, reading: &Reading) -> R
 /// Whether every replica of the pool is a running server of this project on each device.
 fn all_running(spec: &VramFit, reading: &Reading) -> bool {
     (0..spec.replicas).all(|r| {
-        let name = format!("{}/r{r}", spec.pool);
+        let name = provision_plan::ReplicaId::new(&spec.pool, r).to_string();
         spec.devices.iter().all(|d| {
             let Some(gpu) = reading.gpus.iter().find(|g| g.index == *d) else {
                 return false;

@@ -111,8 +111,14 @@ fn a_second_pool_on_the_device_counts_the_first() {
     assert!(d.left >= 0, "what `chat` left: {}", d.left);
     let err = unavailable(&entries[1], &p.pools[1].0, &p.devices);
     let text = err.message;
-    assert!(text.starts_with("POOL_UNAVAILABLE: pool `batch` (2 replicas)"), "{text}");
-    assert!(text.contains(&format!("GPU 0 (NVIDIA GeForce RTX 3090, {UUID})")), "{text}");
+    assert!(
+        text.starts_with("POOL_UNAVAILABLE: pool `batch` (2 replicas)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("GPU 0 (NVIDIA GeForce RTX 3090, {UUID})")),
+        "{text}"
+    );
     assert!(text.contains("pool `chat`: 2 replicas × "), "{text}");
     assert!(text.contains("pool `batch`: 2 replicas × "), "{text}");
     assert!(text.contains("<- this pool"), "{text}");
@@ -120,7 +126,10 @@ fn a_second_pool_on_the_device_counts_the_first() {
     assert!(hint.contains("--flash-attn on"), "{hint}");
     assert!(hint.contains("q8_0"), "{hint}");
     assert!(hint.contains("replicas: 1"), "{hint}");
-    assert!(!hint.to_lowercase().contains("n-gpu-layers"), "never a CPU offload: {hint}");
+    assert!(
+        !hint.to_lowercase().contains("n-gpu-layers"),
+        "never a CPU offload: {hint}"
+    );
 }
 
 #[test]
@@ -133,7 +142,10 @@ fn other_processes_are_outside_free_memory_and_named() {
     assert_eq!(placed(&p), [false]);
     assert_eq!(p.devices[0].others, apps);
     let text = unavailable(&entries[0], &p.pools[0].0, &p.devices).message;
-    assert!(text.contains("other processes: pid 4242 14.00 GiB"), "{text}");
+    assert!(
+        text.contains("other processes: pid 4242 14.00 GiB"),
+        "{text}"
+    );
     assert!(text.contains("short by"), "{text}");
 }
 
@@ -153,7 +165,10 @@ fn this_projects_running_servers_are_not_counted_twice() {
     assert!(p.devices[0].others.is_empty());
     assert_eq!(p.devices[0].theirs, 3 * (need_mib - 200) * MIB);
     // Without the attribution the same reading would refuse it.
-    let foreign: Vec<ComputeApp> = apps.iter().map(|a| app(a.pid, need_mib - 200, None)).collect();
+    let foreign: Vec<ComputeApp> = apps
+        .iter()
+        .map(|a| app(a.pid, need_mib - 200, None))
+        .collect();
     let p = place(&[pool("chat", 3, &m)], &rtx_3090(free), &foreign).unwrap();
     assert_eq!(placed(&p), [false]);
 }
@@ -173,7 +188,10 @@ fn an_earlier_pool_does_not_take_a_later_pools_running_servers_memory() {
     let p = place(&entries, &rtx_3090(free), &apps).unwrap();
     assert_eq!(placed(&p), [false, true]);
     let text = unavailable(&entries[0], &p.pools[0].0, &p.devices).message;
-    assert!(text.contains("this project's `later/r0`, staying"), "{text}");
+    assert!(
+        text.contains("this project's `later/r0`, staying"),
+        "{text}"
+    );
 }
 
 #[test]

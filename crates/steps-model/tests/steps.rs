@@ -104,7 +104,9 @@ fn check(
     let p = place(std::slice::from_ref(&entry), &reading(&mib).gpus, &[]).unwrap();
     let (est, placed) = &p.pools[0];
     if !placed {
-        return Err(provision_steps_model::refusal::unavailable(&entry, est, &p.devices));
+        return Err(provision_steps_model::refusal::unavailable(
+            &entry, est, &p.devices,
+        ));
     }
     Ok((input, est.clone()))
 }
@@ -239,8 +241,8 @@ fn vram_fit_passes_with_its_estimate_and_the_residency_flags() {
     let ws = Workspace::new(&config("", ""));
     let model = write_model(&ws);
     let cx = ws.cx("vram-fit", deps(&model, 23_912));
-    let out =
-        provision_steps_model::vram_fit::run(&fit_spec(&ws), &cx, &reading(&[(0, 23_912)])).unwrap();
+    let out = provision_steps_model::vram_fit::run(&fit_spec(&ws), &cx, &reading(&[(0, 23_912)]))
+        .unwrap();
     let out = recorded(out.outputs);
     assert_eq!(out["fits"], true);
     assert_eq!(out["ctx"], 4096);
@@ -266,11 +268,16 @@ fn vram_fit_fails_with_pool_unavailable_before_spawn() {
         err.message
     );
     assert!(
-        err.message.contains("GPU 0 (NVIDIA GeForce RTX 3090, GPU-0): 100 MiB of 24.00 GiB free now"),
+        err.message
+            .contains("GPU 0 (NVIDIA GeForce RTX 3090, GPU-0): 100 MiB of 24.00 GiB free now"),
         "{}",
         err.message
     );
-    assert!(err.message.contains("pool `gpu-pool`: 1 replica × "), "{}", err.message);
+    assert!(
+        err.message.contains("pool `gpu-pool`: 1 replica × "),
+        "{}",
+        err.message
+    );
     assert!(
         err.message.contains("largest ctx that fits: none"),
         "{}",

@@ -90,11 +90,12 @@ impl PlannedEngine for LlamaCpp {
         (vec![fit_off], vec![FIT_FLAG.into()])
     }
 
-    fn report_flags(&self, flags: &[Flag]) -> (Vec<Flag>, Vec<String>) {
+    fn report_flags(&self, backend: Backend, flags: &[Flag]) -> (Vec<Flag>, Vec<String>) {
         // A verbosity of the pool's own flags is honoured as it is (`--verbose` logs all).
-        if flags
-            .iter()
-            .any(|f| f.name == LOG_VERBOSITY_FLAG || f.name == "--verbose")
+        if backend == Backend::Cpu
+            || flags
+                .iter()
+                .any(|f| f.name == LOG_VERBOSITY_FLAG || f.name == "--verbose")
         {
             return (Vec::new(), Vec::new());
         }
@@ -148,12 +149,13 @@ mod tests {
     }
 
     #[test]
-    fn every_server_logs_its_load_report_unless_its_flags_set_the_detail() {
-        let (flags, optional) = LlamaCpp.report_flags(&[]);
+    fn every_gpu_server_logs_its_load_report_unless_its_flags_set_the_detail() {
+        let (flags, optional) = LlamaCpp.report_flags(Backend::Cuda, &[]);
         assert_eq!(flags, [flag("--log-verbosity", "4")]);
         assert_eq!(optional, ["--log-verbosity"]);
+        assert_eq!(LlamaCpp.report_flags(Backend::Cpu, &[]), (vec![], vec![]));
         assert_eq!(
-            LlamaCpp.report_flags(&[flag("--log-verbosity", "5")]),
+            LlamaCpp.report_flags(Backend::Cuda, &[flag("--log-verbosity", "5")]),
             (vec![], vec![])
         );
     }

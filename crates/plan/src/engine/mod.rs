@@ -49,11 +49,12 @@ pub trait PlannedEngine: Sync {
     /// every layer where the pool puts it (none when `flags` set them already), and the
     /// names among them that the spawn drops for a binary that does not accept them.
     fn residency_flags(&self, backend: Backend, flags: &[Flag]) -> (Vec<Flag>, Vec<String>);
-    /// The flags provision adds to every server so that its log reports what it loaded where
-    /// (the layers on each device, each buffer's size), which the probe reads (none when
-    /// `flags` set the log's detail already), and the names among them that the spawn drops
-    /// for a binary that does not accept them.
-    fn report_flags(&self, flags: &[Flag]) -> (Vec<Flag>, Vec<String>);
+    /// The flags provision adds to every GPU server so that its log reports what it loaded
+    /// where (the layers on each device, each buffer's size), which the probe reads (none when
+    /// `flags` set the log's detail already, and none on the CPU: a CPU server's argv, and so
+    /// its fingerprint, stays as earlier versions made it), and the names among them that the
+    /// spawn drops for a binary that does not accept them.
+    fn report_flags(&self, backend: Backend, flags: &[Flag]) -> (Vec<Flag>, Vec<String>);
     /// The flags for argv and the environment that carries the secret ones.
     fn secret_flags_env(&self, flags: &[Flag]) -> Result<(Vec<Flag>, SecretFlagEnv), String>;
     /// The environment variable the server reads its API key from.

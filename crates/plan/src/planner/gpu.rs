@@ -38,7 +38,8 @@ pub(super) fn fit(
             let deps = [model_at, gpu]
                 .into_iter()
                 .chain(before.iter().map(|&i| ledger[i].1));
-            let placed_before: Vec<LedgerPool> = before.iter().map(|&i| ledger[i].0.clone()).collect();
+            let placed_before: Vec<LedgerPool> =
+                before.iter().map(|&i| ledger[i].0.clone()).collect();
             let fit = steps.add(StepId::vram_fit(pid).into(), deps, || {
                 StepSpec::VramFit(VramFit {
                     pool: pid.into(),

@@ -36,21 +36,17 @@ pub(super) fn resolve(
             ModelRef::Hf { .. } | ModelRef::Url { .. } => "${model_path}".into(),
         };
         let step_id = StepId::ModelResolve(names.models.id(base, key));
-        let id = steps.add_with_secrets(
-            step_id.clone().into(),
-            vec![],
-            || {
-                let (source, secrets) = with_placeholders(source);
-                let spec = StepSpec::ModelResolve(ModelResolve {
-                    model_ref: redact_url(text),
-                    source,
-                    checksum: input.checksum.clone(),
-                    path: path.clone(),
-                    cache_dir,
-                });
-                (spec, secrets)
-            },
-        );
+        let id = steps.add_with_secrets(step_id.clone().into(), vec![], || {
+            let (source, secrets) = with_placeholders(source);
+            let spec = StepSpec::ModelResolve(ModelResolve {
+                model_ref: redact_url(text),
+                source,
+                checksum: input.checksum.clone(),
+                path: path.clone(),
+                cache_dir,
+            });
+            (spec, secrets)
+        });
         (id, path, step_id)
     })
 }

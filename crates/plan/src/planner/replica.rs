@@ -147,12 +147,16 @@ impl Replica<'_> {
             .engine
             .residency_flags(pool.backend, &server.arg_flags);
         // What makes its log report where it loaded the model, which the probe reads.
-        let (report, optional) = server.engine.report_flags(&server.arg_flags);
+        let (report, optional) = server.engine.report_flags(pool.backend, &server.arg_flags);
         flags.extend(report);
         unless_unknown.extend(optional);
         flags.extend(server.arg_flags.iter().cloned());
         let argv = server.engine.argv(args, &flags);
-        let deps = up.binary_step.into_iter().chain(up.model_step).chain(up.fit);
+        let deps = up
+            .binary_step
+            .into_iter()
+            .chain(up.model_step)
+            .chain(up.fit);
         let spawn = steps.add_with_secrets(StepId::spawn(pid, r).into(), deps, || {
             let spec = StepSpec::Spawn(Spawn {
                 pool: pid.into(),
