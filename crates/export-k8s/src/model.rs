@@ -80,6 +80,7 @@ impl ModelLookup for LocalModels {
                 f.snapshot(&env, &f.cached_commit(&env)?)
             }
             ModelRef::Url { url } => provision_steps_model::resolve::url_dest(url, &models),
+            ModelRef::HfQuant { .. } => return None,
         };
         path.is_file().then_some(path)
     }
@@ -113,7 +114,7 @@ pub fn download_url(source: &ModelRef) -> Option<String> {
             Some(HfFile::new(repo, file, revision).ok()?.url(&env, revision))
         }
         ModelRef::Url { url } => Some(url.clone()),
-        ModelRef::Path { .. } | ModelRef::Cached { .. } => None,
+        ModelRef::Path { .. } | ModelRef::Cached { .. } | ModelRef::HfQuant { .. } => None,
     }
 }
 
@@ -168,6 +169,12 @@ pub fn place(
         .as_ref()
         .expect("pools with a model ref only");
     let text = &redact_url(text);
+    if let ModelRef::HfQuant { repo, .. } = source {
+        return Err(ExportError::usage(
+            format!("pool `{pool}`: the model `{text}` names a quant, not a file, and the pod's downloader fetches one named file"),
+            format!("name the file in the ref (`hf:{repo}/FILE.gguf`): `provision inspect {text}` resolves it"),
+        ));
+    }
     let file = source.file_name().to_string();
     let url = download_url(source);
     let downloader = |url: &str| Container {
