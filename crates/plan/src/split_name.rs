@@ -2,6 +2,9 @@
 //! them as `-%05d-of-%05d.gguf`; `llama_split_prefix` reads them back). The server is given the
 //! first shard and opens the others from beside it by this name.
 
+/// What to do about a checksum given for a split model.
+pub const SPLIT_CHECKSUM_HELP: &str = "remove `checksum`: each shard of an `hf:` ref is verified against the sha256 the hub gives for it, and every shard's digest is recorded; pin the content with `@COMMIT` in the ref";
+
 /// A file name (or a path, or a URL path) that names one shard of a split model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SplitName {

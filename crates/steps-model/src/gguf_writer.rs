@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::gguf::{GgmlType, MetaValue, DEFAULT_ALIGNMENT};
 
@@ -132,6 +132,55 @@ impl GgufWriter {
         let (mut out, size) = self.header();
         out.resize(size as usize, 0);
         out
+    }
+
+    /// The model split in `n` shards as llama.cpp's `gguf-split` writes them: the tensors in
+    /// order, cut where each shard holds about an `n`th of the bytes; the first shard keeps
+    /// the metadata; every shard says `split.no` (0-based) and `split.count`, the first also
+    /// `split.tensors.count`.
+    pub fn split(&self, n: u16) -> Vec<GgufWriter> {
+        let n = n.max(1);
+        let bytes = |(_, dims, ty): &(String, Vec<u64>, GgmlType)| {
+            ty.bytes_for(dims.iter().product()).expect("whole blocks")
+        };
+        let total: u64 = self.tensors.iter().map(bytes).sum();
+        let mut shards: Vec<GgufWriter> = (0..n)
+            .map(|i| GgufWriter {
+                version: self.version,
+                metadata: if i == 0 { self.metadata.clone() } else { vec![] },
+                tensors: vec![],
+            })
+            .collect();
+        let mut before = 0u64;
+        for t in &self.tensors {
+            // The shard the middle of this tensor's bytes falls in.
+            let middle = before + bytes(t) / 2;
+            let i = ((u128::from(middle) * u128::from(n)) / u128::from(total.max(1))) as usize;
+            shards[i.min(usize::from(n) - 1)].tensors.push(t.clone());
+            before += bytes(t);
+        }
+        let tensor_count = self.tensors.len() as i32;
+        for (i, s) in shards.iter_mut().enumerate() {
+            s.metadata.push(("split.no".into(), MetaValue::U16(i as u16)));
+            s.metadata.push(("split.count".into(), MetaValue::U16(n)));
+            if i == 0 {
+                s.metadata
+                    .push(("split.tensors.count".into(), MetaValue::I32(tensor_count)));
+            }
+        }
+        shards
+    }
+
+    /// Write the model as `n` shards `<dir>/<prefix>-0000k-of-0000n.gguf` (sparse); their paths,
+    /// the first first.
+    pub fn write_split(&self, dir: &Path, prefix: &str, n: u16) -> io::Result<Vec<PathBuf>> {
+        let mut paths = Vec::new();
+        for (i, shard) in self.split(n).iter().enumerate() {
+            let path = dir.join(format!("{prefix}-{:05}-of-{n:05}.gguf", i + 1));
+            shard.write(&path)?;
+            paths.push(path);
+        }
+        Ok(paths)
     }
 
     /// Write the file; the tensor data is a hole (zeros, no disk used).

@@ -7,9 +7,12 @@ pub mod estimate;
 pub mod gguf;
 pub mod gguf_writer;
 pub mod hf;
+pub mod hf_list;
 pub mod http;
 pub mod model_info;
+pub mod quant;
 pub mod resolve;
+pub mod shard_set;
 pub mod vram_fit;
 
 pub use estimate::{estimate, largest_fitting_ctx, Estimate, FitInput, GpuLayers};

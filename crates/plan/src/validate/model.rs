@@ -3,14 +3,11 @@
 use crate::config::{Pool, ProvisioningMode};
 use crate::document::join_key;
 use crate::model_ref::{parse_checksum, ModelRef};
-use crate::split_name::SplitName;
+use crate::split_name::{SplitName, SPLIT_CHECKSUM_HELP};
 use crate::unpassable::starts_with_tilde;
 
 use super::checker::Checker;
 use super::mode::CHECKSUM_HELP;
-
-/// What to do about a checksum given for a split model.
-pub const SPLIT_CHECKSUM_HELP: &str = "remove `checksum`: each shard of an `hf:` ref is verified against the sha256 the hub gives for it, and every shard's digest is recorded; pin the content with `@COMMIT` in the ref";
 
 impl Checker<'_> {
     /// The model ref (`provisioning.model.ref`, or the pool's `model`) and checksum; both
