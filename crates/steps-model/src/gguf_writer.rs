@@ -97,6 +97,44 @@ impl GgufWriter {
         w
     }
 
+    /// A model shaped like Llama 3.3 70B Instruct in Q4_K_M (80 layers of 8192, GQA 64/8,
+    /// FFN 28672, vocab 128256; Q4_K weights, Q6_K for the output and, as `llama-quantize`
+    /// gives about half the layers, for `attn_v` and `ffn_down` of every other layer): about
+    /// 42.5 GB of weights, as the real file has.
+    pub fn llama_70b_q4_k_m() -> GgufWriter {
+        const Q4_K: u32 = 12;
+        const Q6_K: u32 = 14;
+        let mut w = GgufWriter::llama(LlamaShape {
+            n_layer: 80,
+            n_embd: 8192,
+            n_head: 64,
+            n_head_kv: 8,
+            n_ff: 28672,
+            n_vocab: 128_256,
+            n_ctx_train: 131_072,
+            weight_type: Q4_K,
+            output: true,
+        });
+        // `general.file_type` 15: LLAMA_FTYPE_MOSTLY_Q4_K_M.
+        for (k, v) in &mut w.metadata {
+            if k == "general.file_type" {
+                *v = MetaValue::U32(15);
+            }
+        }
+        let q6_k = GgmlType::from_id(Q6_K).expect("Q6_K");
+        for (name, _, ty) in &mut w.tensors {
+            let layer: Option<u64> = name
+                .strip_prefix("blk.")
+                .and_then(|r| r.split('.').next())
+                .and_then(|n| n.parse().ok());
+            let heavy = name.ends_with("attn_v.weight") || name.ends_with("ffn_down.weight");
+            if name == "output.weight" || (heavy && layer.is_some_and(|l| l % 2 == 0)) {
+                *ty = q6_k;
+            }
+        }
+        w
+    }
+
     /// The header bytes (up to the aligned start of the data) and the total file size.
     pub fn header(&self) -> (Vec<u8>, u64) {
         let mut out = Vec::new();
