@@ -42,14 +42,14 @@ pub fn tag_of(path: &str) -> Option<String> {
         .then(|| tag.to_ascii_uppercase())
 }
 
-/// Whether `path` holds `quant` (any case) not inside a longer word before it (`IQ4_XS` does
-/// not hold `Q4_XS`) and followed by `.` or `-`.
+/// Whether `path` holds `quant` (any case) not inside a longer tag before it (`IQ4_XS` holds
+/// neither `Q4_XS` nor `XS`) and followed by `.` or `-`.
 fn holds(path: &str, quant: &str) -> bool {
     let (path, quant) = (path.to_ascii_lowercase(), quant.to_ascii_lowercase());
     path.match_indices(&quant).any(|(at, _)| {
         let before = path[..at].chars().next_back();
         let after = path[at + quant.len()..].chars().next();
-        before.is_none_or(|c| !c.is_ascii_alphanumeric()) && matches!(after, Some('.' | '-'))
+        before.is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_') && matches!(after, Some('.' | '-'))
     })
 }
 
