@@ -284,7 +284,13 @@ mod tests {
             ModelRef::parse("hf:unsloth/Qwen3-GGUF:UD-Q4_K_XL@v2").unwrap(),
             ModelRef::HfQuant { quant, revision, .. } if quant == "UD-Q4_K_XL" && revision == "v2"
         ));
-        for bad in ["hf:a/b:", "hf:a/b:Q4 K", "hf:a/b:Q4/x", "hf:/b:Q4", "hf:a/:Q4"] {
+        for bad in [
+            "hf:a/b:",
+            "hf:a/b:Q4 K",
+            "hf:a/b:Q4/x",
+            "hf:/b:Q4",
+            "hf:a/:Q4",
+        ] {
             let err = ModelRef::parse(bad).unwrap_err();
             assert!(err.contains("hf:ORG/REPO:QUANT"), "{bad}: {err}");
         }
@@ -293,9 +299,15 @@ mod tests {
     #[test]
     fn a_later_shard_is_refused_for_the_first() {
         for (bad, first) in [
-            ("./m/L-70B-00002-of-00003.gguf", "./m/L-70B-00001-of-00003.gguf"),
+            (
+                "./m/L-70B-00002-of-00003.gguf",
+                "./m/L-70B-00001-of-00003.gguf",
+            ),
             ("hf:a/b/L-00003-of-00003.gguf", "L-00001-of-00003.gguf"),
-            ("https://h/m/L-00002-of-00003.gguf?sig=s3cret", "L-00001-of-00003.gguf"),
+            (
+                "https://h/m/L-00002-of-00003.gguf?sig=s3cret",
+                "L-00001-of-00003.gguf",
+            ),
             ("L-00002-of-00003.gguf", "L-00001-of-00003.gguf"),
         ] {
             let err = ModelRef::parse(bad).unwrap_err();

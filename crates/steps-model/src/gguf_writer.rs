@@ -185,7 +185,11 @@ impl GgufWriter {
         let mut shards: Vec<GgufWriter> = (0..n)
             .map(|i| GgufWriter {
                 version: self.version,
-                metadata: if i == 0 { self.metadata.clone() } else { vec![] },
+                metadata: if i == 0 {
+                    self.metadata.clone()
+                } else {
+                    vec![]
+                },
                 tensors: vec![],
             })
             .collect();
@@ -199,7 +203,8 @@ impl GgufWriter {
         }
         let tensor_count = self.tensors.len() as i32;
         for (i, s) in shards.iter_mut().enumerate() {
-            s.metadata.push(("split.no".into(), MetaValue::U16(i as u16)));
+            s.metadata
+                .push(("split.no".into(), MetaValue::U16(i as u16)));
             s.metadata.push(("split.count".into(), MetaValue::U16(n)));
             if i == 0 {
                 s.metadata

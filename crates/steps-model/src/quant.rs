@@ -49,7 +49,8 @@ fn holds(path: &str, quant: &str) -> bool {
     path.match_indices(&quant).any(|(at, _)| {
         let before = path[..at].chars().next_back();
         let after = path[at + quant.len()..].chars().next();
-        before.is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_') && matches!(after, Some('.' | '-'))
+        before.is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_')
+            && matches!(after, Some('.' | '-'))
     })
 }
 
@@ -110,19 +111,33 @@ mod tests {
 
     #[test]
     fn several_matches_are_listed() {
-        let repo = files(&["a/m-Q4_0.gguf", "b/m-Q4_0.gguf", "m-Q4_0-00001-of-00002.gguf"]);
+        let repo = files(&[
+            "a/m-Q4_0.gguf",
+            "b/m-Q4_0.gguf",
+            "m-Q4_0-00001-of-00002.gguf",
+        ]);
         assert_eq!(
             pick(&repo, "Q4_0"),
             Err(QuantError::Several {
-                matches: files(&["a/m-Q4_0.gguf", "b/m-Q4_0.gguf", "m-Q4_0-00001-of-00002.gguf"])
+                matches: files(&[
+                    "a/m-Q4_0.gguf",
+                    "b/m-Q4_0.gguf",
+                    "m-Q4_0-00001-of-00002.gguf"
+                ])
             })
         );
     }
 
     #[test]
     fn tags_as_llama_cpp_reads_them() {
-        assert_eq!(tag_of("x/L-70B-Q4_K_M-00001-of-00003.gguf").as_deref(), Some("Q4_K_M"));
-        assert_eq!(tag_of("qwen2.5-0.5b-instruct-q4_k_m.gguf").as_deref(), Some("Q4_K_M"));
+        assert_eq!(
+            tag_of("x/L-70B-Q4_K_M-00001-of-00003.gguf").as_deref(),
+            Some("Q4_K_M")
+        );
+        assert_eq!(
+            tag_of("qwen2.5-0.5b-instruct-q4_k_m.gguf").as_deref(),
+            Some("Q4_K_M")
+        );
         assert_eq!(tag_of("model.f16.gguf").as_deref(), Some("F16"));
         assert_eq!(tag_of("model.gguf"), None);
     }

@@ -35,8 +35,8 @@ use sha2::{Digest, Sha256};
 use crate::digest::{set_digest, DigestCache, FileIdentity};
 use crate::download::{download, Download, DownloadError};
 use crate::hf::{is_commit, link_snapshot, remote, HfEnv, HfFile, HubError};
-use crate::quant::QuantError;
 use crate::http::{display_url, header, normalize_etag};
+use crate::quant::QuantError;
 
 /// What model-resolve needs from the environment: the hub and its token.
 #[derive(Debug, Clone)]
@@ -400,7 +400,10 @@ fn pick_quant(
                 matches.len(),
                 matches.join(", ")
             ))
-            .hint(format!("name the file in the ref, e.g. `{}`", example(&matches[0]))),
+            .hint(format!(
+                "name the file in the ref, e.g. `{}`",
+                example(&matches[0])
+            )),
         })
     })?;
     log(format!("{what} is {file} (commit {})", listing.commit));

@@ -105,7 +105,12 @@ fn a_shard_missing_on_the_hub_fails_naming_it() {
         hub.add(REPO, name, bytes.clone());
     }
     let s = setup(&hub, None);
-    let err = run(&s, &hf(&format!("hf:{REPO}/L-Q4_0-00001-of-00003.gguf")), None).unwrap_err();
+    let err = run(
+        &s,
+        &hf(&format!("hf:{REPO}/L-Q4_0-00001-of-00003.gguf")),
+        None,
+    )
+    .unwrap_err();
     assert!(
         err.message.contains("L-Q4_0-00003-of-00003.gguf") && err.message.contains("not found"),
         "{err:?}"
@@ -137,7 +142,13 @@ fn the_quant_form_picks_the_shard_set_or_the_file_of_the_tag() {
     let r = run(&s, &hf(&format!("hf:{REPO}:q4_k_m")), None).unwrap();
     assert_eq!(r.path, snapshot(&s, &set[0].0));
     assert_eq!(r.shards.len(), 3);
-    let facts = facts_for(&hf(&format!("hf:{REPO}:Q4_K_M")), &s.at, &s.env, &Cancel::new()).unwrap();
+    let facts = facts_for(
+        &hf(&format!("hf:{REPO}:Q4_K_M")),
+        &s.at,
+        &s.env,
+        &Cancel::new(),
+    )
+    .unwrap();
     assert_eq!(facts["hf.file"], set[0].0);
 
     let r = run(&s, &hf(&format!("hf:{REPO}:Q8_0")), None).unwrap();
@@ -146,7 +157,14 @@ fn the_quant_form_picks_the_shard_set_or_the_file_of_the_tag() {
 
     // `inspect` locates the same way, reading no more than headers.
     let env = s.env.clone();
-    let l = locate(&hf(&format!("hf:{REPO}:Q4_K_M")), &s.at, &env, &Cancel::new(), &mut |_| {}).unwrap();
+    let l = locate(
+        &hf(&format!("hf:{REPO}:Q4_K_M")),
+        &s.at,
+        &env,
+        &Cancel::new(),
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(l.shards.len(), 3);
 }
 
@@ -169,7 +187,10 @@ fn the_quant_form_lists_the_quants_when_none_or_several_match() {
             && err.message.contains("Llama-Q8_0.gguf, v2/Llama-Q8_0.gguf"),
         "{err:?}"
     );
-    assert!(err.hint.unwrap().contains(&format!("hf:{REPO}/Llama-Q8_0.gguf")));
+    assert!(err
+        .hint
+        .unwrap()
+        .contains(&format!("hf:{REPO}/Llama-Q8_0.gguf")));
 
     // A split set and a checksum: the checksum is for one file.
     let err = run(

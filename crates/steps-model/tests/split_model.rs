@@ -54,7 +54,11 @@ fn the_first_shard_stands_for_every_weight_of_a_70b_in_three() {
     assert!(first_only.weight_bytes < m.weight_bytes / 2);
     // Every layer, wherever its shard, and the output layer (in the last shard).
     assert_eq!(m.block_count, 80);
-    assert!(m.layer_bytes.iter().all(|&b| b > 400 << 20), "{:?}", m.layer_bytes);
+    assert!(
+        m.layer_bytes.iter().all(|&b| b > 400 << 20),
+        "{:?}",
+        m.layer_bytes
+    );
     assert!(m.output_bytes > 800 << 20);
     let sizes: u64 = shards.iter().map(|p| fs::metadata(p).unwrap().len()).sum();
     assert_eq!(m.file_size, sizes);
@@ -128,7 +132,10 @@ fn a_later_shard_is_refused_for_the_first_and_a_renamed_shard_too() {
     let renamed = dir.path().join("llama-70b.gguf");
     fs::rename(&shards[0], &renamed).unwrap();
     let err = ModelInfo::open(&renamed).unwrap_err().to_string();
-    assert!(err.contains("split in 3") && err.contains("-00001-of-00003.gguf"), "{err}");
+    assert!(
+        err.contains("split in 3") && err.contains("-00001-of-00003.gguf"),
+        "{err}"
+    );
 }
 
 fn place(dir: &Path) -> (Where, ModelEnv) {
@@ -213,7 +220,8 @@ fn a_local_split_ref_resolves_every_shard_and_any_shard_changes_its_facts() {
     fs::remove_file(&shards[1]).unwrap();
     let err = resolve(&source, None, &at, &env, &cancel, &mut |_| {}).unwrap_err();
     assert!(
-        err.message.contains("shard 2 of 3") && err.message.contains(&shards[1].display().to_string()),
+        err.message.contains("shard 2 of 3")
+            && err.message.contains(&shards[1].display().to_string()),
         "{err:?}"
     );
 }

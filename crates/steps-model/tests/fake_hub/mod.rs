@@ -306,7 +306,6 @@ pub fn run(
     })
 }
 
-
 /// `GET /api/models/{org}/{name}/revision/{rev}`: the commit and the repository's files, as
 /// the hub's model info (`sha`, `siblings[].rfilename`).
 fn serve_listing(conn: &mut TcpStream, state: &Mutex<State>, rest: &str, auth_ok: bool) {
