@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{
 };
 use provision_plan::model_ref::ModelRef;
 use provision_plan::redact::{redact_url, url_secrets};
+use provision_plan::split_name::SplitName;
 use provision_plan::PoolInput;
 use provision_steps_model::hf::{HfEnv, HfFile};
 
@@ -176,6 +177,12 @@ pub fn place(
         ));
     }
     let file = source.file_name().to_string();
+    if let Some(split) = SplitName::parse(&file).filter(|_| download_url(source).is_some()) {
+        return Err(ExportError::usage(
+            format!("pool `{pool}`: the model `{text}` is split in {} shards, and the pod's downloader fetches one file", split.count),
+            "put the shards on a claim (`--model-volume pvc` with a path ref) or a node directory (`--model-volume host-path`), all beside the first",
+        ));
+    }
     let url = download_url(source);
     let downloader = |url: &str| Container {
         name: DOWNLOADER.into(),
