@@ -213,3 +213,37 @@ fn inspect_text_and_errors() {
     let out = provision(&["inspect", "s3://bucket/x.gguf"], &cache);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn inspect_of_a_first_shard_reports_the_whole_split_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = GgufWriter::llama_70b_q4_k_m()
+        .write_split(dir.path(), "Llama-3.3-70B-Instruct-Q4_K_M", 3)
+        .unwrap();
+    let first = shards[0].to_str().unwrap();
+    let cache = dir.path().join("cache");
+    let out = provision(&["inspect", first, "--ctx", "4096", "--json"], &cache);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["model"]["shards"], 3);
+    assert_eq!(v["files"].as_array().unwrap().len(), 3);
+    let gib = |x: &serde_json::Value| x.as_u64().unwrap() as f64 / (1u64 << 30) as f64;
+    // About 39.6 GiB of weights (the real file's 42.5 GB), not the first shard's third.
+    let weights = gib(&v["model"]["weight_bytes"]);
+    assert!((39.0..40.0).contains(&weights), "{weights} GiB");
+    assert!(gib(&v["estimate"]["weights"]) > 38.0, "{}", v["estimate"]);
+    let sizes: u64 = shards
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(v["size"], sizes);
+
+    let out = provision(&["inspect", first, "--ctx", "4096"], &cache);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("split         3 shards"), "{text}");
+    assert!(text.contains("tensors       723 (39."), "{text}");
+}

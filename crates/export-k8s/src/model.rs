@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{
 };
 use provision_plan::model_ref::ModelRef;
 use provision_plan::redact::{redact_url, url_secrets};
+use provision_plan::split_name::SplitName;
 use provision_plan::PoolInput;
 use provision_steps_model::hf::{HfEnv, HfFile};
 
@@ -80,6 +81,7 @@ impl ModelLookup for LocalModels {
                 f.snapshot(&env, &f.cached_commit(&env)?)
             }
             ModelRef::Url { url } => provision_steps_model::resolve::url_dest(url, &models),
+            ModelRef::HfQuant { .. } => return None,
         };
         path.is_file().then_some(path)
     }
@@ -113,7 +115,7 @@ pub fn download_url(source: &ModelRef) -> Option<String> {
             Some(HfFile::new(repo, file, revision).ok()?.url(&env, revision))
         }
         ModelRef::Url { url } => Some(url.clone()),
-        ModelRef::Path { .. } | ModelRef::Cached { .. } => None,
+        ModelRef::Path { .. } | ModelRef::Cached { .. } | ModelRef::HfQuant { .. } => None,
     }
 }
 
@@ -168,7 +170,19 @@ pub fn place(
         .as_ref()
         .expect("pools with a model ref only");
     let text = &redact_url(text);
+    if let ModelRef::HfQuant { repo, .. } = source {
+        return Err(ExportError::usage(
+            format!("pool `{pool}`: the model `{text}` names a quant, not a file, and the pod's downloader fetches one named file"),
+            format!("name the file in the ref (`hf:{repo}/FILE.gguf`): `provision inspect {text}` resolves it"),
+        ));
+    }
     let file = source.file_name().to_string();
+    if let Some(split) = SplitName::parse(&file).filter(|_| download_url(source).is_some()) {
+        return Err(ExportError::usage(
+            format!("pool `{pool}`: the model `{text}` is split in {} shards, and the pod's downloader fetches one file", split.count),
+            "put the shards on a claim (`--model-volume pvc` with a path ref) or a node directory (`--model-volume host-path`), all beside the first",
+        ));
+    }
     let url = download_url(source);
     let downloader = |url: &str| Container {
         name: DOWNLOADER.into(),

@@ -24,6 +24,7 @@ pub mod secret_placeholder;
 pub mod secret_ref;
 pub mod secrets;
 mod span_index;
+pub mod split_name;
 pub mod step;
 pub mod step_id;
 pub mod step_kind;

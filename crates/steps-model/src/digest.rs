@@ -20,6 +20,17 @@ pub fn finish(h: Sha256) -> String {
     format!("sha256:{hex}")
 }
 
+/// The digest of a model split in several files: the sha256 of its shards' digests, one
+/// `sha256:<hex>` line each, the first first. Any shard that changes changes it.
+pub fn set_digest(digests: &[String]) -> String {
+    let mut h = Sha256::new();
+    for d in digests {
+        h.update(d.as_bytes());
+        h.update(b"\n");
+    }
+    finish(h)
+}
+
 /// Hash a file, polling `cancel`. Returns `sha256:<hex>`.
 pub fn sha256_file(path: &Path, cancel: &Cancel) -> io::Result<String> {
     let mut f = File::open(path)?;

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::gguf::{GgmlType, MetaValue, DEFAULT_ALIGNMENT};
 
@@ -97,6 +97,44 @@ impl GgufWriter {
         w
     }
 
+    /// A model shaped like Llama 3.3 70B Instruct in Q4_K_M (80 layers of 8192, GQA 64/8,
+    /// FFN 28672, vocab 128256; Q4_K weights, Q6_K for the output and, as `llama-quantize`
+    /// gives about half the layers, for `attn_v` and `ffn_down` of every other layer): about
+    /// 42.5 GB of weights, as the real file has.
+    pub fn llama_70b_q4_k_m() -> GgufWriter {
+        const Q4_K: u32 = 12;
+        const Q6_K: u32 = 14;
+        let mut w = GgufWriter::llama(LlamaShape {
+            n_layer: 80,
+            n_embd: 8192,
+            n_head: 64,
+            n_head_kv: 8,
+            n_ff: 28672,
+            n_vocab: 128_256,
+            n_ctx_train: 131_072,
+            weight_type: Q4_K,
+            output: true,
+        });
+        // `general.file_type` 15: LLAMA_FTYPE_MOSTLY_Q4_K_M.
+        for (k, v) in &mut w.metadata {
+            if k == "general.file_type" {
+                *v = MetaValue::U32(15);
+            }
+        }
+        let q6_k = GgmlType::from_id(Q6_K).expect("Q6_K");
+        for (name, _, ty) in &mut w.tensors {
+            let layer: Option<u64> = name
+                .strip_prefix("blk.")
+                .and_then(|r| r.split('.').next())
+                .and_then(|n| n.parse().ok());
+            let heavy = name.ends_with("attn_v.weight") || name.ends_with("ffn_down.weight");
+            if name == "output.weight" || (heavy && layer.is_some_and(|l| l % 2 == 0)) {
+                *ty = q6_k;
+            }
+        }
+        w
+    }
+
     /// The header bytes (up to the aligned start of the data) and the total file size.
     pub fn header(&self) -> (Vec<u8>, u64) {
         let mut out = Vec::new();
@@ -132,6 +170,60 @@ impl GgufWriter {
         let (mut out, size) = self.header();
         out.resize(size as usize, 0);
         out
+    }
+
+    /// The model split in `n` shards as llama.cpp's `gguf-split` writes them: the tensors in
+    /// order, cut where each shard holds about an `n`th of the bytes; the first shard keeps
+    /// the metadata; every shard says `split.no` (0-based) and `split.count`, the first also
+    /// `split.tensors.count`.
+    pub fn split(&self, n: u16) -> Vec<GgufWriter> {
+        let n = n.max(1);
+        let bytes = |(_, dims, ty): &(String, Vec<u64>, GgmlType)| {
+            ty.bytes_for(dims.iter().product()).expect("whole blocks")
+        };
+        let total: u64 = self.tensors.iter().map(bytes).sum();
+        let mut shards: Vec<GgufWriter> = (0..n)
+            .map(|i| GgufWriter {
+                version: self.version,
+                metadata: if i == 0 {
+                    self.metadata.clone()
+                } else {
+                    vec![]
+                },
+                tensors: vec![],
+            })
+            .collect();
+        let mut before = 0u64;
+        for t in &self.tensors {
+            // The shard the middle of this tensor's bytes falls in.
+            let middle = before + bytes(t) / 2;
+            let i = ((u128::from(middle) * u128::from(n)) / u128::from(total.max(1))) as usize;
+            shards[i.min(usize::from(n) - 1)].tensors.push(t.clone());
+            before += bytes(t);
+        }
+        let tensor_count = self.tensors.len() as i32;
+        for (i, s) in shards.iter_mut().enumerate() {
+            s.metadata
+                .push(("split.no".into(), MetaValue::U16(i as u16)));
+            s.metadata.push(("split.count".into(), MetaValue::U16(n)));
+            if i == 0 {
+                s.metadata
+                    .push(("split.tensors.count".into(), MetaValue::I32(tensor_count)));
+            }
+        }
+        shards
+    }
+
+    /// Write the model as `n` shards `<dir>/<prefix>-0000k-of-0000n.gguf` (sparse); their paths,
+    /// the first first.
+    pub fn write_split(&self, dir: &Path, prefix: &str, n: u16) -> io::Result<Vec<PathBuf>> {
+        let mut paths = Vec::new();
+        for (i, shard) in self.split(n).iter().enumerate() {
+            let path = dir.join(format!("{prefix}-{:05}-of-{n:05}.gguf", i + 1));
+            shard.write(&path)?;
+            paths.push(path);
+        }
+        Ok(paths)
     }
 
     /// Write the file; the tensor data is a hole (zeros, no disk used).

@@ -96,16 +96,33 @@ fn safe_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
+/// A repo id (ORG/NAME) and a revision that stay inside the cache.
+pub fn check_repo(repo: &str, revision: &str) -> Result<(), String> {
+    let parts: Vec<&str> = repo.split('/').collect();
+    if parts.len() != 2 || !parts.iter().all(|p| safe_name(p)) {
+        return Err(format!(
+            "`{repo}` is not a Hugging Face repo id (ORG/NAME of letters, digits, `.`, `_`, `-`)"
+        ));
+    }
+    if !safe_name(revision) {
+        return Err(format!(
+            "`{revision}` is not a usable revision (a branch, tag or commit of letters, digits, `.`, `_`, `-`)"
+        ));
+    }
+    Ok(())
+}
+
+/// `$HF_HUB_CACHE/models--ORG--NAME`.
+pub fn repo_dir(env: &HfEnv, repo: &str) -> PathBuf {
+    env.hub_cache
+        .join(format!("models--{}", repo.replace('/', "--")))
+}
+
 impl HfFile {
     /// Reject anything that could leave the cache or the repository: `..`, absolute paths,
     /// backslashes, odd characters in the repo id or revision.
     pub fn new(repo: &str, file: &str, revision: &str) -> Result<HfFile, String> {
-        let parts: Vec<&str> = repo.split('/').collect();
-        if parts.len() != 2 || !parts.iter().all(|p| safe_name(p)) {
-            return Err(format!(
-                "`{repo}` is not a Hugging Face repo id (ORG/NAME of letters, digits, `.`, `_`, `-`)"
-            ));
-        }
+        check_repo(repo, revision)?;
         let path = Path::new(file);
         if file.is_empty()
             || file.contains('\\')
@@ -121,11 +138,6 @@ impl HfFile {
                 "`{file}` leaves the repository: hf refs may not hold `..`, `.`, empty or absolute parts"
             ));
         }
-        if !safe_name(revision) {
-            return Err(format!(
-                "`{revision}` is not a usable revision (a branch, tag or commit of letters, digits, `.`, `_`, `-`)"
-            ));
-        }
         Ok(HfFile {
             repo: repo.into(),
             file: file.into(),
@@ -134,8 +146,7 @@ impl HfFile {
     }
 
     pub fn repo_dir(&self, env: &HfEnv) -> PathBuf {
-        env.hub_cache
-            .join(format!("models--{}", self.repo.replace('/', "--")))
+        repo_dir(env, &self.repo)
     }
 
     pub fn snapshot(&self, env: &HfEnv, commit: &str) -> PathBuf {
@@ -218,15 +229,9 @@ pub enum HubError {
     },
 }
 
-/// `HEAD` the file's resolve URL.
-pub fn remote(env: &HfEnv, http: &Http, f: &HfFile) -> Result<Remote, HubError> {
-    let url = f.url(env, &f.revision);
-    let (resp, _) = http.request("HEAD", &url, &[], false)?;
-    let status = resp.status().as_u16();
-    let what = format!("{}/{}@{}", f.repo, f.file, f.revision);
-    if !(200..400).contains(&status) {
-        let code = header(&resp, "x-error-code").unwrap_or("");
-        let (message, hint) = match status {
+/// The hub refused `what` at `url` with `status` (and its `X-Error-Code`): what to tell.
+pub(crate) fn refused(env: &HfEnv, what: &str, url: &str, status: u16, code: &str) -> HubError {
+    let (message, hint) = match status {
             401 | 403 if env.token.is_none() => (
                 format!("{what}: the hub answered {status} (authentication needed)"),
                 "the repository is gated or private: set HF_TOKEN to a token with access (it is never printed or stored)".to_string(),
@@ -240,15 +245,26 @@ pub fn remote(env: &HfEnv, http: &Http, f: &HfFile) -> Result<Remote, HubError> 
                 "check the org, repo, file name and revision in `provisioning.model.ref`".to_string(),
             ),
             _ => (
-                format!("{what}: {} answered {status}", display_url(&url)),
+                format!("{what}: {} answered {status}", display_url(url)),
                 "the hub may be down; try again later".to_string(),
             ),
         };
-        return Err(HubError::Refused {
-            status,
-            message,
-            hint,
-        });
+    HubError::Refused {
+        status,
+        message,
+        hint,
+    }
+}
+
+/// `HEAD` the file's resolve URL.
+pub fn remote(env: &HfEnv, http: &Http, f: &HfFile) -> Result<Remote, HubError> {
+    let url = f.url(env, &f.revision);
+    let (resp, _) = http.request("HEAD", &url, &[], false)?;
+    let status = resp.status().as_u16();
+    let what = format!("{}/{}@{}", f.repo, f.file, f.revision);
+    if !(200..400).contains(&status) {
+        let code = header(&resp, "x-error-code").unwrap_or("");
+        return Err(refused(env, &what, &url, status, code));
     }
     let commit = header(&resp, "x-repo-commit").map(str::to_string);
     let etag = header(&resp, "x-linked-etag")

@@ -7,12 +7,15 @@ pub mod estimate;
 pub mod gguf;
 pub mod gguf_writer;
 pub mod hf;
+pub mod hf_list;
 pub mod hints;
 pub mod http;
 pub mod ledger;
 pub mod model_info;
+pub mod quant;
 pub mod refusal;
 pub mod resolve;
+pub mod shard_set;
 pub mod vram_fit;
 
 pub use estimate::{estimate, largest_fitting_ctx, Estimate, FitInput, GpuLayers};

@@ -1,4 +1,5 @@
-//! What the memory estimate needs to know about a model, read from its GGUF header.
+//! What the memory estimate needs to know about a model, read from its GGUF header (the headers
+//! of every shard of a split model).
 
 use std::path::Path;
 
@@ -35,8 +36,12 @@ pub struct ModelInfo {
     pub value_length: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vocab_size: Option<u64>,
+    /// Over every shard.
     pub tensor_count: usize,
+    /// Bytes of every shard.
     pub file_size: u64,
+    /// Files the model is split in (1: a whole GGUF).
+    pub shards: usize,
     /// Every tensor's data.
     pub weight_bytes: u64,
     /// Tensors of each repeating layer (`blk.N.*`).
@@ -54,6 +59,10 @@ pub enum InspectError {
     Gguf(#[from] GgufError),
     #[error("the GGUF header has no `{0}`: cannot estimate the memory this model needs")]
     Missing(String),
+    /// A split model that is not whole or not one set (the message says which file and what
+    /// to do).
+    #[error("{0}")]
+    Split(String),
 }
 
 /// Names of llama.cpp's `LLAMA_FTYPE_*` values.
@@ -97,12 +106,25 @@ pub fn file_type_name(ft: u64) -> Option<&'static str> {
 }
 
 impl ModelInfo {
-    /// Read the header of `path` (no tensor data) and derive the model's shape.
+    /// Read the header of `path` (no tensor data) and derive the model's shape. The first
+    /// shard of a split model (`-00001-of-0000N.gguf`) stands for all of them: every shard's
+    /// header is read and counted (see [`crate::shard_set`]).
     pub fn open(path: &Path) -> Result<ModelInfo, InspectError> {
-        ModelInfo::from_gguf(&Gguf::open(path)?)
+        let shards = crate::shard_set::open(path)?;
+        let headers: Vec<&Gguf> = shards.iter().map(|s| &s.header).collect();
+        ModelInfo::from_shards(&headers)
     }
 
+    /// The model of one whole GGUF.
     pub fn from_gguf(g: &Gguf) -> Result<ModelInfo, InspectError> {
+        ModelInfo::from_shards(&[g])
+    }
+
+    /// The model of every shard's header, the first first: the shape from the first, the
+    /// tensors from all.
+    pub fn from_shards(shards: &[&Gguf]) -> Result<ModelInfo, InspectError> {
+        let g = *shards.first().expect("a model has a first file");
+        let tensors = || shards.iter().flat_map(|s| s.tensors.iter());
         let arch = g
             .get("general.architecture")
             .and_then(|v| v.as_str())
@@ -141,8 +163,7 @@ impl ModelInfo {
                 _ => None,
             })
             .or_else(|| {
-                g.tensors
-                    .iter()
+                tensors()
                     .find(|t| t.name == "token_embd.weight")
                     .and_then(|t| t.dims.get(1).copied())
             });
@@ -151,7 +172,7 @@ impl ModelInfo {
         let mut output_bytes = 0u64;
         let mut input_bytes = 0u64;
         let mut has_output = false;
-        for t in &g.tensors {
+        for t in tensors() {
             let layer = t
                 .name
                 .strip_prefix("blk.")
@@ -170,9 +191,7 @@ impl ModelInfo {
         if !has_output {
             // Tied embeddings: llama.cpp loads the token embeddings a second time as the output
             // matrix, on the output layer's device.
-            output_bytes += g
-                .tensors
-                .iter()
+            output_bytes += tensors()
                 .find(|t| t.name == "token_embd.weight")
                 .map_or(0, |t| t.n_bytes);
         }
@@ -194,9 +213,10 @@ impl ModelInfo {
             key_length,
             value_length,
             vocab_size,
-            tensor_count: g.tensors.len(),
-            file_size: g.file_size,
-            weight_bytes: g.weight_bytes(),
+            tensor_count: tensors().count(),
+            file_size: shards.iter().map(|s| s.file_size).sum(),
+            shards: shards.len(),
+            weight_bytes: shards.iter().map(|s| s.weight_bytes()).sum(),
             layer_bytes,
             output_bytes,
             input_bytes,

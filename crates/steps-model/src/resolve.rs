@@ -10,8 +10,16 @@
 //! from the config is compared with it; a mismatch fails with both digests and changes nothing
 //! the user owns (a bad download is kept aside as `<file>.bad`).
 //!
-//! Outputs: `path` (absolute path of the GGUF: `${model_path}` of dependents), `digest`
-//! (`sha256:<hex>`), `size` (bytes), `architecture` (from the GGUF header).
+//! A split model (`<prefix>-00001-of-0000N.gguf`, llama.cpp's `gguf-split` names) is resolved
+//! whole: every shard is found beside the first (local), fetched from the same commit (`hf:`)
+//! or from the URL the name pattern gives (`https://`), and verified; the server is given the
+//! first. `hf:ORG/REPO:QUANT` lists the repository and picks the file (see [`crate::quant`]).
+//! A config `checksum` is the sha256 of one file: it is refused for a split model.
+//!
+//! Outputs: `path` (absolute path of the GGUF, the first shard of a split one: `${model_path}`
+//! of dependents), `digest` (`sha256:<hex>`; of a split model, the sha256 of its shards'
+//! digests, see [`crate::digest::set_digest`]), `size` (bytes, of every shard),
+//! `architecture` (from the GGUF header).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,15 +27,16 @@ use std::path::{Path, PathBuf};
 use provision_executor::{Cancel, Facts, Outcome, StepContext, StepError};
 use provision_plan::model_ref::ModelRef;
 use provision_plan::outputs::ModelResolveOutputs;
+use provision_plan::split_name::{SplitName, SPLIT_CHECKSUM_HELP};
 use provision_plan::step::ModelResolve;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::digest::{DigestCache, FileIdentity};
+use crate::digest::{set_digest, DigestCache, FileIdentity};
 use crate::download::{download, Download, DownloadError};
-use crate::gguf::Gguf;
 use crate::hf::{is_commit, link_snapshot, remote, HfEnv, HfFile, HubError};
 use crate::http::{display_url, header, normalize_etag};
+use crate::quant::QuantError;
 
 /// What model-resolve needs from the environment: the hub and its token.
 #[derive(Debug, Clone)]
@@ -54,6 +63,68 @@ pub struct Resolved {
     pub bytes_read: u64,
     /// Bytes downloaded.
     pub fetched: u64,
+    /// Every file of the model, `path` first: its shards when it is split.
+    pub shards: Vec<PathBuf>,
+}
+
+impl Resolved {
+    /// A model of several files, resolved one by one (the first first).
+    fn of_shards(parts: Vec<Resolved>, check: Check) -> Resolved {
+        if parts.len() == 1 {
+            return parts.into_iter().next().expect("one");
+        }
+        let digests: Vec<String> = parts.iter().map(|p| p.digest.clone()).collect();
+        Resolved {
+            path: parts[0].path.clone(),
+            size: parts.iter().map(|p| p.size).sum(),
+            digest: match check {
+                Check::Digest => set_digest(&digests),
+                Check::Presence => String::new(),
+            },
+            bytes_read: parts.iter().map(|p| p.bytes_read).sum(),
+            fetched: parts.iter().map(|p| p.fetched).sum(),
+            shards: parts.into_iter().flat_map(|p| p.shards).collect(),
+        }
+    }
+}
+
+/// `key` of shard `k` (1-based) in the facts: the first shard's keys are a whole model's.
+fn shard_key(k: u32, key: &str) -> String {
+    if k == 1 {
+        key.to_string()
+    } else {
+        format!("shard{k}.{key}")
+    }
+}
+
+/// The files of the model whose first file is `path`: its shards by name (see
+/// [`SplitName`]), else `path` alone.
+fn shard_paths(path: &Path) -> Vec<PathBuf> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    match SplitName::parse(name) {
+        Some(split) => split
+            .shards()
+            .into_iter()
+            .map(|n| path.with_file_name(n))
+            .collect(),
+        None => vec![path.to_path_buf()],
+    }
+}
+
+/// A checksum is for one file: refused for a split model (`what` names it).
+fn no_split_checksum(
+    what: &str,
+    split: Option<&SplitName>,
+    checksum: Option<&str>,
+) -> Result<(), StepError> {
+    match (split, checksum) {
+        (Some(s), Some(_)) => Err(StepError::new(format!(
+            "`provisioning.model.checksum` is the sha256 of one file, and {what} is a split model of {} shards",
+            s.count
+        ))
+        .hint(SPLIT_CHECKSUM_HELP)),
+        _ => Ok(()),
+    }
 }
 
 /// Where a ref is resolved: the model cache dir, the digest cache, and the directory relative
@@ -118,7 +189,8 @@ pub fn url_dest(url: &str, cache_dir: &Path) -> PathBuf {
 /// local files: identity (path, size, mtime, inode) and the cached verified digest (hashed once
 /// and cached, so later applies read nothing); `hf:`: the commit and etag the revision resolves
 /// to (the hub when reachable, else the cache); URLs: the server's ETag (or the one recorded at
-/// download).
+/// download). Of a split model, every shard's (`shard<k>.` keys from the second); of
+/// `hf:ORG/REPO:QUANT`, also the file picked (`hf.file`).
 pub fn facts_for(
     source: &ModelRef,
     at: &Where,
@@ -129,62 +201,213 @@ pub fn facts_for(
     match source {
         ModelRef::Path { .. } | ModelRef::Cached { .. } => {
             let path = local_path(source, at).expect("local");
-            match at.digests.digest(&path, cancel) {
-                Ok(d) => {
-                    facts.insert("file".into(), d.identity.path.clone());
-                    facts.insert("size".into(), d.identity.size.to_string());
-                    facts.insert("mtime_ns".into(), d.identity.mtime_ns.to_string());
-                    facts.insert("inode".into(), d.identity.inode.to_string());
-                    facts.insert("digest".into(), d.digest);
-                }
-                Err(_) if cancel.is_cancelled() => return Err(StepError::cancelled()),
-                Err(e) => {
-                    facts.insert("file".into(), format!("unreadable: {e}"));
-                }
+            for (k, shard) in (1..).zip(shard_paths(&path)) {
+                local_facts(&mut facts, k, &shard, at, cancel)?;
             }
         }
         ModelRef::Hf {
             repo,
             file,
             revision,
-        } => {
-            let f = HfFile::new(repo, file, revision).map_err(StepError::new)?;
-            let http = env.hf.http();
-            let (commit, etag) = match remote(&env.hf, &http, &f) {
-                Ok(r) => (r.commit, r.etag),
-                Err(HubError::Refused {
-                    message,
-                    hint,
-                    status,
-                }) if status < 500 => return Err(StepError::new(message).hint(hint)),
-                Err(_) => match f.cached_commit(&env.hf) {
-                    Some(c) => {
-                        let etag = f
-                            .cached_etag(&env.hf, &c)
-                            .unwrap_or_else(|| "absent".into());
-                        (c, etag)
-                    }
-                    None => ("unknown".into(), "unknown".into()),
-                },
-            };
-            facts.insert("hf.commit".into(), commit);
-            facts.insert("hf.etag".into(), etag);
-        }
-        ModelRef::Url { url } => {
-            let http = crate::http::Http::new(None);
-            let dest = url_dest(url, &at.cache_dir);
-            let etag = match http.request("HEAD", url, &[], true) {
-                Ok((resp, _)) if resp.status().is_success() => header(&resp, "etag")
-                    .map(normalize_etag)
-                    .or_else(|| header(&resp, "last-modified").map(str::to_string)),
-                _ => None,
+        } => hf_facts(&mut facts, repo, file, revision, env)?,
+        ModelRef::HfQuant {
+            repo,
+            quant,
+            revision,
+        } => match pick_quant(repo, quant, revision, env, &mut |_| {}) {
+            Ok(file) => {
+                facts.insert("hf.file".into(), file.clone());
+                hf_facts(&mut facts, repo, &file, revision, env)?;
             }
-            .or_else(|| recorded_etag(&dest))
-            .unwrap_or_else(|| "unknown".into());
-            facts.insert("url.etag".into(), etag);
+            Err(Picked::Refused(e)) => return Err(e),
+            Err(Picked::Unreachable(_)) => {
+                facts.insert("hf.file".into(), "unknown".into());
+            }
+        },
+        ModelRef::Url { url } => {
+            let dest = url_dest(url, &at.cache_dir);
+            for (k, (url, dest)) in (1..).zip(shard_urls(url, &dest)) {
+                facts.insert(shard_key(k, "url.etag"), url_etag(&url, &dest));
+            }
         }
     }
     Ok(facts)
+}
+
+/// The identity and the cached digest of shard `k` of a local model.
+fn local_facts(
+    facts: &mut Facts,
+    k: u32,
+    path: &Path,
+    at: &Where,
+    cancel: &Cancel,
+) -> Result<(), StepError> {
+    match at.digests.digest(path, cancel) {
+        Ok(d) => {
+            facts.insert(shard_key(k, "file"), d.identity.path.clone());
+            facts.insert(shard_key(k, "size"), d.identity.size.to_string());
+            facts.insert(shard_key(k, "mtime_ns"), d.identity.mtime_ns.to_string());
+            facts.insert(shard_key(k, "inode"), d.identity.inode.to_string());
+            facts.insert(shard_key(k, "digest"), d.digest);
+        }
+        Err(_) if cancel.is_cancelled() => return Err(StepError::cancelled()),
+        Err(e) => {
+            facts.insert(shard_key(k, "file"), format!("unreadable: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// The commit and etag of an `hf:` file, and the etag of every other shard of a split one
+/// at that commit.
+fn hf_facts(
+    facts: &mut Facts,
+    repo: &str,
+    file: &str,
+    revision: &str,
+    env: &ModelEnv,
+) -> Result<(), StepError> {
+    let f = HfFile::new(repo, file, revision).map_err(StepError::new)?;
+    let (commit, etag) = hf_fact(&f, env)?;
+    facts.insert("hf.commit".into(), commit.clone());
+    facts.insert("hf.etag".into(), etag);
+    if let Some(split) = SplitName::parse(file) {
+        for k in 2..=split.count {
+            let f = HfFile::new(repo, &split.shard(k), &commit).map_err(StepError::new)?;
+            facts.insert(shard_key(k, "hf.etag"), hf_fact(&f, env)?.1);
+        }
+    }
+    Ok(())
+}
+
+/// The commit and etag of one `hf:` file: the hub's when it answers, else the cache's.
+fn hf_fact(f: &HfFile, env: &ModelEnv) -> Result<(String, String), StepError> {
+    let http = env.hf.http();
+    Ok(match remote(&env.hf, &http, f) {
+        Ok(r) => (r.commit, r.etag),
+        Err(HubError::Refused {
+            message,
+            hint,
+            status,
+        }) if status < 500 => return Err(StepError::new(message).hint(hint)),
+        Err(_) => match f.cached_commit(&env.hf) {
+            Some(c) => {
+                let etag = f
+                    .cached_etag(&env.hf, &c)
+                    .unwrap_or_else(|| "absent".into());
+                (c, etag)
+            }
+            None => ("unknown".into(), "unknown".into()),
+        },
+    })
+}
+
+/// The server's ETag of a URL (or Last-Modified), else the one recorded at download.
+fn url_etag(url: &str, dest: &Path) -> String {
+    let http = crate::http::Http::new(None);
+    match http.request("HEAD", url, &[], true) {
+        Ok((resp, _)) if resp.status().is_success() => header(&resp, "etag")
+            .map(normalize_etag)
+            .or_else(|| header(&resp, "last-modified").map(str::to_string)),
+        _ => None,
+    }
+    .or_else(|| recorded_etag(dest))
+    .unwrap_or_else(|| "unknown".into())
+}
+
+/// The URL and the download path of every shard of the model at `url` (downloaded to
+/// `dest`): the others' URLs by llama.cpp's name pattern (the query kept), their files beside
+/// the first's.
+fn shard_urls(url: &str, dest: &Path) -> Vec<(String, PathBuf)> {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    let (base, rest) = url.split_at(end);
+    match SplitName::parse(base) {
+        Some(split) => split
+            .shards()
+            .into_iter()
+            .map(|u| {
+                let name = u.rsplit('/').next().unwrap_or(&u).to_string();
+                (format!("{u}{rest}"), dest.with_file_name(name))
+            })
+            .collect(),
+        None => vec![(url.to_string(), dest.to_path_buf())],
+    }
+}
+
+/// Why `hf:ORG/REPO:QUANT` picked no file.
+enum Picked {
+    /// The hub or the repository said no, or no one file matches: the step fails.
+    Refused(StepError),
+    /// Neither the hub nor the cache could list the repository.
+    Unreachable(StepError),
+}
+
+/// The file `hf:ORG/REPO:QUANT` means: from the hub's listing of the repository, else from
+/// the cache's snapshot of the revision.
+fn pick_quant(
+    repo: &str,
+    quant: &str,
+    revision: &str,
+    env: &ModelEnv,
+    log: &mut dyn FnMut(String),
+) -> Result<String, Picked> {
+    let what = format!("hf:{repo}:{quant}@{revision}");
+    let listing = match crate::hf_list::list(&env.hf, &env.hf.http(), repo, revision) {
+        Ok(l) => l,
+        Err(HubError::Refused {
+            message,
+            hint,
+            status,
+        }) if status < 500 => return Err(Picked::Refused(StepError::new(message).hint(hint))),
+        Err(e) => match crate::hf_list::cached(&env.hf, repo, revision) {
+            Some(l) => {
+                log(format!(
+                    "{e}; picking {what} among the cached files of commit {}",
+                    l.commit
+                ));
+                l
+            }
+            None => {
+                return Err(Picked::Unreachable(
+                    StepError::new(format!(
+                        "{e}, and {what} is not in the Hugging Face cache {}",
+                        env.hf.hub_cache.display()
+                    ))
+                    .hint("check the network and HF_ENDPOINT, or name the file in the ref"),
+                ))
+            }
+        },
+    };
+    let example = |file: &str| format!("hf:{repo}/{file}");
+    let file = crate::quant::pick(&listing.files, quant).map_err(|e| {
+        Picked::Refused(match e {
+            QuantError::None { available } if available.is_empty() => StepError::new(format!(
+                "{what}: the repository has no GGUF model file (commit {})",
+                listing.commit
+            ))
+            .hint("check the repo in `provisioning.model.ref`"),
+            QuantError::None { available } => StepError::new(format!(
+                "{what}: no model file has the quant `{quant}`; quants available: {}",
+                available.join(", ")
+            ))
+            .hint(format!(
+                "write one of them after the colon (`hf:{repo}:{}`), or name the file (`{}`)",
+                available[0],
+                example("FILE.gguf")
+            )),
+            QuantError::Several { matches } => StepError::new(format!(
+                "{what}: {} model files have the quant `{quant}`: {}",
+                matches.len(),
+                matches.join(", ")
+            ))
+            .hint(format!(
+                "name the file in the ref, e.g. `{}`",
+                example(&matches[0])
+            )),
+        })
+    })?;
+    log(format!("{what} is {file} (commit {})", listing.commit));
+    Ok(file)
 }
 
 fn sidecar(dest: &Path) -> PathBuf {
@@ -245,6 +468,7 @@ fn verify_local(
             digest: String::new(),
             bytes_read: 0,
             fetched: 0,
+            shards: vec![path.to_path_buf()],
         });
     }
     let d = at.digests.digest(path, cancel).map_err(|e| {
@@ -265,6 +489,7 @@ fn verify_local(
         digest: d.digest,
         bytes_read: d.bytes_read,
         fetched: 0,
+        shards: vec![path.to_path_buf()],
     })
 }
 
@@ -287,6 +512,8 @@ pub struct Located {
     pub size: u64,
     /// Bytes downloaded.
     pub fetched: u64,
+    /// Every file of the model, `path` first: its shards when it is split.
+    pub shards: Vec<PathBuf>,
 }
 
 /// Make the model of `source` present without reading a byte of a file already there (`inspect`
@@ -303,6 +530,7 @@ pub fn locate(
         path: r.path,
         size: r.size,
         fetched: r.fetched,
+        shards: r.shards,
     })
 }
 
@@ -332,24 +560,113 @@ fn resolve_as(
                 ))
                 .hint(hint));
             }
-            verify_local(&path, checksum, at, cancel, check)
+            resolve_local(&path, (checksum, check), at, cancel)
         }
         ModelRef::Hf {
             repo,
             file,
             revision,
-        } => resolve_hf(
-            &HfFile::new(repo, file, revision).map_err(StepError::new)?,
+        } => resolve_hf_model(
+            (repo, file, revision),
             (checksum, check),
             at,
             env,
             cancel,
             log,
         ),
-        ModelRef::Url { url } => resolve_url(url, (checksum, check), at, cancel, log),
+        ModelRef::HfQuant {
+            repo,
+            quant,
+            revision,
+        } => {
+            let file = pick_quant(repo, quant, revision, env, log).map_err(|e| match e {
+                Picked::Refused(e) | Picked::Unreachable(e) => e,
+            })?;
+            resolve_hf_model(
+                (repo, &file, revision),
+                (checksum, check),
+                at,
+                env,
+                cancel,
+                log,
+            )
+        }
+        ModelRef::Url { url } => resolve_url_model(url, (checksum, check), at, cancel, log),
     }
 }
 
+/// A local model: its file, or every shard beside the first.
+fn resolve_local(
+    path: &Path,
+    (checksum, check): (Option<&str>, Check),
+    at: &Where,
+    cancel: &Cancel,
+) -> Result<Resolved, StepError> {
+    let split = SplitName::parse(path.file_name().and_then(|n| n.to_str()).unwrap_or(""));
+    no_split_checksum(&path.display().to_string(), split.as_ref(), checksum)?;
+    let shards = shard_paths(path);
+    let count = shards.len();
+    let mut parts = Vec::new();
+    for (k, shard) in (1..).zip(&shards) {
+        if !shard.is_file() {
+            return Err(StepError::new(format!(
+                "shard {k} of {count} of the split model {}, {}, does not exist",
+                path.display(),
+                shard.display()
+            ))
+            .hint("every shard of a split model must be beside the first, named as `gguf-split` names them: fetch the missing one, or use an `hf:` or `https://` ref of the first shard, which fetches them all"));
+        }
+        parts.push(verify_local(shard, checksum, at, cancel, check)?);
+    }
+    Ok(Resolved::of_shards(parts, check))
+}
+
+/// An `hf:` model: its file, or every shard of a split one, all from the commit the first
+/// shard's revision resolved to.
+fn resolve_hf_model(
+    (repo, file, revision): (&str, &str, &str),
+    (checksum, check): (Option<&str>, Check),
+    at: &Where,
+    env: &ModelEnv,
+    cancel: &Cancel,
+    log: &mut dyn FnMut(String),
+) -> Result<Resolved, StepError> {
+    let split = SplitName::parse(file);
+    no_split_checksum(&format!("hf:{repo}/{file}"), split.as_ref(), checksum)?;
+    let first = HfFile::new(repo, file, revision).map_err(StepError::new)?;
+    let (r, commit) = resolve_hf(&first, (checksum, check), at, env, cancel, log)?;
+    let Some(split) = split else {
+        return Ok(r);
+    };
+    let mut parts = vec![r];
+    for k in 2..=split.count {
+        let f = HfFile::new(repo, &split.shard(k), &commit).map_err(StepError::new)?;
+        parts.push(resolve_hf(&f, (None, check), at, env, cancel, log)?.0);
+    }
+    Ok(Resolved::of_shards(parts, check))
+}
+
+/// A URL model: its file, or every shard of a split one (see [`shard_urls`]).
+fn resolve_url_model(
+    url: &str,
+    (checksum, check): (Option<&str>, Check),
+    at: &Where,
+    cancel: &Cancel,
+    log: &mut dyn FnMut(String),
+) -> Result<Resolved, StepError> {
+    let shards = shard_urls(url, &url_dest(url, &at.cache_dir));
+    if shards.len() > 1 && checksum.is_some() {
+        let split = SplitName::parse(url.split(['?', '#']).next().unwrap_or(url));
+        no_split_checksum(&display_url(url), split.as_ref(), checksum)?;
+    }
+    let mut parts = Vec::new();
+    for (url, dest) in &shards {
+        parts.push(resolve_url(url, dest, (checksum, check), at, cancel, log)?);
+    }
+    Ok(Resolved::of_shards(parts, check))
+}
+
+/// One `hf:` file; with the commit its revision resolved to.
 fn resolve_hf(
     f: &HfFile,
     (checksum, check): (Option<&str>, Check),
@@ -357,7 +674,7 @@ fn resolve_hf(
     env: &ModelEnv,
     cancel: &Cancel,
     log: &mut dyn FnMut(String),
-) -> Result<Resolved, StepError> {
+) -> Result<(Resolved, String), StepError> {
     let hf = &env.hf;
     let http = hf.http();
     let what = format!("hf:{}/{}@{}", f.repo, f.file, f.revision);
@@ -454,17 +771,19 @@ fn resolve_hf(
     if (is_commit(&f.revision) || fetched > 0) && check == Check::Digest {
         log(format!("{what} is {} ({})", snap.display(), r.digest));
     }
-    Ok(r)
+    Ok((r, commit))
 }
 
+/// One URL file, downloaded to `dest`.
 fn resolve_url(
     url: &str,
+    dest: &Path,
     (checksum, check): (Option<&str>, Check),
     at: &Where,
     cancel: &Cancel,
     log: &mut dyn FnMut(String),
 ) -> Result<Resolved, StepError> {
-    let dest = url_dest(url, &at.cache_dir);
+    let dest = dest.to_path_buf();
     let mut fetched = 0;
     if !dest.is_file() {
         let http = crate::http::Http::new(None);
@@ -559,19 +878,24 @@ pub fn run(
         &cx.cancel,
         &mut |line| log_line(&log, &line),
     )?;
-    let header = Gguf::open(&r.path).map_err(|e| {
+    let shards = crate::shard_set::open(&r.path).map_err(|e| {
         StepError::new(format!("{} is not a usable model: {e}", r.path.display()))
             .hint("llama-server loads GGUF files only; check the ref, or download the file again")
     })?;
-    let arch = header
+    let arch = shards[0]
+        .header
         .get("general.architecture")
         .and_then(|v| v.as_str())
         .unwrap_or("unknown")
         .to_string();
+    let split = match r.shards.len() {
+        1 => String::new(),
+        n => format!(", {n} shards"),
+    };
     log_line(
         &cx.log,
         &format!(
-            "model {} ({} bytes, {}, {arch}); read {} bytes to verify, downloaded {}",
+            "model {} ({} bytes{split}, {}, {arch}); read {} bytes to verify, downloaded {}",
             r.path.display(),
             r.size,
             r.digest,
@@ -585,5 +909,7 @@ pub fn run(
         size: r.size,
         architecture: arch,
     };
-    Ok(Outcome::new(outputs).artifact(r.path))
+    Ok(r.shards
+        .into_iter()
+        .fold(Outcome::new(outputs), |o, shard| o.artifact(shard)))
 }

@@ -1,6 +1,6 @@
 //! `provision inspect MODEL_REF`: resolve a model ref (a path, `file:`, `hf:`, `https://`, or a
-//! bare name in the model cache), read its GGUF header and print its metadata and the memory
-//! estimate for a context size. Only the header of a file already there is read; `--verify`
+//! bare name in the model cache), read its GGUF header (every shard's, of a split model) and
+//! print its metadata and the memory estimate for a context size. Only the header of a file already there is read; `--verify`
 //! hashes the whole file (and compares it with `--checksum` when given).
 
 use std::path::{Path, PathBuf};
@@ -20,7 +20,8 @@ use crate::args::{CacheDir, Loudness, Output};
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// A path, `file:PATH`, `hf:ORG/REPO/FILE.gguf[@REV]`, `https://…` or a cached name.
+    /// A path, `file:PATH`, `hf:ORG/REPO/FILE.gguf[@REV]`, `hf:ORG/REPO:QUANT[@REV]`,
+    /// `https://…` or a cached name; of a split model, its first shard (`…-00001-of-0000N.gguf`).
     model_ref: String,
     /// Context size for the estimate [default: the model's training context].
     #[arg(long, value_name = "N")]
@@ -77,6 +78,9 @@ enum Check {
 /// The model file, hashed or not.
 struct Found {
     path: PathBuf,
+    /// Every file of the model: `path` and, when it is split, its other shards.
+    files: Vec<PathBuf>,
+    /// Of every file.
     size: u64,
     /// With `--verify`.
     digest: Option<String>,
@@ -113,6 +117,7 @@ fn inspect(
     let found = match check {
         Check::Header => locate(&source, &at, &env, &cancel, &mut log).map(|l| Found {
             path: l.path,
+            files: l.shards,
             size: l.size,
             digest: None,
         }),
@@ -120,6 +125,7 @@ fn inspect(
             resolve(&source, checksum.as_deref(), &at, &env, &cancel, &mut log).map(
                 |r: Resolved| Found {
                     path: r.path,
+                    files: r.shards,
                     size: r.size,
                     digest: Some(r.digest),
                 },
@@ -170,6 +176,7 @@ fn inspect(
 fn print_json(resolved: &Found, info: &ModelInfo, d: &DeviceNeed, ctx: u64, parallel: u64) {
     let body = json!({
         "path": resolved.path.display().to_string(),
+        "files": resolved.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
         "size": resolved.size,
         "digest": resolved.digest,
         "model": info,
@@ -195,6 +202,12 @@ fn print_json(resolved: &Found, info: &ModelInfo, d: &DeviceNeed, ctx: u64, para
 /// The metadata and the estimate, one line each, on stdout.
 fn print_text(resolved: &Found, info: &ModelInfo, d: &DeviceNeed, ctx: u64, parallel: u64) {
     println!("{}", resolved.path.display());
+    if resolved.files.len() > 1 {
+        println!(
+            "  split         {} shards (llama-server is given the first and opens the others beside it)",
+            resolved.files.len()
+        );
+    }
     println!(
         "  size          {} ({} bytes)",
         human(resolved.size),

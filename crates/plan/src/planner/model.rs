@@ -33,7 +33,9 @@ pub(super) fn resolve(
         let path = match source {
             ModelRef::Path { path } => config_path(path),
             ModelRef::Cached { name } => format!("{cache_dir}/{name}"),
-            ModelRef::Hf { .. } | ModelRef::Url { .. } => "${model_path}".into(),
+            ModelRef::Hf { .. } | ModelRef::HfQuant { .. } | ModelRef::Url { .. } => {
+                "${model_path}".into()
+            }
         };
         let step_id = StepId::ModelResolve(names.models.id(base, key));
         let id = steps.add_with_secrets(step_id.clone().into(), vec![], || {

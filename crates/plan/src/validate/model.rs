@@ -3,6 +3,7 @@
 use crate::config::{Pool, ProvisioningMode};
 use crate::document::join_key;
 use crate::model_ref::{parse_checksum, ModelRef};
+use crate::split_name::{SplitName, SPLIT_CHECKSUM_HELP};
 use crate::unpassable::starts_with_tilde;
 
 use super::checker::Checker;
@@ -52,7 +53,19 @@ impl Checker<'_> {
                 self.no_tilde(&join_key(pp, "model.cache_dir"), dir);
             }
             if let Some(c) = prov.model.as_ref().and_then(|m| m.checksum.as_ref()) {
+                let split = model_ref
+                    .as_ref()
+                    .and_then(|(_, r): &(String, ModelRef)| SplitName::parse(r.file_name()));
                 match parse_checksum(c) {
+                    Ok(_) if split.is_some() => self.error(
+                        &join_key(pp, "model.checksum"),
+                        false,
+                        &format!(
+                            "a checksum is the sha256 of one file, and this ref is a split model of {} shards",
+                            split.map_or(0, |s| s.count)
+                        ),
+                        Some(SPLIT_CHECKSUM_HELP),
+                    ),
                     Ok(c) => checksum = Some(c),
                     Err(e) => self.error(
                         &join_key(pp, "model.checksum"),
