@@ -28,8 +28,8 @@ pub enum GpuLayers {
 pub enum FlashAttn {
     On,
     Off,
-    /// llama.cpp's default: on where the backend supports it. The estimate assumes off (the
-    /// larger buffers).
+    /// llama.cpp's default: on where the backend supports it. The estimate takes it as on for
+    /// the head sizes llama.cpp's CUDA kernels take, off otherwise.
     Auto,
 }
 

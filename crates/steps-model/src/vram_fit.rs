@@ -129,10 +129,24 @@ pub fn fit_input(
         tensor_split,
         kv_bytes_k: kv_type_bytes(Some(&m.cache_type_k))?,
         kv_bytes_v: kv_type_bytes(Some(&m.cache_type_v))?,
-        // `auto` may turn it off: the estimate assumes the larger buffers.
-        flash_attn: m.flash_attn == FlashAttn::On,
+        flash_attn: match m.flash_attn {
+            FlashAttn::On => true,
+            FlashAttn::Off => false,
+            FlashAttn::Auto => flash_attn_auto(model),
+        },
         n_ubatch: u64::from(m.effective_ubatch()),
     })
+}
+
+/// The head sizes (K = V) llama.cpp's CUDA flash-attention kernels take.
+const CUDA_FA_HEAD_SIZES: [u64; 8] = [40, 64, 72, 80, 96, 112, 128, 256];
+
+/// What `--flash-attn auto` (llama.cpp's default) comes to on a CUDA GPU: on when its kernels
+/// take the model's head sizes (llama.cpp turns it off only where the device cannot run the
+/// op), so the estimate has no attention-scores buffer; off otherwise.
+pub fn flash_attn_auto(model: &ModelInfo) -> bool {
+    let (k, v) = (model.key_length, model.value_length);
+    (k == v && CUDA_FA_HEAD_SIZES.contains(&k)) || (k, v) == (576, 512)
 }
 
 /// What the GPUs hold now, read once per apply for every vram-fit step (the caller reads it:

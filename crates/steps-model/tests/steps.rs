@@ -363,11 +363,62 @@ fn the_fit_reads_split_mode_and_batch_sizes_from_its_spec() {
     let input = fit_input(&spec.memory, &spec.devices, &model).unwrap();
     assert_eq!(input.n_ubatch, 1024);
     assert!(input.flash_attn);
-    spec.memory.flash_attn = FlashAttn::Auto;
+    spec.memory.flash_attn = FlashAttn::Off;
     let input = fit_input(&spec.memory, &spec.devices, &model).unwrap();
+    assert!(!input.flash_attn);
+}
+
+/// `--flash-attn auto`, llama.cpp's default, is on for CUDA where its kernels take the
+/// model's head size (128 here): an 8B at ctx 131072 fits a 3090 (≈ 22 GiB) as it does for
+/// llama.cpp, where assuming it off needs ≈ 30 GiB and refused it (issue 15, finding 7).
+#[test]
+fn flash_attention_auto_is_what_llama_cpp_does_on_cuda() {
+    use provision_plan::memory_settings::FlashAttn;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llama-3.1-8b-q4_k.gguf");
+    GgufWriter::llama(LlamaShape {
+        weight_type: 12,
+        ..shape()
+    })
+    .write(&path)
+    .unwrap();
+    let model = ModelInfo::open(&path).unwrap();
+    let ws = Workspace::new(&config("", ""));
+    let mut spec = fit_spec(&ws);
+    spec.memory.ctx = Some(131_072);
+    assert_eq!(spec.memory.flash_attn, FlashAttn::Auto, "the default");
+    let free = [(0u32, 23_912 * MIB)];
+    let (input, est) = check(&spec, &model, &free).unwrap();
+    assert!(input.flash_attn);
+    let gib = |b: u64| b as f64 / (1024.0 * MIB as f64);
     assert!(
-        !input.flash_attn,
-        "auto may turn it off: the larger buffers"
+        (20.0..23.0).contains(&gib(est.devices[0].need)),
+        "{}",
+        gib(est.devices[0].need)
+    );
+    spec.memory.flash_attn = FlashAttn::Off;
+    let err = check(&spec, &model, &free).unwrap_err();
+    assert!(
+        err.message.starts_with("POOL_UNAVAILABLE"),
+        "{}",
+        err.message
+    );
+    assert!(err.hint.unwrap().contains("--flash-attn on"));
+    // A head size the CUDA kernels do not take: auto comes to off.
+    let odd = dir.path().join("odd-heads.gguf");
+    GgufWriter::llama(LlamaShape {
+        n_embd: 4000,
+        n_head: 40,
+        ..shape()
+    })
+    .write(&odd)
+    .unwrap();
+    let odd = ModelInfo::open(&odd).unwrap();
+    spec.memory.flash_attn = FlashAttn::Auto;
+    assert!(
+        !fit_input(&spec.memory, &spec.devices, &odd)
+            .unwrap()
+            .flash_attn
     );
 }
 
