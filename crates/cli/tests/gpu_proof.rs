@@ -248,6 +248,31 @@ fn good_gpu() -> Result<(), Failed> {
         "{memory}"
     );
     assert!(bytes(&memory["Host"]["model_bytes"]) > 0, "{memory}");
+    // The fit's estimate beside it (one server's `need` on GPU 0), in the state, the handoff
+    // and `status --json` alike.
+    let need = &world.state()["steps"]["vram-fit:p"]["outputs"]["estimate"]["devices"][0]["need"];
+    assert!(bytes(need) > 0, "{need}");
+    assert_eq!(cuda0["estimated_bytes"], *need, "{memory}");
+    assert!(memory["Host"].get("estimated_bytes").is_none(), "{memory}");
+    let handoff: Value =
+        serde_json::from_slice(&std::fs::read(world.path("handoff.json")).unwrap()).unwrap();
+    assert_eq!(handoff["memory"], *memory);
+    let status = world
+        .command(&[
+            "status",
+            "-c",
+            "pools.yaml",
+            "--cache-dir",
+            "cache",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        status["pools"][0]["replicas"][0]["memory"], *memory,
+        "{status}"
+    );
     Ok(())
 }
 

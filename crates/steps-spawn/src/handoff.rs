@@ -7,12 +7,15 @@
 //! it only while it still holds what was written). A file at the path that is not this
 //! replica's handoff is never replaced: the step fails and the file is left as it was.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use provision_executor::private_file::FILE_MODE;
 use provision_executor::state::{now_rfc3339, write_atomic_mode, Durability};
 use provision_executor::{Outcome, StepContext, StepError};
-use provision_plan::outputs::{CmakeBuildOutputs, HandoffOutputs, ProbeOutputs, SpawnOutputs};
+use provision_plan::outputs::{
+    CmakeBuildOutputs, DeviceMemory, HandoffOutputs, ProbeOutputs, SpawnOutputs,
+};
 use provision_plan::step::Handoff;
 use provision_plan::StepId;
 use schemars::JsonSchema;
@@ -86,6 +89,10 @@ pub struct HandoffFile {
     /// given to the orchestrator out of band; never written here). Absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
+    /// What the server allocated per device as its load report says (`CUDA0` → bytes), with
+    /// the fit's estimate beside it on a GPU. Absent when the server reported none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub memory: BTreeMap<String, DeviceMemory>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -192,6 +199,7 @@ pub fn handoff(spec: &Handoff, cx: &StepContext<'_>) -> Result<Outcome, StepErro
         log: server.local().map(|l| l.log.display().to_string()),
         written_at: now_rfc3339(),
         auth: spec.auth.clone(),
+        memory: probed.memory.clone(),
     };
     let text = serde_json::to_string_pretty(&file).expect("handoff serialises");
     // What write_atomic puts on disk (it adds a newline): the digest `down` checks.

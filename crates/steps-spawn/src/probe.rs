@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use provision_executor::{ExitState, FailedCommand, Outcome, StepContext, StepError};
 use provision_plan::config::Backend;
-use provision_plan::outputs::{CmakeBuildOutputs, DeviceMemory, ProbeOutputs, SpawnOutputs};
+use provision_plan::outputs::{
+    CmakeBuildOutputs, DeviceMemory, ProbeOutputs, SpawnOutputs, VramFitOutputs,
+};
 use provision_plan::step::Probe;
 use provision_plan::StepId;
 
@@ -182,7 +184,8 @@ pub fn probe(spec: &Probe, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
         &format!("{name} ready after {ready_ms} ms ({polls} polls of {shown_url})"),
     );
 
-    let memory = check_load_report(cx, &replica, spawned)?;
+    let mut memory = check_load_report(cx, &replica, spawned)?;
+    with_estimates(cx, &mut memory)?;
 
     if spec.metrics {
         check_metrics(&replica, &http, url, key)?;
@@ -345,6 +348,27 @@ fn check_load_report(
         }
     }
     Ok(report.memory(&s.devices))
+}
+
+/// Each GPU's estimate from the pool's vram-fit (when it has one) beside what the server
+/// allocated there.
+fn with_estimates(
+    cx: &StepContext<'_>,
+    memory: &mut BTreeMap<String, DeviceMemory>,
+) -> Result<(), StepError> {
+    let Some(fit) = cx.the_dep::<VramFitOutputs>()? else {
+        return Ok(());
+    };
+    for m in memory.values_mut() {
+        m.estimated_bytes = m.gpu.and_then(|g| {
+            fit.estimate
+                .devices
+                .iter()
+                .find(|d| d.device == g)
+                .map(|d| d.need)
+        });
+    }
+    Ok(())
 }
 
 /// The first `max` bytes of `log` (empty when it cannot be read).

@@ -4,6 +4,9 @@
 //! Fields are declared in alphabetical order: the order `status` printed them in before the
 //! report was a type.
 
+use std::collections::BTreeMap;
+
+use provision_plan::outputs::DeviceMemory;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -47,6 +50,10 @@ pub struct ReplicaStatus {
     pub state: ReplicaState,
     /// The server's URL, as recorded by its last spawn (`null`: never spawned).
     pub url: Option<String>,
+    /// What the server allocated per device at its last probe (`CUDA0` → bytes), with the
+    /// fit's estimate beside it on a GPU; empty when it reported none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub memory: BTreeMap<String, DeviceMemory>,
 }
 
 /// A replica's state, in words.
@@ -96,6 +103,7 @@ mod tests {
                         replica: 0,
                         state: ReplicaState::Up,
                         url: Some("http://127.0.0.1:8080".into()),
+                        memory: BTreeMap::new(),
                     },
                     ReplicaStatus {
                         drift: vec!["spawn:p/r1: never ran".into()],
@@ -104,6 +112,7 @@ mod tests {
                         replica: 1,
                         state: ReplicaState::NotProvisioned,
                         url: None,
+                        memory: BTreeMap::new(),
                     },
                 ],
             }],

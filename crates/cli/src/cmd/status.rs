@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use provision_executor::{Preview, StepStatus};
+use provision_plan::outputs::{KindOutputs, ProbeOutputs};
 use provision_plan::{Plan, StepId};
 use provision_steps_spawn::{PoolStatus, ReplicaState, ReplicaStatus, ServerHandle, StatusReport};
 
@@ -99,6 +100,13 @@ fn status_report(session: &Session, plan: &Plan) -> StatusReport {
                 replica: r,
                 matches_config: drift.is_empty(),
                 drift,
+                memory: state
+                    .steps
+                    .get(&StepId::probe(&pool.id, r).to_string())
+                    .and_then(|p| p.outputs.as_ref())
+                    .and_then(ProbeOutputs::of)
+                    .map(|p| p.memory.clone())
+                    .unwrap_or_default(),
             });
         }
         pools.push(PoolStatus {

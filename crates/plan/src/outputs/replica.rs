@@ -77,6 +77,10 @@ pub struct DeviceMemory {
     /// The GPU as `nvidia-smi` numbers it (the pool's `devices`); absent for host memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<u32>,
+    /// What the vram-fit estimated one server needs there (weights, KV cache, compute and
+    /// the safety margin): beside `actual_bytes`, how right the estimate was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_bytes: Option<u64>,
     /// Everything the server allocated there: the sum of the parts below.
     pub actual_bytes: u64,
     /// The model's weights.

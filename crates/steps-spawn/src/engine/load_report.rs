@@ -108,6 +108,7 @@ impl LoadReport {
             .map(|(name, b)| {
                 let m = DeviceMemory {
                     gpu: gpu(b.gpu_ordinal),
+                    estimated_bytes: None,
                     actual_bytes: b.total(),
                     model_bytes: b.model,
                     kv_bytes: b.kv,
@@ -120,6 +121,7 @@ impl LoadReport {
         for row in self.breakdown.iter().filter(|r| r.self_mib > 0) {
             memory.entry(row.device.clone()).or_insert(DeviceMemory {
                 gpu: gpu(row.gpu_ordinal),
+                estimated_bytes: None,
                 actual_bytes: row.self_mib * MIB,
                 model_bytes: row.model_mib * MIB,
                 kv_bytes: row.context_mib * MIB,
