@@ -13,7 +13,9 @@ mod gpu_host;
 use std::path::Path;
 use std::process::{ExitCode, Output};
 
-use gpu_host::{gpu_pool, one_3090_with_free, provision, set_apps, set_gpus, AS_SERVER, UUID0};
+use gpu_host::{
+    eight_h100, gpu_pool, one_3090_with_free, provision, set_apps, set_gpus, AS_SERVER, UUID0,
+};
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::Value;
 
@@ -33,6 +35,12 @@ fn main() -> ExitCode {
             "a_running_server_is_kept_and_not_counted_twice_when_the_reading_changes",
             running_kept,
         ),
+        Trial::test(
+            "on_a_mixed_host_the_card_checked_is_the_card_the_server_gets",
+            mixed_host,
+        ),
+        Trial::test("each_gpu_has_its_own_ledger", two_cards),
+        Trial::test("eight_h100s_one_pool_each_and_one_across_all", eight_h100s),
     ];
     libtest_mimic::run(&args, tests).exit_code()
 }
@@ -248,5 +256,84 @@ fn running_kept() -> Result<(), Failed> {
     );
     assert!(alive(server), "the running server is left alone");
     assert_eq!(p.handoff_pids(), [server]);
+    Ok(())
+}
+
+/// The environment variable `name` of process `pid`.
+fn environ(pid: u32, name: &str) -> Option<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{name}=");
+    bytes
+        .split(|&b| b == 0)
+        .find_map(|e| e.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// A 3060 (12 GiB, 400 MiB free) in the first PCI slot and a 3090 (1200 MiB free) in the
+/// second: two replicas on device 1 fit the 3090 and get it (CUDA_VISIBLE_DEVICES=1 in PCI
+/// order); the same pool on device 0 is refused, naming the 3060.
+fn mixed_host() -> Result<(), Failed> {
+    let p = Project::new(&gpu_pool("g", 2, "[1]", ""));
+    let mixed = gpu_host::MIXED_3060_3090
+        .replace("12288, 11950", "12288, 400")
+        .replace("24576, 24135", "24576, 1200");
+    set_gpus(p.path(), &mixed);
+    let (out, _) = p.apply();
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let pids = p.handoff_pids();
+    assert_eq!(pids.len(), 2);
+    for pid in pids {
+        assert_eq!(environ(pid, "CUDA_VISIBLE_DEVICES").as_deref(), Some("1"));
+        assert_eq!(environ(pid, "CUDA_DEVICE_ORDER").as_deref(), Some("PCI_BUS_ID"));
+    }
+    provision(p.path(), &["down", "--grace", "0.2"]).output().unwrap();
+    p.configure(&gpu_pool("g", 2, "[0]", ""));
+    let (out, events) = p.apply();
+    let err = said(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("GPU 0 (NVIDIA GeForce RTX 3060, "), "{err}");
+    assert!(!started(&events, "spawn:g/r0"), "{events:?}");
+    Ok(())
+}
+
+/// Two 3090s with 1200 MiB free each: two pools of two replicas, one per card, both fit;
+/// on one card the second is refused (`add_up`).
+fn two_cards() -> Result<(), Failed> {
+    let p = Project::new(&(gpu_pool("a", 2, "[0]", "") + &gpu_pool("b", 2, "[1]", "")));
+    let two = gpu_host::TWO_3090
+        .replace("24576, 23912", "24576, 1200")
+        .replace("24576, 24135", "24576, 1200");
+    set_gpus(p.path(), &two);
+    let (out, _) = p.apply();
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    assert_eq!(p.handoff_pids().len(), 4);
+    Ok(())
+}
+
+/// Eight H100s: a pool on each card and one across all eight, placed after the eight (the plan
+/// says so); all fit.
+fn eight_h100s() -> Result<(), Failed> {
+    let mut pools: String = (0..8).map(|i| gpu_pool(&format!("p{i}"), 1, &format!("[{i}]"), "")).collect();
+    pools += &gpu_pool("all", 1, "[0, 1, 2, 3, 4, 5, 6, 7]", "");
+    let p = Project::new(&pools);
+    set_gpus(p.path(), &eight_h100());
+    let plan = provision(p.path(), &["plan", "-c", "pools.yaml", "--cache-dir", "cache"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        text.contains("ledger: placed after `p0` (1 × devices [0]), `p1` (1 × devices [1]), `p2` (1 × devices [2]), 5 more"),
+        "{text}"
+    );
+    let (out, _) = p.apply();
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    assert_eq!(p.handoff_pids().len(), 9);
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(p.path().join(".runtime/state.json")).unwrap())
+            .unwrap();
+    let ledger = &state["steps"]["vram-fit:all"]["outputs"]["ledger"];
+    assert_eq!(ledger.as_array().map(Vec::len), Some(8), "{ledger}");
+    assert_eq!(ledger[7]["name"], "NVIDIA H100 80GB HBM3");
+    assert_eq!(ledger[7]["shares"].as_array().map(Vec::len), Some(2), "{ledger}");
     Ok(())
 }

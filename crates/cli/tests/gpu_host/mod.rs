@@ -129,7 +129,8 @@ pub fn provision(project: &Path, args: &[&str]) -> std::process::Command {
     cmd
 }
 
-/// A GPU pool served by this test binary as the fake llama-server: `id`, `replicas` on
+/// A GPU pool served by this test binary as the fake llama-server (on a host of 8 CUDA
+/// devices, of which it sees those `CUDA_VISIBLE_DEVICES` names): `id`, `replicas` on
 /// `devices`, and extra YAML lines for the pool (indented by four spaces).
 pub fn gpu_pool(id: &str, replicas: u32, devices: &str, extra: &str) -> String {
     format!(
@@ -144,7 +145,7 @@ pub fn gpu_pool(id: &str, replicas: u32, devices: &str, extra: &str) -> String {
       mode: binary
       binary: {{path: \"{}\"}}
       model: {{ref: ./model.gguf}}
-      env: {{{AS_SERVER}: \"1\"}}
+      env: {{{AS_SERVER}: \"1\", FAKE_GPUS: \"8\"}}
       flags: [--threads, \"1\"]
 ",
         std::env::current_exe().unwrap().display()
