@@ -40,6 +40,10 @@ fn main() -> ExitCode {
             mixed_host,
         ),
         Trial::test("each_gpu_has_its_own_ledger", two_cards),
+        Trial::test(
+            "the_fit_reads_the_gpus_itself_not_the_gpu_checks_reading",
+            changing_reading,
+        ),
         Trial::test("eight_h100s_one_pool_each_and_one_across_all", eight_h100s),
     ];
     libtest_mimic::run(&args, tests).exit_code()
@@ -284,9 +288,14 @@ fn mixed_host() -> Result<(), Failed> {
     assert_eq!(pids.len(), 2);
     for pid in pids {
         assert_eq!(environ(pid, "CUDA_VISIBLE_DEVICES").as_deref(), Some("1"));
-        assert_eq!(environ(pid, "CUDA_DEVICE_ORDER").as_deref(), Some("PCI_BUS_ID"));
+        assert_eq!(
+            environ(pid, "CUDA_DEVICE_ORDER").as_deref(),
+            Some("PCI_BUS_ID")
+        );
     }
-    provision(p.path(), &["down", "--grace", "0.2"]).output().unwrap();
+    provision(p.path(), &["down", "--grace", "0.2"])
+        .output()
+        .unwrap();
     p.configure(&gpu_pool("g", 2, "[0]", ""));
     let (out, events) = p.apply();
     let err = said(&out);
@@ -313,13 +322,18 @@ fn two_cards() -> Result<(), Failed> {
 /// Eight H100s: a pool on each card and one across all eight, placed after the eight (the plan
 /// says so); all fit.
 fn eight_h100s() -> Result<(), Failed> {
-    let mut pools: String = (0..8).map(|i| gpu_pool(&format!("p{i}"), 1, &format!("[{i}]"), "")).collect();
+    let mut pools: String = (0..8)
+        .map(|i| gpu_pool(&format!("p{i}"), 1, &format!("[{i}]"), ""))
+        .collect();
     pools += &gpu_pool("all", 1, "[0, 1, 2, 3, 4, 5, 6, 7]", "");
     let p = Project::new(&pools);
     set_gpus(p.path(), &eight_h100());
-    let plan = provision(p.path(), &["plan", "-c", "pools.yaml", "--cache-dir", "cache"])
-        .output()
-        .unwrap();
+    let plan = provision(
+        p.path(),
+        &["plan", "-c", "pools.yaml", "--cache-dir", "cache"],
+    )
+    .output()
+    .unwrap();
     let text = String::from_utf8_lossy(&plan.stdout);
     assert!(
         text.contains("ledger: placed after `p0` (1 × devices [0]), `p1` (1 × devices [1]), `p2` (1 × devices [2]), 5 more"),
@@ -334,6 +348,32 @@ fn eight_h100s() -> Result<(), Failed> {
     let ledger = &state["steps"]["vram-fit:all"]["outputs"]["ledger"];
     assert_eq!(ledger.as_array().map(Vec::len), Some(8), "{ledger}");
     assert_eq!(ledger[7]["name"], "NVIDIA H100 80GB HBM3");
-    assert_eq!(ledger[7]["shares"].as_array().map(Vec::len), Some(2), "{ledger}");
+    assert_eq!(
+        ledger[7]["shares"].as_array().map(Vec::len),
+        Some(2),
+        "{ledger}"
+    );
+    Ok(())
+}
+
+/// Free memory that changes between calls: gpu-check's two readings (its facts, then its run)
+/// see a free card, the next one — the fit's own — sees 300 MiB free: the fit refuses, so it
+/// placed the pool on a reading of its own, not on gpu-check's.
+fn changing_reading() -> Result<(), Failed> {
+    let p = Project::new(&gpu_pool("g", 1, "[0]", ""));
+    for (n, free) in [(1, 23_912), (2, 23_912), (3, 300)] {
+        std::fs::write(
+            p.path().join(format!("bin/gpus.{n}.csv")),
+            one_3090_with_free(free),
+        )
+        .unwrap();
+    }
+    let (out, events) = p.apply();
+    let err = said(&out);
+    let calls = std::fs::read_to_string(p.path().join("bin/gpu-calls")).unwrap();
+    assert_eq!(calls.trim(), "3", "gpu-check twice, the fit once");
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("300 MiB of 24.00 GiB free now"), "{err}");
+    assert!(!started(&events, "spawn:g/r0"), "{events:?}");
     Ok(())
 }
