@@ -136,6 +136,28 @@ fn validate_accepts_every_fixture_config() {
     }
 }
 
+/// `validate` shows the device ledger the config gives: each GPU with its pools in placement
+/// (config) order and their replicas, in text and JSON.
+#[test]
+fn validate_shows_the_device_ledger() {
+    let config = fixture("configs/two-gpu-pools-shared-build.yaml");
+    let (out, _) = provision(&["validate", "--config", &config]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("GPU 0: `chat` (2 × one server) — placed in this order"),
+        "{text}"
+    );
+    assert!(text.contains("GPU 2: `batch` (1 × one server)"), "{text}");
+    let (out, _) = provision(&["validate", "--config", &config, "--format", "json"]);
+    let body: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        body["devices"][0],
+        serde_json::json!({"device": 0, "pools": [{"pool": "chat", "replicas": 2}]})
+    );
+    assert_eq!(body["devices"].as_array().unwrap().len(), 3);
+}
+
 #[test]
 fn unknown_pool_missing_file_and_bad_usage_exit_2() {
     let config = fixture("configs/two-gpu-pools-shared-build.yaml");

@@ -66,9 +66,20 @@ fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         return Ok(report(&err, format));
     }
     let replicas: u32 = valid.pools.iter().map(|p| p.pool.replicas).sum();
+    let ledger = device_ledger(&valid);
     match format {
         Format::Json => {
-            let body = serde_json::json!({"valid": true, "file": valid.file, "diagnostics": valid.warnings});
+            let devices: Vec<serde_json::Value> = ledger
+                .iter()
+                .map(|(d, pools)| {
+                    let pools: Vec<serde_json::Value> = pools
+                        .iter()
+                        .map(|(p, r)| serde_json::json!({"pool": p, "replicas": r}))
+                        .collect();
+                    serde_json::json!({"device": d, "pools": pools})
+                })
+                .collect();
+            let body = serde_json::json!({"valid": true, "file": valid.file, "diagnostics": valid.warnings, "devices": devices});
             println!("{}", serde_json::to_string_pretty(&body)?);
         }
         Format::Text => {
@@ -86,9 +97,36 @@ fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
                 },
                 if replicas == 1 { "replica" } else { "replicas" }
             );
+            for (d, pools) in &ledger {
+                let pools: Vec<String> = pools
+                    .iter()
+                    .map(|(p, r)| format!("`{p}` ({r} × one server)"))
+                    .collect();
+                println!("GPU {d}: {} — placed in this order", pools.join(", "));
+            }
         }
     }
     Ok(ExitCode::from(Exit::Ok))
+}
+
+/// The device ledger as the config gives it, before anything is measured: each GPU the GPU
+/// pools name, with the pools placed on it in placement (config) order and their replicas.
+fn device_ledger(valid: &ValidConfig) -> std::collections::BTreeMap<u32, Vec<(String, u32)>> {
+    let mut ledger: std::collections::BTreeMap<u32, Vec<(String, u32)>> = Default::default();
+    for input in &valid.pools {
+        let pool = &input.pool;
+        let external = pool.provisioning.mode == provision_plan::config::ProvisioningMode::External;
+        if pool.backend != provision_plan::Backend::Cuda || external {
+            continue;
+        }
+        for d in &pool.devices {
+            ledger
+                .entry(*d)
+                .or_default()
+                .push((pool.id.clone(), pool.replicas));
+        }
+    }
+    ledger
 }
 
 /// A `handoff_path` that names the config, or (with the `--runtime-dir`, `--state` and
