@@ -48,6 +48,9 @@ pub struct Case {
     /// With the safety margin.
     pub est_need: u64,
     pub actual: DeviceBuffers,
+    /// Of the actual model buffer: the `CPU_REPACK` copy of the quantised matrices (the rest
+    /// is `CPU_Mapped`, the file's tensor data).
+    pub repacked: u64,
     pub ready_ms: f64,
 }
 
@@ -136,17 +139,34 @@ fn serve(server: &Path, args: &[String], port: u16, log: &Path) -> Result<(Strin
         .with_context(|| format!("starting {}", server.display()))?;
     let started = Instant::now();
     let result = wait_ready(&mut child, port, started);
-    let _ = child.kill();
-    let _ = child.wait();
+    let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
+    stop(&mut child);
     let text = std::fs::read_to_string(log).unwrap_or_default();
     match result {
-        Ok(()) => Ok((text, started.elapsed().as_secs_f64() * 1000.0)),
+        Ok(()) => Ok((text, ready_ms)),
         Err(e) => {
             let tail: Vec<&str> = text.lines().rev().take(15).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             bail!("{e:#}; its log ({}):\n{}", log.display(), tail.join("\n"))
         }
     }
+}
+
+/// SIGTERM (it prints its memory breakdown again as it exits), SIGKILL after 10 s.
+fn stop(child: &mut Child) {
+    // SAFETY: kill(2) on the pid of a child not yet waited for.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn wait_ready(child: &mut Child, port: u16, started: Instant) -> Result<()> {
@@ -171,6 +191,21 @@ fn flash_attn_logged(log: &str) -> Option<String> {
         let v = rest.trim_start().strip_prefix('=')?.trim();
         (!v.is_empty()).then(|| v.to_string())
     })
+}
+
+/// `load_tensors: CPU_REPACK model buffer size = 662.91 MiB`: the bytes of the repacked copy.
+fn repacked(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| {
+            l.split_once("CPU_REPACK model buffer size = ")?
+                .1
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .map(|mib| (mib * 1024.0 * 1024.0).round() as u64)
+        .sum()
 }
 
 /// Measure every model at each of its contexts, flash attention off and on.
@@ -203,13 +238,13 @@ pub fn measure(server: &Path, dir: &Path, models: &[FitModel], port: u16) -> Res
                     est,
                     est_need,
                     actual,
+                    repacked: repacked(&text),
                     ready_ms,
                 };
                 eprintln!("   [9] {}", line(&case));
                 cases.push(case);
             }
         }
-        let _ = std::fs::remove_file(&path);
     }
     Ok(cases)
 }
@@ -315,11 +350,12 @@ pub fn rows(cases: &[Case]) -> Vec<Row> {
 /// A case's terms, estimate/actual in MiB.
 fn terms(c: &Case) -> String {
     format!(
-        "ctx {} fa {}: weights {:.0}/{:.0}, KV {:.0}/{:.0}, compute {:.1}/{:.1} + output {:.2} MiB",
+        "ctx {} fa {}: weights {:.0}/{:.0} (of it repacked {:.0}), KV {:.0}/{:.0}, compute {:.1}/{:.1} + output {:.2} MiB",
         c.ctx,
         if c.flash_attn { "on" } else { "off" },
         mib(c.est.weights),
         mib(c.actual.model),
+        mib(c.repacked),
         mib(c.est.kv),
         mib(c.actual.kv),
         mib(c.est.compute),
@@ -335,7 +371,7 @@ fn mib(b: u64) -> f64 {
 /// One case, every term: `estimate / actual` MiB.
 pub fn line(c: &Case) -> String {
     format!(
-        "{} ({} {}, {:.0} MB) ctx {} fa {}{}: {:.3}× | weights {:.1}/{:.1} kv {:.1}/{:.1} compute {:.1}/{:.1} output -/{:.2} MiB | ready {:.0} ms",
+        "{} ({} {}, {:.0} MB) ctx {} fa {}{}: {:.3}× | weights {:.1}/{:.1} (repacked {:.1}) kv {:.1}/{:.1} compute {:.1}/{:.1} output -/{:.2} MiB | ready {:.0} ms",
         c.model,
         c.kind,
         c.weight_type,
@@ -346,6 +382,7 @@ pub fn line(c: &Case) -> String {
         c.ratio(),
         mib(c.est.weights),
         mib(c.actual.model),
+        mib(c.repacked),
         mib(c.est.kv),
         mib(c.actual.kv),
         mib(c.est.compute),
@@ -360,10 +397,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_flash_attention_the_log_reports() {
+    fn the_flash_attention_and_the_repacked_bytes_the_log_reports() {
         let log = "llama_context: n_ubatch      = 512\nllama_context: flash_attn    = enabled\n";
         assert_eq!(flash_attn_logged(log).as_deref(), Some("enabled"));
         assert_eq!(flash_attn_logged("llama_context: n_ctx = 512\n"), None);
+        let log = "load_tensors:   CPU_Mapped model buffer size =   636.16 MiB\nload_tensors:   CPU_REPACK model buffer size =   2.50 MiB\n";
+        assert_eq!(repacked(log), 5 * 512 * 1024);
+        assert_eq!(
+            repacked("load_tensors:   CPU_Mapped model buffer size = 1.00 MiB\n"),
+            0
+        );
     }
 
     #[test]

@@ -116,7 +116,10 @@ impl FitModel {
     pub fn writer(&self) -> GgufWriter {
         let s = self.shape;
         let mut w = GgufWriter::llama(s)
-            .kv("llama.attention.layer_norm_rms_eps", MetaValue::F32(1e-5))
+            .kv(
+                "llama.attention.layer_norm_rms_epsilon",
+                MetaValue::F32(1e-5),
+            )
             .kv(
                 "llama.rope.dimension_count",
                 MetaValue::U32((s.n_embd / s.n_head) as u32),
