@@ -2,9 +2,10 @@
 //! as its baseline (median of several runs, min–max), on real llama.cpp and the tiny model of
 //! the e2e run. See BENCHMARKS.md for the figures, their targets and the last table.
 //!
-//! - `--quick`: fewer repetitions and a 256 MiB hash file (CI).
+//! - `--quick`: fewer repetitions, a 256 MiB hash file, 3 of figure 9's models at 2 contexts (CI).
 //! - `--build`: also figure 7, the cold builds (slow: tens of minutes on 2 cores).
-//! - `--only 1,2`: only these figures (`--build --only 7`: the builds alone).
+//! - `--only 1,2`: only these figures (`--build --only 7`: the builds alone; `--only 9`: the
+//!   memory estimate against the real CPU server, figure 9, alone).
 //! - `PROVISION_BENCH_BIN=path`: measure that `provision` binary instead of building one.
 //!
 //! Exits non-zero when a measurement could not be made or an invariant broke (a warm apply
@@ -13,6 +14,8 @@
 
 mod bounded;
 mod build;
+mod fit;
+mod fit_models;
 mod harness;
 mod planner;
 mod ready;
@@ -59,8 +62,8 @@ impl Opts {
                     let mut mask = 0u16;
                     for n in list.split(',') {
                         match n.trim().parse::<u16>() {
-                            Ok(n @ 1..=8) => mask |= 1 << n,
-                            _ => bail!("--only takes figure numbers 1-8, like `--only 1,2`"),
+                            Ok(n @ 1..=9) => mask |= 1 << n,
+                            _ => bail!("--only takes figure numbers 1-9, like `--only 1,2`"),
                         }
                     }
                     o.only = Some(mask);
@@ -494,6 +497,19 @@ fn figures(
         rows.extend(bounded::rows(&p.bin, &p.work, opts.reps(5, 2))?);
     }
 
+    // 9. The memory estimate against the real CPU server's buffers.
+    if opts.wants(9) {
+        let models = fit_models::models(opts.quick);
+        eprintln!(
+            "== [9] estimate vs actual: {} generated models, real CPU llama-server",
+            models.len()
+        );
+        let server = fit::server_binary(p, &ready_cfg, &ready_rt)?;
+        let port = free_ports(1, &mut taken)[0];
+        let cases = fit::measure(&server, &p.work.join("fit9"), &models, port)?;
+        rows.extend(fit::rows(&cases));
+    }
+
     // 7. Builds, on request.
     if opts.build && opts.wants(7) {
         eprintln!("== [7] builds (slow)");
@@ -555,14 +571,20 @@ mod tests {
     #[test]
     fn options() {
         let all = parse(&[]).unwrap();
-        assert!(!all.quick && !all.build && (1..=8).all(|n| all.wants(n)));
+        assert!(!all.quick && !all.build && (1..=9).all(|n| all.wants(n)));
         let some = parse(&["--quick", "--build", "--only", "2,7"]).unwrap();
         assert!(some.quick && some.build);
         assert_eq!(
-            (1..=8).filter(|n| some.wants(*n)).collect::<Vec<_>>(),
+            (1..=9).filter(|n| some.wants(*n)).collect::<Vec<_>>(),
             [2, 7]
         );
-        assert!(parse(&["--only", "9"]).is_err());
+        assert_eq!(
+            (1..=9)
+                .filter(|n| parse(&["--only", "9"]).unwrap().wants(*n))
+                .collect::<Vec<_>>(),
+            [9]
+        );
+        assert!(parse(&["--only", "10"]).is_err());
         assert!(parse(&["--only"]).is_err());
         assert!(parse(&["--fast"]).is_err());
     }
