@@ -49,7 +49,8 @@ fn memory_requests_follow_the_estimate() {
     let weights: u64 = info.layer_bytes.iter().sum::<u64>() + info.output_bytes;
     let kv = 512 * 4 * 2 * (16 + 16) * 2; // ctx × layers × KV heads × (K + V dims) × f16
     let hidden = 4 * 512 * (3 * 64 + 2 * 128); // F32 × ubatch × (3 embd + 2 ff)
-    let scores = 4 * 512 * 4 * 512; // F32 × ubatch × heads × ctx (no flash attention)
+                                               // F32 × ubatch × ctx × (heads + the mask), without flash attention.
+    let scores = 4 * 512 * 4 * 512 + 4 * 512 * 512;
     let logits = 4 * 512 * 1000; // F32 × ubatch × vocab
     let compute = hidden + u64::max(scores, logits);
     let host = info.input_bytes + weights + kv + compute;

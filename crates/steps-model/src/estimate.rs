@@ -17,7 +17,8 @@
 //!   [`FitInput::per_slot_ctx`] (each slot its own `ctx`) it does.
 //! - **compute buffer** (activations, one micro-batch of `n_ubatch` tokens, F32):
 //!   `4 × n_ubatch × (3 × n_embd + 2 × n_ff)` for the hidden states, plus the larger of the
-//!   attention scores (`4 × n_ubatch × n_head × ctx`, only without flash attention) and, on the
+//!   attention scores and their mask (`4 × n_ubatch × (n_head + 1) × ctx`, only without flash
+//!   attention) and, on the
 //!   device holding the output layer, the logits (`4 × n_ubatch × n_vocab`). The graph
 //!   allocator reuses memory, so these peaks do not add up.
 //! - **safety margin**: [`MARGIN_FIXED`] per device (the CUDA context, cuBLAS workspaces, which
@@ -183,10 +184,13 @@ pub fn estimate(model: &ModelInfo, input: &FitInput, devices: &[(u32, u64)]) -> 
         .feed_forward_length
         .unwrap_or(4 * model.embedding_length);
     let hidden = 4 * ub * (3 * model.embedding_length + 2 * n_ff);
+    // Without flash attention: the score matrix and, beside it, the F32 mask it is masked with
+    // (measured on the real server, benchmark figure 9: leaving the mask out was short by up to
+    // 58 MiB at ctx 32768).
     let scores = if input.flash_attn {
         0
     } else {
-        4 * ub * model.head_count * kv_tokens
+        4 * ub * model.head_count * kv_tokens + 4 * ub * kv_tokens
     };
     let logits = 4 * ub * model.vocab_size.unwrap_or(0);
     for d in &mut out {

@@ -184,12 +184,13 @@ fn one_device_estimate_by_hand() {
     assert_eq!(d.weights, 2 * LAYER + OUTPUT);
     // KV: ctx 256 × 2 layers × 2 KV heads × 16 × 2 (K and V) × 2 bytes (f16) = 65536.
     assert_eq!(d.kv_cache, 65_536);
-    // Compute: hidden 4·512·(3·64 + 2·128) = 917504; scores 4·512·4 heads·256 = 2097152;
-    // logits 4·512·300 = 614400; 917504 + max(2097152, 614400) = 3014656.
-    assert_eq!(d.compute, 3_014_656);
-    // Margin: 512 MiB + 5% of (372992 + 65536 + 3014656 = 3453184) = 172659.2 → 172660.
-    assert_eq!(d.margin, MARGIN_FIXED + 172_660);
-    assert_eq!(d.need, 3_453_184 + MARGIN_FIXED + 172_660);
+    // Compute: hidden 4·512·(3·64 + 2·128) = 917504; scores 4·512·4 heads·256 = 2097152 and
+    // their mask 4·512·256 = 524288; logits 4·512·300 = 614400;
+    // 917504 + max(2097152 + 524288, 614400) = 3538944.
+    assert_eq!(d.compute, 3_538_944);
+    // Margin: 512 MiB + 5% of (372992 + 65536 + 3538944 = 3977472) = 198873.6 → 198874.
+    assert_eq!(d.margin, MARGIN_FIXED + 198_874);
+    assert_eq!(d.need, 3_977_472 + MARGIN_FIXED + 198_874);
     assert!(e.fits());
 
     // Flash attention: no score matrix, logits are the peak: 917504 + 614400.
@@ -261,8 +262,8 @@ fn layers_split_like_llama_cpp() {
     assert_eq!(b.weights, OUTPUT);
     assert_eq!(a.kv_cache, 65_536);
     assert_eq!(b.kv_cache, 0);
-    // GPU 0: hidden + scores; GPU 1 (output only, no attention): hidden + logits.
-    assert_eq!(a.compute, 917_504 + 2_097_152);
+    // GPU 0: hidden + scores and mask; GPU 1 (output only, no attention): hidden + logits.
+    assert_eq!(a.compute, 917_504 + 2_097_152 + 524_288);
     assert_eq!(b.compute, 917_504 + 614_400);
 
     // 1:3 → points 0.25, 1.0: only layer 0 (x = 0) lands on GPU 0.
@@ -306,9 +307,9 @@ fn largest_fitting_ctx_by_hand() {
         ModelInfo::from_gguf(&Gguf::parse_bytes(&GgufWriter::llama(tiny()).to_bytes()).unwrap())
             .unwrap();
     // need(ctx) = base + 512 MiB + ceil(5% base), base = 372992 + 256·ctx (KV) + 917504 +
-    // 8192·ctx (scores) = 1290496 + 8448·ctx. At ctx 1024: base 9941248, margin 512 MiB +
-    // 497063, need 547309223 bytes.
-    let free = 547_309_223;
+    // 8192·ctx (scores) + 2048·ctx (mask) = 1290496 + 10496·ctx. At ctx 1024: base 12038400,
+    // margin 512 MiB + 601920, need 549511232 bytes.
+    let free = 549_511_232;
     let at_1024 = estimate(&m, &input(1024), &[(0, free)]);
     assert_eq!(at_1024.devices[0].need, free);
     assert!(at_1024.fits());
