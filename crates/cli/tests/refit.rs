@@ -12,7 +12,7 @@ mod fake;
 mod gpu_host;
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Output, Stdio};
+use std::process::{Command, ExitCode, Output};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::Value;
@@ -66,19 +66,7 @@ impl World {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let path = std::env::join_paths(std::iter::once(self.dir.path().join("bin")).chain(
-            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
-        ))
-        .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_provision"));
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env_remove(AS_SERVER)
-            .env("PATH", path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd
+        gpu_host::provision(self.dir.path(), args)
     }
 
     /// Apply with `--json`: the exit status and the events.

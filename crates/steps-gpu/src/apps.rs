@@ -6,6 +6,7 @@
 use provision_executor::Cancel;
 use provision_steps_tools::Host;
 
+use crate::csv_line::CsvLine;
 use crate::detect::{query, DetectError};
 
 /// A process using GPU memory (a step output, hence in the plan crate).
@@ -20,41 +21,27 @@ pub const APPS_QUERY: [&str; 3] = [
 
 /// Parse what the query prints (`replica` is left for the caller to fill in).
 pub fn parse_apps(command: &str, out: &str) -> Result<Vec<ComputeApp>, DetectError> {
-    let mut apps = Vec::new();
-    for (n, line) in out.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.eq_ignore_ascii_case("No running processes found") {
-            continue;
-        }
-        let garbage = |why: String| DetectError::Garbage {
-            command: command.into(),
-            line: n + 1,
-            text: line.chars().take(200).collect(),
-            why,
-        };
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        if f.len() != 3 {
-            return Err(garbage(format!("{} fields, expected 3", f.len())));
-        }
-        let pid = f[0]
-            .parse::<u32>()
-            .map_err(|_| garbage(format!("pid `{}` is not a number", f[0])))?;
-        if !f[1].starts_with("GPU-") && !f[1].starts_with("MIG-") {
-            return Err(garbage(format!("`{}` is not a GPU UUID", f[1])));
-        }
-        let used_memory_mib = match f[2].parse::<u64>() {
-            Ok(n) => Some(n),
-            Err(_) if f[2].starts_with('[') => None,
-            Err(_) => return Err(garbage(format!("used_memory `{}` is not a number", f[2]))),
-        };
-        apps.push(ComputeApp {
-            pid,
-            gpu_uuid: f[1].into(),
-            used_memory_mib,
-            replica: None,
-        });
-    }
-    Ok(apps)
+    let none = |l: &str| l.eq_ignore_ascii_case("No running processes found");
+    CsvLine::all(command, out, 3, none)?
+        .into_iter()
+        .map(|l| {
+            let pid = u32::try_from(l.number(0, "pid")?)
+                .map_err(|_| l.garbage("the pid is too large".into()))?;
+            let gpu_uuid = l.uuid(1)?.to_string();
+            let used = l.fields[2];
+            let used_memory_mib = match used.parse::<u64>() {
+                Ok(n) => Some(n),
+                Err(_) if used.starts_with('[') => None,
+                Err(_) => return Err(l.garbage(format!("used_memory `{used}` is not a number"))),
+            };
+            Ok(ComputeApp {
+                pid,
+                gpu_uuid,
+                used_memory_mib,
+                replica: None,
+            })
+        })
+        .collect()
 }
 
 /// The processes using GPU memory now.

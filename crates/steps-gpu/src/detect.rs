@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use provision_executor::{Cancel, ExitState, FailedCommand};
 use provision_steps_tools::Host;
 
+use crate::csv_line::CsvLine;
+
 /// How long `nvidia-smi` may take (a wedged driver can hang it).
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -70,44 +72,25 @@ fn code(status: &ExitState) -> String {
 /// Parse the CSV `nvidia-smi` prints for the query
 /// `index,uuid,name,memory.total,memory.free,driver_version,compute_cap`.
 pub fn parse(command: &str, out: &str) -> Result<Vec<Gpu>, DetectError> {
-    let mut gpus = Vec::new();
-    for (n, line) in out.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let garbage = |why: String| DetectError::Garbage {
-            command: command.into(),
-            line: n + 1,
-            text: line.chars().take(200).collect(),
-            why,
-        };
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        if f.len() != 7 {
-            return Err(garbage(format!("{} fields, expected 7", f.len())));
-        }
-        let num = |i: usize, what: &str| -> Result<u64, DetectError> {
-            f[i].parse::<u64>()
-                .map_err(|_| garbage(format!("{what} `{}` is not a number", f[i])))
-        };
-        let index = u32::try_from(num(0, "index")?)
-            .map_err(|_| garbage("the index is too large".into()))?;
-        if !f[1].starts_with("GPU-") && !f[1].starts_with("MIG-") {
-            return Err(garbage(format!("`{}` is not a GPU UUID", f[1])));
-        }
-        let cc = f[6];
-        let cc = if cc.starts_with('[') { "" } else { cc };
-        gpus.push(Gpu {
-            index,
-            uuid: f[1].into(),
-            name: f[2].into(),
-            memory_total_mib: num(3, "memory.total")?,
-            memory_free_mib: num(4, "memory.free")?,
-            driver: f[5].into(),
-            compute_capability: cc.into(),
-        });
-    }
-    Ok(gpus)
+    CsvLine::all(command, out, 7, |_| false)?
+        .into_iter()
+        .map(|l| {
+            let index = u32::try_from(l.number(0, "index")?)
+                .map_err(|_| l.garbage("the index is too large".into()))?;
+            let uuid = l.uuid(1)?;
+            let f = &l.fields;
+            let cc = if f[6].starts_with('[') { "" } else { f[6] };
+            Ok(Gpu {
+                index,
+                uuid: uuid.into(),
+                name: f[2].into(),
+                memory_total_mib: l.number(3, "memory.total")?,
+                memory_free_mib: l.number(4, "memory.free")?,
+                driver: f[5].into(),
+                compute_capability: cc.into(),
+            })
+        })
+        .collect()
 }
 
 /// Run `argv` (its program looked up on `host`'s PATH) and parse the GPU list.

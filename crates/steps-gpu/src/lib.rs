@@ -3,6 +3,7 @@
 
 pub mod apps;
 pub mod check;
+pub mod csv_line;
 pub mod detect;
 
 pub use apps::{compute_apps, ComputeApp};
