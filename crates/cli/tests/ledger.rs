@@ -46,6 +46,10 @@ fn main() -> ExitCode {
         ),
         Trial::test("eight_h100s_one_pool_each_and_one_across_all", eight_h100s),
         Trial::test(
+            "a_running_pool_is_not_refused_when_a_pool_is_placed_before_it",
+            placed_before_running,
+        ),
+        Trial::test(
             "pools_sharing_a_gpu_each_hand_off_their_own_model",
             own_model_handed_off,
         ),
@@ -415,5 +419,35 @@ fn own_model_handed_off() -> Result<(), Failed> {
         let path = handoff["model"]["path"].as_str().unwrap_or_default();
         assert!(path.ends_with(model), "pool `{pool}`: {handoff}");
     }
+    Ok(())
+}
+
+/// A running pool `g` whose server holds less than the estimate (the estimate keeps a margin),
+/// on a card a tenant has filled but for 600 MiB. A new pool `h`, first in the config, fits in
+/// those 600 MiB and is spawned; `g`'s fit runs again (the pools before it changed) and must
+/// not refuse `g`: its server runs and keeps what it holds. (It was refused: `h` took the free
+/// memory, and `g` then needed its whole estimate again beside it.)
+fn placed_before_running() -> Result<(), Failed> {
+    // Its handoff path set: the default one changes when a second pool comes.
+    let g = gpu_pool("g", 1, "[0]", "    handoff_path: ./g.json\n");
+    let p = Project::new(&g);
+    let (out, _) = p.apply();
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let handoff: Value =
+        serde_json::from_slice(&std::fs::read(p.path().join("g.json")).unwrap()).unwrap();
+    let server = handoff["pid"].as_u64().unwrap() as u32;
+    set_apps(
+        p.path(),
+        &format!("{server}, {UUID0}, 300\n4242, {UUID0}, 23012\n"),
+    );
+    set_gpus(p.path(), &one_3090_with_free(600));
+    p.configure(&(gpu_pool("h", 1, "[0]", "") + &g));
+    let (out, events) = p.apply();
+    let err = said(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}\n{events:?}");
+    assert!(started(&events, "spawn:h/r0"), "{events:?}");
+    assert!(!started(&events, "spawn:g/r0"), "kept: {events:?}");
+    assert!(alive(server));
+    assert_eq!(p.handoff_pids().len(), 1, "h's; g's is at ./g.json");
     Ok(())
 }
