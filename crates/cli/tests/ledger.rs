@@ -45,6 +45,14 @@ fn main() -> ExitCode {
             changing_reading,
         ),
         Trial::test("eight_h100s_one_pool_each_and_one_across_all", eight_h100s),
+        Trial::test(
+            "a_running_pool_is_not_refused_when_a_pool_is_placed_before_it",
+            placed_before_running,
+        ),
+        Trial::test(
+            "pools_sharing_a_gpu_each_hand_off_their_own_model",
+            own_model_handed_off,
+        ),
     ];
     libtest_mimic::run(&args, tests).exit_code()
 }
@@ -88,14 +96,21 @@ impl Project {
         (out, events)
     }
 
-    /// The pids the handoff files name.
-    fn handoff_pids(&self) -> Vec<u32> {
+    /// The handoff files.
+    fn handoffs(&self) -> Vec<Value> {
         let Ok(dir) = std::fs::read_dir(self.path().join(".runtime/engines")) else {
             return Vec::new();
         };
-        let mut pids: Vec<u32> = dir
-            .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+        dir.filter_map(|e| std::fs::read(e.ok()?.path()).ok())
             .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
+            .collect()
+    }
+
+    /// The pids the handoff files name.
+    fn handoff_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .handoffs()
+            .iter()
             .filter_map(|v| v["pid"].as_u64().map(|p| p as u32))
             .collect();
         pids.sort_unstable();
@@ -375,5 +390,64 @@ fn changing_reading() -> Result<(), Failed> {
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("300 MiB of 24.00 GiB free now"), "{err}");
     assert!(!started(&events, "spawn:g/r0"), "{events:?}");
+    Ok(())
+}
+
+/// Two pools on one GPU, each with its own model from a URL (already in the cache, so never
+/// fetched): `b`'s fit counts `a`'s model (a dependency of its vram-fit), yet each handoff file
+/// names its own model. (A handoff's `${model_path}` came from whichever model-resolve step
+/// sorted first among its indirect dependencies: one of the two named the other's model.)
+fn own_model_handed_off() -> Result<(), Failed> {
+    let url = |name: &str| format!("http://127.0.0.1:9/{name}");
+    let pool =
+        |id: &str, name: &str| gpu_pool(id, 1, "[0]", "").replace("./model.gguf", &url(name));
+    let p = Project::new(&(pool("a", "aa.gguf") + &pool("b", "zz.gguf")));
+    let models = p.path().join("cache/models");
+    for name in ["aa.gguf", "zz.gguf"] {
+        let dest = provision_steps_model::resolve::url_dest(&url(name), &models);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(p.path().join("model.gguf"), dest).unwrap();
+    }
+    let (out, _) = p.apply();
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    for (pool, model) in [("a", "aa.gguf"), ("b", "zz.gguf")] {
+        let handoff = p
+            .handoffs()
+            .into_iter()
+            .find(|h| h["pool_id"] == pool)
+            .expect("a handoff of the pool");
+        let path = handoff["model"]["path"].as_str().unwrap_or_default();
+        assert!(path.ends_with(model), "pool `{pool}`: {handoff}");
+    }
+    Ok(())
+}
+
+/// A running pool `g` whose server holds less than the estimate (the estimate keeps a margin),
+/// on a card a tenant has filled but for 600 MiB. A new pool `h`, first in the config, fits in
+/// those 600 MiB and is spawned; `g`'s fit runs again (the pools before it changed) and must
+/// not refuse `g`: its server runs and keeps what it holds. (It was refused: `h` took the free
+/// memory, and `g` then needed its whole estimate again beside it.)
+fn placed_before_running() -> Result<(), Failed> {
+    // Its handoff path set: the default one changes when a second pool comes.
+    let g = gpu_pool("g", 1, "[0]", "    handoff_path: ./g.json\n");
+    let p = Project::new(&g);
+    let (out, _) = p.apply();
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let handoff: Value =
+        serde_json::from_slice(&std::fs::read(p.path().join("g.json")).unwrap()).unwrap();
+    let server = handoff["pid"].as_u64().unwrap() as u32;
+    set_apps(
+        p.path(),
+        &format!("{server}, {UUID0}, 300\n4242, {UUID0}, 23012\n"),
+    );
+    set_gpus(p.path(), &one_3090_with_free(600));
+    p.configure(&(gpu_pool("h", 1, "[0]", "") + &g));
+    let (out, events) = p.apply();
+    let err = said(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}\n{events:?}");
+    assert!(started(&events, "spawn:h/r0"), "{events:?}");
+    assert!(!started(&events, "spawn:g/r0"), "kept: {events:?}");
+    assert!(alive(server));
+    assert_eq!(p.handoff_pids().len(), 1, "h's; g's is at ./g.json");
     Ok(())
 }

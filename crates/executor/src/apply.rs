@@ -159,7 +159,9 @@ pub(crate) fn context<'a>(
 }
 
 /// The ids of every step `step` depends on, directly or through others: all done before it
-/// runs, and all in its fingerprint through its direct dependencies'.
+/// runs, and all in its fingerprint through its direct dependencies'. A gate passes nothing
+/// on: it is there, but what it depends on is not reached through it (a server's vram-fit
+/// depends on the models of the pools sharing its GPUs; they are not the server's).
 fn ancestors<'p>(plan: &'p Plan, step: &'p Step) -> BTreeSet<&'p str> {
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     let mut todo: Vec<&str> = step.deps.iter().map(String::as_str).collect();
@@ -167,7 +169,7 @@ fn ancestors<'p>(plan: &'p Plan, step: &'p Step) -> BTreeSet<&'p str> {
         if !seen.insert(id) {
             continue;
         }
-        if let Some(s) = plan.step(id) {
+        if let Some(s) = plan.step(id).filter(|s| !s.spec.step_kind().is_gate()) {
             todo.extend(s.deps.iter().map(String::as_str));
         }
     }

@@ -47,7 +47,8 @@ pub struct StepContext<'a> {
     pub redactor: Arc<Redactor>,
     pub step: &'a Step,
     /// Typed outputs of the step's dependencies, direct and indirect (a handoff reads its
-    /// spawn through its probe), by step id. Their fingerprints are in this step's.
+    /// spawn through its probe) but not through a gate (a gate is there, its own
+    /// dependencies are not), by step id. Their fingerprints are in this step's.
     pub deps: BTreeMap<String, StepOutputs>,
     /// Outputs this step recorded when it last passed (for liveness checks and reuse).
     pub previous: Option<StepOutputs>,
@@ -65,9 +66,7 @@ pub struct StepContext<'a> {
 
 impl StepContext<'_> {
     /// Expand the plan's placeholders: the roots, `${jobs}`, and `${model_path}` from the
-    /// dependency whose outputs give it (model-resolve's `path`): a direct dependency first,
-    /// since a step may also have other pools' models among its indirect ones (a server
-    /// reaches them through its pool's vram-fit, which counts the pools sharing its GPUs).
+    /// dependency whose outputs give it (model-resolve's `path`): a direct dependency first.
     pub fn expand(&self, s: &str) -> String {
         let mut out = self
             .roots

@@ -6,7 +6,7 @@
 use provision_executor::StepError;
 use provision_plan::outputs::LedgerDevice;
 
-use crate::estimate::{human, largest_fitting_ctx, Estimate};
+use crate::estimate::{estimate, human, largest_fitting_ctx, Estimate, FitInput};
 use crate::ledger::Entry;
 
 /// A line per other process: `pid 4242 14.00 GiB` (`? MiB` when the driver does not say).
@@ -95,6 +95,37 @@ fn device_lines(own: &Entry, est: &Estimate, d: &LedgerDevice) -> Vec<String> {
     lines
 }
 
+/// Why not even the smallest context fits one server of `own` in `room` (per device): the
+/// weights alone, or what one server needs at ctx 256 (weights, compute buffers, margin).
+fn none_fits(own: &Entry, room: &[(u32, u64)]) -> String {
+    let room_of = |device: u32| room.iter().find(|r| r.0 == device).map_or(0, |r| r.1);
+    let small = FitInput {
+        ctx: 256,
+        ..own.input.clone()
+    };
+    let est = estimate(&own.model, &small, room);
+    if let Some(d) = est.devices.iter().find(|d| d.weights > room_of(d.device)) {
+        return format!(
+            "the weights alone do not fit (GPU {}: {} of weights, {} left for one server)",
+            d.device,
+            human(d.weights),
+            human(room_of(d.device))
+        );
+    }
+    let Some(d) = est.devices.iter().find(|d| d.need > room_of(d.device)) else {
+        return "not even 256 tokens".into();
+    };
+    format!(
+        "not even 256 tokens: one server needs {} on GPU {} at ctx 256 (weights {}, compute {}, margin {}), {} is left for one server",
+        human(d.need),
+        d.device,
+        human(d.weights),
+        human(d.compute),
+        human(d.margin),
+        human(room_of(d.device))
+    )
+}
+
 /// The `POOL_UNAVAILABLE` error for `own` (estimated `est`) on the ledger `devices`.
 pub fn unavailable(own: &Entry, est: &Estimate, devices: &[LedgerDevice]) -> StepError {
     let replicas = own.replicas.max(1);
@@ -117,7 +148,7 @@ pub fn unavailable(own: &Entry, est: &Estimate, devices: &[LedgerDevice]) -> Ste
     let largest = largest_fitting_ctx(&own.model, &own.input, &room);
     lines.push(match largest {
         Some(c) => format!("  largest ctx that fits: {c}"),
-        None => "  largest ctx that fits: none — the weights alone do not fit".into(),
+        None => format!("  largest ctx that fits: none — {}", none_fits(own, &room)),
     });
     StepError::new(lines.join("\n")).hint(crate::hints::ways_to_fit(own, largest))
 }

@@ -27,7 +27,7 @@ use provision_plan::outputs::{ComputeApp, FitInputs, Gpu, ModelResolveOutputs, V
 use provision_plan::step::VramFit;
 use provision_plan::StepId;
 
-use crate::estimate::{human, kv_type_bytes, FitInput, GpuLayers, DEFAULT_UBATCH};
+use crate::estimate::{human, kv_type_bytes, Estimate, FitInput, GpuLayers, DEFAULT_UBATCH};
 use crate::ledger::{place, Entry, Placement};
 use crate::model_info::ModelInfo;
 
@@ -221,12 +221,18 @@ pub fn run(spec: &VramFit, cx: &StepContext<'_>, reading: &Reading) -> Result<Ou
     let (entries, placement) = placement(spec, cx, reading)?;
     let own = entries.last().expect("the pool itself is an entry");
     let (est, placed) = placement.pools.last().expect("one result per entry");
-    if !placed {
+    let kept = !placed && kept(spec, cx, reading, est);
+    if !placed && !kept {
         return Err(crate::refusal::unavailable(own, est, &placement.devices));
     }
     let mut summary = format!(
-        "pool `{}` fits at ctx {} ({} layers offloaded, {} replica{}):",
+        "pool `{}` {} at ctx {} ({} layers offloaded, {} replica{}):",
         spec.pool,
+        if kept {
+            "is kept as it runs (its servers hold their memory)"
+        } else {
+            "fits"
+        },
         est.ctx,
         est.gpu_layers_offloaded,
         spec.replicas,
@@ -286,6 +292,25 @@ pub fn check_alive(spec: &VramFit, cx: &StepContext<'_>, reading: &Reading) -> R
         "the pool no longer fits on its GPUs as they are now: {}",
         short.join(", ")
     ))
+}
+
+/// Whether the pool's servers all run and need what they needed when the fit last passed
+/// (same ctx, same devices, same need in all): a fit that runs again because the pools before
+/// it changed, not the pool itself, then keeps them as they are (they hold their memory; the
+/// estimate's margin is not theirs to find again). A change of the pool's own memory settings
+/// or replicas is checked against the reading of now.
+fn kept(spec: &VramFit, cx: &StepContext<'_>, reading: &Reading, est: &Estimate) -> bool {
+    let Some(before) = cx.previous::<VramFitOutputs>() else {
+        return false;
+    };
+    let shape = |e: &Estimate| {
+        (
+            e.ctx,
+            e.devices.iter().map(|d| d.device).collect::<Vec<_>>(),
+            e.devices.iter().map(|d| d.need).sum::<u64>(),
+        )
+    };
+    shape(&before.estimate) == shape(est) && all_running(spec, reading)
 }
 
 /// Whether every replica of the pool is a running server of this project on each device.

@@ -202,3 +202,26 @@ fn a_device_the_reading_lacks_is_an_error() {
     let err = place(&[e], &rtx_3090(23_912), &[]).err().unwrap();
     assert!(err.contains("no GPU 3"), "{err}");
 }
+
+#[test]
+fn no_fitting_ctx_says_what_does_not_fit() {
+    let m = llama_8b_q4k();
+    // The weights fit 5000 MiB; with the compute buffers and the per-server margin they do
+    // not, at any ctx.
+    let entries = [pool("chat", 1, &m)];
+    let p = place(&entries, &rtx_3090(5000), &[]).unwrap();
+    assert_eq!(placed(&p), [false]);
+    let weights = p.pools[0].0.devices[0].weights;
+    assert!(weights < 5000 * MIB, "{weights}");
+    let text = unavailable(&entries[0], &p.pools[0].0, &p.devices).message;
+    assert!(!text.contains("the weights alone do not fit"), "{text}");
+    assert!(
+        text.contains("largest ctx that fits: none — not even 256 tokens: one server needs "),
+        "{text}"
+    );
+    assert!(text.contains("(weights 3.93 GiB, compute "), "{text}");
+    // Weights that do not fit alone are said so.
+    let p = place(&entries, &rtx_3090(3000), &[]).unwrap();
+    let text = unavailable(&entries[0], &p.pools[0].0, &p.devices).message;
+    assert!(text.contains("the weights alone do not fit"), "{text}");
+}
