@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::thread;
 
 use fake_hub::*;
-use provision_executor::Cancel;
 use provision_plan::model_ref::ModelRef;
 
 #[test]
@@ -167,14 +166,12 @@ fn offline_uses_what_the_cache_has() {
         &hf("hf:org/tiny/tiny.gguf"),
         &s.at,
         &s.env,
-        &Cancel::new(),
     )
     .unwrap();
     let offline_facts = provision_steps_model::resolve::facts_for(
         &hf("hf:org/tiny/tiny.gguf"),
         &offline.at,
         &offline.env,
-        &Cancel::new(),
     )
     .unwrap();
     assert_eq!(online_facts, offline_facts);
