@@ -99,31 +99,31 @@ fn clock(d: Duration) -> String {
     }
 }
 
-/// Turns a hasher's `(done, total)` calls into log lines: one each [`INTERVAL`], and the last.
+/// Turns a hasher's `(done, total)` calls into log lines: the first, then one each
+/// [`INTERVAL`], and the last.
 pub struct HashLog<'a> {
     path: &'a Path,
     start: Instant,
-    last: Instant,
+    last: Option<Instant>,
     log: &'a mut dyn FnMut(String),
 }
 
 impl<'a> HashLog<'a> {
     pub fn new(path: &'a Path, log: &'a mut dyn FnMut(String)) -> Self {
-        let now = Instant::now();
         HashLog {
             path,
-            start: now,
-            last: now,
+            start: Instant::now(),
+            last: None,
             log,
         }
     }
 
     /// `done` bytes of `total` hashed.
     pub fn update(&mut self, done: u64, total: u64) {
-        if done < total && self.last.elapsed() < INTERVAL {
+        if done < total && self.last.is_some_and(|t| t.elapsed() < INTERVAL) {
             return;
         }
-        self.last = Instant::now();
+        self.last = Some(Instant::now());
         let p = HashProgress {
             done,
             total,
@@ -133,15 +133,24 @@ impl<'a> HashLog<'a> {
     }
 }
 
-/// The last progress line in the tail of a step's log, if any.
+/// The progress line that ends a step's log, if any (see [`last_of`]).
 pub fn last_in(log: &Path) -> Option<HashProgress> {
     let mut file = std::fs::File::open(log).ok()?;
     let len = file.metadata().ok()?.len();
     file.seek(SeekFrom::Start(len.saturating_sub(8192))).ok()?;
     let mut tail = Vec::new();
     file.read_to_end(&mut tail).ok()?;
-    let text = String::from_utf8_lossy(&tail);
-    text.lines().rev().find_map(HashProgress::parse)
+    last_of(&String::from_utf8_lossy(&tail))
+}
+
+/// The progress of a hashing under way: the last line of `text` (a log), when it is a
+/// progress line. A line after it means the step moved on; an earlier run's lines (logs are
+/// appended to) are not the current one's.
+pub fn last_of(text: &str) -> Option<HashProgress> {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .and_then(HashProgress::parse)
 }
 
 #[cfg(test)]
@@ -183,12 +192,13 @@ mod tests {
             h.update(done, 100);
         }
         h.update(100, 100);
-        assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(lines[0].starts_with("hashed 100 of 100 bytes in "));
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with("hashed 1 of 100 bytes in "));
+        assert!(lines[1].starts_with("hashed 100 of 100 bytes in "));
     }
 
     #[test]
-    fn the_last_line_of_the_log_tail_is_read() {
+    fn only_a_progress_line_that_ends_the_log_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("m.log");
         let a = HashProgress {
@@ -198,12 +208,15 @@ mod tests {
         };
         let b = HashProgress { done: 60, ..a };
         let text = format!(
-            "resolving\n{}\n{}\nsomething else\n",
+            "resolving\n{}\n{}\n",
             a.line(Path::new("/m")),
             b.line(Path::new("/m"))
         );
-        std::fs::write(&log, text).unwrap();
+        std::fs::write(&log, &text).unwrap();
         assert_eq!(last_in(&log), Some(b));
+        // The step moved on (or this is an earlier run's log): no hashing under way.
+        std::fs::write(&log, format!("{text}model /m (100 bytes)\n")).unwrap();
+        assert_eq!(last_in(&log), None);
         assert_eq!(last_in(&dir.path().join("none.log")), None);
     }
 }

@@ -9,6 +9,7 @@ use provision_plan::step::{ModelResolve, StepSpec, VramFit};
 use provision_plan::StepOutputs;
 use provision_steps_model::estimate::{estimate, MIB};
 use provision_steps_model::gguf_writer::{GgufWriter, LlamaShape};
+use provision_steps_model::hash_progress::HashProgress;
 use provision_steps_model::hf::HfEnv;
 use provision_steps_model::resolve::NOT_HASHED;
 use provision_steps_model::ledger::{place, Entry};
@@ -165,7 +166,8 @@ fn local_model_resolve_outputs_and_warm_facts_read_nothing() {
     let d = cache.digest(&path, &cx.cancel).unwrap();
     assert_eq!(d.bytes_read, 0);
     // The run logged the hashing: the final progress line, every byte.
-    let logged = provision_steps_model::hash_progress::last_in(&cx.log).unwrap();
+    let log = fs::read_to_string(&cx.log).unwrap();
+    let logged = log.lines().rev().find_map(HashProgress::parse).unwrap();
     assert_eq!((logged.done, logged.total), (d.identity.size, d.identity.size));
     // A rewritten file changes the facts: the run hashes it again, to the same digest.
     let bytes = fs::read(&path).unwrap();
