@@ -184,7 +184,10 @@ fn apply_reading(dir: &Path, extra: &[&str]) -> (String, u64) {
         .find_map(|l| l.strip_prefix("rchar: "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no rchar in {io}"));
-    (std::fs::read_to_string(dir.join("out.json")).unwrap(), rchar)
+    (
+        std::fs::read_to_string(dir.join("out.json")).unwrap(),
+        rchar,
+    )
 }
 
 #[test]
@@ -195,7 +198,10 @@ fn a_reapply_reads_no_byte_of_a_model_hashed_before_and_plain_output_has_no_prog
     // cmake-hello is no llama-server, which is beside the point).
     let out = apply(dir.path(), &[]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("done   model-resolve:model.gguf"), "{stderr}");
+    assert!(
+        stderr.contains("done   model-resolve:model.gguf"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("hashing"), "{stderr}");
     let cached = std::fs::read_to_string(dir.path().join("cache/models/digests.json")).unwrap();
     assert!(cached.contains("model.gguf"), "{cached}");

@@ -188,10 +188,8 @@ mod tests {
             .unwrap();
         let mut calls = Vec::new();
         let cancel = Cancel::new();
-        let digest = sha256_file_with(&path, &cancel, &mut |done, total| {
-            calls.push((done, total))
-        })
-        .unwrap();
+        let digest =
+            sha256_file_with(&path, &cancel, &mut |done, total| calls.push((done, total))).unwrap();
         assert_eq!(digest, sha256_file(&path, &cancel).unwrap());
         assert!(calls.len() >= 4, "{calls:?}");
         assert!(calls.windows(2).all(|w| w[0].0 < w[1].0), "{calls:?}");

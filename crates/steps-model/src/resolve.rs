@@ -37,8 +37,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::digest::{set_digest, DigestCache, Digested, FileIdentity};
-use crate::hash_progress::HashLog;
 use crate::download::{download, Download, DownloadError};
+use crate::hash_progress::HashLog;
 use crate::hf::{is_commit, link_snapshot, remote, HfEnv, HfFile, HubError};
 use crate::http::{display_url, header, normalize_etag};
 use crate::quant::QuantError;
@@ -462,8 +462,9 @@ fn digest_logged(
     log: &mut dyn FnMut(String),
 ) -> std::io::Result<Digested> {
     let mut progress = HashLog::new(path, log);
-    at.digests
-        .digest_with(path, cancel, &mut |done, total| progress.update(done, total))
+    at.digests.digest_with(path, cancel, &mut |done, total| {
+        progress.update(done, total)
+    })
 }
 
 /// Verify a file already on disk: digest from the cache (or by reading it once), then the

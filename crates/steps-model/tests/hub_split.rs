@@ -142,12 +142,7 @@ fn the_quant_form_picks_the_shard_set_or_the_file_of_the_tag() {
     let r = run(&s, &hf(&format!("hf:{REPO}:q4_k_m")), None).unwrap();
     assert_eq!(r.path, snapshot(&s, &set[0].0));
     assert_eq!(r.shards.len(), 3);
-    let facts = facts_for(
-        &hf(&format!("hf:{REPO}:Q4_K_M")),
-        &s.at,
-        &s.env,
-    )
-    .unwrap();
+    let facts = facts_for(&hf(&format!("hf:{REPO}:Q4_K_M")), &s.at, &s.env).unwrap();
     assert_eq!(facts["hf.file"], set[0].0);
 
     let r = run(&s, &hf(&format!("hf:{REPO}:Q8_0")), None).unwrap();

@@ -11,8 +11,8 @@ use provision_steps_model::estimate::{estimate, MIB};
 use provision_steps_model::gguf_writer::{GgufWriter, LlamaShape};
 use provision_steps_model::hash_progress::HashProgress;
 use provision_steps_model::hf::HfEnv;
-use provision_steps_model::resolve::NOT_HASHED;
 use provision_steps_model::ledger::{place, Entry};
+use provision_steps_model::resolve::NOT_HASHED;
 use provision_steps_model::vram_fit::{fit_input, Reading};
 use provision_steps_model::{Estimate, FitInput};
 use provision_steps_model::{ModelEnv, ModelInfo};
@@ -168,7 +168,10 @@ fn local_model_resolve_outputs_and_warm_facts_read_nothing() {
     // The run logged the hashing: the final progress line, every byte.
     let log = fs::read_to_string(&cx.log).unwrap();
     let logged = log.lines().rev().find_map(HashProgress::parse).unwrap();
-    assert_eq!((logged.done, logged.total), (d.identity.size, d.identity.size));
+    assert_eq!(
+        (logged.done, logged.total),
+        (d.identity.size, d.identity.size)
+    );
     // A rewritten file changes the facts: the run hashes it again, to the same digest.
     let bytes = fs::read(&path).unwrap();
     fs::remove_file(&path).unwrap();
