@@ -1,5 +1,10 @@
 //! Showing apply's events: an indicatif display on a TTY, plain timestamped lines elsewhere,
 //! or one JSON object per line with `--format json`.
+//!
+//! A running step's progress is read from the tail of its log: a build's `[x/y]`, a model's
+//! hashing (bytes, rate, ETA). The TTY shows it beside the step's spinner, plain output every
+//! 30 seconds; `--format json` carries no progress: its events are the steps' changes of
+//! state, each `started` event names the log that holds the progress lines.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -8,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use provision_executor::{Event, EventSink};
+use provision_steps_model::hash_progress::last_of;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verbosity {
@@ -102,8 +108,9 @@ fn secs(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
 }
 
-/// Plain lines on stderr, with the time since apply started (CI logs). A running build's
-/// `[x/y]` is printed every 30 seconds.
+/// Plain lines on stderr, with the time since apply started (CI logs). A running step's
+/// progress ([`step_progress`]: a build's `[x/y]`, a model's hashing) is printed every 30
+/// seconds.
 pub struct Plain {
     pub verbosity: Verbosity,
     pub start: Instant,
@@ -123,9 +130,9 @@ impl Plain {
                     return;
                 };
                 for (step, log) in running.lock().expect("not poisoned").iter() {
-                    if let Some((done, total)) = build_progress(log) {
+                    if let Some(progress) = step_progress(log) {
                         let t = start.elapsed().as_secs_f64();
-                        eprintln!("[{t:>7.2}s] ...    {step}  [{done}/{total}]");
+                        eprintln!("[{t:>7.2}s] ...    {step}  {progress}");
                     }
                 }
             });
@@ -163,14 +170,7 @@ impl EventSink for Plain {
 }
 
 /// The last `[done/total]` a build tool (ninja, make via CMake) printed to a step's log.
-pub fn build_progress(log: &std::path::Path) -> Option<(u64, u64)> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(log).ok()?;
-    let len = file.metadata().ok()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(8192))).ok()?;
-    let mut tail = Vec::new();
-    file.read_to_end(&mut tail).ok()?;
-    let text = String::from_utf8_lossy(&tail);
+fn build_progress_of(text: &str) -> Option<(u64, u64)> {
     text.lines().rev().find_map(|line| {
         let inner = line.trim_start().strip_prefix('[')?.split(']').next()?;
         let (done, total) = inner.split_once('/')?;
@@ -178,8 +178,29 @@ pub fn build_progress(log: &std::path::Path) -> Option<(u64, u64)> {
     })
 }
 
-/// A spinner per running step with its elapsed time and, for builds, `[x/y]` read from the
-/// step's log; finished steps print above.
+/// The last 8 KiB of a step's log.
+fn log_tail(log: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(8192))).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    Some(String::from_utf8_lossy(&tail).into_owned())
+}
+
+/// What a running step's log says of its progress: a build's `[x/y]`, or how far the hashing
+/// of a model is (bytes, rate, ETA: [`provision_steps_model::hash_progress`]).
+pub fn step_progress(log: &std::path::Path) -> Option<String> {
+    let text = log_tail(log)?;
+    if let Some((done, total)) = build_progress_of(&text) {
+        return Some(format!("[{done}/{total}]"));
+    }
+    last_of(&text).map(|p| p.describe())
+}
+
+/// A spinner per running step with its elapsed time and its progress read from the step's
+/// log ([`step_progress`]); finished steps print above.
 pub struct Tty {
     verbosity: Verbosity,
     multi: MultiProgress,
@@ -194,8 +215,8 @@ impl Tty {
         std::thread::spawn(move || {
             while let Some(bars) = watched.upgrade() {
                 for (step, (bar, log)) in bars.lock().expect("not poisoned").iter() {
-                    if let Some((done, total)) = build_progress(log) {
-                        bar.set_message(format!("{step} [{done}/{total}]"));
+                    if let Some(progress) = step_progress(log) {
+                        bar.set_message(format!("{step} {progress}"));
                     }
                 }
                 drop(bars);
@@ -242,8 +263,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("b.log");
         std::fs::write(&log, "$ cmake --build b\n[1/212] Building C object x.o\n[131/212] Building CXX object y.o\nwarning: z\n").unwrap();
-        assert_eq!(build_progress(&log), Some((131, 212)));
+        assert_eq!(step_progress(&log).as_deref(), Some("[131/212]"));
         std::fs::write(&log, "no progress here\n").unwrap();
-        assert_eq!(build_progress(&log), None);
+        assert_eq!(step_progress(&log), None);
+        assert_eq!(step_progress(&dir.path().join("none.log")), None);
+    }
+
+    #[test]
+    fn hashing_progress_is_read_from_the_log_tail_with_rate_and_eta() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("m.log");
+        std::fs::write(
+            &log,
+            "hashed 1073741824 of 5368709120 bytes in 1000 ms: /m/a.gguf\n\
+             hashed 2147483648 of 5368709120 bytes in 2000 ms: /m/a.gguf\n",
+        )
+        .unwrap();
+        assert_eq!(
+            step_progress(&log).as_deref(),
+            Some("hashing 2.0 GiB of 5.0 GiB, 1.0 GiB/s, ETA 3s")
+        );
     }
 }

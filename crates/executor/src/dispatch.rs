@@ -165,6 +165,12 @@ pub struct Outcome {
     pub outputs: Option<StepOutputs>,
     /// Files or directories that must still exist for the step to stay fresh.
     pub artifacts: Vec<PathBuf>,
+    /// Facts the step could only learn by running, because a check must stay cheap (a model's
+    /// digest, hashed while the build runs, never before it). They replace the check's facts
+    /// of the same names in the step's record, and the fingerprint recorded is computed with
+    /// them: the next check, which finds them cheaply (a digest cached by file identity),
+    /// finds the step fresh.
+    pub settled: Facts,
 }
 
 impl Outcome {
@@ -172,8 +178,14 @@ impl Outcome {
     pub fn new(outputs: impl Into<StepOutputs>) -> Self {
         Outcome {
             outputs: Some(outputs.into()),
-            artifacts: Vec::new(),
+            ..Outcome::default()
         }
+    }
+
+    /// The outcome with `facts` settled by the run (see [`Outcome::settled`]).
+    pub fn settle(mut self, facts: Facts) -> Self {
+        self.settled.extend(facts);
+        self
     }
 
     /// The outcome with `path` as an artifact too.
@@ -268,7 +280,8 @@ pub fn log_tail(path: &Path, n: usize) -> String {
 /// Runs steps. Implemented once, in the cli crate, over the step crates.
 pub trait Dispatch: Sync {
     /// Facts that decide whether the step is fresh, resolved before it runs (cheap: e.g. the
-    /// commit a branch points at now, tool versions).
+    /// commit a branch points at now, tool versions). A fact too costly to learn here is given
+    /// a placeholder, and the run settles it ([`Outcome::settled`]).
     fn facts(&self, _cx: &StepContext<'_>) -> Result<Facts, StepError> {
         Ok(Facts::new())
     }

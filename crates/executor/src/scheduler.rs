@@ -34,7 +34,7 @@ use crate::apply::{context, is_heavy, step_log, ApplyOptions, Decision, StepResu
 use crate::checkers::{Check, Checkers};
 use crate::dispatch::{Cancel, Dispatch, Outcome, StepContext, StepError};
 use crate::events::{Event, EventSink};
-use crate::fingerprint::contribution_of;
+use crate::fingerprint::{contribution_of, fingerprint};
 use crate::state::{now_rfc3339, State, StateError, StateFile, StepRecord, StepStatus};
 use crate::unsaved::Unsaved;
 use provision_plan::StepOutputs;
@@ -391,7 +391,12 @@ impl<'a> Scheduler<'a> {
         record.duration_ms = Some(duration_ms);
         let (event, result) = match result {
             Ok(outcome) => {
-                let fp = self.fingerprints.remove(&i).expect("set when started");
+                let mut fp = self.fingerprints.remove(&i).expect("set when started");
+                if !outcome.settled.is_empty() {
+                    // What the run learned replaces the check's placeholders (a digest).
+                    record.facts.extend(outcome.settled);
+                    fp = fingerprint(&record.spec, &record.facts, &record.deps);
+                }
                 record.status = StepStatus::Passed;
                 record.outputs = outcome.outputs.clone();
                 record.artifacts = outcome

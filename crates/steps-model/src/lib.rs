@@ -6,6 +6,7 @@ pub mod download;
 pub mod estimate;
 pub mod gguf;
 pub mod gguf_writer;
+pub mod hash_progress;
 pub mod hf;
 pub mod hf_list;
 pub mod hints;

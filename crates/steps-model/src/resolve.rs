@@ -6,7 +6,11 @@
 //! - `https://` refs go to `<cache_dir>/by-url/<hash of the URL>/<file name>`.
 //!
 //! Every file's sha256 is cached by its identity (see [`crate::digest`]) in
-//! `${cache}/models/digests.json`: a warm apply reads zero bytes of the model. A `checksum`
+//! `${cache}/models/digests.json`: a warm apply reads zero bytes of the model. A model is
+//! hashed when the step runs, never in its check: the check's facts give a file not hashed yet
+//! the digest [`NOT_HASHED`], so the step starts at once (its progress in its log, see
+//! [`crate::hash_progress`]) beside the build, and its run settles the digest it found
+//! ([`provision_executor::Outcome::settled`]). A `checksum`
 //! from the config is compared with it; a mismatch fails with both digests and changes nothing
 //! the user owns (a bad download is kept aside as `<file>.bad`).
 //!
@@ -32,8 +36,9 @@ use provision_plan::step::ModelResolve;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::digest::{set_digest, DigestCache, FileIdentity};
+use crate::digest::{set_digest, DigestCache, Digested, FileIdentity};
 use crate::download::{download, Download, DownloadError};
+use crate::hash_progress::HashLog;
 use crate::hf::{is_commit, link_snapshot, remote, HfEnv, HfFile, HubError};
 use crate::http::{display_url, header, normalize_etag};
 use crate::quant::QuantError;
@@ -185,24 +190,23 @@ pub fn url_dest(url: &str, cache_dir: &Path) -> PathBuf {
     cache_dir.join("by-url").join(hash).join(name)
 }
 
-/// Facts that decide whether model-resolve is fresh, without downloading:
-/// local files: identity (path, size, mtime, inode) and the cached verified digest (hashed once
-/// and cached, so later applies read nothing); `hf:`: the commit and etag the revision resolves
+/// The digest fact of a local file the digest cache does not have (yet): the step runs, hashes
+/// it and settles the real one.
+pub const NOT_HASHED: &str = "not hashed yet";
+
+/// Facts that decide whether model-resolve is fresh, without downloading or hashing:
+/// local files: identity (path, size, mtime, inode) and the digest cached when the step last
+/// read it ([`NOT_HASHED`] when there is none: the run hashes it); `hf:`: the commit and etag the revision resolves
 /// to (the hub when reachable, else the cache); URLs: the server's ETag (or the one recorded at
 /// download). Of a split model, every shard's (`shard<k>.` keys from the second); of
 /// `hf:ORG/REPO:QUANT`, also the file picked (`hf.file`).
-pub fn facts_for(
-    source: &ModelRef,
-    at: &Where,
-    env: &ModelEnv,
-    cancel: &Cancel,
-) -> Result<Facts, StepError> {
+pub fn facts_for(source: &ModelRef, at: &Where, env: &ModelEnv) -> Result<Facts, StepError> {
     let mut facts = Facts::new();
     match source {
         ModelRef::Path { .. } | ModelRef::Cached { .. } => {
             let path = local_path(source, at).expect("local");
             for (k, shard) in (1..).zip(shard_paths(&path)) {
-                local_facts(&mut facts, k, &shard, at, cancel)?;
+                local_facts(&mut facts, k, &shard, at);
             }
         }
         ModelRef::Hf {
@@ -234,28 +238,37 @@ pub fn facts_for(
     Ok(facts)
 }
 
-/// The identity and the cached digest of shard `k` of a local model.
-fn local_facts(
-    facts: &mut Facts,
-    k: u32,
-    path: &Path,
-    at: &Where,
-    cancel: &Cancel,
-) -> Result<(), StepError> {
-    match at.digests.digest(path, cancel) {
-        Ok(d) => {
-            facts.insert(shard_key(k, "file"), d.identity.path.clone());
-            facts.insert(shard_key(k, "size"), d.identity.size.to_string());
-            facts.insert(shard_key(k, "mtime_ns"), d.identity.mtime_ns.to_string());
-            facts.insert(shard_key(k, "inode"), d.identity.inode.to_string());
-            facts.insert(shard_key(k, "digest"), d.digest);
+/// The identity and the cached digest of shard `k` of a local model (the file is not read).
+fn local_facts(facts: &mut Facts, k: u32, path: &Path, at: &Where) {
+    match at.digests.cached(path) {
+        Ok((identity, digest)) => {
+            facts.insert(shard_key(k, "file"), identity.path.clone());
+            facts.insert(shard_key(k, "size"), identity.size.to_string());
+            facts.insert(shard_key(k, "mtime_ns"), identity.mtime_ns.to_string());
+            facts.insert(shard_key(k, "inode"), identity.inode.to_string());
+            let digest = digest.unwrap_or_else(|| NOT_HASHED.into());
+            facts.insert(shard_key(k, "digest"), digest);
         }
-        Err(_) if cancel.is_cancelled() => return Err(StepError::cancelled()),
         Err(e) => {
             facts.insert(shard_key(k, "file"), format!("unreadable: {e}"));
         }
     }
-    Ok(())
+}
+
+/// The facts of a local model once its run has hashed every shard: what the next check will
+/// find. `None` for other refs (their facts need no hashing), or when a shard is still not
+/// hashed (it changed while it was read: the next apply hashes it again).
+fn settled_facts(source: &ModelRef, at: &Where) -> Option<Facts> {
+    let path = local_path(source, at)?;
+    let mut facts = Facts::new();
+    for (k, shard) in (1..).zip(shard_paths(&path)) {
+        local_facts(&mut facts, k, &shard, at);
+    }
+    let hashed = facts
+        .iter()
+        .filter(|(key, _)| key.ends_with("digest"))
+        .all(|(_, v)| v != NOT_HASHED);
+    hashed.then_some(facts)
 }
 
 /// The commit and etag of an `hf:` file, and the etag of every other shard of a split one
@@ -440,6 +453,20 @@ fn download_error(e: DownloadError) -> StepError {
     }
 }
 
+/// The digest of `path` from the cache, or by reading it, a line of progress logged each
+/// half second of the read (see [`crate::hash_progress`]).
+fn digest_logged(
+    at: &Where,
+    path: &Path,
+    cancel: &Cancel,
+    log: &mut dyn FnMut(String),
+) -> std::io::Result<Digested> {
+    let mut progress = HashLog::new(path, log);
+    at.digests.digest_with(path, cancel, &mut |done, total| {
+        progress.update(done, total)
+    })
+}
+
 /// Verify a file already on disk: digest from the cache (or by reading it once), then the
 /// checksum.
 /// How much of a model file resolving reads.
@@ -457,6 +484,7 @@ fn verify_local(
     at: &Where,
     cancel: &Cancel,
     check: Check,
+    log: &mut dyn FnMut(String),
 ) -> Result<Resolved, StepError> {
     if check == Check::Presence {
         let size = fs::metadata(path)
@@ -471,7 +499,7 @@ fn verify_local(
             shards: vec![path.to_path_buf()],
         });
     }
-    let d = at.digests.digest(path, cancel).map_err(|e| {
+    let d = digest_logged(at, path, cancel, log).map_err(|e| {
         if cancel.is_cancelled() {
             StepError::cancelled()
         } else {
@@ -560,7 +588,7 @@ fn resolve_as(
                 ))
                 .hint(hint));
             }
-            resolve_local(&path, (checksum, check), at, cancel)
+            resolve_local(&path, (checksum, check), at, cancel, log)
         }
         ModelRef::Hf {
             repo,
@@ -601,6 +629,7 @@ fn resolve_local(
     (checksum, check): (Option<&str>, Check),
     at: &Where,
     cancel: &Cancel,
+    log: &mut dyn FnMut(String),
 ) -> Result<Resolved, StepError> {
     let split = SplitName::parse(path.file_name().and_then(|n| n.to_str()).unwrap_or(""));
     no_split_checksum(&path.display().to_string(), split.as_ref(), checksum)?;
@@ -616,7 +645,7 @@ fn resolve_local(
             ))
             .hint("every shard of a split model must be beside the first, named as `gguf-split` names them: fetch the missing one, or use an `hf:` or `https://` ref of the first shard, which fetches them all"));
         }
-        parts.push(verify_local(shard, checksum, at, cancel, check)?);
+        parts.push(verify_local(shard, checksum, at, cancel, check, log)?);
     }
     Ok(Resolved::of_shards(parts, check))
 }
@@ -714,7 +743,8 @@ fn resolve_hf(
         .then(|| format!("sha256:{}", etag.to_ascii_lowercase()));
     let mut fetched = 0;
     if blob.is_file() && check == Check::Digest {
-        if let (Some(expected), Ok(d)) = (&etag_digest, at.digests.digest(&blob, cancel)) {
+        let digest = digest_logged(at, &blob, cancel, log);
+        if let (Some(expected), Ok(d)) = (&etag_digest, digest) {
             if d.digest != *expected {
                 let bad = PathBuf::from(format!("{}.bad", blob.display()));
                 log(format!(
@@ -766,7 +796,7 @@ fn resolve_hf(
             hf.hub_cache.display()
         ))
     })?;
-    let mut r = verify_local(&snap, checksum, at, cancel, check)?;
+    let mut r = verify_local(&snap, checksum, at, cancel, check, log)?;
     r.fetched = fetched;
     if (is_commit(&f.revision) || fetched > 0) && check == Check::Digest {
         log(format!("{what} is {} ({})", snap.display(), r.digest));
@@ -825,7 +855,7 @@ fn resolve_url(
             );
         }
     }
-    let mut r = verify_local(&dest, checksum, at, cancel, check)?;
+    let mut r = verify_local(&dest, checksum, at, cancel, check, log)?;
     r.fetched = fetched;
     Ok(r)
 }
@@ -841,12 +871,7 @@ pub fn facts(
     cx: &StepContext<'_>,
     env: &ModelEnv,
 ) -> Result<Facts, StepError> {
-    facts_for(
-        &real_source(spec, cx)?,
-        &Where::of_step(spec, cx),
-        env,
-        &cx.cancel,
-    )
+    facts_for(&real_source(spec, cx)?, &Where::of_step(spec, cx), env)
 }
 
 /// The source with its credentials (`${secret:source.…}` in the spec) filled in from the
@@ -870,8 +895,9 @@ pub fn run(
 ) -> Result<Outcome, StepError> {
     let at = Where::of_step(spec, cx);
     let log = cx.log.clone();
+    let source = real_source(spec, cx)?;
     let r = resolve(
-        &real_source(spec, cx)?,
+        &source,
         spec.checksum.as_deref(),
         &at,
         env,
@@ -909,7 +935,13 @@ pub fn run(
         size: r.size,
         architecture: arch,
     };
-    Ok(r.shards
+    let outcome = r
+        .shards
         .into_iter()
-        .fold(Outcome::new(outputs), |o, shard| o.artifact(shard)))
+        .fold(Outcome::new(outputs), |o, shard| o.artifact(shard));
+    // The digests the check could only give as `NOT_HASHED`, now in the cache.
+    Ok(match settled_facts(&source, &at) {
+        Some(facts) => outcome.settle(facts),
+        None => outcome,
+    })
 }

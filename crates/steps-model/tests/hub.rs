@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::thread;
 
 use fake_hub::*;
-use provision_executor::Cancel;
 use provision_plan::model_ref::ModelRef;
 
 #[test]
@@ -163,18 +162,13 @@ fn offline_uses_what_the_cache_has() {
     assert_eq!(again.path, first.path);
     assert_eq!(again.bytes_read, 0);
     // Facts are the same online and offline (a flapping network does not restart servers).
-    let online_facts = provision_steps_model::resolve::facts_for(
-        &hf("hf:org/tiny/tiny.gguf"),
-        &s.at,
-        &s.env,
-        &Cancel::new(),
-    )
-    .unwrap();
+    let online_facts =
+        provision_steps_model::resolve::facts_for(&hf("hf:org/tiny/tiny.gguf"), &s.at, &s.env)
+            .unwrap();
     let offline_facts = provision_steps_model::resolve::facts_for(
         &hf("hf:org/tiny/tiny.gguf"),
         &offline.at,
         &offline.env,
-        &Cancel::new(),
     )
     .unwrap();
     assert_eq!(online_facts, offline_facts);

@@ -82,12 +82,12 @@ fn an_hf_ref_of_the_first_shard_fetches_every_shard() {
 
     // Every shard is in the facts: a new shard 3 on the hub changes them.
     let source = hf(&format!("hf:{REPO}/{SPLIT}-00001-of-00003.gguf"));
-    let facts = facts_for(&source, &s.at, &s.env, &Cancel::new()).unwrap();
+    let facts = facts_for(&source, &s.at, &s.env).unwrap();
     assert_eq!(facts["shard3.hf.etag"], sha(&set[2].1));
     let mut changed = set[2].1.clone();
     changed.push(0);
     hub.add(REPO, &set[2].0, changed.clone());
-    let facts2 = facts_for(&source, &s.at, &s.env, &Cancel::new()).unwrap();
+    let facts2 = facts_for(&source, &s.at, &s.env).unwrap();
     assert_eq!(facts2["shard3.hf.etag"], sha(&changed));
     assert_eq!(facts["hf.etag"], facts2["hf.etag"]);
 
@@ -142,13 +142,7 @@ fn the_quant_form_picks_the_shard_set_or_the_file_of_the_tag() {
     let r = run(&s, &hf(&format!("hf:{REPO}:q4_k_m")), None).unwrap();
     assert_eq!(r.path, snapshot(&s, &set[0].0));
     assert_eq!(r.shards.len(), 3);
-    let facts = facts_for(
-        &hf(&format!("hf:{REPO}:Q4_K_M")),
-        &s.at,
-        &s.env,
-        &Cancel::new(),
-    )
-    .unwrap();
+    let facts = facts_for(&hf(&format!("hf:{REPO}:Q4_K_M")), &s.at, &s.env).unwrap();
     assert_eq!(facts["hf.file"], set[0].0);
 
     let r = run(&s, &hf(&format!("hf:{REPO}:Q8_0")), None).unwrap();

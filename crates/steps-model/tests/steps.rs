@@ -9,8 +9,10 @@ use provision_plan::step::{ModelResolve, StepSpec, VramFit};
 use provision_plan::StepOutputs;
 use provision_steps_model::estimate::{estimate, MIB};
 use provision_steps_model::gguf_writer::{GgufWriter, LlamaShape};
+use provision_steps_model::hash_progress::HashProgress;
 use provision_steps_model::hf::HfEnv;
 use provision_steps_model::ledger::{place, Entry};
+use provision_steps_model::resolve::NOT_HASHED;
 use provision_steps_model::vram_fit::{fit_input, Reading};
 use provision_steps_model::{Estimate, FitInput};
 use provision_steps_model::{ModelEnv, ModelInfo};
@@ -144,11 +146,16 @@ fn local_model_resolve_outputs_and_warm_facts_read_nothing() {
     let path = write_model(&ws);
     let spec = resolve_spec(&ws);
     let cx = ws.cx("model-resolve", BTreeMap::new());
-    let facts1 = provision_steps_model::facts(&spec, &cx, &env()).unwrap();
-    let out = provision_steps_model::run(&spec, &cx, &env()).unwrap();
-    let out = recorded(out.outputs);
+    // The check reads no byte of a model not hashed yet: the run hashes it.
+    let facts0 = provision_steps_model::facts(&spec, &cx, &env()).unwrap();
+    assert_eq!(facts0["digest"], NOT_HASHED);
+    let outcome = provision_steps_model::run(&spec, &cx, &env()).unwrap();
+    // The run settles the digest; the next check finds the same facts in the cache.
+    let facts1 = outcome.settled.clone();
+    let out = recorded(outcome.outputs);
     assert!(out["path"].as_str().unwrap().ends_with("models/tiny.gguf"));
     let digest = facts1["digest"].clone();
+    assert!(digest.starts_with("sha256:"), "{facts1:?}");
     assert_eq!(out["digest"], json!(digest));
     assert_eq!(out["size"], json!(fs::metadata(&path).unwrap().len()));
     assert_eq!(out["architecture"], "llama");
@@ -158,7 +165,14 @@ fn local_model_resolve_outputs_and_warm_facts_read_nothing() {
     let cache = provision_steps_model::resolve::digest_cache(&cx);
     let d = cache.digest(&path, &cx.cancel).unwrap();
     assert_eq!(d.bytes_read, 0);
-    // A rewritten file changes the facts.
+    // The run logged the hashing: the final progress line, every byte.
+    let log = fs::read_to_string(&cx.log).unwrap();
+    let logged = log.lines().rev().find_map(HashProgress::parse).unwrap();
+    assert_eq!(
+        (logged.done, logged.total),
+        (d.identity.size, d.identity.size)
+    );
+    // A rewritten file changes the facts: the run hashes it again, to the same digest.
     let bytes = fs::read(&path).unwrap();
     fs::remove_file(&path).unwrap();
     fs::write(&path, &bytes).unwrap();
@@ -167,7 +181,9 @@ fn local_model_resolve_outputs_and_warm_facts_read_nothing() {
         facts1["inode"].clone() + &facts1["mtime_ns"],
         facts3["inode"].clone() + &facts3["mtime_ns"]
     );
-    assert_eq!(facts1["digest"], facts3["digest"]);
+    assert_eq!(facts3["digest"], NOT_HASHED);
+    let outcome = provision_steps_model::run(&spec, &cx, &env()).unwrap();
+    assert_eq!(facts1["digest"], outcome.settled["digest"]);
 }
 
 #[test]
