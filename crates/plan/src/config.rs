@@ -17,6 +17,9 @@ pub const MAX_POOLS: usize = 10_000;
 pub const MAX_REPLICAS: u32 = 256;
 /// The most devices (and tensor split ratios) a pool may list.
 pub const MAX_DEVICES: usize = 256;
+/// The most GPU pools that may share one device. Each pool's fit counts the pools before it on
+/// its devices (the device ledger), so a plan grows with the square of this per device.
+pub const MAX_POOLS_PER_DEVICE: usize = 128;
 /// The most items of a pool's `flags`, and of its `cmake_flags`.
 pub const MAX_FLAGS: usize = 1_000;
 

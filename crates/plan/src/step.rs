@@ -177,8 +177,8 @@ pub struct VramFit {
     /// The server's memory-relevant settings.
     #[serde(flatten)]
     pub memory: MemorySettings,
-    /// The GPU pools before this one in the config that share its devices (directly or
-    /// through one another), in config order: the ledger places them first.
+    /// The GPU pools before this one in the config that share a device with it, in config
+    /// order: the ledger places them first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placed_before: Vec<LedgerPool>,
 }

@@ -66,26 +66,15 @@ pub(super) fn fit(
     })
 }
 
-/// The pools of `ledger` (positions, in order) that share a device with `devices`, directly
-/// or through one another: those whose placement decides what is left for a pool on
-/// `devices`.
+/// The pools of `ledger` (positions, in order) that share a device with `devices`: those
+/// placed before a pool on its devices. Only direct sharers are named (a plan grows with their
+/// number, not with the square of a whole chain): a pool placed before one of them on another
+/// device is left out, which can only make that one look more likely to be placed, so the fit
+/// counts it more often, never less.
 fn sharing(ledger: &[(LedgerPool, usize)], devices: &[u32]) -> Vec<usize> {
-    let mut reach: std::collections::BTreeSet<u32> = devices.iter().copied().collect();
-    let mut taken = vec![false; ledger.len()];
-    loop {
-        let mut grew = false;
-        for (i, (p, _)) in ledger.iter().enumerate() {
-            if !taken[i] && p.devices.iter().any(|d| reach.contains(d)) {
-                taken[i] = true;
-                reach.extend(p.devices.iter().copied());
-                grew = true;
-            }
-        }
-        if !grew {
-            break;
-        }
-    }
-    (0..ledger.len()).filter(|&i| taken[i]).collect()
+    (0..ledger.len())
+        .filter(|&i| ledger[i].0.devices.iter().any(|d| devices.contains(d)))
+        .collect()
 }
 
 /// The memory-relevant settings of a pool's server, from its normalised flags: the vram-fit

@@ -50,6 +50,35 @@ impl Checker<'_> {
         }
     }
 
+    /// At most [`MAX_POOLS_PER_DEVICE`](crate::config::MAX_POOLS_PER_DEVICE) GPU pools on
+    /// one device: reported at the first pool past it, once per device.
+    pub(super) fn pools_per_device(&mut self, pools: &[(String, Pool)]) {
+        use crate::config::{Backend, ProvisioningMode, MAX_POOLS_PER_DEVICE};
+        let mut on: BTreeMap<u32, usize> = BTreeMap::new();
+        for (path, pool) in pools {
+            let external = pool.provisioning.mode == ProvisioningMode::External;
+            if pool.backend != Backend::Cuda || external {
+                continue;
+            }
+            for (j, d) in pool.devices.iter().enumerate() {
+                let n = on.entry(*d).or_default();
+                *n += 1;
+                if *n == MAX_POOLS_PER_DEVICE + 1 {
+                    let msg = format!(
+                        "pool `{}` is the {}th GPU pool on device {d}: at most {MAX_POOLS_PER_DEVICE} may share one device",
+                        pool.id, *n
+                    );
+                    self.error(
+                        &join_index(&join_key(path, "devices"), j),
+                        false,
+                        &msg,
+                        Some("spread the pools over more devices, or serve several models from fewer pools"),
+                    );
+                }
+            }
+        }
+    }
+
     pub(super) fn handoff_collisions(&mut self, pools: &[(String, Pool)], total_replicas: u32) {
         // Each handoff file, and the pool and field that name it first.
         let mut seen: BTreeMap<String, (&str, &str)> = BTreeMap::new();

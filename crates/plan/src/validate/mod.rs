@@ -115,6 +115,7 @@ pub fn validate(doc: &Document) -> Result<ValidConfig, ConfigError> {
         // parts are pruned (and what depends on them is not reported twice).
         let parsed = partial::pools(pools, &structural_errors);
         checker.cross_pool(&parsed);
+        checker.pools_per_device(&parsed);
         let total_replicas: u32 = parsed.iter().map(|(_, p)| p.replicas).sum();
         checker.handoff_collisions(&parsed, total_replicas);
         for (path, pool) in parsed {
