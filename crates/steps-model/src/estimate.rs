@@ -16,7 +16,8 @@
 //!   share the context), so `parallel` does not multiply it; with
 //!   [`FitInput::per_slot_ctx`] (each slot its own `ctx`) it does.
 //! - **compute buffer** (activations, one micro-batch of `n_ubatch` tokens, F32):
-//!   `4 × n_ubatch × (3 × n_embd + 2 × n_ff)` for the hidden states, plus the larger of the
+//!   `4 × n_ubatch × (3 × n_embd + 2 × n_ff)` for the hidden states (a mixture of experts adds
+//!   `2 × 4 × n_ubatch × n_expert_used × n_ff_expert`), plus the larger of the
 //!   attention scores and their mask (`4 × n_ubatch × (n_head + 1) × ctx`, only without flash
 //!   attention) and, on the
 //!   device holding the output layer, the logits (`4 × n_ubatch × n_vocab`). The graph
@@ -183,7 +184,12 @@ pub fn estimate(model: &ModelInfo, input: &FitInput, devices: &[(u32, u64)]) -> 
     let n_ff = model
         .feed_forward_length
         .unwrap_or(4 * model.embedding_length);
-    let hidden = 4 * ub * (3 * model.embedding_length + 2 * n_ff);
+    let mut hidden = 4 * ub * (3 * model.embedding_length + 2 * n_ff);
+    // A mixture of experts: each token's activations through its experts' FFNs (gate and up),
+    // beside the hidden states.
+    if let (Some((_, used)), Some(ff)) = (model.experts, model.expert_feed_forward_length) {
+        hidden += 2 * 4 * ub * used * ff;
+    }
     // Without flash attention: the score matrix and, beside it, the F32 mask it is masked with
     // (measured on the real server, benchmark figure 9: leaving the mask out was short by up to
     // 58 MiB at ctx 32768).

@@ -26,6 +26,14 @@ pub struct ModelInfo {
     pub embedding_length: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feed_forward_length: Option<u64>,
+    /// A mixture of experts: `(<arch>.expert_count, <arch>.expert_used_count)`, the experts
+    /// of each layer and how many each token goes through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experts: Option<(u64, u64)>,
+    /// The width of one expert's FFN (`<arch>.expert_feed_forward_length`, else
+    /// `feed_forward_length`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expert_feed_forward_length: Option<u64>,
     /// Attention heads (the largest per-layer value).
     pub head_count: u64,
     /// KV heads of each layer (`head_count_kv`, per layer or one value; `head_count` when absent).
@@ -208,6 +216,12 @@ impl ModelInfo {
             block_count,
             embedding_length,
             feed_forward_length: scalar("feed_forward_length"),
+            experts: match (scalar("expert_count"), scalar("expert_used_count")) {
+                (Some(n), Some(used)) if n > 0 && used > 0 => Some((n, used)),
+                _ => None,
+            },
+            expert_feed_forward_length: scalar("expert_feed_forward_length")
+                .or_else(|| scalar("feed_forward_length")),
             head_count,
             head_count_kv,
             key_length,

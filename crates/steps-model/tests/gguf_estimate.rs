@@ -333,3 +333,26 @@ fn gpu_layers_spellings() {
     assert_eq!(GpuLayers::parse("auto").unwrap(), GpuLayers::All);
     assert!(GpuLayers::parse("lots").is_err());
 }
+
+/// A mixture of experts: each token's activations through the experts it is routed to are in
+/// the compute buffer beside the hidden states (benchmark figure 9 measured 22–32 MiB of them
+/// on the real server, which the estimate left out).
+#[test]
+fn a_mixture_of_experts_adds_its_routed_activations() {
+    let dense =
+        ModelInfo::from_gguf(&Gguf::parse_bytes(&GgufWriter::llama(tiny()).to_bytes()).unwrap())
+            .unwrap();
+    assert_eq!(dense.experts, None);
+    let moe = GgufWriter::llama(tiny())
+        .kv("llama.expert_count", MetaValue::U32(8))
+        .kv("llama.expert_used_count", MetaValue::U32(2))
+        .kv("llama.expert_feed_forward_length", MetaValue::U32(96));
+    let moe = ModelInfo::from_gguf(&Gguf::parse_bytes(&moe.to_bytes()).unwrap()).unwrap();
+    assert_eq!(
+        (moe.experts, moe.expert_feed_forward_length),
+        (Some((8, 2)), Some(96))
+    );
+    let at = |m: &ModelInfo| estimate(m, &input(256), &[(0, 24_576 * MIB)]).devices[0].compute;
+    // 2 (gate, up) × 4 bytes × 512 tokens × 2 experts × 96.
+    assert_eq!(at(&moe) - at(&dense), 2 * 4 * 512 * 2 * 96);
+}
