@@ -21,10 +21,13 @@ pub struct Size {
     pub steps: usize,
 }
 
-/// A config of `n` pools: half CPU, half CUDA on one of 4 devices; 4 llama.cpp refs × 2 sets of
-/// CMake flags (so builds are shared), 16 models, one replica each on its own port.
+/// A config of `n` pools: half CPU, half CUDA, 16 of those to a device (at least 4 devices;
+/// each GPU pool's fit names the pools before it on its device, so a host's worth of sharing,
+/// not all of them on 4 cards); 4 llama.cpp refs × 2 sets of CMake flags (so builds are
+/// shared), 16 models, one replica each on its own port.
 pub fn config(n: usize) -> String {
     let mut s = String::from("pools:\n");
+    let devices = (n / 2 / 16).max(4);
     for i in 0..n {
         let gpu = i % 2 == 1;
         let _ = write!(
@@ -51,7 +54,7 @@ pub fn config(n: usize) -> String {
             m = i % 16,
             backend = if gpu { "cuda" } else { "cpu" },
             devices = if gpu {
-                (i / 2 % 4).to_string()
+                (i / 2 % devices).to_string()
             } else {
                 String::new()
             },
