@@ -18,6 +18,7 @@ use provision_plan::outputs::{
 use provision_plan::redact::Redactor;
 use provision_plan::{Step, StepOutputs, StepSpec};
 use provision_steps_spawn as spawn;
+use provision_steps_spawn::identity;
 use provision_steps_spawn::process::{group_members, ServerProcess};
 use provision_steps_testkit::Workspace;
 use serde_json::Value;
@@ -343,13 +344,23 @@ pub fn assert_gone(server: &ServerProcess) {
     );
 }
 
-/// Stop every replica the rig started (tests clean up after themselves, even on success).
+/// Stop every replica the rig started (tests clean up after themselves, even on success or
+/// failure): the servers the state records, then every server carrying this runtime dir's
+/// marker, which the state no longer names once a later run of a spawn step failed (a failed
+/// step records no outputs, as the executor's does) while its previous server kept running.
 impl Drop for Rig {
     fn drop(&mut self) {
+        let grace = Duration::from_millis(200);
         for r in self.state.steps.values() {
             if let (true, Some(outputs)) = (r.kind == "spawn", &r.outputs) {
-                let _ = spawn::stop_server(outputs, Duration::from_millis(200));
+                let _ = spawn::stop_server(outputs, grace);
             }
+        }
+        let roots = &self.ws.plan.roots;
+        spawn::down::stop_unrecorded(&State::default(), roots, &|_| true, grace);
+        let left = identity::find_by_marker(&roots.runtime, None);
+        if !left.is_empty() && !std::thread::panicking() {
+            panic!("the test left servers running: {left:?}");
         }
     }
 }
