@@ -147,10 +147,14 @@ pub fn spawn(spec: &Spawn, cx: &StepContext<'_>) -> Result<Outcome, StepError> {
 
     let port = choose_port(spec, cx, &name)?;
     let shown: Vec<String> = argv.iter().map(|a| expand(cx, a, Some(port))).collect();
-    let started =
-        launch(cx, &shown, &shown, real_env, spec, &server_log, port).inspect_err(|_| {
-            port::release(port);
-        })?;
+    let dropped = not_inherited(engine, real_env);
+    let env = ServerEnv {
+        set: real_env,
+        dropped: &dropped,
+    };
+    let started = launch(cx, &shown, &shown, &env, spec, &server_log, port).inspect_err(|_| {
+        port::release(port);
+    })?;
     note(
         cx,
         &format!(
@@ -521,6 +525,32 @@ fn server_env(
     Ok(env)
 }
 
+/// What a server's environment is: provision's own, less `dropped`, with `set` set.
+struct ServerEnv<'e> {
+    set: &'e BTreeMap<String, String>,
+    dropped: &'e [std::ffi::OsString],
+}
+
+/// The variables of provision's own environment a server does not inherit (unless its pool
+/// sets them): those the engine reads as settings, which would change the server outside its
+/// plan (`LLAMA_ARG_N_GPU_LAYERS=0` would move a GPU pool's layers to the CPU), and those whose
+/// names mark secrets (another pool's API key, a cloud token), which a server has no use for.
+fn not_inherited(
+    engine: &dyn RuntimeEngine,
+    set: &BTreeMap<String, String>,
+) -> Vec<std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            let Some(n) = name.to_str() else {
+                return false;
+            };
+            !set.contains_key(n)
+                && (engine.reads_env(n) || provision_plan::redact::is_secret_name(n))
+        })
+        .collect()
+}
+
 /// Start the process: its own session (so it outlives apply and stops as a group), stdin from
 /// /dev/null, stdout and stderr to the log (the previous run's log kept as `<log>.1`), and a
 /// copy of `port`'s host-wide reservation, its only other descriptor, so the port stays
@@ -530,7 +560,7 @@ fn launch(
     cx: &StepContext<'_>,
     argv: &[String],
     shown: &[String],
-    env: &std::collections::BTreeMap<String, String>,
+    env: &ServerEnv<'_>,
     spec: &Spawn,
     server_log: &Path,
     port: u16,
@@ -578,8 +608,11 @@ fn launch(
     let instance =
         identity::instance_id(&cx.roots.runtime, &replica_name(&spec.pool, spec.replica));
     let mut cmd = Command::new(program);
+    for name in env.dropped {
+        cmd.env_remove(name);
+    }
     cmd.args(args)
-        .envs(env)
+        .envs(env.set)
         .env(identity::MARKER_VAR, &instance)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(log_error)?)

@@ -153,6 +153,12 @@ impl RuntimeEngine for LlamaCpp {
     fn api_key_env(&self) -> &'static str {
         provision_plan::engine::llamacpp::API_KEY_ENV
     }
+
+    fn reads_env(&self, name: &str) -> bool {
+        // `LLAMA_ARG_<FLAG>` for every flag, `LLAMA_API_KEY`, `LLAMA_CACHE`, `LLAMA_LOG_*`;
+        // `HF_TOKEN` and `HF_ENDPOINT` for its downloads.
+        name.starts_with("LLAMA_") || name.starts_with("HF_")
+    }
 }
 
 /// The short reason of a llama-server error body (`{"error":{"message":"Loading model"}}`),

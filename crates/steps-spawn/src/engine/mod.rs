@@ -101,6 +101,11 @@ pub trait RuntimeEngine: Sync {
     fn binary_version(&self, binary: &Path) -> Option<(String, &'static str)>;
     /// The environment variable the server reads its API key from.
     fn api_key_env(&self) -> &'static str;
+    /// Whether the server reads variable `name` of its environment as a setting (llama-server:
+    /// `LLAMA_ARG_*` for its flags, `LLAMA_API_KEY`, `HF_TOKEN`, …). Such a variable of
+    /// provision's own environment is not passed on: the plan is the server's whole
+    /// configuration.
+    fn reads_env(&self, name: &str) -> bool;
 }
 
 /// The engine a server runs. Validation rejects an engine without an implementation, so a
