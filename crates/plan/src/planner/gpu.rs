@@ -21,7 +21,7 @@ pub(super) fn fit(
     input: &PoolInput,
     model: Option<(usize, &StepId)>,
     checks: &Checks,
-    ledger: &mut Vec<(LedgerPool, usize)>,
+    ledger: &mut Ledger,
 ) -> Result<Option<usize>, ConfigError> {
     let pool = &input.pool;
     let pid = pool.id.as_str();
@@ -34,12 +34,12 @@ pub(super) fn fit(
                     argv: GPU_QUERY.map(String::from).to_vec(),
                 })
             });
-            let before = sharing(ledger, &pool.devices);
+            let before = ledger.sharing(&pool.devices);
             let deps = [model_at, gpu]
                 .into_iter()
-                .chain(before.iter().map(|&i| ledger[i].1));
+                .chain(before.iter().map(|&i| ledger.pools[i].1));
             let placed_before: Vec<LedgerPool> =
-                before.iter().map(|&i| ledger[i].0.clone()).collect();
+                before.iter().map(|&i| ledger.pools[i].0.clone()).collect();
             let fit = steps.add(StepId::vram_fit(pid).into(), deps, || {
                 StepSpec::VramFit(VramFit {
                     pool: pid.into(),
@@ -50,7 +50,7 @@ pub(super) fn fit(
                     placed_before,
                 })
             });
-            ledger.push((
+            ledger.push(
                 LedgerPool {
                     pool: pid.into(),
                     devices: pool.devices.clone(),
@@ -59,22 +59,46 @@ pub(super) fn fit(
                     memory,
                 },
                 model_at,
-            ));
+            );
             Some(fit)
         }
         _ => None,
     })
 }
 
-/// The pools of `ledger` (positions, in order) that share a device with `devices`: those
-/// placed before a pool on its devices. Only direct sharers are named (a plan grows with their
-/// number, not with the square of a whole chain): a pool placed before one of them on another
-/// device is left out, which can only make that one look more likely to be placed, so the fit
-/// counts it more often, never less.
-fn sharing(ledger: &[(LedgerPool, usize)], devices: &[u32]) -> Vec<usize> {
-    (0..ledger.len())
-        .filter(|&i| ledger[i].0.devices.iter().any(|d| devices.contains(d)))
-        .collect()
+/// The GPU pools planned so far, in config order, each with its model-resolve step's
+/// position, and where each device's pools are.
+#[derive(Default)]
+pub(super) struct Ledger {
+    pools: Vec<(LedgerPool, usize)>,
+    on: std::collections::HashMap<u32, Vec<usize>>,
+}
+
+impl Ledger {
+    fn push(&mut self, pool: LedgerPool, model_at: usize) {
+        let at = self.pools.len();
+        for d in &pool.devices {
+            self.on.entry(*d).or_default().push(at);
+        }
+        self.pools.push((pool, model_at));
+    }
+
+    /// The pools (positions, in order) that share a device with `devices`: those placed
+    /// before a pool on its devices. Only direct sharers are named (a plan grows with their
+    /// number, not with the square of a whole chain): a pool placed before one of them on
+    /// another device is left out, which can only make that one look more likely to be
+    /// placed, so the fit counts it more often, never less.
+    fn sharing(&self, devices: &[u32]) -> Vec<usize> {
+        let mut at: Vec<usize> = devices
+            .iter()
+            .filter_map(|d| self.on.get(d))
+            .flatten()
+            .copied()
+            .collect();
+        at.sort_unstable();
+        at.dedup();
+        at
+    }
 }
 
 /// The memory-relevant settings of a pool's server, from its normalised flags: the vram-fit

@@ -129,7 +129,7 @@ pub fn plan(valid: &ValidConfig, opts: &PlanOptions) -> Result<Plan, ConfigError
 
     let mut b = Builder::default();
     let mut summaries = Vec::new();
-    let mut ledger = Vec::new();
+    let mut ledger = gpu::Ledger::default();
     for &input in &selected {
         let pool = &input.pool;
         let mut steps = PoolSteps::new(&mut b, pool.id.as_str());
