@@ -26,6 +26,13 @@ impl StepDispatch {
         }
     }
 
+    /// For an apply (or a preview) over `state`: its recorded servers that are alive count as
+    /// running in the GPU fit.
+    pub fn over(mut self, state: &provision_executor::State) -> Self {
+        self.gpus = GpuReadings::over(state);
+        self
+    }
+
     /// `--refresh-refs`: ask the repository again for tags resolved before.
     pub fn refresh_refs(mut self, refresh: bool) -> Self {
         if refresh {

@@ -16,20 +16,43 @@ use provision_steps_tools::Host;
 /// How long a reading serves further steps.
 pub const FRESH_FOR: Duration = Duration::from_secs(2);
 
-/// The last reading and when it was taken.
+/// The last reading and when it was taken, and the replicas whose recorded servers were
+/// alive when the apply began.
 #[derive(Default)]
-pub struct GpuReadings(Mutex<Option<(Instant, String, Reading)>>);
+pub struct GpuReadings {
+    last: Mutex<Option<(Instant, String, Reading)>>,
+    alive: std::collections::BTreeSet<String>,
+}
 
 impl GpuReadings {
+    /// Readings for an apply over `state`: its spawn records' servers that are alive now
+    /// count as running, also where the driver's pids are of another PID namespace.
+    pub fn over(state: &provision_executor::State) -> GpuReadings {
+        let alive = state
+            .steps
+            .iter()
+            .filter_map(|(id, r)| {
+                let replica = provision_plan::StepId::parse(id)?.replica()?.to_string();
+                let server = provision_steps_spawn::ServerHandle::of_outputs(r.outputs.as_ref()?)?;
+                (server.local().is_some() && server.check().is_ok()).then_some(replica)
+            })
+            .collect();
+        GpuReadings {
+            last: Mutex::default(),
+            alive,
+        }
+    }
+
     /// A reading no older than [`FRESH_FOR`] for runtime dir `runtime`.
     pub fn get(&self, host: &Host, runtime: &str, cancel: &Cancel) -> Result<Reading, StepError> {
-        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, rt, r)) = last.as_ref() {
             if at.elapsed() < FRESH_FOR && rt == runtime {
                 return Ok(r.clone());
             }
         }
-        let reading = read(host, runtime, cancel)?;
+        let mut reading = read(host, runtime, cancel)?;
+        reading.alive = self.alive.clone();
         *last = Some((Instant::now(), runtime.to_string(), reading.clone()));
         Ok(reading)
     }
@@ -49,7 +72,11 @@ fn read(host: &Host, runtime: &str, cancel: &Cancel) -> Result<Reading, StepErro
     for a in &mut apps {
         name_replica(a, &ours);
     }
-    Ok(Reading { gpus, apps })
+    Ok(Reading {
+        gpus,
+        apps,
+        alive: Default::default(),
+    })
 }
 
 /// Name the replica of a process whose marker says it is a server of this project.

@@ -41,6 +41,10 @@ fn main() -> ExitCode {
         ),
         Trial::test("each_gpu_has_its_own_ledger", two_cards),
         Trial::test(
+            "a_running_pool_is_kept_where_the_driver_shows_other_pids",
+            other_pid_namespace,
+        ),
+        Trial::test(
             "the_fit_reads_the_gpus_itself_not_the_gpu_checks_reading",
             changing_reading,
         ),
@@ -449,5 +453,33 @@ fn placed_before_running() -> Result<(), Failed> {
     assert!(!started(&events, "spawn:g/r0"), "kept: {events:?}");
     assert!(alive(server));
     assert_eq!(p.handoff_pids().len(), 1, "h's; g's is at ./g.json");
+    Ok(())
+}
+
+/// In a container without the host's PID namespace the driver lists this project's server
+/// under a pid of another namespace: the ledger counts it as another process, and a re-apply
+/// with the card full keeps the pool (its server is alive by its own record) instead of
+/// refusing it.
+fn other_pid_namespace() -> Result<(), Failed> {
+    let p = Project::new(&gpu_pool("g", 1, "[0]", ""));
+    let (out, _) = p.apply();
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let server = p.handoff_pids()[0];
+    // Its memory under a host pid this namespace does not have; another tenant fills the rest.
+    set_apps(
+        p.path(),
+        &format!("4194000, {UUID0}, 600\n4242, {UUID0}, 23212\n"),
+    );
+    set_gpus(p.path(), &one_3090_with_free(100));
+    let (out, events) = p.apply();
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    assert!(!started(&events, "spawn:g/r0"), "kept: {events:?}");
+    assert_eq!(p.handoff_pids(), [server]);
+    // Taken down, the same reading refuses it: nothing of it is alive any more.
+    provision(p.path(), &["down", "--grace", "0.2"])
+        .output()
+        .unwrap();
+    let (out, _) = p.apply();
+    assert_eq!(out.status.code(), Some(3), "{}", said(&out));
     Ok(())
 }

@@ -155,6 +155,10 @@ pub fn flash_attn_auto(model: &ModelInfo) -> bool {
 pub struct Reading {
     pub gpus: Vec<Gpu>,
     pub apps: Vec<ComputeApp>,
+    /// The replicas (`pool/rN`) whose recorded servers are alive now, by their own records
+    /// (pid, start time, marker): running even where `apps` cannot name them (a driver in
+    /// another PID namespace).
+    pub alive: std::collections::BTreeSet<String>,
 }
 
 /// The ledger's entries of a vram-fit step: the pools placed before it, then its own pool;
@@ -313,10 +317,14 @@ fn kept(spec: &VramFit, cx: &StepContext<'_>, reading: &Reading, est: &Estimate)
     shape(&before.estimate) == shape(est) && all_running(spec, reading)
 }
 
-/// Whether every replica of the pool is a running server of this project on each device.
+/// Whether every replica of the pool is a running server of this project: alive by its own
+/// record, or seen on each device among the GPU's processes.
 fn all_running(spec: &VramFit, reading: &Reading) -> bool {
     (0..spec.replicas).all(|r| {
         let name = provision_plan::ReplicaId::new(&spec.pool, r).to_string();
+        if reading.alive.contains(&name) {
+            return true;
+        }
         spec.devices.iter().all(|d| {
             let Some(gpu) = reading.gpus.iter().find(|g| g.index == *d) else {
                 return false;

@@ -84,6 +84,7 @@ fn reading(free: &[(u32, u64)]) -> Reading {
             })
             .collect(),
         apps: Vec::new(),
+        alive: Default::default(),
     }
 }
 

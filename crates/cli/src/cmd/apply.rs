@@ -82,7 +82,9 @@ pub fn run(args: ApplyArgs) -> ExitCode {
         fail_fast,
         force,
     };
-    let dispatch = StepDispatch::new().refresh_refs(refresh_refs);
+    let dispatch = StepDispatch::new()
+        .refresh_refs(refresh_refs)
+        .over(session.state());
     let report = match session.apply(&plan, &dispatch, &opts, sink.as_ref(), &cancel) {
         Ok(r) => r,
         Err(code) => return code,

@@ -56,7 +56,7 @@ pub fn run(args: PlanArgs) -> ExitCode {
             Ok(s) => s,
             Err(e) => return error_code(state_error(&e)),
         };
-        let dispatch = StepDispatch::new().refresh_refs(refresh_refs);
+        let dispatch = StepDispatch::new().refresh_refs(refresh_refs).over(&state);
         let changes = provision_executor::preview(&plan, &dispatch, &state, false);
         would_run = changes.iter().any(|(_, p)| matches!(p, Preview::Run(_)));
         plan.changes = Some(

@@ -54,7 +54,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
 /// The state of each of the plan's replicas, and the steps an apply would run.
 fn status_report(session: &Session, plan: &Plan) -> StatusReport {
     let state = session.state();
-    let changes = provision_executor::preview(plan, &StepDispatch::new(), state, false);
+    let changes = provision_executor::preview(plan, &StepDispatch::new().over(state), state, false);
     let mut pools = Vec::new();
     for pool in &plan.pools {
         let mut replicas = Vec::new();
