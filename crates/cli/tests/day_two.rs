@@ -116,22 +116,7 @@ impl World {
 
     /// Apply with `--json`: the exit status and the events.
     fn apply(&self) -> (Output, Vec<Value>) {
-        let out = self
-            .command(&[
-                "apply",
-                "-c",
-                "pools.yaml",
-                "--cache-dir",
-                "cache",
-                "--json",
-            ])
-            .output()
-            .unwrap();
-        let events = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        (out, events)
+        gpu_host::apply_json(self.dir.path())
     }
 
     fn state_file(&self) -> PathBuf {

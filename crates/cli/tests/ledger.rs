@@ -10,6 +10,8 @@
 mod fake;
 mod gpu_host;
 
+use gpu_host::started;
+
 use std::path::Path;
 use std::process::{ExitCode, Output};
 
@@ -80,24 +82,7 @@ impl Project {
     }
 
     fn apply(&self) -> (Output, Vec<Value>) {
-        let out = provision(
-            self.path(),
-            &[
-                "apply",
-                "-c",
-                "pools.yaml",
-                "--cache-dir",
-                "cache",
-                "--json",
-            ],
-        )
-        .output()
-        .unwrap();
-        let events = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        (out, events)
+        gpu_host::apply_json(self.path())
     }
 
     /// The handoff files.
@@ -146,13 +131,6 @@ fn said(out: &Output) -> String {
         }
     }
     text
-}
-
-fn started(events: &[Value], id: &str) -> bool {
-    events.iter().any(|e| {
-        e.get("event").and_then(Value::as_str) == Some("started")
-            && e.get("step").and_then(Value::as_str) == Some(id)
-    })
 }
 
 fn alive(pid: u32) -> bool {

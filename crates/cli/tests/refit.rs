@@ -11,6 +11,8 @@
 mod fake;
 mod gpu_host;
 
+use gpu_host::started;
+
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Output};
 
@@ -71,22 +73,7 @@ impl World {
 
     /// Apply with `--json`: the exit status and the events.
     fn apply(&self) -> (Output, Vec<Value>) {
-        let out = self
-            .command(&[
-                "apply",
-                "-c",
-                "pools.yaml",
-                "--cache-dir",
-                "cache",
-                "--json",
-            ])
-            .output()
-            .unwrap();
-        let events = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        (out, events)
+        gpu_host::apply_json(self.dir.path())
     }
 
     fn runtime(&self) -> PathBuf {
@@ -99,14 +86,6 @@ impl Drop for World {
     fn drop(&mut self) {
         let _ = self.command(&["down", "--grace", "0.2"]).output();
     }
-}
-
-/// Whether step `id` ran (was started) in this apply.
-fn started(events: &[Value], id: &str) -> bool {
-    events.iter().any(|e| {
-        e.get("event").and_then(Value::as_str) == Some("started")
-            && e.get("step").and_then(Value::as_str) == Some(id)
-    })
 }
 
 fn memory_flags_refit() -> Result<(), Failed> {

@@ -151,3 +151,34 @@ pub fn gpu_pool(id: &str, replicas: u32, devices: &str, extra: &str) -> String {
         std::env::current_exe().unwrap().display()
     )
 }
+
+/// `provision apply -c pools.yaml --cache-dir cache --json` in `project`: the output and the
+/// events it printed.
+pub fn apply_json(project: &Path) -> (std::process::Output, Vec<serde_json::Value>) {
+    let out = provision(
+        project,
+        &[
+            "apply",
+            "-c",
+            "pools.yaml",
+            "--cache-dir",
+            "cache",
+            "--json",
+        ],
+    )
+    .output()
+    .unwrap();
+    let events = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (out, events)
+}
+
+/// Whether `events` say step `id` was started.
+pub fn started(events: &[serde_json::Value], id: &str) -> bool {
+    events.iter().any(|e| {
+        e.get("event").and_then(serde_json::Value::as_str) == Some("started")
+            && e.get("step").and_then(serde_json::Value::as_str) == Some(id)
+    })
+}
